@@ -1,0 +1,133 @@
+"""Argument checks shared by every op's normalizer.
+
+Each check names the argument, says what was expected and what came:
+``TypeError`` for the kind of object or its dtype, ``ValueError`` for shapes
+and hyper-parameter values. The registry prefixes the op's name.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _array
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
+    """A NumPy or CuPy array of one of ``dtypes`` and (optionally) rank ``ndim``.
+
+    ``layout`` (e.g. "(N, C, H, W)") only makes the rank error readable.
+    """
+    if _array.kind(x) is None:
+        raise TypeError(
+            f"{name}: expected a NumPy or CuPy array, got {type(x).__module__}.{type(x).__name__}"
+        )
+    if dtypes is not None and x.dtype.name not in dtypes:
+        raise TypeError(f"{name}: expected dtype {' or '.join(dtypes)}, got {x.dtype.name}")
+    if ndim is not None:
+        ok = x.ndim in ndim if isinstance(ndim, tuple) else x.ndim == ndim
+        if not ok:
+            want = " or ".join(f"{n}-D" for n in ndim) if isinstance(ndim, tuple) else f"{ndim}-D"
+            raise ValueError(
+                f"{name}: expected a {want} array{' ' + layout if layout else ''}, "
+                f"got shape {tuple(x.shape)}"
+            )
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    return x
+
+
+def optional_array(name, x, **kw):
+    return None if x is None else array(name, x, **kw)
+
+
+def same_dtype(**arrays):
+    """All non-None arrays share one dtype."""
+    items = [(k, v) for k, v in arrays.items() if v is not None]
+    if not items:
+        return
+    k0, v0 = items[0]
+    for k, v in items[1:]:
+        if v.dtype != v0.dtype:
+            raise TypeError(
+                f"{k}: dtype {v.dtype.name} does not match {k0}'s {v0.dtype.name} "
+                f"(pydl does not promote; cast explicitly)"
+            )
+
+
+def shape(name, x, expected, what=""):
+    """``x.shape == expected``."""
+    if x is not None and tuple(x.shape) != tuple(expected):
+        raise ValueError(
+            f"{name}: expected shape {tuple(expected)}{' ' + what if what else ''}, got {tuple(x.shape)}"
+        )
+    return x
+
+
+def integer(name, v, min=None, max=None):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if min is not None and v < min:
+        raise ValueError(f"{name}: expected an int >= {min}, got {v}")
+    if max is not None and v > max:
+        raise ValueError(f"{name}: expected an int <= {max}, got {v}")
+    return v
+
+
+def int_tuple(name, v, n, min=None):
+    """An int or a sequence of ``n`` ints, returned as an ``n``-tuple."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
+        v = (v,) * n
+    if not isinstance(v, (tuple, list)) or len(v) != n:
+        raise TypeError(f"{name}: expected an int or a sequence of {n} ints, got {v!r}")
+    out = tuple(integer(name, e) for e in v)
+    if min is not None and any(e < min for e in out):
+        raise ValueError(f"{name}: expected every value >= {min}, got {out}")
+    return out
+
+
+def real(name, v, min=None, max=None, min_open=False, max_open=False):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if np.isnan(v):
+        raise ValueError(f"{name}: expected a number, got nan")
+    if min is not None and (v <= min if min_open else v < min):
+        raise ValueError(f"{name}: expected a value {'>' if min_open else '>='} {min}, got {v}")
+    if max is not None and (v >= max if max_open else v > max):
+        raise ValueError(f"{name}: expected a value {'<' if max_open else '<='} {max}, got {v}")
+    return v
+
+
+def boolean(name, v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(v).__name__} {v!r}")
+    return bool(v)
+
+
+def choice(name, v, options):
+    if v not in options:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {v!r}")
+    return v
+
+
+def dim(name, d, ndim):
+    """A dimension index in [-ndim, ndim), returned non-negative."""
+    d = integer(name, d)
+    if not -ndim <= d < max(ndim, 1):
+        raise ValueError(f"{name}: expected a dimension in [{-ndim}, {ndim}), got {d}")
+    return d % max(ndim, 1)
+
+
+def check_grad_array(name, g, expected_shape, dtype):
+    """The upstream gradient: an array of the forward output's shape and dtype."""
+    if _array.kind(g) is None:
+        raise TypeError(f"{name}: expected a NumPy or CuPy array, got {type(g).__name__}")
+    if g.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype).name} (the inputs'), got {g.dtype.name}")
+    if tuple(g.shape) != tuple(expected_shape):
+        raise ValueError(f"{name}: expected the output's shape {tuple(expected_shape)}, got {tuple(g.shape)}")
+    return g

@@ -1,0 +1,226 @@
+"""Elementwise activations, softmax, log_softmax and dropout.
+
+Semantics follow ``torch.nn.functional``. NaN propagates through every op
+(``relu(nan) == nan``, as in PyTorch). Flop counts use one flop per add,
+multiply or compare and count exp/erf/tanh as one each: these ops are
+bandwidth-bound, and the benchmark reports them in GB/s.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _array
+from ..registry import BadCase, Case, defop
+from . import _checks as ck
+
+# float32 kernels use SIMD polynomial exp/erf/tanh: a few ulp, compared to a
+# float64 reference. float64 kernels call libm.
+TOL = {"float32": (2e-5, 2e-6), "float64": (1e-11, 1e-13)}
+
+SHAPES = [(), (1,), (7,), (3, 17), (2, 3, 33), (4, 0), (64, 129), (3, 1000)]
+
+
+def _same(a):
+    return a["x"].shape
+
+
+def _x_cases(scale=3.0, **params):
+    """Cases over SHAPES: standard normal inputs times ``scale``."""
+
+    def cases(rng, dtype):
+        return [
+            Case("x" + "x".join(map(str, s)) if s else "x_scalar",
+                 dict(x=np.asarray(rng.standard_normal(s) * scale, dtype=dtype), **params))
+            for s in SHAPES
+        ]
+
+    return cases
+
+
+def _bad(**wrong):
+    """Bad cases: each keyword is (value, exception, match) for that parameter."""
+
+    def bad(rng):
+        x = rng.standard_normal((3, 4)).astype(np.float32)
+        return [BadCase(f"{k}={v!r}", dict(x=x, **{k: v}), exc, match) for k, (v, exc, match) in wrong.items()]
+
+    return bad
+
+
+def _n(k):
+    return lambda a: k * a["x"].size
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(1), tol=TOL,
+       cases=_x_cases(), torch=lambda torch, F, a: F.relu(a["x"]))
+def relu(x):
+    """max(x, 0), elementwise."""
+    return dict(x=ck.array("x", x))
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(2), tol=TOL,
+       cases=_x_cases(negative_slope=0.1),
+       bad_cases=_bad(negative_slope=("a", TypeError, "negative_slope")),
+       torch=lambda torch, F, a: F.leaky_relu(a["x"], a["negative_slope"]))
+def leaky_relu(x, negative_slope=0.01):
+    """x if x > 0 else negative_slope * x."""
+    return dict(x=ck.array("x", x), negative_slope=ck.real("negative_slope", negative_slope))
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
+       cases=_x_cases(alpha=1.3),
+       bad_cases=_bad(alpha=(None, TypeError, "alpha")),
+       torch=lambda torch, F, a: F.elu(a["x"], a["alpha"]))
+def elu(x, alpha=1.0):
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+    return dict(x=ck.array("x", x), alpha=ck.real("alpha", alpha))
+
+
+def _gelu_cases(rng, dtype):
+    return _x_cases()(rng, dtype) + [
+        Case(c.id + "_tanh", dict(c.args, approximate="tanh")) for c in _x_cases()(rng, dtype)[3:5]
+    ]
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(8), tol=TOL,
+       cases=_gelu_cases,
+       bad_cases=_bad(approximate=("erf", ValueError, "approximate")),
+       torch=lambda torch, F, a: F.gelu(a["x"], approximate=a["approximate"]))
+def gelu(x, approximate="none"):
+    """x * Phi(x) (``approximate="none"``, erf) or its tanh approximation."""
+    return dict(x=ck.array("x", x), approximate=ck.choice("approximate", approximate, ("none", "tanh")))
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
+       cases=_x_cases(scale=6.0), torch=lambda torch, F, a: torch.sigmoid(a["x"]))
+def sigmoid(x):
+    """1 / (1 + exp(-x)), computed without overflow."""
+    return dict(x=ck.array("x", x))
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
+       cases=_x_cases(), torch=lambda torch, F, a: torch.tanh(a["x"]))
+def tanh(x):
+    """Hyperbolic tangent."""
+    return dict(x=ck.array("x", x))
+
+
+def _softmax_cases(rng, dtype):
+    def c(shape, dim, scale=3.0):
+        x = (rng.standard_normal(shape) * scale).astype(dtype)
+        return Case(f"{'x'.join(map(str, shape))}_dim{dim}_s{scale:g}", dict(x=x, dim=dim))
+
+    return [c((5,), 0), c((4, 10), -1), c((3, 5, 7), 1), c((3, 5, 7), 0), c((2, 1000), -1),
+            c((8, 37), -1, scale=40.0), c((0, 6), -1), c((6, 3, 2), -1), c((1, 1), 1)]
+
+
+def _softmax_bad(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    return [BadCase("dim=2", dict(x=x, dim=2), ValueError, "dim"),
+            BadCase("dim=1.0", dict(x=x, dim=1.0), TypeError, "dim"),
+            BadCase("0-d", dict(x=np.ones((), np.float32), dim=0), ValueError, "x")]
+
+
+def _softmax_args(x, dim):
+    x = ck.array("x", x, min_ndim=1)
+    return dict(x=x, dim=ck.dim("dim", dim, x.ndim))
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
+       cases=_softmax_cases, bad_cases=_softmax_bad,
+       torch=lambda torch, F, a: F.softmax(a["x"], dim=a["dim"]))
+def softmax(x, dim=-1):
+    """exp(x - max) / sum(exp(x - max)) along ``dim``."""
+    return _softmax_args(x, dim)
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
+       cases=_softmax_cases, bad_cases=_softmax_bad,
+       torch=lambda torch, F, a: F.log_softmax(a["x"], dim=a["dim"]))
+def log_softmax(x, dim=-1):
+    """x - max - log(sum(exp(x - max))) along ``dim``."""
+    return _softmax_args(x, dim)
+
+
+# -- dropout ----------------------------------------------------------------------
+
+_GOLDEN, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def dropout_mask(seed: int, shape, p: float, xp=np):
+    """The keep-mask dropout draws from ``seed``: element ``i`` (C order) is kept
+    when the top 24 bits of splitmix64(seed + (i + 1) * golden) / 2**24 >= p.
+
+    Counter-based, so every backend and device can draw the same mask.
+    """
+    n = int(np.prod(shape))
+    with np.errstate(over="ignore"):
+        z = xp.uint64(seed) + (xp.arange(1, n + 1, dtype=xp.uint64) * xp.uint64(_GOLDEN))
+        z = (z ^ (z >> xp.uint64(30))) * xp.uint64(_M1)
+        z = (z ^ (z >> xp.uint64(27))) * xp.uint64(_M2)
+        z = z ^ (z >> xp.uint64(31))
+    u = (z >> xp.uint64(40)).astype(xp.float64) * (1.0 / (1 << 24))
+    return (u >= p).reshape(shape)
+
+
+def _dropout_cases(rng, dtype):
+    out = []
+    for s in [(7,), (4, 33), (2, 3, 5), (0, 3)]:
+        x = (rng.standard_normal(s) * 2).astype(dtype)
+        out.append(Case(f"seed_{'x'.join(map(str, s))}", dict(x=x, p=0.3, seed=int(rng.integers(1 << 40)))))
+    x = rng.standard_normal((6, 5)).astype(dtype)
+    out.append(Case("mask", dict(x=x, p=0.5, mask=rng.random((6, 5)) > 0.5)))
+    out.append(Case("eval", dict(x=x, p=0.5, training=False)))
+    out.append(Case("p1", dict(x=x, p=1.0)))
+    return out
+
+
+def _dropout_bad(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    return [
+        BadCase("p=1.5", dict(x=x, p=1.5, seed=1), ValueError, "p"),
+        BadCase("p=-0.1", dict(x=x, p=-0.1, seed=1), ValueError, "p"),
+        BadCase("no seed", dict(x=x, p=0.5), ValueError, "seed"),
+        BadCase("seed=-1", dict(x=x, p=0.5, seed=-1), ValueError, "seed"),
+        BadCase("mask shape", dict(x=x, p=0.5, mask=np.ones((4, 3), bool)), ValueError, "mask"),
+        BadCase("mask dtype", dict(x=x, p=0.5, mask=np.ones((3, 4), np.float32)), TypeError, "mask"),
+    ]
+
+
+def _dropout_torch(torch, F, a):
+    keep, p = a["mask"], a["p"]
+    if keep is None:
+        return a["x"] * 1.0
+    return a["x"] * keep.to(a["x"].dtype) * (0.0 if p == 1.0 else 1.0 / (1.0 - p))
+
+
+@defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(1), tol=TOL,
+       cases=_dropout_cases, bad_cases=_dropout_bad, torch=_dropout_torch, saves=("mask",))
+def dropout(x, p=0.5, training=True, seed=None, mask=None):
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p).
+
+    The mask is explicit: pass ``mask`` (a bool array, True = keep) or ``seed``
+    (the mask is then :func:`dropout_mask`), so forward and backward agree and
+    every backend gives the same result. ``training=False`` or ``p=0`` is the
+    identity (a copy); ``p=1`` gives zeros. The normalized arguments always
+    carry the mask.
+    """
+    x = ck.array("x", x)
+    p = ck.real("p", p, 0.0, 1.0)
+    training = ck.boolean("training", training)
+    if seed is not None:
+        seed = ck.integer("seed", seed, min=0, max=(1 << 64) - 1)
+    if mask is not None:
+        ck.array("mask", mask, dtypes=("bool",))
+        ck.shape("mask", mask, x.shape, "(the shape of x)")
+    xp = _array.module(x)
+    if not training or p == 0.0:
+        mask, p = None, 0.0
+    elif p == 1.0:
+        mask = xp.zeros(x.shape, bool)
+    elif mask is None:
+        if seed is None:
+            raise ValueError("seed: dropout needs seed= (an int >= 0) or mask= (a bool array) "
+                             "so that forward and backward agree")
+        mask = dropout_mask(seed, x.shape, p, xp)
+    return dict(x=x, p=p, training=training, seed=seed, mask=mask)

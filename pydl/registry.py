@@ -1,0 +1,370 @@
+"""The op registry: one :class:`OpSpec` per op, implementations per backend,
+and dispatch.
+
+An op is declared once, in ``pydl/ops/<family>.py``, with :func:`defop`. The
+decorated function is the op's *normalizer*: it has the public signature,
+validates every argument (naming it in the error) and returns the arguments
+in canonical form as a dict. :func:`defop` turns it into the public op
+``pydl.ops.<name>`` and adds ``pydl.ops.<name>_backward``.
+
+A backend implements an op with one line::
+
+    @register("relu", "cpp")
+    def relu(x): ...
+
+    @register("relu_backward", "cpp")
+    def relu_backward(grad, x, saved=None): ...
+
+Implementations receive the normalized arguments by keyword. A forward
+returns the output (a tuple for multi-output ops), or ``(output, saved)`` when
+the spec lists ``saves``. A backward receives the upstream gradient first
+(for multi-output ops a tuple whose entries may be None), the forward's
+arguments, and ``saved`` (the forward's dict, or None: then it recomputes
+what it needs). It returns a tuple with one gradient per name in
+``differentiable`` (None for an input that was None).
+
+Backend selection, first match wins: ``backend=`` argument, the
+:func:`use_backend` context, the ``PYDL_BACKEND`` variable, then automatic:
+CuPy arrays go to ``cuda``, NumPy arrays to the first CPU backend in
+:data:`CPU_ORDER` that implements the op. A backend named in any of the
+first three ways that lacks the op raises ``NotImplementedError``; nothing
+falls back silently and nothing is copied between host and device.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _array
+
+#: CPU backends, fastest first: the automatic choice for NumPy arrays.
+CPU_ORDER = ("cpp", "cython", "numba", "numpy")
+#: Every backend name pydl knows.
+BACKENDS = CPU_ORDER + ("cuda",)
+
+#: op name -> OpSpec
+SPECS: dict[str, "OpSpec"] = {}
+#: registry key ("relu" or "relu_backward") -> {backend: implementation}
+IMPLS: dict[str, dict[str, Callable]] = {}
+
+_CONTEXT = contextvars.ContextVar("pydl_backend", default=None)
+
+
+@dataclass
+class Case:
+    """One set of keyword arguments for an op, with a readable id."""
+
+    id: str
+    args: dict
+
+
+@dataclass
+class BadCase:
+    """Arguments an op must reject with ``exc`` whose message matches ``match``."""
+
+    id: str
+    args: dict
+    exc: type
+    match: str
+
+
+def _default_bytes(spec: "OpSpec", a: dict) -> int:
+    """Fewest bytes a forward moves: every array input read once, output written once."""
+    n = sum(v.nbytes for v in a.values() if _array.kind(v) is not None)
+    shapes = spec.out_shape(a)
+    shapes = shapes if spec.outputs > 1 else (shapes,)
+    item = spec.dtype_of(a).itemsize
+    return int(n + sum(int(np.prod(s)) * item for s in shapes))
+
+
+@dataclass(eq=False)
+class OpSpec:
+    """Everything pydl knows about one op, independent of any backend."""
+
+    name: str
+    family: str
+    normalize: Callable[..., dict]
+    differentiable: tuple[str, ...]
+    out_shape: Callable[[dict], Any]
+    flops: Callable[[dict], float]
+    tol: dict[str, tuple[float, float]]
+    cases: Callable[[np.random.Generator, np.dtype], list[Case]]
+    bad_cases: Callable[[np.random.Generator], list[BadCase]] | None = None
+    torch: Callable | None = None
+    saves: tuple[str, ...] = ()
+    outputs: int = 1
+    bytes: Callable[[dict], float] | None = None
+    grad_tol: dict[str, tuple[float, float]] | None = None
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    #: finite differences skip these inputs (e.g. a variance clamped at eps)
+    fd_skip: tuple[str, ...] = ()
+    signature: inspect.Signature = field(init=False)
+    forward: Callable = field(init=False)
+    backward: Callable = field(init=False)
+    with_saved: Callable = field(init=False)
+
+    def __post_init__(self):
+        self.signature = inspect.signature(self.normalize)
+
+    # -- argument handling ---------------------------------------------------
+    def bind(self, args, kwargs) -> dict:
+        """Bind public arguments and run the normalizer (all validation)."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"pydl.ops.{self.name}: {e}") from None
+        bound.apply_defaults()
+        try:
+            a = self.normalize(**bound.arguments)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"pydl.ops.{self.name}: {e}") from None
+        _check_one_kind(self.name, a)
+        return a
+
+    def dtype_of(self, a: dict) -> np.dtype:
+        for v in a.values():
+            if _array.kind(v) is not None and v.dtype.kind == "f":
+                return v.dtype
+        return np.dtype(np.float64)
+
+    def nbytes(self, a: dict) -> int:
+        return int(self.bytes(a)) if self.bytes else _default_bytes(self, a)
+
+    def grad_tolerance(self, dtype) -> tuple[float, float]:
+        return (self.grad_tol or self.tol)[np.dtype(dtype).name]
+
+    def implementations(self, backward: bool = False) -> dict[str, Callable]:
+        from . import backends
+
+        backends.load()
+        return IMPLS.get(self.name + ("_backward" if backward else ""), {})
+
+    # -- calling ---------------------------------------------------------------
+    def call(self, a: dict, backend: str | None = None):
+        """Forward on normalized arguments; returns (output, saved)."""
+        _, impl = select(self.name, a, backend)
+        res = impl(**a)
+        out, saved = res if self.saves else (res, None)
+        return _arrays(out), saved
+
+    def call_backward(self, grad, a: dict, saved=None, backend: str | None = None):
+        grad = _check_grad(self, grad, a)
+        _, impl = select(self.name + "_backward", a, backend, extra=grad)
+        res = _arrays(impl(grad, saved=saved, **a))
+        if not isinstance(res, tuple) or len(res) != len(self.differentiable):
+            raise RuntimeError(
+                f"{self.name}_backward implementation returned {type(res).__name__} "
+                f"of length {len(res) if isinstance(res, tuple) else '-'}; "
+                f"expected a tuple of {len(self.differentiable)} gradients "
+                f"for {self.differentiable}"
+            )
+        return res
+
+
+def _arrays(out):
+    """NumPy turns 0-d results into scalars; ops always return arrays."""
+    if isinstance(out, np.generic):
+        return np.asarray(out)
+    if isinstance(out, tuple):
+        return tuple(_arrays(o) for o in out)
+    return out
+
+
+def defop(
+    *,
+    family: str,
+    differentiable: tuple[str, ...],
+    out_shape: Callable[[dict], Any],
+    flops: Callable[[dict], float],
+    tol: dict[str, tuple[float, float]],
+    cases: Callable,
+    bad_cases: Callable | None = None,
+    torch: Callable | None = None,
+    saves: tuple[str, ...] = (),
+    outputs: int = 1,
+    bytes: Callable | None = None,
+    grad_tol: dict | None = None,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
+    fd_skip: tuple[str, ...] = (),
+):
+    """Declare an op. Decorates its normalizer; returns the public forward.
+
+    ``torch(torch_module, F, a)`` computes the same op with PyTorch on the
+    normalized arguments ``a`` (arrays turned into float64 tensors), for the
+    oracle tests. ``out_shape(a)`` returns the output shape (a tuple of
+    shapes when ``outputs > 1``); ``flops(a)`` the forward flop count.
+    """
+
+    def deco(normalize):
+        name = normalize.__name__
+        if name in SPECS:
+            raise ValueError(f"op {name!r} is declared twice")
+        spec = OpSpec(
+            name=name, family=family, normalize=normalize,
+            differentiable=tuple(differentiable), out_shape=out_shape,
+            flops=flops, tol=tol, cases=cases, bad_cases=bad_cases,
+            torch=torch, saves=tuple(saves), outputs=outputs, bytes=bytes,
+            grad_tol=grad_tol, dtypes=tuple(dtypes), fd_skip=tuple(fd_skip),
+        )
+
+        @functools.wraps(normalize)
+        def forward(*args, backend: str | None = None, **kwargs):
+            return spec.call(spec.bind(args, kwargs), backend)[0]
+
+        def with_saved(*args, backend: str | None = None, **kwargs):
+            """Forward returning ``(output, saved)`` for a later backward."""
+            return spec.call(spec.bind(args, kwargs), backend)
+
+        def backward(grad, *args, saved=None, backend: str | None = None, **kwargs):
+            return spec.call_backward(grad, spec.bind(args, kwargs), saved, backend)
+
+        params = list(spec.signature.parameters.values())
+        kw_backend = inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None)
+        forward.__signature__ = spec.signature.replace(parameters=params + [kw_backend])
+        backward.__name__ = backward.__qualname__ = name + "_backward"
+        backward.__module__ = normalize.__module__
+        backward.__signature__ = spec.signature.replace(
+            parameters=[inspect.Parameter("grad", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + params
+            + [inspect.Parameter("saved", inspect.Parameter.KEYWORD_ONLY, default=None), kw_backend]
+        )
+        backward.__doc__ = (
+            f"Gradients of ``{name}`` with respect to {', '.join(differentiable)} "
+            f"(a tuple, None for an input that was None), given the upstream "
+            f"gradient ``grad`` and the forward's arguments. ``saved`` is what "
+            f"``{name}.with_saved`` returned; without it the backward recomputes."
+        )
+        forward.with_saved = with_saved
+        forward.spec = backward.spec = spec
+        spec.forward, spec.backward, spec.with_saved = forward, backward, with_saved
+        SPECS[name] = spec
+        setattr(sys.modules[normalize.__module__], name + "_backward", backward)
+        return forward
+
+    return deco
+
+
+def register(op: str, backend: str):
+    """Register ``fn`` as ``backend``'s implementation of ``op`` (or ``op_backward``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    base = op[: -len("_backward")] if op.endswith("_backward") else op
+    if base not in SPECS:
+        raise KeyError(f"register({op!r}, {backend!r}): no op named {base!r} is declared")
+
+    def deco(fn):
+        IMPLS.setdefault(op, {})[backend] = fn
+        return fn
+
+    return deco
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """Run every op in this block on backend ``name`` (None: automatic)."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"use_backend: unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    token = _CONTEXT.set(name)
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def _kinds(values) -> set:
+    out = set()
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            out |= _kinds(v)
+        else:
+            k = _array.kind(v)
+            if k is not None:
+                out.add(k)
+    return out
+
+
+def _check_one_kind(opname: str, a: dict, extra=None):
+    ks = _kinds(list(a.values()) + ([extra] if extra is not None else []))
+    if len(ks) > 1:
+        raise TypeError(
+            f"pydl.ops.{opname}: got both NumPy and CuPy arrays; pass all arrays on "
+            f"one device (pydl never copies between host and device)"
+        )
+    return ks.pop() if ks else "numpy"
+
+
+def requested_backend(explicit: str | None = None) -> str | None:
+    """The backend named by argument, context or PYDL_BACKEND (None: automatic)."""
+    name = explicit or _CONTEXT.get() or os.environ.get("PYDL_BACKEND") or None
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    return name
+
+
+def select(key: str, a: dict, explicit: str | None = None, extra=None):
+    """Choose (backend name, implementation) for registry key ``key``."""
+    from . import backends
+
+    backends.load()
+    arr_kind = _check_one_kind(key, a, extra)
+    impls = IMPLS.get(key, {})
+    have = [b for b in BACKENDS if b in impls]
+    name = requested_backend(explicit)
+    if name is not None:
+        if name not in impls:
+            why = backends.unavailable_reason(name)
+            raise NotImplementedError(
+                f"pydl.ops.{key}: backend {name!r} does not implement it"
+                + (f" (backend unavailable: {why})" if why else "")
+                + f"; backends that do: {', '.join(have) or 'none'}"
+            )
+        if name == "cuda" and arr_kind != "cupy":
+            raise TypeError(
+                f"pydl.ops.{key}: backend 'cuda' takes CuPy arrays, got NumPy arrays "
+                f"(pydl never copies between host and device)"
+            )
+        if name != "cuda" and arr_kind == "cupy":
+            raise TypeError(
+                f"pydl.ops.{key}: backend {name!r} runs on the CPU and takes NumPy arrays, "
+                f"got CuPy arrays (pydl never copies between device and host)"
+            )
+        return name, impls[name]
+    if arr_kind == "cupy":
+        if "cuda" in impls:
+            return "cuda", impls["cuda"]
+        raise NotImplementedError(
+            f"pydl.ops.{key}: no 'cuda' implementation for CuPy arrays "
+            f"(pydl never copies to the host); backends that have it: {', '.join(have) or 'none'}"
+        )
+    for b in CPU_ORDER:
+        if b in impls:
+            return b, impls[b]
+    raise NotImplementedError(f"pydl.ops.{key}: no CPU backend implements it")
+
+
+def _check_grad(spec: OpSpec, grad, a: dict):
+    """Validate the upstream gradient against the forward's output shape(s)."""
+    from .ops._checks import check_grad_array
+
+    shapes = spec.out_shape(a)
+    dtype = spec.dtype_of(a)
+    if spec.outputs == 1:
+        return check_grad_array(f"{spec.name}_backward: grad", grad, shapes, dtype)
+    if not isinstance(grad, (tuple, list)) or len(grad) != spec.outputs:
+        raise TypeError(
+            f"{spec.name}_backward: grad must be a tuple of {spec.outputs} arrays "
+            f"(None for an output with no gradient), got {type(grad).__name__}"
+            + (f" of length {len(grad)}" if isinstance(grad, (tuple, list)) else "")
+        )
+    return tuple(
+        None if g is None else check_grad_array(f"{spec.name}_backward: grad[{i}]", g, s, dtype)
+        for i, (g, s) in enumerate(zip(grad, shapes))
+    )
