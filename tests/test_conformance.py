@@ -95,7 +95,7 @@ def test_backward(name, backend, dtype):
                     assert o is None, f"{what}: expected None (input was None)"
                     continue
                 assert o.dtype == np.dtype(dtype), f"{what}: dtype {o.dtype}"
-                assert o.shape == case.args[wrt].shape, f"{what}: shape {o.shape}"
+                assert o.shape == a[wrt].shape, f"{what}: shape {o.shape}"
                 assert_close(what, o, r, rtol, atol)
 
 

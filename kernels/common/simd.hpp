@@ -1,0 +1,28 @@
+// SIMD level selection. The build compiles every level its -march allows
+// (AVX-512 needs __AVX512F__, AVX2 needs __AVX2__ and __FMA__; scalar always);
+// the level used at run time is the highest compiled one unless lowered by
+// PYDL_SIMD=avx2|scalar or pydl._cpp.set_simd_level(), which is how tests
+// exercise the AVX2 and scalar paths on an AVX-512 machine.
+#pragma once
+#include <string>
+
+namespace pydl {
+
+enum class Simd : int { scalar = 0, avx2 = 1, avx512 = 2 };
+
+constexpr Simd compiled_simd() {
+#if defined(__AVX512F__)
+  return Simd::avx512;
+#elif defined(__AVX2__) && defined(__FMA__)
+  return Simd::avx2;
+#else
+  return Simd::scalar;
+#endif
+}
+
+Simd simd_level();                 // the level kernels use now
+void set_simd_level(Simd level);   // clamps to compiled_simd()
+const char* simd_name(Simd level);
+Simd simd_from_name(const std::string& name);  // throws std::invalid_argument
+
+}  // namespace pydl

@@ -1,0 +1,79 @@
+// pydl._cpp: the pybind11 module. Each op family file defines
+// bind_<family>(m); this file adds the runtime controls (threads, SIMD level)
+// and the build description that `pydl info` prints.
+#include <pybind11/pybind11.h>
+#include <omp.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "check.hpp"
+#include "simd.hpp"
+
+namespace py = pybind11;
+
+namespace pydl {
+
+static Simd g_level = [] {
+  Simd level = compiled_simd();
+  if (const char* env = std::getenv("PYDL_SIMD")) {
+    try {
+      Simd want = simd_from_name(env);
+      if (static_cast<int>(want) < static_cast<int>(level)) level = want;
+    } catch (const std::invalid_argument&) {
+      // an unknown PYDL_SIMD keeps the compiled level; pydl info shows it
+    }
+  }
+  return level;
+}();
+
+Simd simd_level() { return g_level; }
+
+void set_simd_level(Simd level) {
+  g_level = static_cast<int>(level) > static_cast<int>(compiled_simd()) ? compiled_simd() : level;
+}
+
+const char* simd_name(Simd level) {
+  switch (level) {
+    case Simd::avx512: return "avx512";
+    case Simd::avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+Simd simd_from_name(const std::string& name) {
+  if (name == "avx512") return Simd::avx512;
+  if (name == "avx2") return Simd::avx2;
+  if (name == "scalar") return Simd::scalar;
+  PYDL_CHECK(false, "simd level: expected 'avx512', 'avx2' or 'scalar', got '" << name << "'");
+  return Simd::scalar;
+}
+
+void bind_elementwise(py::module_& m);
+
+}  // namespace pydl
+
+PYBIND11_MODULE(_cpp, m) {
+  using namespace pydl;
+  m.doc() = "pydl C++ kernels (private; use pydl.ops)";
+  m.def("simd_level", [] { return std::string(simd_name(simd_level())); },
+        "The SIMD level kernels use now: 'avx512', 'avx2' or 'scalar'.");
+  m.def("compiled_simd", [] { return std::string(simd_name(compiled_simd())); },
+        "The highest SIMD level this build contains.");
+  m.def("set_simd_level", [](const std::string& name) { set_simd_level(simd_from_name(name)); },
+        py::arg("level"), "Lower (or restore) the SIMD level; clamps to compiled_simd().");
+  m.def("set_num_threads", [](int n) {
+          PYDL_CHECK(n >= 1, "set_num_threads: expected n >= 1, got " << n);
+          omp_set_num_threads(n);
+        }, py::arg("n"));
+  m.def("get_num_threads", [] { return omp_get_max_threads(); });
+  m.def("build_info", [] {
+    py::dict d;
+    d["arch"] = PYDL_ARCH;
+    d["compiler"] = __VERSION__;
+    d["openmp"] = _OPENMP;
+    d["compiled_simd"] = simd_name(compiled_simd());
+    return d;
+  });
+  bind_elementwise(m);
+}
