@@ -319,13 +319,6 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
     have = [b for b in BACKENDS if b in impls]
     name = requested_backend(explicit)
     if name is not None:
-        if name not in impls:
-            why = backends.unavailable_reason(name)
-            raise NotImplementedError(
-                f"pydl.ops.{key}: backend {name!r} does not implement it"
-                + (f" (backend unavailable: {why})" if why else "")
-                + f"; backends that do: {', '.join(have) or 'none'}"
-            )
         if name == "cuda" and arr_kind != "cupy":
             raise TypeError(
                 f"pydl.ops.{key}: backend 'cuda' takes CuPy arrays, got NumPy arrays "
@@ -335,6 +328,13 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
             raise TypeError(
                 f"pydl.ops.{key}: backend {name!r} runs on the CPU and takes NumPy arrays, "
                 f"got CuPy arrays (pydl never copies between device and host)"
+            )
+        if name not in impls:
+            why = backends.unavailable_reason(name)
+            raise NotImplementedError(
+                f"pydl.ops.{key}: backend {name!r} does not implement it"
+                + (f" (backend unavailable: {why})" if why else "")
+                + f"; backends that do: {', '.join(have) or 'none'}"
             )
         return name, impls[name]
     if arr_kind == "cupy":

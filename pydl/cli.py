@@ -1,0 +1,181 @@
+"""The ``pydl`` command: ``pydl info`` and ``pydl demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> dict:
+    """The SIMD features this CPU reports (Linux /proc/cpuinfo flags)."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {name: name in flags for name in ("avx512f", "avx512bw", "avx512vl", "avx2", "fma")}
+
+
+def info() -> dict:
+    """Everything ``pydl info`` prints, as a dict."""
+    import numpy as np
+
+    import pydl
+    from pydl import backends
+
+    out = {
+        "pydl": pydl.__version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_features(),
+        "threads": backends.get_num_threads(),
+        "backends": backends.available(),
+    }
+    try:
+        from pydl import _cpp
+
+        out["cpp_build"] = dict(_cpp.build_info())
+        out["cpp_build"]["simd_in_use"] = _cpp.simd_level()
+    except ImportError as e:
+        out["cpp_build"] = {"error": str(e)}
+    try:
+        import numba
+
+        out["numba"] = numba.__version__
+    except ImportError:
+        out["numba"] = None
+    out["gpu"] = _gpu_info()
+    return out
+
+
+def _gpu_info() -> dict:
+    try:
+        import cupy
+    except Exception as e:
+        return {"cupy": None, "reason": f"CuPy not installed ({type(e).__name__})"}
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+        devs = []
+        for i in range(n):
+            p = cupy.cuda.runtime.getDeviceProperties(i)
+            devs.append({"name": p["name"].decode(), "cc": f"{p['major']}.{p['minor']}",
+                         "memory_gib": round(p["totalGlobalMem"] / 2**30, 1)})
+        return {"cupy": cupy.__version__, "devices": devs}
+    except Exception as e:
+        return {"cupy": cupy.__version__, "reason": f"no usable GPU ({type(e).__name__}: {e})"}
+
+
+def _print_info(d: dict) -> None:
+    print(f"pydl {d['pydl']}  (Python {d['python']}, NumPy {d['numpy']}, Numba {d['numba'] or 'missing'})")
+    print(f"platform   {d['platform']}")
+    print(f"cpu        {d['cpu']}  ({d['cpu_count']} logical CPUs)")
+    feats = d["cpu_features"]
+    print("features   " + "  ".join(f"{k}:{'yes' if v else 'no'}" for k, v in feats.items()))
+    b = d["cpp_build"]
+    if "error" in b:
+        print(f"build      pydl._cpp missing: {b['error']}")
+    else:
+        print(f"build      -march={b['arch']}  gcc {b['compiler']}  OpenMP {b['openmp']}  "
+              f"compiled SIMD: {b['compiled_simd']}  in use: {b['simd_in_use']}")
+    print(f"threads    {d['threads']}")
+    print("backends")
+    for name, s in d["backends"].items():
+        state = "available" if s["available"] else "unavailable"
+        print(f"  {name:7s} {state:11s} {s['ops']:3d} ops  {'' if s['available'] else s['reason']}")
+    g = d["gpu"]
+    if g.get("devices"):
+        for dev in g["devices"]:
+            print(f"gpu        {dev['name']} (sm {dev['cc']}, {dev['memory_gib']} GiB), CuPy {g['cupy']}")
+    else:
+        print(f"gpu        none: {g.get('reason')}")
+
+
+def demo(size: int = 1 << 21, repeats: int = 7) -> list[dict]:
+    """Run a few ops on every backend that has them; check against the
+    reference and time them (median of ``repeats``, first call excluded)."""
+    import numpy as np
+
+    from pydl import registry, testing
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(size).astype(np.float32)
+    rows = rng.standard_normal((size // 512, 512)).astype(np.float32)
+    work = [("relu", dict(x=x)), ("gelu", dict(x=x)), ("sigmoid", dict(x=x)),
+            ("softmax", dict(x=rows, dim=-1)), ("log_softmax", dict(x=rows, dim=-1))]
+    results = []
+    for name, args in work:
+        spec = registry.SPECS[name]
+        ref = spec.forward(**testing.copy_args(args, np.float64), backend="numpy")
+        rtol, atol = spec.tol["float32"]
+        base = None
+        for backend in registry.CPU_ORDER[::-1]:
+            if backend not in spec.implementations():
+                continue
+            fn = lambda: spec.forward(**args, backend=backend)  # noqa: E731
+            out = fn()
+            try:
+                testing.assert_close(name, out, ref, rtol, atol)
+                ok = "ok"
+            except AssertionError as e:
+                ok = "MISMATCH: " + str(e).splitlines()[0]
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            t = sorted(times)[len(times) // 2]
+            base = t if backend == "numpy" else base
+            nbytes = spec.nbytes(spec.bind((), args))
+            results.append(dict(op=name, backend=backend, ms=t * 1e3, gbps=nbytes / t / 1e9,
+                                speedup=(base / t) if base else float("nan"), check=ok))
+    return results
+
+
+def _print_demo(rows: list[dict]) -> None:
+    print(f"\nop demo: float32, {1 << 21} elements, median wall-clock, checked against the float64 reference")
+    print(f"{'op':12s} {'backend':8s} {'ms':>8s} {'GB/s':>7s} {'x numpy':>8s}  check")
+    for r in rows:
+        print(f"{r['op']:12s} {r['backend']:8s} {r['ms']:8.3f} {r['gbps']:7.2f} {r['speedup']:8.2f}  {r['check']}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="pydl", description="pydl: fast deep-learning kernels for NumPy/CuPy")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pi = sub.add_parser("info", help="version, build, CPU features, threads, backends, GPU")
+    pi.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_parser("demo", help="run a few ops on every backend, checked and timed")
+    args = p.parse_args(argv)
+    if args.cmd == "info":
+        d = info()
+        print(json.dumps(d, indent=2)) if args.json else _print_info(d)
+        return 0
+    if args.cmd == "demo":
+        rows = demo()
+        _print_demo(rows)
+        return 0 if all(r["check"] == "ok" for r in rows) else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
