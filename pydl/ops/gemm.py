@@ -1,1 +1,190 @@
-"""(being written)"""
+"""Matrix products: ``matmul`` and ``linear`` (with fused bias and activation).
+
+Semantics follow ``torch.matmul`` and ``torch.nn.functional.linear``.
+
+- ``matmul(a, b)``: (M, K) @ (K, N) -> (M, N); batched (B, M, K) @ (B, K, N)
+  -> (B, M, N); and one 2-D operand against a 3-D one, the 2-D operand shared
+  by every batch (its gradient is summed over the batch). Only these ranks.
+- ``linear(x, weight, bias, activation)``: ``act(x @ weight.T + bias)`` over
+  the last dimension of ``x`` (any leading dimensions).
+
+Flops are 2*M*N*K per product (a multiply and an add per term); the bias and
+activation are not counted. An output element accumulates K products, so the
+float32 error against a float64 reference grows like sqrt(K) * eps * |a||b|
+(backends may sum in any order, with or without FMA). The cases keep K <= 70;
+the float32 tolerances are over 15x the worst error the float32 reference
+makes on them. Weight gradients of ``linear`` accumulate over the rows of
+``x`` instead of K (at most 18 here).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import BadCase, Case, defop
+from . import _checks as ck
+
+TOL = {"float32": (2e-5, 2e-5), "float64": (1e-12, 1e-12)}
+
+ACTIVATIONS = (None, "relu", "gelu", "tanh", "sigmoid")
+
+
+# -- matmul ------------------------------------------------------------------------
+
+def _matmul_shape(a):
+    A, B = a["a"], a["b"]
+    batch = A.shape[:-2] if A.ndim == 3 else B.shape[:-2]
+    return tuple(batch) + (A.shape[-2], B.shape[-1])
+
+
+def _matmul_flops(a):
+    *batch, m, n = _matmul_shape(a)
+    return 2 * int(np.prod(batch, dtype=np.int64)) * m * n * a["a"].shape[-1]
+
+
+def _matmul_cases(rng, dtype):
+    def c(sa, sb):
+        a = rng.standard_normal(sa).astype(dtype)
+        b = rng.standard_normal(sb).astype(dtype)
+        return Case(f"{'x'.join(map(str, sa))}@{'x'.join(map(str, sb))}", dict(a=a, b=b))
+
+    return [
+        c((5, 7), (7, 3)),            # 2-D, odd sizes
+        c((1, 1), (1, 1)),            # everything 1
+        c((13, 64), (64, 11)),        # a longer accumulation
+        c((1, 9), (9, 1)),            # dot product as a matrix
+        c((3, 4, 6), (3, 6, 5)),      # batched
+        c((2, 5, 3), (3, 7)),         # 3-D @ 2-D: b shared, its gradient summed
+        c((4, 3), (2, 3, 6)),         # 2-D @ 3-D: a shared
+        c((0, 4, 5), (0, 5, 3)),      # empty batch
+        c((3, 0), (0, 4)),            # K = 0: zeros
+        c((2, 0, 5), (5, 3)),         # M = 0
+    ]
+
+
+def _matmul_bad(rng):
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return [
+        BadCase("inner mismatch", dict(a=f(3, 4), b=f(5, 2)), ValueError, "a's"),
+        BadCase("batched inner mismatch", dict(a=f(2, 3, 4), b=f(2, 3, 2)), ValueError, "b: inner"),
+        BadCase("batch mismatch", dict(a=f(2, 3, 4), b=f(3, 4, 2)), ValueError, "b: batch"),
+        BadCase("a 1-D", dict(a=f(4), b=f(4, 2)), ValueError, "a"),
+        BadCase("b 4-D", dict(a=f(3, 4), b=f(1, 2, 4, 2)), ValueError, "b"),
+        BadCase("b int", dict(a=f(3, 4), b=np.ones((4, 2), np.int32)), TypeError, "b"),
+    ]
+
+
+@defop(family="gemm", differentiable=("a", "b"), out_shape=_matmul_shape, flops=_matmul_flops,
+       tol=TOL, cases=_matmul_cases, bad_cases=_matmul_bad,
+       torch=lambda torch, F, a: torch.matmul(a["a"], a["b"]))
+def matmul(a, b):
+    """Matrix product ``a @ b`` of 2-D or 3-D arrays.
+
+    (M, K) @ (K, N) -> (M, N); (B, M, K) @ (B, K, N) -> (B, M, N); a 2-D
+    operand against a 3-D one is shared by every batch entry (as in
+    ``torch.matmul``; its gradient is the sum over the batch). Batch sizes
+    must be equal: unlike ``torch.matmul``, a batch of 1 does not broadcast,
+    and 1-D or 4-D operands are not accepted.
+    """
+    a = ck.array("a", a, ndim=(2, 3), layout="(M, K) or (B, M, K)")
+    b = ck.array("b", b, ndim=(2, 3), layout="(K, N) or (B, K, N)")
+    ck.same_dtype(a=a, b=b)
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"b: inner dimension {b.shape[-2]} (b's shape {tuple(b.shape)}) does not match "
+            f"a's last dimension {a.shape[-1]} (a's shape {tuple(a.shape)})"
+        )
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"b: batch dimension {b.shape[0]} does not match a's {a.shape[0]} "
+            f"(a {tuple(a.shape)} @ b {tuple(b.shape)}; pydl does not broadcast a batch of 1)"
+        )
+    return dict(a=a, b=b)
+
+
+# -- linear ------------------------------------------------------------------------
+
+def _linear_shape(a):
+    return tuple(a["x"].shape[:-1]) + (a["weight"].shape[0],)
+
+
+def _linear_flops(a):
+    rows = int(np.prod(a["x"].shape[:-1], dtype=np.int64))
+    return 2 * rows * a["weight"].shape[0] * a["weight"].shape[1]
+
+
+def _linear_cases(rng, dtype):
+    def c(xs, out, bias=True, activation=None):
+        x = rng.standard_normal(xs).astype(dtype)
+        w = (rng.standard_normal((out, xs[-1])) / np.sqrt(max(xs[-1], 1))).astype(dtype)
+        b = rng.standard_normal(out).astype(dtype) if bias else None
+        cid = f"{'x'.join(map(str, xs))}_out{out}{'' if bias else '_nobias'}_{activation}"
+        return Case(cid, dict(x=x, weight=w, bias=b, activation=activation))
+
+    return [
+        c((7, 5), 3),
+        c((4, 13), 6, activation="relu"),
+        c((2, 3, 9), 5, activation="gelu"),       # leading dims are flattened
+        c((6, 11), 1, activation="tanh"),
+        c((5, 8), 7, bias=False, activation="sigmoid"),
+        c((9,), 4, bias=False),                   # 1-D x: a vector
+        c((1, 1), 1, activation="relu"),
+        c((2, 1, 3, 4), 3, activation="tanh"),    # 4-D x, a size-1 dim
+        c((3, 70), 9, activation="gelu"),         # longer accumulation
+        c((0, 5), 3, activation="sigmoid"),       # empty batch
+    ]
+
+
+def _linear_bad(rng):
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    x, w, b = f(4, 5), f(3, 5), f(3)
+    return [
+        BadCase("in mismatch", dict(x=f(4, 6), weight=w, bias=b), ValueError, "weight"),
+        BadCase("weight 1-D", dict(x=x, weight=f(5), bias=b), ValueError, "weight"),
+        BadCase("weight 3-D", dict(x=x, weight=f(1, 3, 5), bias=b), ValueError, "weight"),
+        BadCase("bias shape", dict(x=x, weight=w, bias=f(4)), ValueError, "bias"),
+        BadCase("bias 2-D", dict(x=x, weight=w, bias=f(1, 3)), ValueError, "bias"),
+        BadCase("x 0-D", dict(x=np.ones((), np.float32), weight=w), ValueError, "x"),
+        BadCase("activation", dict(x=x, weight=w, bias=b, activation="softmax"), ValueError, "activation"),
+        BadCase("activation type", dict(x=x, weight=w, bias=b, activation=1), TypeError, "activation"),
+    ]
+
+
+_TORCH_ACT = {
+    None: lambda torch, F, z: z,
+    "relu": lambda torch, F, z: F.relu(z),
+    "gelu": lambda torch, F, z: F.gelu(z),
+    "tanh": lambda torch, F, z: torch.tanh(z),
+    "sigmoid": lambda torch, F, z: torch.sigmoid(z),
+}
+
+
+def _linear_torch(torch, F, a):
+    z = F.linear(a["x"], a["weight"], a["bias"])
+    return _TORCH_ACT[a["activation"]](torch, F, z)
+
+
+@defop(family="gemm", differentiable=("x", "weight", "bias"), out_shape=_linear_shape,
+       flops=_linear_flops, tol=TOL, cases=_linear_cases, bad_cases=_linear_bad,
+       torch=_linear_torch)
+def linear(x, weight, bias=None, activation=None):
+    """``activation(x @ weight.T + bias)``: x (..., in), weight (out, in), bias (out,).
+
+    ``x`` has any leading dimensions (at least 1-D). ``activation`` is one of
+    None, "relu", "gelu" (exact, with erf), "tanh", "sigmoid", applied after
+    the bias: one fused op, equal to ``F.linear`` followed by the activation.
+    """
+    x = ck.array("x", x, min_ndim=1)
+    weight = ck.array("weight", weight, ndim=2, layout="(out_features, in_features)")
+    bias = ck.optional_array("bias", bias, ndim=1, layout="(out_features,)")
+    ck.same_dtype(x=x, weight=weight, bias=bias)
+    if weight.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"weight: expected shape (out_features, {x.shape[-1]}) to match x's last dimension "
+            f"{x.shape[-1]} (x's shape {tuple(x.shape)}), got {tuple(weight.shape)}"
+        )
+    ck.shape("bias", bias, (weight.shape[0],), "(out_features, from weight)")
+    if not (activation is None or isinstance(activation, str)):
+        raise TypeError(f"activation: expected None or a str, one of {', '.join(map(repr, ACTIVATIONS))}, "
+                         f"got {type(activation).__name__} {activation!r}")
+    activation = ck.choice("activation", activation, ACTIVATIONS)
+    return dict(x=x, weight=weight, bias=bias, activation=activation)

@@ -1,1 +1,258 @@
-"""(being written)"""
+"""2-D pooling: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``.
+
+Semantics follow ``torch.nn.functional``; NCHW, batched 4-D input only (no
+unbatched 3-D). Window geometry is conv's (see ``pydl.ops.conv``) plus
+torch's pooling rules:
+
+- ``stride=None`` means ``stride = kernel_size``;
+- padding is at most half the kernel size (``padding <= kernel_size // 2``
+  per dimension; torch checks this against the kernel, not the dilated span);
+- the output has at least one position per dimension;
+- ``ceil_mode`` rounds the output size up, but a last window must start
+  inside the input or the left padding (one starting in the right padding is
+  dropped); windows may then run past the right padding, and those positions
+  count for nothing.
+
+Padded positions never win a max and add zero to an average. A NaN in a
+window makes its max NaN (as in torch). Without dilation every window holds
+at least one input position; with dilation a window of a small input can
+fall entirely in the padding: its max is -inf (as in torch) and its index -1
+(torch returns an arbitrary index there and routes the gradient to it; pydl
+routes it nowhere). Bytes moved: the input read once and the output written
+once (the default count).
+
+Tolerances: a max is exact in any order, so ``max_pool2d`` forward is
+compared exactly; gradients and averages sum a handful of values (at most
+~100 in the cases), a few float32 ulps of the partial sums.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import BadCase, Case, defop
+from . import _checks as ck
+from .conv import case_id, nchw, output_hw
+
+TOL = {"float32": (5e-6, 1e-6), "float64": (1e-12, 1e-12)}
+EXACT = {"float32": (0.0, 0.0), "float64": (0.0, 0.0)}
+
+
+def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate the shared pooling arguments; returns the normalized dict."""
+    x = nchw("x", x)
+    kernel_size = ck.int_tuple("kernel_size", kernel_size, 2, min=1)
+    stride = kernel_size if stride is None else ck.int_tuple("stride", stride, 2, min=1)
+    padding = ck.int_tuple("padding", padding, 2, min=0)
+    dilation = ck.int_tuple("dilation", dilation, 2, min=1)
+    ceil_mode = ck.boolean("ceil_mode", ceil_mode)
+    if any(p > k // 2 for p, k in zip(padding, kernel_size)):
+        raise ValueError(f"padding: expected at most half the kernel size {kernel_size} per "
+                         f"dimension, i.e. <= {tuple(k // 2 for k in kernel_size)}, got {padding}")
+    output_hw("kernel_size", x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    return dict(x=x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                ceil_mode=ceil_mode)
+
+
+def _pool_hw(a):
+    return output_hw("kernel_size", a["x"].shape[2:], a["kernel_size"], a["stride"], a["padding"],
+                     a.get("dilation", (1, 1)), a["ceil_mode"])
+
+
+def _pool_shape(a):
+    return tuple(a["x"].shape[:2]) + _pool_hw(a)
+
+
+def _window_flops(a):
+    """One compare (max) or add (average) per window position."""
+    n, c = a["x"].shape[:2]
+    oh, ow = _pool_hw(a)
+    return n * c * oh * ow * a["kernel_size"][0] * a["kernel_size"][1]
+
+
+def _pool_bad(rng, **extra):
+    """Bad arguments shared by max_pool2d and avg_pool2d; ``extra`` adds op-specific ones
+    as name=(value, exception, match)."""
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+
+    def b(id, exc, match, **kw):
+        return BadCase(id, dict(dict(x=x, kernel_size=3), **kw), exc, match)
+
+    return [
+        b("x 3-D", ValueError, "x", x=x[0]),
+        b("x W=0", ValueError, "x", x=x[..., :0]),
+        b("kernel 0", ValueError, "kernel_size", kernel_size=0),
+        b("kernel float", TypeError, "kernel_size", kernel_size=2.0),
+        b("kernel too big", ValueError, "kernel_size", kernel_size=6),
+        b("kernel too big, padded", ValueError, "kernel_size", kernel_size=(8, 2), padding=(1, 0)),
+        b("stride 0", ValueError, "stride", stride=(0, 1)),
+        b("padding -1", ValueError, "padding", padding=-1),
+        b("padding > k/2", ValueError, "padding", padding=2),
+        b("padding > k/2 one dim", ValueError, "padding", kernel_size=(3, 4), padding=(1, 3)),
+        b("ceil_mode int", TypeError, "ceil_mode", ceil_mode=1),
+    ] + [b(f"{k}={v!r}", exc, match, **{k: v}) for k, (v, exc, match) in extra.items()]
+
+
+# -- max_pool2d ----------------------------------------------------------------------
+
+def _max_cases(rng, dtype):
+    def c(xs, **hp):
+        return Case(case_id(xs, **hp), dict(x=rng.standard_normal(xs).astype(dtype), **hp))
+
+    return [
+        c((2, 3, 7, 6), kernel_size=2),                              # stride = kernel
+        c((1, 2, 9, 8), kernel_size=3, stride=2, padding=1),
+        c((1, 3, 6, 5), kernel_size=3, stride=1, padding=1),         # overlapping windows
+        c((2, 1, 7, 7), kernel_size=3, stride=2, padding=1, ceil_mode=True),
+        c((1, 1, 5, 8), kernel_size=2, stride=(2, 3), ceil_mode=True),  # windows past the edge
+        c((1, 2, 8, 9), kernel_size=(3, 2), stride=(2, 3), padding=(1, 1), dilation=(2, 1)),
+        c((1, 2, 9, 9), kernel_size=3, stride=3, padding=1, dilation=2, ceil_mode=True),
+        c((1, 1, 1, 1), kernel_size=1),
+        c((0, 2, 4, 4), kernel_size=2),                              # empty batch
+    ]
+
+
+@defop(family="pool", differentiable=("x",), out_shape=_pool_shape, flops=_window_flops,
+       tol=EXACT, grad_tol=TOL, cases=_max_cases, saves=("indices",),
+       bad_cases=lambda rng: _pool_bad(rng, dilation=(0, ValueError, "dilation")),
+       torch=lambda torch, F, a: F.max_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
+                                              a["dilation"], a["ceil_mode"]))
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Maximum over each (dilated) window of x (N, C, H, W), like ``F.max_pool2d``.
+
+    ``stride=None`` means ``kernel_size``. Padded positions never win; a NaN
+    in a window gives NaN. The forward saves ``indices`` (int64, the output's
+    shape): the argmax as the flat index ``h*W + w`` into its input plane, as
+    ``return_indices=True`` gives in torch: the first maximum in window order
+    (row-major taps) on ties, the last NaN if the window holds NaN, and -1
+    for a window with no input position (see the module docstring). The
+    backward adds each gradient at that position (from the saved indices, or
+    recomputed); -1 receives nothing. 4-D input only.
+    """
+    return _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+# -- avg_pool2d ----------------------------------------------------------------------
+
+def _avg_cases(rng, dtype):
+    def c(xs, **hp):
+        return Case(case_id(xs, **hp), dict(x=rng.standard_normal(xs).astype(dtype), **hp))
+
+    return [
+        c((2, 3, 7, 6), kernel_size=2),
+        c((1, 2, 9, 8), kernel_size=3, stride=2, padding=1),
+        c((1, 2, 9, 8), kernel_size=3, stride=2, padding=1, count_include_pad=False),
+        c((2, 1, 7, 7), kernel_size=3, stride=2, padding=1, ceil_mode=True),
+        c((2, 1, 7, 7), kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        c((1, 1, 5, 8), kernel_size=2, stride=(2, 3), ceil_mode=True),   # windows past the edge
+        c((1, 2, 6, 5), kernel_size=(3, 2), stride=(1, 2), padding=(1, 1), divisor_override=5),
+        c((1, 3, 4, 4), kernel_size=4),                                    # one window
+        c((0, 2, 4, 4), kernel_size=2),                                    # empty batch
+    ]
+
+
+def _avg_bad(rng):
+    return _pool_bad(rng, divisor_override=(0, ValueError, "divisor_override"),
+                     count_include_pad=("yes", TypeError, "count_include_pad"))
+
+
+def _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    a = _pool_args(x, kernel_size, stride, padding, 1, ceil_mode)
+    del a["dilation"]
+    a["count_include_pad"] = ck.boolean("count_include_pad", count_include_pad)
+    if divisor_override is not None:
+        divisor_override = ck.integer("divisor_override", divisor_override)
+        if divisor_override == 0:
+            raise ValueError("divisor_override: expected a non-zero int or None, got 0")
+    a["divisor_override"] = divisor_override
+    return a
+
+
+@defop(family="pool", differentiable=("x",), out_shape=_pool_shape,
+       flops=lambda a: _window_flops(a) + int(np.prod(_pool_shape(a))), tol=TOL,
+       cases=_avg_cases, bad_cases=_avg_bad,
+       torch=lambda torch, F, a: F.avg_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
+                                              a["ceil_mode"], a["count_include_pad"],
+                                              a["divisor_override"]))
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over each window of x (N, C, H, W), like ``F.avg_pool2d``.
+
+    ``stride=None`` means ``kernel_size``. The sum covers the input positions
+    of the window (padding adds zero). It is divided by ``divisor_override``
+    if given; else, with ``count_include_pad``, by the window's size clipped
+    to the padded input (a ceil_mode window running past the right padding
+    counts only up to it); else by the number of input positions it covers.
+    4-D input only.
+    """
+    return _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override)
+
+
+# -- adaptive_avg_pool2d ---------------------------------------------------------------
+
+def adaptive_bounds(n, out):
+    """torch's adaptive windows along one dimension: output i averages
+    [floor(i*n/out), ceil((i+1)*n/out))."""
+    i = np.arange(out)
+    return (i * n) // out, -((-(i + 1) * n) // out)
+
+
+def _adaptive_shape(a):
+    return tuple(a["x"].shape[:2]) + a["output_size"]
+
+
+def _adaptive_flops(a):
+    """One add per window element, one divide per output."""
+    n, c, h, w = a["x"].shape
+    (oh, ow) = a["output_size"]
+    hs, he = adaptive_bounds(h, oh)
+    ws, we = adaptive_bounds(w, ow)
+    return n * c * (int((he - hs).sum()) * int((we - ws).sum()) + oh * ow)
+
+
+def _adaptive_cases(rng, dtype):
+    def c(xs, output_size):
+        x = rng.standard_normal(xs).astype(dtype)
+        return Case(case_id(xs, output_size=output_size), dict(x=x, output_size=output_size))
+
+    return [
+        c((2, 3, 7, 6), (3, 4)),          # uneven, overlapping windows
+        c((1, 2, 5, 9), 3),
+        c((1, 2, 3, 5), (5, 7)),          # more outputs than inputs
+        c((1, 1, 4, 4), (4, 4)),          # identity
+        c((1, 2, 6, 6), (None, 2)),       # None keeps the input size
+        c((2, 2, 9, 10), 1),              # global average
+        c((1, 1, 1, 1), 1),
+        c((0, 2, 4, 4), 2),               # empty batch
+    ]
+
+
+def _adaptive_bad(rng):
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    return [
+        BadCase("x 3-D", dict(x=x[0], output_size=2), ValueError, "x"),
+        BadCase("output_size -1", dict(x=x, output_size=-1), ValueError, "output_size"),
+        BadCase("output_size (2, -3)", dict(x=x, output_size=(2, -3)), ValueError, "output_size"),
+        BadCase("output_size triple", dict(x=x, output_size=(1, 2, 3)), TypeError, "output_size"),
+        BadCase("output_size float", dict(x=x, output_size=1.5), TypeError, "output_size"),
+        BadCase("output_size str", dict(x=x, output_size="2"), TypeError, "output_size"),
+    ]
+
+
+@defop(family="pool", differentiable=("x",), out_shape=_adaptive_shape, flops=_adaptive_flops,
+       tol=TOL, cases=_adaptive_cases, bad_cases=_adaptive_bad,
+       torch=lambda torch, F, a: F.adaptive_avg_pool2d(a["x"], a["output_size"]))
+def adaptive_avg_pool2d(x, output_size):
+    """Average x (N, C, H, W) into ``output_size`` (OH, OW) windows, like
+    ``F.adaptive_avg_pool2d``.
+
+    ``output_size`` is an int or a pair whose entries are ints >= 0 or None
+    (None keeps that input size). Output (oh, ow) averages rows
+    [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns: windows may
+    overlap and differ in size by one. 4-D input only.
+    """
+    x = nchw("x", x)
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[2:]))
+    output_size = ck.int_tuple("output_size", output_size, 2, min=0)
+    return dict(x=x, output_size=output_size)

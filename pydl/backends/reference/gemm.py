@@ -1,1 +1,55 @@
-"""(being written)"""
+"""NumPy reference: matmul, linear (fused bias + activation)."""
+import numpy as np
+
+from ...registry import register
+from .elementwise import (gelu, gelu_backward, relu, relu_backward, sigmoid, sigmoid_backward,
+                          tanh, tanh_backward)
+
+
+@register("matmul", "numpy")
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
+@register("matmul_backward", "numpy")
+def matmul_backward(grad, a, b, saved=None):
+    # For a 2-D operand shared by a batch, the batched product has a leading
+    # batch axis that the operand does not: sum it away.
+    da = np.matmul(grad, np.swapaxes(b, -1, -2))
+    db = np.matmul(np.swapaxes(a, -1, -2), grad)
+    if a.ndim < da.ndim:
+        da = da.sum(axis=0)
+    if b.ndim < db.ndim:
+        db = db.sum(axis=0)
+    return da, db
+
+
+# activation -> (forward f(z), backward (grad, z) -> grad * f'(z))
+_ACT = {
+    None: (lambda z: z, lambda g, z: g),
+    "relu": (relu, lambda g, z: relu_backward(g, z)[0]),
+    "gelu": (lambda z: gelu(z, "none"), lambda g, z: gelu_backward(g, z, "none")[0]),
+    "tanh": (tanh, lambda g, z: tanh_backward(g, z)[0]),
+    "sigmoid": (sigmoid, lambda g, z: sigmoid_backward(g, z)[0]),
+}
+
+
+def _preactivation(x, weight, bias):
+    z = np.matmul(x, weight.T)
+    return z if bias is None else z + bias
+
+
+@register("linear", "numpy")
+def linear(x, weight, bias, activation):
+    return _ACT[activation][0](_preactivation(x, weight, bias))
+
+
+@register("linear_backward", "numpy")
+def linear_backward(grad, x, weight, bias, activation, saved=None):
+    dz = _ACT[activation][1](grad, _preactivation(x, weight, bias))
+    dz2 = dz.reshape(-1, weight.shape[0])          # every leading dim is a row
+    x2 = x.reshape(-1, weight.shape[1])
+    dx = np.matmul(dz, weight)
+    dw = np.matmul(dz2.T, x2)
+    db = None if bias is None else dz2.sum(axis=0)
+    return dx, dw, db
