@@ -1,7 +1,9 @@
 """The functional API: ``pydl.ops.<name>`` and ``pydl.ops.<name>_backward``.
 
 Each family module declares its ops with :func:`pydl.registry.defop`; this
-package re-exports every declared op and its backward.
+package re-exports every declared op and its backward. Where an op shares
+its family's name (``rnn``), the op wins: ``pydl.ops.rnn`` is the function;
+tools that walk families use ``registry.SPECS`` and ``spec.family``.
 """
 from ..registry import SPECS
 from . import elementwise, gemm, conv, pool, rnn, attention, norm, loss  # noqa: F401  (declare ops)
