@@ -6,21 +6,28 @@
 # shared between OpenMP threads (prange, static schedule: each thread gets one
 # contiguous run); the op switch sits outside the per-chunk loop, so relu-like
 # loops vectorize. exp/erfc/tanh/expm1 are libm calls (one per element).
-# Napkin math: bandwidth-bound. float32 relu over N elements moves 8N bytes;
-# at ~29 GB/s copy bandwidth, N = 4M takes ~1.2 ms. The libm ops are
-# compute-bound instead: a scalar expf costs ~10-20 cycles per element.
+# Napkin math: relu is bandwidth-bound; float32 over N elements moves 8N
+# bytes, at ~29 GB/s copy bandwidth N = 4M takes ~1.2 ms (less while 32 MB
+# fit in L3). The libm ops are compute-bound: GCC does not vectorize a loop
+# that calls libm, so each element pays a scalar expf (~2.5 ns) and a scalar
+# divide: sigmoid over 4M float32 takes ~6.5 ms on 2 cores, ~5x the memory
+# floor. NumPy's own SIMD exp is ~6x faster per element than libm, which is
+# why the exp-bound softmax here only matches NumPy.
 #
 # Softmax: x viewed as (outer, n, inner), normalized along n. inner == 1 (the
 # hot case, a contiguous row per task): a max pass, an exp+sum pass writing
 # exp(x - max) into y, then a scale pass. inner > 1: tasks are tiles of
 # (n, EW_TILE) columns, reductions kept per column on the stack so the inner
 # loops run along contiguous memory. Sums accumulate in double. Reads x once
-# from memory (later passes hit cache), writes y once: 8N bytes for float32.
+# from memory (later passes hit cache), writes y once: 8N bytes for float32,
+# but bound by the N expf calls.
 #
 # NaN/inf follow the NumPy reference: every comparison is written so that a
 # NaN falls into the branch that propagates it (relu: `v < 0 ? 0 : v`).
+# gelu, the tanh-gelu and sigmoid use forms without cancellation (erfc,
+# exp(-|u|)) that equal the reference's formulas.
 from cython cimport floating
-from libc.math cimport erfc, erfcf, exp, expf, expm1, expm1f, fabs, fabsf, log, logf, tanh, tanhf
+from libc.math cimport erfc, erfcf, exp, expf, expm1, expm1f, fabs, fabsf, log, tanh, tanhf
 
 cdef enum:
     EW_CHUNK = 8192   # elements per activation task
@@ -203,7 +210,8 @@ def elementwise_activation_backward(int op, const floating[::1] g, const floatin
     cdef Py_ssize_t n = x.shape[0], c, lo
     cdef Py_ssize_t chunks = (n + EW_CHUNK - 1) // EW_CHUNK
     if g.shape[0] != n or dx.shape[0] != n:
-        raise ValueError(f"g, dx: expected {n} elements (the size of x), got {g.shape[0]} and {dx.shape[0]}")
+        raise ValueError(f"g, dx: expected {n} elements (the size of x), "
+                         f"got {g.shape[0]} and {dx.shape[0]}")
     if op < EW_RELU or op > EW_TANH:
         raise ValueError(f"op: expected a value of ELEMENTWISE_ACTIVATIONS, got {op}")
     for c in prange(chunks, nogil=True, schedule="static", use_threads_if=chunks > 1):
@@ -213,16 +221,18 @@ def elementwise_activation_backward(int op, const floating[::1] g, const floatin
 
 
 # -- softmax / log_softmax ---------------------------------------------------------
-cdef inline floating ew_max_nan(floating m, floating v) noexcept nogil:
-    # a NaN wins, as in np.max
-    return v if (v > m or v != v) else m
+cdef inline floating ew_max(floating m, floating v) noexcept nogil:
+    # `v > m ? v : m`: one maxss/maxsd. A NaN in x may be skipped here (np.max would
+    # return it), but it still makes exp(x - max), the sum, and so the whole row NaN,
+    # as in the reference; +inf gives inf - inf = NaN there as well.
+    return v if v > m else m
 
 cdef void ew_softmax_row(const floating* x, floating* y, Py_ssize_t n, bint is_log) noexcept nogil:
     cdef Py_ssize_t j
     cdef floating m = x[0], e
     cdef double s = 0
     for j in range(1, n):
-        m = ew_max_nan(m, x[j])
+        m = ew_max(m, x[j])
     if is_log:
         for j in range(n):
             s += ew_exp(x[j] - m)
@@ -238,8 +248,8 @@ cdef void ew_softmax_row(const floating* x, floating* y, Py_ssize_t n, bint is_l
         for j in range(n):
             y[j] = y[j] * e
 
-cdef void ew_softmax_tile(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t inner, Py_ssize_t w,
-                          bint is_log) noexcept nogil:
+cdef void ew_softmax_tile(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t inner,
+                          Py_ssize_t w, bint is_log) noexcept nogil:
     # w <= EW_TILE columns; row j of the tile starts at x + j * inner
     cdef floating m[EW_TILE]
     cdef double s[EW_TILE]
@@ -252,7 +262,7 @@ cdef void ew_softmax_tile(const floating* x, floating* y, Py_ssize_t n, Py_ssize
     for j in range(1, n):
         r = x + j * inner
         for k in range(w):
-            m[k] = ew_max_nan(m[k], r[k])
+            m[k] = ew_max(m[k], r[k])
     for j in range(n):
         r = x + j * inner
         for k in range(w):
@@ -279,7 +289,7 @@ cdef void ew_softmax_backward_row(const floating* g, const floating* x, floating
     cdef floating m = x[0], e, inv, c
     cdef double s = 0, t = 0
     for j in range(1, n):
-        m = ew_max_nan(m, x[j])
+        m = ew_max(m, x[j])
     for j in range(n):
         e = ew_exp(x[j] - m)
         dx[j] = e
@@ -311,7 +321,7 @@ cdef void ew_softmax_backward_tile(const floating* g, const floating* x, floatin
         t[k] = 0
     for j in range(1, n):
         for k in range(w):
-            m[k] = ew_max_nan(m[k], x[j * inner + k])
+            m[k] = ew_max(m[k], x[j * inner + k])
     for j in range(n):
         for k in range(w):
             o = j * inner + k
@@ -336,17 +346,20 @@ def elementwise_softmax(const floating[:, :, ::1] x, floating[:, :, ::1] y, bint
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
     cdef Py_ssize_t tiles = (inner + EW_TILE - 1) // EW_TILE, t, o, k0
     if y.shape[0] != outer or y.shape[1] != n or y.shape[2] != inner:
-        raise ValueError(f"y: expected shape {(outer, n, inner)} (the shape of x), got {(y.shape[0], y.shape[1], y.shape[2])}")
+        raise ValueError(f"y: expected shape {(outer, n, inner)} (the shape of x), "
+                         f"got {(y.shape[0], y.shape[1], y.shape[2])}")
     if outer == 0 or n == 0 or inner == 0:
         return
     if inner == 1:
         for o in prange(outer, nogil=True, schedule="static", use_threads_if=outer * n > EW_CHUNK):
             ew_softmax_row(&x[o, 0, 0], &y[o, 0, 0], n, is_log)
     else:
-        for t in prange(outer * tiles, nogil=True, schedule="static", use_threads_if=outer * n * inner > EW_CHUNK):
+        for t in prange(outer * tiles, nogil=True, schedule="static",
+                        use_threads_if=outer * n * inner > EW_CHUNK):
             o = t // tiles
             k0 = (t % tiles) * EW_TILE
-            ew_softmax_tile(&x[o, 0, k0], &y[o, 0, k0], n, inner, min(<Py_ssize_t>EW_TILE, inner - k0), is_log)
+            ew_softmax_tile(&x[o, 0, k0], &y[o, 0, k0], n, inner, min(<Py_ssize_t>EW_TILE, inner - k0),
+                            is_log)
 
 
 def elementwise_softmax_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x,
@@ -357,14 +370,16 @@ def elementwise_softmax_backward(const floating[:, :, ::1] g, const floating[:, 
     if (g.shape[0] != outer or g.shape[1] != n or g.shape[2] != inner
             or dx.shape[0] != outer or dx.shape[1] != n or dx.shape[2] != inner):
         raise ValueError(f"g, dx: expected shape {(outer, n, inner)} (the shape of x), "
-                         f"got {(g.shape[0], g.shape[1], g.shape[2])} and {(dx.shape[0], dx.shape[1], dx.shape[2])}")
+                         f"got {(g.shape[0], g.shape[1], g.shape[2])} and "
+                         f"{(dx.shape[0], dx.shape[1], dx.shape[2])}")
     if outer == 0 or n == 0 or inner == 0:
         return
     if inner == 1:
         for o in prange(outer, nogil=True, schedule="static", use_threads_if=outer * n > EW_CHUNK):
             ew_softmax_backward_row(&g[o, 0, 0], &x[o, 0, 0], &dx[o, 0, 0], n, is_log)
     else:
-        for t in prange(outer * tiles, nogil=True, schedule="static", use_threads_if=outer * n * inner > EW_CHUNK):
+        for t in prange(outer * tiles, nogil=True, schedule="static",
+                        use_threads_if=outer * n * inner > EW_CHUNK):
             o = t // tiles
             k0 = (t % tiles) * EW_TILE
             ew_softmax_backward_tile(&g[o, 0, k0], &x[o, 0, k0], &dx[o, 0, k0], n, inner,

@@ -1,0 +1,36 @@
+"""The Numba backend: ``@njit(parallel=True, cache=True)`` kernels, one module per op family.
+
+Numba is imported here, when the backends load (the first op call), not at
+``import pydl``. Compiled kernels are cached on disk (``__pycache__`` next to
+the module, or ``NUMBA_CACHE_DIR``), so a signature compiles once per machine.
+"""
+import ctypes
+import os
+
+import numba
+
+from .. import register_thread_hook
+
+
+def _start_pool_keeping_openmp():
+    """Start Numba's thread pool now, leaving OpenMP's thread count as it was.
+
+    Numba's 'omp' threading layer calls ``omp_set_num_threads(NUMBA_NUM_THREADS)``
+    when its pool starts. The cpp and cython backends use the same libgomp, so
+    that call would silently override ``OMP_NUM_THREADS`` and
+    ``pydl.set_num_threads`` for them; put the value back.
+    """
+    try:  # only if libgomp is already in the process (RTLD_NOLOAD: never load it here)
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        before = gomp.omp_get_max_threads()
+    except (OSError, AttributeError):
+        gomp = None
+    numba.get_num_threads()  # starts the pool
+    if gomp is not None and numba.threading_layer() == "omp":
+        gomp.omp_set_num_threads(before)
+
+
+_start_pool_keeping_openmp()
+register_thread_hook("numba", lambda n: numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS)))
+
+from . import elementwise  # noqa: E402,F401
