@@ -127,6 +127,7 @@ def _generic_bad(spec, rng):
     yield f"{first} int32", dict(case.args, **{first: case.args[first].astype(np.int32)}), TypeError, first
     yield f"{first} list", dict(case.args, **{first: case.args[first].tolist()}), TypeError, first
     yield f"{first} float16", dict(case.args, **{first: case.args[first].astype(np.float16)}), TypeError, first
+    yield f"{first} big-endian", dict(case.args, **{first: case.args[first].astype(">f4")}), TypeError, first
     for k in floats[1:]:
         yield f"{k} float64", dict(case.args, **{k: case.args[k].astype(np.float64)}), TypeError, k
 
@@ -160,14 +161,19 @@ def test_bad_upstream_grad(name):
 
 @pytest.mark.parametrize("name,backend,dtype", _params())
 def test_nan_inf_propagate(name, backend, dtype):
-    """A NaN and an inf in the first input land where the reference puts them."""
+    """NaN and +-inf in the first input land where the reference puts them,
+    forward and backward. The largest case is used, so vector bodies (not
+    only scalar tails) see the special values."""
     spec, xp, rng = SPECS[name], _xp(backend), _rng("nan", name)
-    case = _nonempty_case(spec, rng, dtype)
     k = spec.differentiable[0]
+    case = max((c for c in spec.cases(rng, np.dtype(dtype)) if c.args[k].size),
+               key=lambda c: c.args[k].size)
     x = case.args[k].copy()
-    x.flat[0] = np.nan
-    x.flat[x.size - 1] = np.inf if x.size > 1 else np.nan
+    n = x.size
+    for pos, val in ((0, np.nan), (n // 2, np.nan), (n // 3, -np.inf), (n - 1, np.inf)):
+        x.flat[pos] = val
     args = dict(case.args, **{k: x})
+    rtol, atol = spec.tol[dtype]
     with np.errstate(all="ignore"):
         try:
             ref = _tuple(spec.forward(**copy_args(args, np.float64), backend="numpy"), spec.outputs)
@@ -177,9 +183,17 @@ def test_nan_inf_propagate(name, backend, dtype):
                 run_forward(spec, args, backend, xp=xp)
             return
         out = _tuple(run_forward(spec, args, backend, xp=xp), spec.outputs)
-    rtol, atol = spec.tol[dtype]
-    for i, (o, r) in enumerate(zip(out, ref)):
-        assert_close(f"{name}[{case.id} with nan/inf] output {i}", o, r, rtol, atol)
+        for i, (o, r) in enumerate(zip(out, ref)):
+            assert_close(f"{name}[{case.id} with nan/inf] output {i}", o, r, rtol, atol)
+        if backend not in spec.implementations(backward=True):
+            return
+        g = testing.upstream_grads(spec, spec.bind((), copy_args(args)), rng, np.dtype(dtype))
+        g64 = tuple(t.astype(np.float64) for t in _tuple(g, spec.outputs))
+        ref_g = spec.backward(g64 if spec.outputs > 1 else g64[0], **copy_args(args, np.float64), backend="numpy")
+        gx = tuple(xp.asarray(t) for t in _tuple(g, spec.outputs))
+        out_g = run_backward(spec, gx if spec.outputs > 1 else gx[0], args, backend, xp=xp)
+    for wrt, o, r in zip(spec.differentiable, out_g, ref_g):
+        assert_close(f"{name}[{case.id} with nan/inf] d{wrt}", o, r, *spec.grad_tolerance(dtype))
 
 
 @pytest.mark.parametrize("name,backend,dtype", _params())

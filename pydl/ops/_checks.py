@@ -26,6 +26,8 @@ def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
         )
     if dtypes is not None and x.dtype.name not in dtypes:
         raise TypeError(f"{name}: expected dtype {' or '.join(dtypes)}, got {x.dtype.name}")
+    if not x.dtype.isnative:
+        raise TypeError(f"{name}: expected native byte order, got {x.dtype.str} (use x.astype(x.dtype.newbyteorder('='))")
     if ndim is not None:
         ok = x.ndim in ndim if isinstance(ndim, tuple) else x.ndim == ndim
         if not ok:

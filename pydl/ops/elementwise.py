@@ -111,7 +111,8 @@ def _softmax_cases(rng, dtype):
         return Case(f"{'x'.join(map(str, shape))}_dim{dim}_s{scale:g}", dict(x=x, dim=dim))
 
     return [c((5,), 0), c((4, 10), -1), c((3, 5, 7), 1), c((3, 5, 7), 0), c((2, 1000), -1),
-            c((8, 37), -1, scale=40.0), c((0, 6), -1), c((6, 3, 2), -1), c((1, 1), 1)]
+            c((8, 37), -1, scale=40.0), c((0, 6), -1), c((6, 3, 2), -1), c((1, 1), 1),
+            c((2, 5, 257), 1), c((9, 1031), -1)]
 
 
 def _softmax_bad(rng):
