@@ -23,6 +23,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 ARCH = os.environ.get("PYDL_ARCH", "native")
+HEADERS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels" / "common").glob("*.h*"))
 WANT = {e.strip() for e in os.environ.get("PYDL_EXTENSIONS", "cpp,cython").split(",") if e.strip()}
 FLAGS = ["-O3", f"-march={ARCH}", "-fopenmp", "-fno-math-errno"]
 
@@ -46,6 +47,7 @@ if "cpp" in WANT:
             "pydl._cpp",
             sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels" / "cpp").glob("*.cpp")),
             include_dirs=["kernels/common"],
+            depends=HEADERS,  # a header edit rebuilds
             cxx_std=17,
             extra_compile_args=FLAGS + [f'-DPYDL_ARCH="{ARCH}"'],
             extra_link_args=["-fopenmp"],
@@ -57,6 +59,7 @@ if "cython" in WANT:
             Extension(
                 "pydl._cython",
                 ["kernels/cython/_cython.pyx"],
+                depends=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels" / "cython").glob("*.pyx")),
                 extra_compile_args=FLAGS,
                 extra_link_args=["-fopenmp"],
             )

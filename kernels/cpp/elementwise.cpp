@@ -6,15 +6,17 @@
 //   dx = y (grad - sum(grad y)) or dx = grad - exp(y_log) sum(grad), per line of n elements.
 // Algorithm: activations are one pass of an op functor over registers (AVX-512 16 lanes, AVX2 8,
 //   or scalar; masked tails) with the vm:: polynomials of simd_math.hpp, threads over 16K-element
-//   chunks. Softmax: a max pass, an exp-sum pass (softmax stores exp(x - max)), a scale pass; one
-//   thread per row when inner == 1 (rows contiguous), else per 16 adjacent columns of an (n, inner) slab.
+//   chunks. Softmax: a max pass, an exp-sum pass, an output pass; threads over rows when inner == 1
+//   (a row stays in L1 across passes), else over slabs of up to 32 vectors of columns swept row by row.
 //   float64 runs the same code on scalar registers with libm exp/expm1/tanh/erf/erfc.
 //
-// Napkin math (AMD Zen 5, 2 cores, ~29 GB/s copy bandwidth): every op here is bandwidth-bound.
-//   relu f32 forward moves 8N bytes (read x, write y): N = 4M -> 32 MB -> ~1.1 ms; backward 12N -> ~1.7 ms.
-//   gelu costs ~40 vector instructions per 16 elements: 4M elements ~ 10M instructions, ~0.6 ms on
-//   two cores, under the memory floor. Softmax rows of a few K floats stay in L1 between passes,
-//   so DRAM still sees 8N bytes: the same ~1.1 ms floor as relu.
+// Napkin math (AMD Zen 5, 2 cores, ~29 GB/s DRAM copy bandwidth): every op here is bandwidth-bound.
+//   relu f32 forward moves 8N bytes (read x, write y): N = 4M -> 32 MB -> ~1.1 ms from DRAM;
+//   backward 12N -> ~1.7 ms. (Repeated calls on 4M elements partly run from the 32 MB L3 and beat
+//   that: ~0.3-0.45 ms measured.) gelu costs ~40 vector instructions per 16 elements: 4M elements
+//   ~10M instructions, ~0.6 ms on two cores, under the DRAM floor. Softmax rows of a few K floats
+//   stay in L1 between passes, so memory still sees 8N bytes: the relu floor. Column slabs re-stream
+//   x three times (max, sum, output) from L2/L3: ~2x the relu time.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -134,7 +136,7 @@ const char* const kVMathNames[] = {"exp", "expm1", "tanh", "sigmoid", "erf", "no
 // -- drivers -------------------------------------------------------------------------
 
 constexpr ptrdiff_t kChunk = 16384;           // elements per thread task: 64 KB of float32
-constexpr ptrdiff_t kParallelMin = 1 << 17;   // below ~128K elements a fork costs more than it saves
+constexpr ptrdiff_t kParallelMin = 2 * kChunk;  // measured: from two chunks on, 2 threads beat 1 even for relu
 
 // f(V{}) with the register wrapper for T at the current SIMD level
 template <class T, class F>
@@ -190,63 +192,100 @@ void map_backward(const typename V::T* g, const typename V::T* x, typename V::T*
 }
 
 // -- softmax lines ---------------------------------------------------------------------
-// A line is the n elements one softmax runs over. Row: contiguous, reduced across the
-// vectors and then across lanes (the result broadcast). Columns: W adjacent columns of an
-// (n, inner) slab, element k at k * inner, each lane its own softmax (no lane reduction).
+// A line object walks the softmax lines of one task and owns their accumulators (Acc, one
+// register per slot). each(f) calls f(offset, count, slot) for every vector.
+// Row: one contiguous row of n; a single slot, reduced across lanes at the end (broadcast).
+//   The row stays in L1 between passes, so the sum pass stores exp(x - max) for reuse.
+// Slab: `cols` adjacent columns of an (n, inner) block, swept row by row (contiguous pieces
+//   of <= kSlabVecs vectors), one slot per vector, one softmax per lane. Walking a column
+//   down its own stride would touch a new page per element and, for power-of-two strides,
+//   thrash a handful of cache sets; rows stream instead, and passes recompute exp.
+
+constexpr int kSlabVecs = 32;
+
+// K accumulator registers (a plain array: std::array<__m512, K> drops the vector type's attributes)
+template <class V, int K>
+struct Regs {
+  Reg<V> r[K];
+  Reg<V>& operator[](int i) { return r[i]; }
+  const Reg<V>& operator[](int i) const { return r[i]; }
+  void fill(typename V::T v) {
+    for (auto& e : r) e = V::set1(v);
+  }
+};
 
 template <class V>
 struct Row {
+  using Acc = Regs<V, 1>;
+  static constexpr bool kCached = true;
   ptrdiff_t n;
-  template <class F> void each(F&& f) const { for_vectors<V>(0, n, f); }
-  Reg<V> max(Reg<V> m) const { return V::set1(V::reduce_max(m)); }
-  template <class F> Reg<V> sum(Reg<V> s, F&& f) const { return V::set1(f(V::reduce_add(s))); }
+  template <class F> void each(F&& f) const {
+    for_vectors<V>(0, n, [&](ptrdiff_t i, std::size_t c) { f(i, c, 0); });
+  }
+  void max(Acc& m) const { m[0] = V::set1(V::reduce_max(m[0])); }
+  template <class F> void sum(Acc& s, F&& f) const { s[0] = V::set1(f(V::reduce_add(s[0]))); }
 };
 
 template <class V>
-struct Columns {
-  ptrdiff_t n, inner;
-  std::size_t lanes;
+struct Slab {
+  using Acc = Regs<V, kSlabVecs>;
+  static constexpr bool kCached = false;
+  ptrdiff_t n, inner, cols;  // cols <= kSlabVecs * W
   template <class F> void each(F&& f) const {
-    for (ptrdiff_t k = 0; k < n; ++k) f(k * inner, lanes);
+    for (ptrdiff_t k = 0; k < n; ++k)
+      for_vectors<V>(0, cols, [&](ptrdiff_t j, std::size_t c) { f(k * inner + j, c, int(j / V::W)); });
   }
-  Reg<V> max(Reg<V> m) const { return m; }
-  template <class F> Reg<V> sum(Reg<V> s, F&& f) const {  // once per n * W elements: scalar is fine
-    typename V::T t[V::W];
-    V::store(t, s);
-    for (auto& v : t) v = f(v);
-    return V::load(t);
+  void max(Acc&) const {}
+  template <class F> void sum(Acc& s, F&& f) const {  // once per n rows: scalar is fine
+    for (ptrdiff_t v = 0; v * V::W < cols; ++v) {
+      typename V::T t[V::W];
+      V::store(t, s[v]);
+      for (auto& e : t) e = f(e);
+      s[v] = V::load(t);
+    }
   }
 };
 
-// Masked-off lanes load -inf: they add exp(-inf) = 0. A row holding NaN or +inf gets a NaN
-// sum (x - max is NaN somewhere), so the whole row is NaN, as in the reference.
+template <class V, class Acc>
+Acc filled(typename V::T v) {
+  Acc a;
+  a.fill(v);
+  return a;
+}
+
+// Masked-off lanes load -inf: they add exp(-inf) = 0. A line holding NaN or +inf gets a NaN
+// sum (x - max is NaN somewhere), so the whole line is NaN, as in the reference.
 template <class V, class Line>
-Reg<V> line_max(const Line& line, const typename V::T* x) {
+typename Line::Acc line_max(const Line& line, const typename V::T* x) {
   const auto ninf = -std::numeric_limits<typename V::T>::infinity();
-  Reg<V> m = V::set1(ninf);
-  line.each([&](ptrdiff_t i, std::size_t c) { m = V::max(m, V::load_n(x + i, c, ninf)); });
-  return line.max(m);
+  auto m = filled<V, typename Line::Acc>(ninf);
+  line.each([&](ptrdiff_t i, std::size_t c, int a) { m[a] = V::max(m[a], V::load_n(x + i, c, ninf)); });
+  line.max(m);
+  return m;
 }
 
 template <class V, bool Log, class Line>
 void softmax_line(const Line& line, const typename V::T* x, typename V::T* y) {
   using T = typename V::T;
   const T ninf = -std::numeric_limits<T>::infinity();
-  const Reg<V> m = line_max<V>(line, x);
-  Reg<V> s = V::set1(0);
-  line.each([&](ptrdiff_t i, std::size_t c) {
-    Reg<V> e = vm::exp<V>(V::sub(V::load_n(x + i, c, ninf), m));
-    if constexpr (!Log) V::store_n(y + i, e, c);
-    s = V::add(s, e);
+  const auto m = line_max<V>(line, x);
+  auto s = filled<V, typename Line::Acc>(0);
+  line.each([&](ptrdiff_t i, std::size_t c, int a) {
+    Reg<V> e = vm::exp<V>(V::sub(V::load_n(x + i, c, ninf), m[a]));
+    if constexpr (!Log && Line::kCached) V::store_n(y + i, e, c);
+    s[a] = V::add(s[a], e);
   });
   if constexpr (Log) {
-    const Reg<V> l = line.sum(s, [](T v) { return std::log(v); });
-    line.each([&](ptrdiff_t i, std::size_t c) {
-      V::store_n(y + i, V::sub(V::sub(V::load_n(x + i, c, 0), m), l), c);
+    line.sum(s, [](T v) { return std::log(v); });
+    line.each([&](ptrdiff_t i, std::size_t c, int a) {
+      V::store_n(y + i, V::sub(V::sub(V::load_n(x + i, c, 0), m[a]), s[a]), c);
     });
   } else {
-    const Reg<V> r = line.sum(s, [](T v) { return T(1) / v; });
-    line.each([&](ptrdiff_t i, std::size_t c) { V::store_n(y + i, V::mul(V::load_n(y + i, c, 0), r), c); });
+    line.sum(s, [](T v) { return T(1) / v; });
+    line.each([&](ptrdiff_t i, std::size_t c, int a) {
+      Reg<V> e = Line::kCached ? V::load_n(y + i, c, 0) : vm::exp<V>(V::sub(V::load_n(x + i, c, 0), m[a]));
+      V::store_n(y + i, V::mul(e, s[a]), c);
+    });
   }
 }
 
@@ -257,32 +296,32 @@ void softmax_backward_line(const Line& line, const typename V::T* g, const typen
   const auto same = [](T v) { return v; };
   if constexpr (!Log) {  // dx = y (g - sum(g y)); y lives in dx meanwhile
     softmax_line<V, false>(line, x, dx);
-    Reg<V> d = V::set1(0);
-    line.each([&](ptrdiff_t i, std::size_t c) {
-      d = V::fma(V::load_n(g + i, c, 0), V::load_n(dx + i, c, 0), d);
+    auto d = filled<V, typename Line::Acc>(0);
+    line.each([&](ptrdiff_t i, std::size_t c, int a) {
+      d[a] = V::fma(V::load_n(g + i, c, 0), V::load_n(dx + i, c, 0), d[a]);
     });
-    d = line.sum(d, same);
-    line.each([&](ptrdiff_t i, std::size_t c) {
-      V::store_n(dx + i, V::mul(V::load_n(dx + i, c, 0), V::sub(V::load_n(g + i, c, 0), d)), c);
+    line.sum(d, same);
+    line.each([&](ptrdiff_t i, std::size_t c, int a) {
+      V::store_n(dx + i, V::mul(V::load_n(dx + i, c, 0), V::sub(V::load_n(g + i, c, 0), d[a])), c);
     });
   } else {  // dx = g - exp(log_softmax(x)) sum(g)
     const T ninf = -std::numeric_limits<T>::infinity();
-    const Reg<V> m = line_max<V>(line, x);
-    Reg<V> s = V::set1(0), gs = V::set1(0);
-    line.each([&](ptrdiff_t i, std::size_t c) {
-      s = V::add(s, vm::exp<V>(V::sub(V::load_n(x + i, c, ninf), m)));
-      gs = V::add(gs, V::load_n(g + i, c, 0));
+    const auto m = line_max<V>(line, x);
+    auto s = filled<V, typename Line::Acc>(0), gs = s;
+    line.each([&](ptrdiff_t i, std::size_t c, int a) {
+      s[a] = V::add(s[a], vm::exp<V>(V::sub(V::load_n(x + i, c, ninf), m[a])));
+      gs[a] = V::add(gs[a], V::load_n(g + i, c, 0));
     });
-    const Reg<V> l = line.sum(s, [](T v) { return std::log(v); });
-    gs = line.sum(gs, same);
-    line.each([&](ptrdiff_t i, std::size_t c) {
-      Reg<V> p = vm::exp<V>(V::sub(V::sub(V::load_n(x + i, c, 0), m), l));
-      V::store_n(dx + i, V::sub(V::load_n(g + i, c, 0), V::mul(p, gs)), c);
+    line.sum(s, [](T v) { return std::log(v); });
+    line.sum(gs, same);
+    line.each([&](ptrdiff_t i, std::size_t c, int a) {
+      Reg<V> p = vm::exp<V>(V::sub(V::sub(V::load_n(x + i, c, 0), m[a]), s[a]));
+      V::store_n(dx + i, V::sub(V::load_n(g + i, c, 0), V::mul(p, gs[a])), c);
     });
   }
 }
 
-// f(line, offset) for every line of an (outer, n, inner) array, threads over lines
+// f(line, offset) for every task of an (outer, n, inner) array: rows, or slabs of columns
 template <class V, class F>
 void for_lines(ptrdiff_t outer, ptrdiff_t n, ptrdiff_t inner, F&& f) {
   const bool threaded = outer * n * inner >= kParallelMin;
@@ -291,11 +330,12 @@ void for_lines(ptrdiff_t outer, ptrdiff_t n, ptrdiff_t inner, F&& f) {
 #pragma omp parallel for schedule(static) if (threaded)
     for (ptrdiff_t o = 0; o < outer; ++o) f(row, o * n);
   } else {
-    const ptrdiff_t blocks = (inner + V::W - 1) / V::W;
+    constexpr ptrdiff_t width = kSlabVecs * V::W;
+    const ptrdiff_t slabs = (inner + width - 1) / width;
 #pragma omp parallel for schedule(static) if (threaded)
-    for (ptrdiff_t t = 0; t < outer * blocks; ++t) {
-      const ptrdiff_t o = t / blocks, j = (t % blocks) * V::W;
-      f(Columns<V>{n, inner, std::size_t(std::min<ptrdiff_t>(V::W, inner - j))}, o * n * inner + j);
+    for (ptrdiff_t t = 0; t < outer * slabs; ++t) {
+      const ptrdiff_t o = t / slabs, j = (t % slabs) * width;
+      f(Slab<V>{n, inner, std::min(width, inner - j)}, o * n * inner + j);
     }
   }
 }
