@@ -7,7 +7,7 @@ Each adapter makes its inputs C-contiguous, allocates the output through
 import numpy as np
 
 from ... import _array, _cython
-from ...registry import register
+from .._shared import ACTIVATIONS, SOFTMAXES, activation_kernel, reduction_view, register_each
 
 _OPS = _cython.ELEMENTWISE_ACTIVATIONS
 
@@ -17,65 +17,37 @@ def _c(a, shape=(-1,)):
     return np.ascontiguousarray(a).reshape(shape)
 
 
-def _act(kernel, x, param=0.0):
+def _act(op, x, **params):
+    kernel, param = activation_kernel(op, params)
     y = _array.empty(x.shape, x.dtype)
     if x.size:
         _cython.elementwise_activation(_OPS[kernel], _c(x), _c(y), param)
     return y
 
 
-def _act_backward(kernel, grad, x, param=0.0):
+def _act_backward(op, grad, x, **params):
+    kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
         _cython.elementwise_activation_backward(_OPS[kernel], _c(grad), _c(x), _c(dx), param)
     return (dx,)
 
 
-def _gelu_kernel(approximate):
-    return "gelu_tanh" if approximate == "tanh" else "gelu"
-
-
-register("relu", "cython")(lambda x: _act("relu", x))
-register("relu_backward", "cython")(lambda grad, x, saved=None: _act_backward("relu", grad, x))
-register("leaky_relu", "cython")(lambda x, negative_slope: _act("leaky_relu", x, negative_slope))
-register("leaky_relu_backward", "cython")(
-    lambda grad, x, negative_slope, saved=None: _act_backward("leaky_relu", grad, x, negative_slope))
-register("elu", "cython")(lambda x, alpha: _act("elu", x, alpha))
-register("elu_backward", "cython")(lambda grad, x, alpha, saved=None: _act_backward("elu", grad, x, alpha))
-register("gelu", "cython")(lambda x, approximate: _act(_gelu_kernel(approximate), x))
-register("gelu_backward", "cython")(
-    lambda grad, x, approximate, saved=None: _act_backward(_gelu_kernel(approximate), grad, x))
-register("sigmoid", "cython")(lambda x: _act("sigmoid", x))
-register("sigmoid_backward", "cython")(lambda grad, x, saved=None: _act_backward("sigmoid", grad, x))
-register("tanh", "cython")(lambda x: _act("tanh", x))
-register("tanh_backward", "cython")(lambda grad, x, saved=None: _act_backward("tanh", grad, x))
-
-
-def _view(shape, dim):
-    """(outer, n, inner) for a reduction along ``dim`` (normalized: >= 0) of ``shape``."""
-    outer = int(np.prod(shape[:dim], dtype=np.int64))
-    inner = int(np.prod(shape[dim + 1:], dtype=np.int64))
-    return outer, shape[dim], inner
-
-
-def _softmax(x, dim, log):
+def _softmax(op, x, dim):
     y = _array.empty(x.shape, x.dtype)
     if x.size:
-        view = _view(x.shape, dim)
-        _cython.elementwise_softmax(_c(x, view), _c(y, view), log)
+        view = reduction_view(x.shape, dim)
+        _cython.elementwise_softmax(_c(x, view), _c(y, view), op == "log_softmax")
     return y
 
 
-def _softmax_backward(grad, x, dim, log):
+def _softmax_backward(op, grad, x, dim):
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
-        view = _view(x.shape, dim)
-        _cython.elementwise_softmax_backward(_c(grad, view), _c(x, view), _c(dx, view), log)
+        view = reduction_view(x.shape, dim)
+        _cython.elementwise_softmax_backward(_c(grad, view), _c(x, view), _c(dx, view), op == "log_softmax")
     return (dx,)
 
 
-register("softmax", "cython")(lambda x, dim: _softmax(x, dim, False))
-register("softmax_backward", "cython")(lambda grad, x, dim, saved=None: _softmax_backward(grad, x, dim, False))
-register("log_softmax", "cython")(lambda x, dim: _softmax(x, dim, True))
-register("log_softmax_backward", "cython")(
-    lambda grad, x, dim, saved=None: _softmax_backward(grad, x, dim, True))
+register_each("cython", ACTIVATIONS, _act, _act_backward)
+register_each("cython", SOFTMAXES, _softmax, _softmax_backward)

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from ... import _array
-from ...registry import register
+from .._shared import ACTIVATIONS, SOFTMAXES, activation_kernel, reduction_view, register_each
 
 _JIT = dict(parallel=True, cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"})
 _TILE = 128  # softmax columns per task when inner > 1
@@ -304,59 +304,42 @@ def _c(a, shape=(-1,)):
     return np.ascontiguousarray(a).reshape(shape)
 
 
-def _act(kernel, x, param=0.0):
+_KERNELS = {name: (globals()[f"_{name}"], globals()[f"_{name}_backward"])
+            for name in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh")}
+
+
+def _act(op, x, **params):
+    kernel, param = activation_kernel(op, params)
     y = _array.empty(x.shape, x.dtype)
     if x.size:
-        kernel(_c(x), _c(y), x.dtype.type(param))
+        _KERNELS[kernel][0](_c(x), _c(y), x.dtype.type(param))
     return y
 
 
-def _act_backward(kernel, grad, x, param=0.0):
+def _act_backward(op, grad, x, **params):
+    kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
-        kernel(_c(grad), _c(x), _c(dx), x.dtype.type(param))
+        _KERNELS[kernel][1](_c(grad), _c(x), _c(dx), x.dtype.type(param))
     return (dx,)
 
 
-register("relu", "numba")(lambda x: _act(_relu, x))
-register("relu_backward", "numba")(lambda grad, x, saved=None: _act_backward(_relu_backward, grad, x))
-register("leaky_relu", "numba")(lambda x, negative_slope: _act(_leaky_relu, x, negative_slope))
-register("leaky_relu_backward", "numba")(
-    lambda grad, x, negative_slope, saved=None: _act_backward(_leaky_relu_backward, grad, x, negative_slope))
-register("elu", "numba")(lambda x, alpha: _act(_elu, x, alpha))
-register("elu_backward", "numba")(lambda grad, x, alpha, saved=None: _act_backward(_elu_backward, grad, x, alpha))
-register("gelu", "numba")(lambda x, approximate: _act(_gelu_tanh if approximate == "tanh" else _gelu, x))
-register("gelu_backward", "numba")(
-    lambda grad, x, approximate, saved=None:
-        _act_backward(_gelu_tanh_backward if approximate == "tanh" else _gelu_backward, grad, x))
-register("sigmoid", "numba")(lambda x: _act(_sigmoid, x))
-register("sigmoid_backward", "numba")(lambda grad, x, saved=None: _act_backward(_sigmoid_backward, grad, x))
-register("tanh", "numba")(lambda x: _act(_tanh, x))
-register("tanh_backward", "numba")(lambda grad, x, saved=None: _act_backward(_tanh_backward, grad, x))
-
-
-def _view(shape, dim):
-    """(outer, n, inner) for a reduction along ``dim`` (normalized: >= 0) of ``shape``."""
-    outer = int(np.prod(shape[:dim], dtype=np.int64))
-    inner = int(np.prod(shape[dim + 1:], dtype=np.int64))
-    return outer, shape[dim], inner
-
-
-def _softmax(x, dim, log):
+def _softmax(op, x, dim):
     y = _array.empty(x.shape, x.dtype)
     if x.size:
-        outer, n, inner = view = _view(x.shape, dim)
+        outer, n, inner = view = reduction_view(x.shape, dim)
         if inner == 1:
-            _softmax_rows(_c(x, (outer, n)), _c(y, (outer, n)), log)
+            _softmax_rows(_c(x, (outer, n)), _c(y, (outer, n)), op == "log_softmax")
         else:
-            _softmax_tiles(_c(x, view), _c(y, view), log)
+            _softmax_tiles(_c(x, view), _c(y, view), op == "log_softmax")
     return y
 
 
-def _softmax_backward(grad, x, dim, log):
+def _softmax_backward(op, grad, x, dim):
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
-        outer, n, inner = view = _view(x.shape, dim)
+        outer, n, inner = view = reduction_view(x.shape, dim)
+        log = op == "log_softmax"
         if inner == 1:
             _softmax_rows_backward(_c(grad, (outer, n)), _c(x, (outer, n)), _c(dx, (outer, n)), log)
         else:
@@ -364,8 +347,5 @@ def _softmax_backward(grad, x, dim, log):
     return (dx,)
 
 
-register("softmax", "numba")(lambda x, dim: _softmax(x, dim, False))
-register("softmax_backward", "numba")(lambda grad, x, dim, saved=None: _softmax_backward(grad, x, dim, False))
-register("log_softmax", "numba")(lambda x, dim: _softmax(x, dim, True))
-register("log_softmax_backward", "numba")(
-    lambda grad, x, dim, saved=None: _softmax_backward(grad, x, dim, True))
+register_each("numba", ACTIVATIONS, _act, _act_backward)
+register_each("numba", SOFTMAXES, _softmax, _softmax_backward)

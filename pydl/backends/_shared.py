@@ -1,0 +1,37 @@
+"""Pieces every backend adapter uses: one registration loop for ops that share
+an adapter, the kernel variant of an activation, and the (outer, n, inner)
+view of a reduction along one dimension."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import register
+
+#: the activations every native backend implements with one kernel pattern
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh")
+SOFTMAXES = ("softmax", "log_softmax")
+
+
+def register_each(backend: str, ops, forward, backward) -> None:
+    """Register ``forward(op, **args)`` as ``op`` and
+    ``backward(op, grad, **args)`` as ``op_backward`` on ``backend``, for each op."""
+    for op in ops:
+        register(op, backend)(lambda op=op, **a: forward(op, **a))
+        register(op + "_backward", backend)(
+            lambda grad, saved=None, op=op, **a: backward(op, grad, **a))
+
+
+def activation_kernel(op: str, params: dict) -> tuple[str, float]:
+    """(kernel name, scalar parameter) of an activation with its normalized
+    parameters: gelu's tanh form is its own kernel, leaky_relu and elu pass
+    their slope or alpha."""
+    if op == "gelu":
+        return ("gelu_tanh" if params["approximate"] == "tanh" else "gelu"), 0.0
+    return op, float(params.get("negative_slope", params.get("alpha", 0.0)))
+
+
+def reduction_view(shape, dim: int) -> tuple[int, int, int]:
+    """(outer, n, inner) for a reduction along ``dim`` (>= 0) of ``shape``."""
+    outer = int(np.prod(shape[:dim], dtype=np.int64))
+    inner = int(np.prod(shape[dim + 1:], dtype=np.int64))
+    return outer, int(shape[dim]), inner
