@@ -9,7 +9,7 @@ import os
 
 import numba
 
-from .. import register_thread_hook
+from .. import get_num_threads, register_thread_hook
 
 
 def _start_pool_keeping_openmp():
@@ -30,7 +30,12 @@ def _start_pool_keeping_openmp():
         gomp.omp_set_num_threads(before)
 
 
+def _set_threads(n: int) -> None:
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
 _start_pool_keeping_openmp()
-register_thread_hook("numba", lambda n: numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS)))
+_set_threads(get_num_threads())  # OMP_NUM_THREADS applies to Numba's pool too
+register_thread_hook("numba", _set_threads)
 
 from . import elementwise  # noqa: E402,F401
