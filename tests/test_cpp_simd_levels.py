@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-_cpp = pytest.importorskip("pydl._cpp")
+from pydl import _cpp  # noqa: E402  (make test always builds it)
 
 import test_conformance as conformance  # noqa: E402  (module import: pytest must not collect its tests twice)
 from pydl import registry  # noqa: E402

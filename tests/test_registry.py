@@ -156,6 +156,8 @@ def test_cli_info_json(capsys):
     d = json.loads(capsys.readouterr().out)
     assert set(d["backends"]) == set(registry.BACKENDS)
     assert d["cpu_features"].keys() >= {"avx512f", "avx2"}
+    for b in ("cpp", "cython", "numba", "numpy"):
+        assert d["backends"][b]["available"], d["backends"][b]
     assert cli.main(["info"]) == 0
     assert "backends" in capsys.readouterr().out
 
