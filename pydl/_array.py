@@ -47,10 +47,6 @@ def poisoned(on: bool = True):
         _POISON.reset(token)
 
 
-def poisoning() -> bool:
-    return _POISON.get()
-
-
 def empty(shape, dtype, like=None):
     """Allocate an output (NaN-filled under :func:`poisoned`)."""
     xp = module(like) if like is not None else np

@@ -111,7 +111,10 @@ def _print_info(d: dict) -> None:
         print(f"gpu        none: {g.get('reason')}")
 
 
-def demo(size: int = 1 << 21, repeats: int = 7) -> list[dict]:
+DEMO_SIZE = 1 << 21
+
+
+def demo(size: int = DEMO_SIZE, repeats: int = 7) -> list[dict]:
     """Run a few ops on every backend that has them; check against the
     reference and time them (median of ``repeats``, first call excluded)."""
     import numpy as np
@@ -184,8 +187,8 @@ def _median_time(fn, repeats):
     return sorted(times)[len(times) // 2]
 
 
-def _print_demo(rows: list[dict]) -> None:
-    print(f"\nop demo: float32, {1 << 21} elements (8 MiB: fits in L3, so GB/s can pass DRAM bandwidth), "
+def _print_demo(rows: list[dict], size: int) -> None:
+    print(f"\nop demo: float32, {size} elements ({size * 4 / 2**20:g} MiB: fits in L3, so GB/s can pass DRAM bandwidth), "
           f"median wall-clock, every result checked against the float64 reference; torch = PyTorch CPU")
     print(f"{'op':12s} {'backend':8s} {'ms':>8s} {'GB/s':>7s} {'x numpy':>8s}  check")
     for r in rows:
@@ -205,7 +208,7 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "demo":
         rows = demo()
-        _print_demo(rows)
+        _print_demo(rows, DEMO_SIZE)
         return 0 if all(r["check"] == "ok" for r in rows) else 1
     return 2
 

@@ -125,7 +125,8 @@ class OpSpec:
         try:
             a = self.normalize(**bound.arguments)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"pydl.ops.{self.name}: {e}") from None
+            e.args = (f"pydl.ops.{self.name}: {e.args[0] if e.args else e}",) + e.args[1:]
+            raise
         return a  # one-device check: in select(), with the upstream gradient too
 
     def dtype_of(self, a: dict) -> np.dtype:

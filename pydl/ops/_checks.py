@@ -27,7 +27,7 @@ def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
     if dtypes is not None and x.dtype.name not in dtypes:
         raise TypeError(f"{name}: expected dtype {' or '.join(dtypes)}, got {x.dtype.name}")
     if not x.dtype.isnative:
-        raise TypeError(f"{name}: expected native byte order, got {x.dtype.str} (use x.astype(x.dtype.newbyteorder('='))")
+        raise TypeError(f"{name}: expected native byte order, got {x.dtype.str} (use x.astype(x.dtype.newbyteorder('=')))")
     if ndim is not None:
         ok = x.ndim in ndim if isinstance(ndim, tuple) else x.ndim == ndim
         if not ok:
@@ -111,6 +111,10 @@ def boolean(name, v):
 
 
 def choice(name, v, options):
+    kinds = {type(o) for o in options}
+    if type(v) not in kinds:
+        names = " or ".join(sorted("None" if k is type(None) else k.__name__ for k in kinds))
+        raise TypeError(f"{name}: expected {names} (one of {', '.join(map(repr, options))}), got {type(v).__name__}")
     if v not in options:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {v!r}")
     return v
@@ -119,9 +123,9 @@ def choice(name, v, options):
 def dim(name, d, ndim):
     """A dimension index in [-ndim, ndim), returned non-negative."""
     d = integer(name, d)
-    if not -ndim <= d < max(ndim, 1):
+    if not -ndim <= d < ndim:
         raise ValueError(f"{name}: expected a dimension in [{-ndim}, {ndim}), got {d}")
-    return d % max(ndim, 1)
+    return d % ndim
 
 
 def check_grad_array(name, g, expected_shape, dtype):

@@ -84,7 +84,8 @@ def _gelu_cases(rng, dtype):
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(8), tol=TOL,
        cases=_gelu_cases,
-       bad_cases=_bad(approximate=("erf", ValueError, "approximate")),
+       bad_cases=lambda rng: _bad(approximate=("erf", ValueError, "approximate"))(rng)
+       + _bad(approximate=(["none"], TypeError, "approximate"))(rng),
        torch=lambda torch, F, a: F.gelu(a["x"], approximate=a["approximate"]))
 def gelu(x, approximate="none"):
     """x * Phi(x) (``approximate="none"``, erf) or its tanh approximation."""
@@ -183,6 +184,8 @@ def _dropout_bad(rng):
         BadCase("p=-0.1", dict(x=x, p=-0.1, seed=1), ValueError, "p"),
         BadCase("no seed", dict(x=x, p=0.5), ValueError, "seed"),
         BadCase("seed=-1", dict(x=x, p=0.5, seed=-1), ValueError, "seed"),
+        BadCase("seed and mask", dict(x=x, p=0.5, seed=1, mask=np.ones((3, 4), bool)), ValueError, "seed"),
+        BadCase("training=1", dict(x=x, p=0.5, seed=1, training=1), TypeError, "training"),
         BadCase("mask shape", dict(x=x, p=0.5, mask=np.ones((4, 3), bool)), ValueError, "mask"),
         BadCase("mask dtype", dict(x=x, p=0.5, mask=np.ones((3, 4), np.float32)), TypeError, "mask"),
     ]
@@ -211,6 +214,8 @@ def dropout(x, p=0.5, training=True, seed=None, mask=None):
     training = ck.boolean("training", training)
     if seed is not None:
         seed = ck.integer("seed", seed, min=0, max=(1 << 64) - 1)
+    if seed is not None and mask is not None:
+        raise ValueError("seed: pass seed= or mask=, not both")
     if mask is not None:
         ck.array("mask", mask, dtypes=("bool",))
         ck.shape("mask", mask, x.shape, "(the shape of x)")
@@ -223,5 +228,5 @@ def dropout(x, p=0.5, training=True, seed=None, mask=None):
         if seed is None:
             raise ValueError("seed: dropout needs seed= (an int >= 0) or mask= (a bool array) "
                              "so that forward and backward agree")
-        mask = dropout_mask(seed, x.shape, p, xp)
-    return dict(x=x, p=p, training=training, seed=seed, mask=mask)
+        mask, seed = dropout_mask(seed, x.shape, p, xp), None  # the mask now says it all
+    return dict(x=x, p=p, training=training, seed=None if mask is not None else seed, mask=mask)

@@ -267,7 +267,7 @@ def _bce_bad(rng, logits=False):
              ("weight shape", dict(weight=np.ones(3, np.float32)), ValueError, "weight"),
              ("weight grows the output", dict(weight=np.ones((2, 3, 4), np.float32)), ValueError, "weight"),
              ("weight dtype", dict(weight=np.ones(4, np.float64)), TypeError, "weight"),
-             ("reduction", dict(reduction=None), ValueError, "reduction")]
+             ("reduction", dict(reduction=None), TypeError, "reduction")]
     if logits:
         wrong += [("pos_weight shape", dict(pos_weight=np.ones(3, np.float32)), ValueError, "pos_weight"),
                   ("pos_weight list", dict(pos_weight=[1.0] * 4), TypeError, "pos_weight")]

@@ -252,7 +252,7 @@ def _bad(kind, state_names, seq):
             out.append(case("T = 0", ValueError, "x", x=f(0, B, I)))
         if kind == "rnn":
             out += [case("nonlinearity", ValueError, "nonlinearity", nonlinearity="sigmoid"),
-                    case("nonlinearity type", ValueError, "nonlinearity", nonlinearity=None)]
+                    case("nonlinearity type", TypeError, "nonlinearity", nonlinearity=None)]
         return out
 
     return bad
