@@ -313,10 +313,7 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
     """Choose (backend name, implementation) for registry key ``key``."""
     from . import backends
 
-    backends.load()
     arr_kind = _check_one_kind(key, a, extra)
-    impls = IMPLS.get(key, {})
-    have = [b for b in BACKENDS if b in impls]
     name = requested_backend(explicit)
     if name is not None:
         if name == "cuda" and arr_kind != "cupy":
@@ -329,25 +326,38 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
                 f"pydl.ops.{key}: backend {name!r} runs on the CPU and takes NumPy arrays, "
                 f"got CuPy arrays (pydl never copies between device and host)"
             )
-        if name not in impls:
+        backends.load(name)
+        impl = IMPLS.get(key, {}).get(name)
+        if impl is None:
             why = backends.unavailable_reason(name)
             raise NotImplementedError(
                 f"pydl.ops.{key}: backend {name!r} does not implement it"
                 + (f" (backend unavailable: {why})" if why else "")
-                + f"; backends that do: {', '.join(have) or 'none'}"
+                + f"; backends that do: {_have(key)}"
             )
-        return name, impls[name]
+        return name, impl
     if arr_kind == "cupy":
-        if "cuda" in impls:
-            return "cuda", impls["cuda"]
+        backends.load("cuda")
+        if "cuda" in IMPLS.get(key, {}):
+            return "cuda", IMPLS[key]["cuda"]
         raise NotImplementedError(
             f"pydl.ops.{key}: no 'cuda' implementation for CuPy arrays "
-            f"(pydl never copies to the host); backends that have it: {', '.join(have) or 'none'}"
+            f"(pydl never copies to the host); backends that have it: {_have(key)}"
         )
     for b in CPU_ORDER:
-        if b in impls:
-            return b, impls[b]
+        backends.load(b)
+        impl = IMPLS.get(key, {}).get(b)
+        if impl is not None:
+            return b, impl
     raise NotImplementedError(f"pydl.ops.{key}: no CPU backend implements it")
+
+
+def _have(key: str) -> str:
+    """The backends implementing ``key`` (loads them all: error messages only)."""
+    from . import backends
+
+    backends.load()
+    return ", ".join(b for b in BACKENDS if b in IMPLS.get(key, {})) or "none"
 
 
 def _check_grad(spec: OpSpec, grad, a: dict):

@@ -189,7 +189,7 @@ def test_omp_num_threads_honoured_by_every_cpu_runtime():
     import sys
 
     code = ("import numpy as np, pydl, numba; from pydl import _cpp, _cython; "
-            "pydl.ops.relu(np.ones(3, np.float32)); "
+            "pydl.ops.relu(np.ones(3, np.float32), backend='numba'); pydl.ops.relu(np.ones(3, np.float32)); "
             "print(_cpp.get_num_threads(), _cython.get_num_threads(), numba.get_num_threads(), pydl.get_num_threads())")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -1,9 +1,9 @@
 """Backends: ``numpy`` (the reference), ``cpp``, ``cython``, ``numba``, ``cuda``.
 
 Each backend is a package ``pydl.backends.<name>`` with one module per op
-family; importing it registers its implementations. Backends load on the
-first dispatch, not at ``import pydl``, so optional dependencies (Numba,
-CuPy) cost nothing until used. A backend that fails to load is recorded
+family; importing it registers its implementations. A backend loads when
+dispatch first looks at it, not at ``import pydl``, so optional
+dependencies (Numba, CuPy) cost nothing until used. A backend that fails to load is recorded
 with the reason, which :func:`available` reports.
 """
 from __future__ import annotations
@@ -17,26 +17,29 @@ from ..registry import BACKENDS
 # backend name -> package under pydl.backends
 _PACKAGES = {"numpy": "reference", "cpp": "cpp", "cython": "cython", "numba": "numba", "cuda": "cuda"}
 _LOCK = threading.RLock()
-_LOADED = False
+_LOADED: set[str] = set()
 _ERRORS: dict[str, str] = {}
 _THREAD_HOOKS: dict[str, callable] = {}
 _NUM_THREADS: int | None = None
 
 
-def load() -> None:
-    """Import every backend once; remember why any failed."""
-    global _LOADED
-    if _LOADED:
-        return
-    with _LOCK:
-        if _LOADED:
-            return
-        for name in BACKENDS:
+def load(name: str | None = None) -> None:
+    """Import backend ``name`` (every backend when None) once; remember why one failed.
+
+    Dispatch loads only the backends it looks at, so ``backend="numpy"`` never
+    imports Numba and CuPy is imported only for CuPy arrays.
+    """
+    for b in BACKENDS if name is None else (name,):
+        if b in _LOADED:
+            continue
+        with _LOCK:
+            if b in _LOADED:
+                continue
             try:
-                importlib.import_module(f"{__name__}.{_PACKAGES[name]}")
+                importlib.import_module(f"{__name__}.{_PACKAGES[b]}")
             except Exception as e:  # an optional backend must never break import
-                _ERRORS[name] = f"{type(e).__name__}: {e}"
-        _LOADED = True
+                _ERRORS[b] = f"{type(e).__name__}: {e}"
+            _LOADED.add(b)
 
 
 def _cuda_reason() -> str | None:
@@ -53,7 +56,7 @@ def _cuda_reason() -> str | None:
 
 def unavailable_reason(name: str) -> str | None:
     """Why backend ``name`` cannot run here, or None if it can."""
-    load()
+    load(name)
     if name in _ERRORS:
         return _ERRORS[name]
     if name == "cuda":
