@@ -194,3 +194,28 @@ def test_omp_num_threads_honoured_by_every_cpu_runtime():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1", "1", "1"]
+
+
+def test_set_num_threads_reaches_other_python_threads():
+    """OpenMP and Numba bind thread counts per calling thread; pydl's is process-wide."""
+    import threading
+
+    import numba
+
+    from pydl import _cpp, _cython
+
+    backends.load()
+    before, seen = pydl.get_num_threads(), {}
+
+    def worker():
+        pydl.ops.relu(np.ones(3, np.float32), backend="numba")
+        seen.update(cpp=_cpp.get_num_threads(), cython=_cython.get_num_threads(), numba=numba.get_num_threads())
+
+    try:
+        pydl.set_num_threads(1)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen == {"cpp": 1, "cython": 1, "numba": 1}
+    finally:
+        pydl.set_num_threads(before)

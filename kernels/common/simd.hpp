@@ -23,6 +23,11 @@ constexpr Simd compiled_simd() {
 Simd simd_level();                 // the level kernels use now
 void set_simd_level(Simd level);   // clamps to compiled_simd()
 const char* simd_name(Simd level);
+
+// Threads for every parallel region. A process-wide setting: OpenMP's own
+// omp_set_num_threads only binds the calling thread, so a Python thread
+// other than the one that called pydl.set_num_threads would not see it.
+int num_threads();
 Simd simd_from_name(const std::string& name);  // throws std::invalid_argument
 
 }  // namespace pydl

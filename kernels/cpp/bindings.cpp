@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <omp.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -28,6 +29,13 @@ static Simd g_level = [] {
 }();
 
 Simd simd_level() { return g_level; }
+
+static std::atomic<int> g_threads{0};  // 0: OpenMP's default (OMP_NUM_THREADS or all cores)
+
+int num_threads() {
+  const int n = g_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_max_threads();
+}
 
 void set_simd_level(Simd level) {
   g_level = static_cast<int>(level) > static_cast<int>(compiled_simd()) ? compiled_simd() : level;
@@ -64,9 +72,9 @@ PYBIND11_MODULE(_cpp, m) {
         py::arg("level"), "Lower (or restore) the SIMD level; clamps to compiled_simd().");
   m.def("set_num_threads", [](int n) {
           PYDL_CHECK(n >= 1, "set_num_threads: expected n >= 1, got " << n);
-          omp_set_num_threads(n);
-        }, py::arg("n"));
-  m.def("get_num_threads", [] { return omp_get_max_threads(); });
+          g_threads.store(n, std::memory_order_relaxed);
+        }, py::arg("n"), "Threads for every kernel, from any Python thread.");
+  m.def("get_num_threads", [] { return num_threads(); });
   m.def("build_info", [] {
     py::dict d;
     d["arch"] = PYDL_ARCH;

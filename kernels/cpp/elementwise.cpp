@@ -168,7 +168,7 @@ inline void for_vectors(ptrdiff_t begin, ptrdiff_t end, F&& f) {
 template <class Body>
 void for_chunks(ptrdiff_t n, Body&& body) {
   const ptrdiff_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(num_threads())
   for (ptrdiff_t c = 0; c < chunks; ++c) body(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
@@ -327,12 +327,12 @@ void for_lines(ptrdiff_t outer, ptrdiff_t n, ptrdiff_t inner, F&& f) {
   const bool threaded = outer * n * inner >= kParallelMin;
   if (inner == 1) {
     const Row<V> row{n};
-#pragma omp parallel for schedule(static) if (threaded)
+#pragma omp parallel for schedule(static) if (threaded) num_threads(num_threads())
     for (ptrdiff_t o = 0; o < outer; ++o) f(row, o * n);
   } else {
     constexpr ptrdiff_t width = kSlabVecs * V::W;
     const ptrdiff_t slabs = (inner + width - 1) / width;
-#pragma omp parallel for schedule(static) if (threaded)
+#pragma omp parallel for schedule(static) if (threaded) num_threads(num_threads())
     for (ptrdiff_t t = 0; t < outer * slabs; ++t) {
       const ptrdiff_t o = t / slabs, j = (t % slabs) * width;
       f(Slab<V>{n, inner, std::min(width, inner - j)}, o * n * inner + j);

@@ -350,7 +350,7 @@ def elementwise_activation(int op, const floating[::1] x, floating[::1] y, doubl
         raise ValueError(f"y: expected {n} elements (the size of x), got {y.shape[0]}")
     if op < EW_RELU or op > EW_TANH:
         raise ValueError(f"op: expected a value of ELEMENTWISE_ACTIVATIONS, got {op}")
-    for c in prange(chunks, nogil=True, schedule="static", use_threads_if=chunks > 1):
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=_threads(), use_threads_if=chunks > 1):
         lo = c * EW_CHUNK
         ew_activation_chunk(op, &x[lo], &y[lo], min(<Py_ssize_t>EW_CHUNK, n - lo), <floating>p)
 
@@ -365,7 +365,7 @@ def elementwise_activation_backward(int op, const floating[::1] g, const floatin
                          f"got {g.shape[0]} and {dx.shape[0]}")
     if op < EW_RELU or op > EW_TANH:
         raise ValueError(f"op: expected a value of ELEMENTWISE_ACTIVATIONS, got {op}")
-    for c in prange(chunks, nogil=True, schedule="static", use_threads_if=chunks > 1):
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=_threads(), use_threads_if=chunks > 1):
         lo = c * EW_CHUNK
         ew_activation_backward_chunk(op, &g[lo], &x[lo], &dx[lo], min(<Py_ssize_t>EW_CHUNK, n - lo),
                                      <floating>p)
@@ -544,10 +544,10 @@ def elementwise_softmax(const floating[:, :, ::1] x, floating[:, :, ::1] y, bint
     if outer == 0 or n == 0 or inner == 0:
         return
     if inner == 1:
-        for o in prange(outer, nogil=True, schedule="static", use_threads_if=outer * n > EW_CHUNK):
+        for o in prange(outer, nogil=True, schedule="static", num_threads=_threads(), use_threads_if=outer * n > EW_CHUNK):
             ew_softmax_row(&x[o, 0, 0], &y[o, 0, 0], n, is_log)
     else:
-        for t in prange(outer * tiles, nogil=True, schedule="static",
+        for t in prange(outer * tiles, nogil=True, schedule="static", num_threads=_threads(),
                         use_threads_if=outer * n * inner > EW_CHUNK):
             o = t // tiles
             k0 = (t % tiles) * EW_TILE
@@ -568,10 +568,10 @@ def elementwise_softmax_backward(const floating[:, :, ::1] g, const floating[:, 
     if outer == 0 or n == 0 or inner == 0:
         return
     if inner == 1:
-        for o in prange(outer, nogil=True, schedule="static", use_threads_if=outer * n > EW_CHUNK):
+        for o in prange(outer, nogil=True, schedule="static", num_threads=_threads(), use_threads_if=outer * n > EW_CHUNK):
             ew_softmax_backward_row(&g[o, 0, 0], &x[o, 0, 0], &dx[o, 0, 0], n, is_log)
     else:
-        for t in prange(outer * tiles, nogil=True, schedule="static",
+        for t in prange(outer * tiles, nogil=True, schedule="static", num_threads=_threads(),
                         use_threads_if=outer * n * inner > EW_CHUNK):
             o = t // tiles
             k0 = (t % tiles) * EW_TILE

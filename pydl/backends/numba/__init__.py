@@ -34,6 +34,15 @@ def _set_threads(n: int) -> None:
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
+def sync_threads() -> None:
+    """Numba's thread count binds only the calling thread: every adapter calls
+    this first, so a kernel launched from any Python thread uses
+    ``pydl.get_num_threads()``."""
+    want = min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != want:
+        numba.set_num_threads(want)
+
+
 _start_pool_keeping_openmp()
 _set_threads(get_num_threads())  # OMP_NUM_THREADS applies to Numba's pool too
 register_thread_hook("numba", _set_threads)

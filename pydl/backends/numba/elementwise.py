@@ -41,6 +41,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ... import _array
+from . import sync_threads
 from .._shared import ACTIVATIONS, SOFTMAXES, activation_kernel, reduction_view, register_each
 
 _JIT = dict(parallel=True, cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"})
@@ -528,6 +529,7 @@ _KERNELS = {name: (globals()[f"_{name}"], globals()[f"_{name}_backward"])
 
 
 def _act(op, x, **params):
+    sync_threads()
     kernel, param = activation_kernel(op, params)
     y = _array.empty(x.shape, x.dtype)
     if x.size:
@@ -536,6 +538,7 @@ def _act(op, x, **params):
 
 
 def _act_backward(op, grad, x, **params):
+    sync_threads()
     kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
@@ -544,6 +547,7 @@ def _act_backward(op, grad, x, **params):
 
 
 def _softmax(op, x, dim):
+    sync_threads()
     y = _array.empty(x.shape, x.dtype)
     if x.size:
         outer, n, inner = view = reduction_view(x.shape, dim)
@@ -555,6 +559,7 @@ def _softmax(op, x, dim):
 
 
 def _softmax_backward(op, grad, x, dim):
+    sync_threads()
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
         outer, n, inner = view = reduction_view(x.shape, dim)
