@@ -30,6 +30,16 @@ def activation_kernel(op: str, params: dict) -> tuple[str, float]:
     return op, float(params.get("negative_slope", params.get("alpha", 0.0)))
 
 
+#: kernel-name suffix per dtype (``<family>_<op>_<suffix>`` entry points)
+SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def contiguous(a, shape=None):
+    """``a`` C-contiguous (copied only when it is not), optionally reshaped."""
+    a = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    return a if shape is None else a.reshape(shape)
+
+
 def reduction_view(shape, dim: int) -> tuple[int, int, int]:
     """(outer, n, inner) for a reduction along ``dim`` (>= 0) of ``shape``."""
     outer = int(np.prod(shape[:dim], dtype=np.int64))

@@ -4,18 +4,8 @@ Each kernel takes C-contiguous arrays of one dtype and writes into ``out``:
 ``elementwise_<op>_<f32|f64>(x, out, *params)`` and
 ``elementwise_<op>_backward_<f32|f64>(grad, x, out, *params)``.
 """
-import numpy as np
-
 from ... import _array, _cpp
-from .._shared import ACTIVATIONS, SOFTMAXES, register_each
-
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-
-
-def _contiguous(a):
-    # np.ascontiguousarray would turn a 0-d array into shape (1,)
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
+from .._shared import ACTIVATIONS, SOFTMAXES, SUFFIX as _SUFFIX, contiguous as _contiguous, register_each
 
 def _forward(op, x, **params):
     x = _contiguous(x)

@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parents[2]          # .../pydl
-_CACHE: dict[tuple[int, str], object] = {}
+_CACHE: dict[tuple, object] = {}       # (device, family, name expressions) -> RawModule
+_FUNCTIONS: dict[tuple, object] = {}   # (device, family, kernel) -> RawKernel
 _LOCK = threading.Lock()
 
 
@@ -52,7 +53,10 @@ def launch(family: str, kernel: str, grid, block, args, shared_mem: int = 0) -> 
     import cupy
 
     try:
-        fn = module(family).get_function(kernel)
+        key = (cupy.cuda.Device().id, family, kernel)
+        fn = _FUNCTIONS.get(key)
+        if fn is None:
+            fn = _FUNCTIONS[key] = module(family).get_function(kernel)
         fn(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
     except (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError,
             cupy.cuda.compiler.CompileException) as e:

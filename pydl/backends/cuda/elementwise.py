@@ -2,11 +2,8 @@
 import numpy as np
 
 from ... import _array
-from .._shared import ACTIVATIONS, SOFTMAXES, activation_kernel, reduction_view, register_each
+from .._shared import ACTIVATIONS, SOFTMAXES, SUFFIX as _SUFFIX, activation_kernel, reduction_view, register_each
 from ._loader import blocks_for, launch
-
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-
 
 def _act(op, x, **params):
     import cupy

@@ -7,21 +7,16 @@ Each adapter makes its inputs C-contiguous, allocates the output through
 import numpy as np
 
 from ... import _array, _cython
-from .._shared import ACTIVATIONS, SOFTMAXES, activation_kernel, reduction_view, register_each
+from .._shared import ACTIVATIONS, SOFTMAXES, contiguous, activation_kernel, reduction_view, register_each
 
 _OPS = _cython.ELEMENTWISE_ACTIVATIONS
-
-
-def _c(a, shape=(-1,)):
-    """``a`` as a C-contiguous array of ``shape`` (a view when it already is contiguous)."""
-    return np.ascontiguousarray(a).reshape(shape)
 
 
 def _act(op, x, **params):
     kernel, param = activation_kernel(op, params)
     y = _array.empty(x.shape, x.dtype)
     if x.size:
-        _cython.elementwise_activation(_OPS[kernel], _c(x), _c(y), param)
+        _cython.elementwise_activation(_OPS[kernel], contiguous(x, (-1,)), contiguous(y, (-1,)), param)
     return y
 
 
@@ -29,7 +24,7 @@ def _act_backward(op, grad, x, **params):
     kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
-        _cython.elementwise_activation_backward(_OPS[kernel], _c(grad), _c(x), _c(dx), param)
+        _cython.elementwise_activation_backward(_OPS[kernel], contiguous(grad, (-1,)), contiguous(x, (-1,)), contiguous(dx, (-1,)), param)
     return (dx,)
 
 
@@ -37,7 +32,7 @@ def _softmax(op, x, dim):
     y = _array.empty(x.shape, x.dtype)
     if x.size:
         view = reduction_view(x.shape, dim)
-        _cython.elementwise_softmax(_c(x, view), _c(y, view), op == "log_softmax")
+        _cython.elementwise_softmax(contiguous(x, view), contiguous(y, view), op == "log_softmax")
     return y
 
 
@@ -45,7 +40,7 @@ def _softmax_backward(op, grad, x, dim):
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
         view = reduction_view(x.shape, dim)
-        _cython.elementwise_softmax_backward(_c(grad, view), _c(x, view), _c(dx, view), op == "log_softmax")
+        _cython.elementwise_softmax_backward(contiguous(grad, view), contiguous(x, view), contiguous(dx, view), op == "log_softmax")
     return (dx,)
 
 

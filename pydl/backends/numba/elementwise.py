@@ -42,7 +42,7 @@ from numba.extending import overload
 
 from ... import _array
 from . import sync_threads
-from .._shared import ACTIVATIONS, SOFTMAXES, activation_kernel, reduction_view, register_each
+from .._shared import ACTIVATIONS, SOFTMAXES, contiguous, activation_kernel, reduction_view, register_each
 
 _JIT = dict(parallel=True, cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"})
 _TILE = 128  # softmax columns per task when inner > 1
@@ -519,11 +519,6 @@ def _softmax_tiles_backward(g, x, dx, log):
 
 
 # -- adapters ----------------------------------------------------------------------------------
-def _c(a, shape=(-1,)):
-    """``a`` as a C-contiguous array of ``shape`` (a view when it already is contiguous)."""
-    return np.ascontiguousarray(a).reshape(shape)
-
-
 _KERNELS = {name: (globals()[f"_{name}"], globals()[f"_{name}_backward"])
             for name in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh")}
 
@@ -533,7 +528,7 @@ def _act(op, x, **params):
     kernel, param = activation_kernel(op, params)
     y = _array.empty(x.shape, x.dtype)
     if x.size:
-        _KERNELS[kernel][0](_c(x), _c(y), x.dtype.type(param))
+        _KERNELS[kernel][0](contiguous(x, (-1,)), contiguous(y, (-1,)), x.dtype.type(param))
     return y
 
 
@@ -542,7 +537,7 @@ def _act_backward(op, grad, x, **params):
     kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
-        _KERNELS[kernel][1](_c(grad), _c(x), _c(dx), x.dtype.type(param))
+        _KERNELS[kernel][1](contiguous(grad, (-1,)), contiguous(x, (-1,)), contiguous(dx, (-1,)), x.dtype.type(param))
     return (dx,)
 
 
@@ -552,9 +547,9 @@ def _softmax(op, x, dim):
     if x.size:
         outer, n, inner = view = reduction_view(x.shape, dim)
         if inner == 1:
-            _softmax_rows(_c(x, (outer, n)), _c(y, (outer, n)), op == "log_softmax")
+            _softmax_rows(contiguous(x, (outer, n)), contiguous(y, (outer, n)), op == "log_softmax")
         else:
-            _softmax_tiles(_c(x, view), _c(y, view), op == "log_softmax")
+            _softmax_tiles(contiguous(x, view), contiguous(y, view), op == "log_softmax")
     return y
 
 
@@ -565,9 +560,9 @@ def _softmax_backward(op, grad, x, dim):
         outer, n, inner = view = reduction_view(x.shape, dim)
         log = op == "log_softmax"
         if inner == 1:
-            _softmax_rows_backward(_c(grad, (outer, n)), _c(x, (outer, n)), _c(dx, (outer, n)), log)
+            _softmax_rows_backward(contiguous(grad, (outer, n)), contiguous(x, (outer, n)), contiguous(dx, (outer, n)), log)
         else:
-            _softmax_tiles_backward(_c(grad, view), _c(x, view), _c(dx, view), log)
+            _softmax_tiles_backward(contiguous(grad, view), contiguous(x, view), contiguous(dx, view), log)
     return (dx,)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...ops.attention import default_scale
 from ...registry import register
+from .gemm import affine as _affine
 
 
 def _t(x):
@@ -55,11 +56,6 @@ def scaled_dot_product_attention_backward(grad, q, k, v, attn_mask, is_causal, s
 
 
 # -- multi-head attention ------------------------------------------------------------
-
-
-def _affine(x, w, b):
-    y = x @ w.T
-    return y if b is None else y + b
 
 
 def _split_heads(x, nh):

@@ -34,19 +34,20 @@ _ACT = {
 }
 
 
-def _preactivation(x, weight, bias):
+def affine(x, weight, bias):
+    """x @ weight.T (+ bias): the linear map every family's reference uses."""
     z = np.matmul(x, weight.T)
     return z if bias is None else z + bias
 
 
 @register("linear", "numpy")
 def linear(x, weight, bias, activation):
-    return _ACT[activation][0](_preactivation(x, weight, bias))
+    return _ACT[activation][0](affine(x, weight, bias))
 
 
 @register("linear_backward", "numpy")
 def linear_backward(grad, x, weight, bias, activation, saved=None):
-    dz = _ACT[activation][1](grad, _preactivation(x, weight, bias))
+    dz = _ACT[activation][1](grad, affine(x, weight, bias))
     dz2 = dz.reshape(-1, weight.shape[0])          # every leading dim is a row
     x2 = x.reshape(-1, weight.shape[1])
     dx = np.matmul(dz, weight)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ...registry import register
+from .elementwise import log_softmax, sigmoid
 
 
 def _count(shape, reduction):
@@ -68,13 +69,6 @@ def mse_loss_backward(grad, input, target, reduction, saved=None):
 # Both are loss_i = -sum_c a[i, c] * logp[i, c], so dloss_i/dinput[i] = softmax * sum_c a[i, c] - a[i].
 
 
-def _log_softmax(x):
-    if not x.size:
-        return x.copy()
-    z = x - x.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _class_weights(input, weight):
     """(C,) class weights, ones without ``weight``."""
     return np.ones(input.shape[1], input.dtype) if weight is None else weight
@@ -107,7 +101,7 @@ def _ce_coefficients(input, target, weight, ignore_index, label_smoothing):
 
 @register("cross_entropy", "numpy")
 def cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
-    logp = _log_softmax(input)
+    logp = log_softmax(input, 1)
     if target.dtype.kind == "f":
         a, _, count = _ce_coefficients(input, target, weight, ignore_index, label_smoothing)
         return _reduce(-(a * logp).sum(axis=1), reduction, count)
@@ -126,7 +120,7 @@ def cross_entropy_backward(grad, input, target, weight, ignore_index, reduction,
     a, keep, count = _ce_coefficients(input, target, weight, ignore_index, label_smoothing)
     g = _spread(grad, input.shape[:1] + input.shape[2:], reduction, count)[:, None]
     with np.errstate(invalid="ignore"):  # inf * 0 where every target is ignored: masked below
-        dx = g * (np.exp(_log_softmax(input)) * a.sum(axis=1, keepdims=True) - a)
+        dx = g * (np.exp(log_softmax(input, 1)) * a.sum(axis=1, keepdims=True) - a)
     # ignored samples get exactly 0 (even where the mean divides by a zero weight sum)
     return (dx if keep is None else np.where(keep[:, None], dx, 0),)
 
@@ -169,9 +163,9 @@ def binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weigh
 @register("binary_cross_entropy_with_logits_backward", "numpy")
 def binary_cross_entropy_with_logits_backward(grad, input, target, weight, reduction, pos_weight, saved=None):
     if pos_weight is None:
-        d = np.exp(_log_sigmoid(input)) - target
+        d = sigmoid(input) - target
     else:
-        d = (1 + (pos_weight - 1) * target) * np.exp(_log_sigmoid(input)) - pos_weight * target
+        d = (1 + (pos_weight - 1) * target) * sigmoid(input) - pos_weight * target
     return (_weighted(d, weight) * _spread(grad, input.shape, reduction),)
 
 

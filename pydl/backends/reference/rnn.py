@@ -9,12 +9,8 @@ only the ``h @ w_hh.T`` recurrence is sequential.
 import numpy as np
 
 from ...registry import register
-from .elementwise import relu, sigmoid
-
-
-def _affine(x, w, b):
-    y = x @ w.T
-    return y if b is None else y + b
+from .elementwise import relu, relu_backward, sigmoid
+from .gemm import affine as _affine
 
 
 def _zeros_if_none(s, x, H):
@@ -54,7 +50,7 @@ def _rnn_step_backward(dh_new, h_new, nonlinearity):
     """Gradient of the pre-activation (the same for both GEMMs)."""
     if nonlinearity == "tanh":
         return dh_new * (1 - h_new * h_new)
-    return np.where(h_new > 0, dh_new, np.zeros_like(dh_new))
+    return relu_backward(dh_new, h_new)[0]  # h_new > 0 exactly where the pre-activation is
 
 
 def _lstm_step(xw, h, c, w_hh, b_hh):
