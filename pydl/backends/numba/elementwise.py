@@ -429,6 +429,18 @@ def _softmax_rows(x, y, log):
                 yr[j] *= c
 
 
+@njit(cache=True, nogil=True)
+def _tile_max(x, o, k0, k1):
+    """Column maxima of x[o, :, k0:k1] (a NaN that is not first in its column
+    is skipped; the sums after it still turn the column NaN, as the reference)."""
+    m = x[o, 0, k0:k1].copy()
+    for j in range(1, x.shape[1]):
+        xr = x[o, j, k0:k1]
+        for k in range(k1 - k0):
+            m[k] = xr[k] if xr[k] > m[k] else m[k]
+    return m
+
+
 @njit(**_JIT)
 def _softmax_tiles(x, y, log):
     """x, y (outer, n, inner), normalized along axis 1; a task is (n, <= _TILE) columns.
@@ -439,11 +451,7 @@ def _softmax_tiles(x, y, log):
     for t in prange(outer * tiles):
         o, k0 = t // tiles, (t % tiles) * _TILE
         k1 = min(k0 + _TILE, inner)
-        m = x[o, 0, k0:k1].copy()
-        for j in range(1, n):
-            xr = x[o, j, k0:k1]
-            for k in range(k1 - k0):
-                m[k] = xr[k] if xr[k] > m[k] else m[k]
+        m = _tile_max(x, o, k0, k1)
         s = np.zeros(k1 - k0)
         for j in range(n):
             # exp into y (log_softmax too), then the sums
@@ -493,11 +501,7 @@ def _softmax_tiles_backward(g, x, dx, log):
     for q in prange(outer * tiles):
         o, k0 = q // tiles, (q % tiles) * _TILE
         k1 = min(k0 + _TILE, inner)
-        m = x[o, 0, k0:k1].copy()
-        for j in range(1, n):
-            xr = x[o, j, k0:k1]
-            for k in range(k1 - k0):
-                m[k] = xr[k] if xr[k] > m[k] else m[k]
+        m = _tile_max(x, o, k0, k1)
         s = np.zeros(k1 - k0)
         t = np.zeros(k1 - k0)
         for j in range(n):
