@@ -68,6 +68,24 @@ def default_scale(D: int) -> float:
     return 1.0 / math.sqrt(D) if D > 0 else 1.0
 
 
+def _random_bool_mask(rng, shape, full_row=False):
+    """A random "may attend" mask (SDPA's meaning): every row keeps key 0,
+    except row 1 when ``full_row`` (a fully masked row)."""
+    m = rng.random(shape) < 0.7
+    m[..., 0] = True
+    if full_row:
+        m[..., 1, :] = False
+    return m
+
+
+def _random_float_mask(rng, dtype, shape):
+    """A random additive mask with some -inf; key 0 always finite."""
+    m = rng.standard_normal(shape).astype(dtype)
+    m[rng.random(shape) < 0.2] = -np.inf
+    m[..., 0] = 0.5
+    return m
+
+
 def _float_mask(m):
     return m if m is not None and m.dtype.kind == "f" else None
 
@@ -105,17 +123,10 @@ def _sdpa_cases(rng, dtype):
         return dict(q=f(B, H, L, D), k=f(B, H, S, D), v=f(B, H, S, Dv))
 
     def bool_mask(*shape, full_row=False):
-        m = rng.random(shape) < 0.7
-        m[..., 0] = True  # every row keeps a key...
-        if full_row:
-            m[..., 1, :] = False  # ...except this fully masked one
-        return m
+        return _random_bool_mask(rng, shape, full_row)
 
     def float_mask(*shape):
-        m = rng.standard_normal(shape).astype(dtype)
-        m[rng.random(shape) < 0.2] = -np.inf
-        m[..., 0] = 0.5
-        return m
+        return _random_float_mask(rng, dtype, shape)
 
     return [
         Case("b2_h3_l5_s7_d4_dv3", qkv(2, 3, 5, 7, 4, 3)),
@@ -235,17 +246,10 @@ def _mha_cases(rng, dtype):
                     out_proj_bias=f(E, scale=0.5) if out_bias else None, **kw)
 
     def bool_mask(*shape, full_row=False):
-        m = rng.random(shape) < 0.3  # torch MHA: True = masked out
-        m[..., 0] = False
-        if full_row:
-            m[..., 1, :] = True
-        return m
+        return ~_random_bool_mask(rng, shape, full_row)  # torch MHA: True = masked out
 
     def float_mask(*shape):
-        m = rng.standard_normal(shape).astype(dtype)
-        m[rng.random(shape) < 0.2] = -np.inf
-        m[..., 0] = 0.0
-        return m
+        return _random_float_mask(rng, dtype, shape)
 
     return [
         Case("b2_l3_s5_e6_h2", args(2, 3, 5, 6, 2)),
