@@ -23,6 +23,17 @@ arguments, and ``saved`` (the forward's dict, or None: then it recomputes
 what it needs). It returns a tuple with one gradient per name in
 ``differentiable`` (None for an input that was None).
 
+A backend may register named *variants* of an op beside its default (the
+steps of a kernel's development, or alternative algorithms)::
+
+    @register("matmul", "cpp", variant="naive")
+    def matmul_naive(a, b): ...
+
+and any place that names a backend accepts ``"backend:variant"``
+(``backend="cpp:naive"``, ``use_backend("cpp:naive")``, ``PYDL_BACKEND``).
+:func:`variants` lists them; ``pydl check`` and ``pydl bench`` time them
+side by side. A variant without a ``_backward`` variant has no backward.
+
 Backend selection, first match wins: ``backend=`` argument, the
 :func:`use_backend` context, the ``PYDL_BACKEND`` variable, then automatic:
 CuPy arrays go to ``cuda``, NumPy arrays to the first CPU backend in
@@ -54,6 +65,8 @@ BACKENDS = CPU_ORDER + ("cuda",)
 SPECS: dict[str, "OpSpec"] = {}
 #: registry key ("relu" or "relu_backward") -> {backend: implementation}
 IMPLS: dict[str, dict[str, Callable]] = {}
+#: registry key -> {backend: {variant name: implementation}} (named variants only)
+VARIANTS: dict[str, dict[str, dict[str, Callable]]] = {}
 
 _CONTEXT = contextvars.ContextVar("pydl_backend", default=None)
 
@@ -64,6 +77,8 @@ class Case:
 
     id: str
     args: dict
+    #: labels; benchmark cases tagged "quick" are the ones ``pydl bench --quick`` runs
+    tags: tuple = ()
 
 
 @dataclass
@@ -106,6 +121,8 @@ class OpSpec:
     dtypes: tuple[str, ...] = ("float32", "float64")
     #: finite differences skip these inputs (e.g. a variance clamped at eps)
     fd_skip: tuple[str, ...] = ()
+    #: ``bench(rng, dtype)`` -> benchmark cases (realistic sizes); see :func:`defop`
+    bench: Callable | None = None
     signature: inspect.Signature = field(init=False)
     forward: Callable = field(init=False)
     backward: Callable = field(init=False)
@@ -194,6 +211,7 @@ def defop(
     grad_tol: dict | None = None,
     dtypes: tuple[str, ...] = ("float32", "float64"),
     fd_skip: tuple[str, ...] = (),
+    bench: Callable | None = None,
 ):
     """Declare an op. Decorates its normalizer; returns the public forward.
 
@@ -201,6 +219,9 @@ def defop(
     normalized arguments ``a`` (arrays turned into float64 tensors), for the
     oracle tests. ``out_shape(a)`` returns the output shape (a tuple of
     shapes when ``outputs > 1``); ``flops(a)`` the forward flop count.
+    ``cases(rng, dtype)`` gives the small conformance cases;
+    ``bench(rng, dtype)`` the benchmark cases (realistic sizes, each
+    :class:`Case` tagged "quick" if ``pydl bench --quick`` should run it).
     """
 
     def deco(normalize):
@@ -213,6 +234,7 @@ def defop(
             flops=flops, tol=tol, cases=cases, bad_cases=bad_cases,
             torch=torch, saves=tuple(saves), outputs=outputs, bytes=bytes,
             grad_tol=grad_tol, dtypes=tuple(dtypes), fd_skip=tuple(fd_skip),
+            bench=bench,
         )
 
         @functools.wraps(normalize)
@@ -252,26 +274,59 @@ def defop(
     return deco
 
 
-def register(op: str, backend: str):
-    """Register ``fn`` as ``backend``'s implementation of ``op`` (or ``op_backward``)."""
+def register(op: str, backend: str, variant: str | None = None):
+    """Register ``fn`` as ``backend``'s implementation of ``op`` (or ``op_backward``).
+
+    With ``variant``, register a named alternative instead of the default;
+    it is reached as ``backend="<backend>:<variant>"``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     base = op[: -len("_backward")] if op.endswith("_backward") else op
     if base not in SPECS:
         raise KeyError(f"register({op!r}, {backend!r}): no op named {base!r} is declared")
 
+    if variant is not None and (not isinstance(variant, str) or not variant or ":" in variant):
+        raise ValueError(f"register({op!r}, {backend!r}): variant must be a non-empty str "
+                         f"without ':', got {variant!r}")
+
     def deco(fn):
-        IMPLS.setdefault(op, {})[backend] = fn
+        if variant is None:
+            IMPLS.setdefault(op, {})[backend] = fn
+        else:
+            VARIANTS.setdefault(op, {}).setdefault(backend, {})[variant] = fn
         return fn
 
     return deco
 
 
+def variants(op: str, backend: str) -> list[str]:
+    """Names of the variants ``backend`` registered for ``op`` (without the default)."""
+    from . import backends
+
+    backends.load(backend)
+    return sorted(VARIANTS.get(op, {}).get(backend, {}))
+
+
+def split_backend(name: str) -> tuple[str, str | None]:
+    """``"cpp:naive"`` -> ``("cpp", "naive")``; ``"cpp"`` -> ``("cpp", None)``."""
+    base, _, variant = name.partition(":")
+    if base not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)} "
+                         f"(optionally 'backend:variant')")
+    return base, (variant or None)
+
+
 @contextlib.contextmanager
 def use_backend(name: str | None):
     """Run every op in this block on backend ``name`` (None: automatic)."""
-    if name is not None and name not in BACKENDS:
-        raise ValueError(f"use_backend: unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f"use_backend: expected a backend name (str) or None, got {type(name).__name__}")
+        try:
+            split_backend(name)
+        except ValueError as e:
+            raise ValueError(f"use_backend: {e}") from None
     token = _CONTEXT.set(name)
     try:
         yield
@@ -304,8 +359,8 @@ def _check_one_kind(opname: str, a: dict, extra=None):
 def requested_backend(explicit: str | None = None) -> str | None:
     """The backend named by argument, context or PYDL_BACKEND (None: automatic)."""
     name = explicit or _CONTEXT.get() or os.environ.get("PYDL_BACKEND") or None
-    if name is not None and name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    if name is not None:
+        split_backend(name)
     return name
 
 
@@ -316,6 +371,7 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
     arr_kind = _check_one_kind(key, a, extra)
     name = requested_backend(explicit)
     if name is not None:
+        name, variant = split_backend(name)
         if name == "cuda" and arr_kind != "cupy":
             raise TypeError(
                 f"pydl.ops.{key}: backend 'cuda' takes CuPy arrays, got NumPy arrays "
@@ -327,6 +383,15 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
                 f"got CuPy arrays (pydl never copies between device and host)"
             )
         backends.load(name)
+        if variant is not None:
+            impl = VARIANTS.get(key, {}).get(name, {}).get(variant)
+            if impl is None:
+                have = sorted(VARIANTS.get(key, {}).get(name, {}))
+                raise NotImplementedError(
+                    f"pydl.ops.{key}: backend {name!r} has no variant {variant!r}; "
+                    f"its variants: {', '.join(have) or 'none'}"
+                )
+            return f"{name}:{variant}", impl
         impl = IMPLS.get(key, {}).get(name)
         if impl is None:
             why = backends.unavailable_reason(name)

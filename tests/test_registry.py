@@ -219,3 +219,42 @@ def test_set_num_threads_reaches_other_python_threads():
         assert seen == {"cpp": 1, "cython": 1, "numba": 1}
     finally:
         pydl.set_num_threads(before)
+
+
+# -- variants ------------------------------------------------------------------
+
+def test_variant_registration_and_selection():
+    calls = []
+
+    @registry.register("relu", "numpy", variant="test-variant")
+    def relu_variant(x):
+        calls.append(x.shape)
+        return np.maximum(x, 0)
+
+    try:
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        assert "test-variant" in registry.variants("relu", "numpy")
+        out = pydl.ops.relu(x, backend="numpy:test-variant")
+        assert calls == [(3, 4)]
+        np.testing.assert_array_equal(out, np.maximum(x, 0))
+        with registry.use_backend("numpy:test-variant"):
+            pydl.ops.relu(x)
+        assert len(calls) == 2
+        pydl.ops.relu(x, backend="numpy")          # the default is untouched
+        assert len(calls) == 2
+        with pytest.raises(NotImplementedError, match="no variant 'nope'.*test-variant"):
+            pydl.ops.relu(x, backend="numpy:nope")
+        with pytest.raises(NotImplementedError, match="no variant 'test-variant'"):
+            pydl.ops.relu_backward(x, x, backend="numpy:test-variant")   # no backward variant
+    finally:
+        del registry.VARIANTS["relu"]["numpy"]["test-variant"]
+
+
+def test_variant_names_are_checked():
+    with pytest.raises(ValueError, match="variant"):
+        registry.register("relu", "numpy", variant="a:b")
+    with pytest.raises(ValueError, match="unknown backend 'cpq:x'"):
+        pydl.ops.relu(np.ones(3, np.float32), backend="cpq:x")
+    with pytest.raises(ValueError, match="use_backend"):
+        with registry.use_backend("nope:x"):
+            pass

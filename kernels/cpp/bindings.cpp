@@ -58,6 +58,9 @@ Simd simd_from_name(const std::string& name) {
 }
 
 void bind_elementwise(py::module_& m);
+void bind_gemm(py::module_& m);
+void bind_conv(py::module_& m);
+void bind_pool(py::module_& m);
 
 }  // namespace pydl
 
@@ -84,4 +87,7 @@ PYBIND11_MODULE(_cpp, m) {
     return d;
   });
   bind_elementwise(m);
+  bind_gemm(m);
+  bind_conv(m);
+  bind_pool(m);
 }

@@ -20,3 +20,6 @@ def get_num_threads():
     return _threads()
 
 include "elementwise.pyx"
+include "gemm.pyx"
+include "conv.pyx"
+include "pool.pyx"

@@ -4,4 +4,4 @@ Registering costs nothing without a GPU: CuPy is imported only when a kernel
 first runs. Whether the backend can run here is decided by
 ``pydl.backends.unavailable_reason("cuda")``.
 """
-from . import elementwise  # noqa: F401
+from . import conv, elementwise, gemm, pool  # noqa: F401

@@ -8,4 +8,4 @@ from .. import register_thread_hook
 
 register_thread_hook("cython", _cython.set_num_threads)
 
-from . import elementwise  # noqa: E402,F401
+from . import conv, elementwise, gemm, pool  # noqa: E402,F401  (each registers its family's ops)
