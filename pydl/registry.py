@@ -133,18 +133,17 @@ class OpSpec:
 
     # -- argument handling ---------------------------------------------------
     def bind(self, args, kwargs) -> dict:
-        """Bind public arguments and run the normalizer (all validation)."""
+        """Bind public arguments and run the normalizer (all validation).
+
+        The normalizer has the public signature, so Python binds the
+        arguments itself (no ``inspect`` on the hot path); any TypeError or
+        ValueError, from binding or from validation, gets the op's name.
+        """
         try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"pydl.ops.{self.name}: {e}") from None
-        bound.apply_defaults()
-        try:
-            a = self.normalize(**bound.arguments)
+            return self.normalize(*args, **kwargs)
         except (TypeError, ValueError) as e:
             e.args = (f"pydl.ops.{self.name}: {e.args[0] if e.args else e}",) + e.args[1:]
-            raise
-        return a  # one-device check: in select(), with the upstream gradient too
+            raise  # one-device check: in select(), with the upstream gradient too
 
     def dtype_of(self, a: dict) -> np.dtype:
         for v in a.values():
@@ -291,6 +290,7 @@ def register(op: str, backend: str, variant: str | None = None):
                          f"without ':', got {variant!r}")
 
     def deco(fn):
+        _VERSION[0] += 1
         if variant is None:
             IMPLS.setdefault(op, {})[backend] = fn
         else:
@@ -308,6 +308,7 @@ def variants(op: str, backend: str) -> list[str]:
     return sorted(VARIANTS.get(op, {}).get(backend, {}))
 
 
+@functools.lru_cache(maxsize=256)
 def split_backend(name: str) -> tuple[str, str | None]:
     """``"cpp:naive"`` -> ``("cpp", "naive")``; ``"cpp"`` -> ``("cpp", None)``."""
     base, _, variant = name.partition(":")
@@ -347,13 +348,26 @@ def _kinds(values) -> set:
 
 
 def _check_one_kind(opname: str, a: dict, extra=None):
-    ks = _kinds(list(a.values()) + ([extra] if extra is not None else []))
-    if len(ks) > 1:
+    # fast path: every array a NumPy array (the common case on the CPU)
+    kinds = None
+    for v in a.values():
+        if type(v) is np.ndarray or v is None or type(v) in _SCALARS:
+            continue
+        kinds = _kinds(list(a.values()))
+        break
+    if extra is not None:
+        kinds = (kinds or {"numpy"}) | _kinds([extra])
+    if kinds is None:
+        return "numpy"
+    if len(kinds) > 1:
         raise TypeError(
             f"pydl.ops.{opname}: got both NumPy and CuPy arrays; pass all arrays on "
             f"one device (pydl never copies between host and device)"
         )
-    return ks.pop() if ks else "numpy"
+    return kinds.pop() if kinds else "numpy"
+
+
+_SCALARS = (int, float, bool, str, tuple)
 
 
 def requested_backend(explicit: str | None = None) -> str | None:
@@ -369,7 +383,7 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
     from . import backends
 
     arr_kind = _check_one_kind(key, a, extra)
-    name = requested_backend(explicit)
+    name = explicit or _CONTEXT.get() or os.environ.get("PYDL_BACKEND") or None
     if name is not None:
         name, variant = split_backend(name)
         if name == "cuda" and arr_kind != "cupy":
@@ -409,12 +423,21 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
             f"pydl.ops.{key}: no 'cuda' implementation for CuPy arrays "
             f"(pydl never copies to the host); backends that have it: {_have(key)}"
         )
+    hit = _AUTO.get(key)
+    if hit is not None and hit[0] == _VERSION[0] and IMPLS.get(key, {}).get(hit[1]) is hit[2]:
+        return hit[1], hit[2]
     for b in CPU_ORDER:
         backends.load(b)
         impl = IMPLS.get(key, {}).get(b)
         if impl is not None:
+            _AUTO[key] = (_VERSION[0], b, impl)
             return b, impl
     raise NotImplementedError(f"pydl.ops.{key}: no CPU backend implements it")
+
+
+#: automatic CPU choice per registry key, valid while _VERSION (bumped by register) holds
+_AUTO: dict[str, tuple] = {}
+_VERSION = [0]
 
 
 def _have(key: str) -> str:

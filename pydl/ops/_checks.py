@@ -13,6 +13,8 @@ import numpy as np
 from .. import _array
 
 FLOAT_DTYPES = ("float32", "float64")
+#: dtype names -> the native-byte-order dtypes they allow (the fast path of `array`)
+_NATIVE = {FLOAT_DTYPES: frozenset(np.dtype(n) for n in FLOAT_DTYPES)}
 
 
 def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
@@ -20,6 +22,10 @@ def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
 
     ``layout`` (e.g. "(N, C, H, W)") only makes the rank error readable.
     """
+    if (type(x) is np.ndarray and x.dtype in _NATIVE.get(dtypes, ())
+            and (ndim is None or x.ndim == ndim or (type(ndim) is tuple and x.ndim in ndim))
+            and (min_ndim is None or x.ndim >= min_ndim)):
+        return x  # the common case, accepted in a few hundred nanoseconds
     if _array.kind(x) is None:
         raise TypeError(
             f"{name}: expected a NumPy or CuPy array, got {type(x).__module__}.{type(x).__name__}"
@@ -47,9 +53,10 @@ def optional_array(name, x, **kw):
 
 def same_dtype(**arrays):
     """All non-None arrays share one dtype."""
-    items = [(k, v) for k, v in arrays.items() if v is not None]
-    if not items:
+    dtypes = {v.dtype for v in arrays.values() if v is not None}
+    if len(dtypes) <= 1:
         return
+    items = [(k, v) for k, v in arrays.items() if v is not None]
     k0, v0 = items[0]
     for k, v in items[1:]:
         if v.dtype != v0.dtype:
