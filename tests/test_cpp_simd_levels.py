@@ -31,11 +31,12 @@ def simd_level(request):
     _cpp.set_simd_level(before)
 
 
-def _cpp_params(direction=""):
+def _cpp_params(direction="", family=None):
     return [
         pytest.param(name, dtype, id=f"{name}-{dtype}")
         for name, spec in sorted(registry.SPECS.items())
         if "cpp" in registry.IMPLS.get(name + direction, {})
+        and (family is None or spec.family == family)
         for dtype in spec.dtypes
     ]
 
@@ -66,7 +67,8 @@ def _large_cases(name, rng, dtype):
         [dict(x=x, approximate="tanh")] if name == "gelu" else [])
 
 
-@pytest.mark.parametrize("name,dtype", _cpp_params("_backward"))
+# Other families test their large, threaded and tiled cases in tests/test_<family>.py.
+@pytest.mark.parametrize("name,dtype", _cpp_params("_backward", family="elementwise"))
 def test_threaded_and_slabbed(simd_level, name, dtype):
     spec, rng = registry.SPECS[name], np.random.default_rng(11)
     rtol, atol = spec.tol[dtype]
