@@ -256,3 +256,50 @@ def adaptive_avg_pool2d(x, output_size):
         output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[2:]))
     output_size = ck.int_tuple("output_size", output_size, 2, min=0)
     return dict(x=x, output_size=output_size)
+
+
+# -- window tables for the native kernels ------------------------------------------------
+
+def window_table(n, out, kernel, stride, padding, dilation=1):
+    """Along one dimension of size ``n``: int64 ``(start, count)``, output ``o``
+    reading input positions ``start[o] + t*dilation`` for ``t < count[o]`` (the
+    window's taps that fall inside the input; count 0 for a window wholly in the padding)."""
+    first = np.arange(out, dtype=np.int64) * stride - padding
+    t_lo = (np.maximum(0, -first) + dilation - 1) // dilation
+    t_hi = np.minimum(kernel, np.maximum(0, (n - 1 - first) // dilation + 1))
+    count = np.maximum(0, t_hi - t_lo)
+    start = np.where(count > 0, first + t_lo * dilation, 0)
+    return start, count
+
+
+def avg_divisors(n, out, kernel, stride, padding, count_include_pad, dtype):
+    """Along one dimension: each window's size as avg_pool2d counts it (the product over
+    the two dimensions is the divisor): clipped to the padded input with
+    ``count_include_pad``, else to the input."""
+    first = np.arange(out, dtype=np.int64) * stride - padding
+    end = np.minimum(first + kernel, n + padding)
+    size = end - first if count_include_pad else np.minimum(end, n) - np.maximum(first, 0)
+    return size.astype(dtype)
+
+
+def avg_tables(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+               dtype):
+    """((hstart, hcount), (wstart, wcount), hdiv, wdiv) of avg_pool2d: the divisor of output
+    (oh, ow) is ``hdiv[oh] * wdiv[ow]``."""
+    h, w = x_shape[2:]
+    oh, ow = output_hw("kernel_size", (h, w), kernel_size, stride, padding, (1, 1), ceil_mode)
+    th = window_table(h, oh, kernel_size[0], stride[0], padding[0])
+    tw = window_table(w, ow, kernel_size[1], stride[1], padding[1])
+    if divisor_override is not None:
+        return th, tw, np.full(oh, divisor_override, dtype), np.ones(ow, dtype)
+    return (th, tw) + tuple(avg_divisors(n, o, k, s, p, count_include_pad, dtype)
+                            for n, o, k, s, p in zip((h, w), (oh, ow), kernel_size, stride, padding))
+
+
+def adaptive_tables(x_shape, output_size, dtype):
+    """((hstart, hcount), (wstart, wcount), hdiv, wdiv) of adaptive_avg_pool2d."""
+    tables = []
+    for n, o in zip(x_shape[2:], output_size):
+        start, end = adaptive_bounds(n, o)
+        tables.append((start.astype(np.int64), (end - start).astype(np.int64)))
+    return tables[0], tables[1], tables[0][1].astype(dtype), tables[1][1].astype(dtype)
