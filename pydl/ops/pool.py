@@ -303,3 +303,13 @@ def adaptive_tables(x_shape, output_size, dtype):
         start, end = adaptive_bounds(n, o)
         tables.append((start.astype(np.int64), (end - start).astype(np.int64)))
     return tables[0], tables[1], tables[0][1].astype(dtype), tables[1][1].astype(dtype)
+
+
+def inverse_table(start, count, n):
+    """The transpose of a table of step-1 windows with nondecreasing bounds: int64
+    ``(lo, count)`` per input position ``i < n``, the outputs ``[lo, lo + count)`` whose
+    windows hold ``i``."""
+    i = np.arange(n)
+    lo = np.searchsorted(start + count, i, side="right")   # first window ending after i
+    hi = np.searchsorted(start, i, side="right")            # first window starting after i
+    return lo.astype(np.int64), np.maximum(hi - lo, 0).astype(np.int64)

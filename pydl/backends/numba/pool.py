@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from ... import _array
 from ...ops.conv import output_hw
-from ...ops.pool import adaptive_tables, avg_tables, window_table
+from ...ops.pool import adaptive_tables, avg_tables, inverse_table, window_table
 from ...registry import register
 from .._shared import contiguous
 from . import sync_threads
@@ -139,15 +139,6 @@ def _avg_forward(x, out, hs, hc, ws, wc, hdiv, wdiv):
                 o[j] = o[j] / (hdiv[oh] * wdiv[j])
 
 
-def _inverse(start, count, n):
-    """(lo, n) per input position: the outputs [lo, lo + n) whose windows hold it
-    (windows of step 1 with nondecreasing bounds)."""
-    i = np.arange(n)
-    lo = np.searchsorted(start + count, i, side="right")   # first window ending after i
-    hi = np.searchsorted(start, i, side="right")            # first window starting after i
-    return lo.astype(np.int64), np.maximum(hi - lo, 0).astype(np.int64)
-
-
 @njit(**_ROW)
 def _gather_taps(q, lo, n, most, t):
     """t[w] = sum of q[lo[w] + j], j < n[w]."""
@@ -180,7 +171,7 @@ def _avg_backward(grad, gx, hdiv, wdiv, hlo, hn, wlo, wn):
 
 
 def _planes(a):
-    return contiguous(a, (-1,) + a.shape[2:])
+    return contiguous(a, (a.shape[0] * a.shape[1],) + a.shape[2:])
 
 
 @register("max_pool2d", "numba")
@@ -222,8 +213,8 @@ def _avg_bwd(grad, x_shape, tables):
     (hs, hc), (ws, wc), hdiv, wdiv = tables
     gx = _array.empty(x_shape, grad.dtype)
     if gx.size:
-        hlo, hn = _inverse(hs, hc, x_shape[2])
-        wlo, wn = _inverse(ws, wc, x_shape[3])
+        hlo, hn = inverse_table(hs, hc, x_shape[2])
+        wlo, wn = inverse_table(ws, wc, x_shape[3])
         _avg_backward(_planes(grad), _planes(gx), hdiv, wdiv, hlo, hn, wlo, wn)
     return (gx,)
 
