@@ -63,14 +63,10 @@ struct Axis {
   int kernel = 0, stride = 0, pad = 0, step = 1;
   int n = 0;  // input size along this dimension
   int out() const { return static_cast<int>(start.size()); }
-  // [lo, hi): the outputs whose every tap lies inside the input (start == o*stride - pad)
-  std::pair<int, int> interior() const {
-    int lo = out(), hi = 0;
-    if (stride <= 0) return {0, 0};
-    for (int o = 0; o < out(); ++o)
-      if (count[o] == kernel && start[o] == o * stride - pad) { lo = std::min(lo, o); hi = o + 1; }
-    return lo < hi ? std::make_pair(lo, hi) : std::make_pair(0, 0);
-  }
+  // [lo, hi): the outputs whose every tap lies inside the input (start == o*stride - pad);
+  // set once by axis_of (the row passes ask for it on every row)
+  int lo = 0, hi = 0;
+  std::pair<int, int> interior() const { return {lo, hi}; }
 };
 
 Axis axis_of(const Table& start, const Table& count, int n, int kernel, int stride, int pad, int step,
@@ -86,6 +82,12 @@ Axis axis_of(const Table& start, const Table& count, int n, int kernel, int stri
                name << ": window " << o << " runs outside the input");
     a.start.push_back(static_cast<int32_t>(s[o]));
     a.count.push_back(static_cast<int32_t>(c[o]));
+  }
+  if (stride > 0) {
+    int lo = a.out(), hi = 0;
+    for (int o = 0; o < a.out(); ++o)
+      if (a.count[o] == kernel && a.start[o] == o * stride - pad) lo = std::min(lo, o), hi = o + 1;
+    if (lo < hi) a.lo = lo, a.hi = hi;
   }
   return a;
 }
@@ -107,7 +109,8 @@ struct V512 {
       const I even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
       return _mm512_permutex2var_ps(load(p), even, _mm512_maskz_loadu_ps(0x7FFF, p + 16));
     }
-    return _mm512_i32gather_ps(_mm512_mullo_epi32(iota(), _mm512_set1_epi32(s)), p, 4);
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF,
+                                    _mm512_mullo_epi32(iota(), _mm512_set1_epi32(s)), p, 4);
   }
   static R gather_n(const float* p, I idx, I n, int j) {  // p[idx + j] where j < n, else 0
     const M m = _mm512_cmpgt_epi32_mask(n, _mm512_set1_epi32(j));
@@ -253,7 +256,9 @@ void max_row(const T* row, const Axis& ax, T* hv, int32_t* hc) {
     for (int t = 1; t < c; ++t) {
       w += step;
       const T v = row[w];
-      if (v > best || v != v) best = v, bi = w;
+      const bool take = v > best || v != v;  // selects, not a branch: random data mispredicts half
+      best = take ? v : best;
+      bi = take ? w : bi;
     }
     hv[o] = best, hc[o] = bi;
   };
@@ -324,7 +329,9 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
           for (int t = 1; t < c; ++t) {
             h += dh;
             const T v = buf.v[size_t(h) * OW + o];
-            if (v > best || v != v) best = v, bi = int64_t(h) * W + buf.col[size_t(h) * OW + o];
+            const bool take = v > best || v != v;
+            best = take ? v : best;
+            bi = take ? int64_t(h) * W + buf.col[size_t(h) * OW + o] : bi;
           }
           orow[o] = best, irow[o] = bi;
         };
