@@ -19,7 +19,7 @@ at least one input position; with dilation a window of a small input can
 fall entirely in the padding: its max is -inf (as in torch) and its index -1
 (torch returns an arbitrary index there and routes the gradient to it; pydl
 routes it nowhere). Bytes moved: the input read once and the output written
-once (the default count).
+once (the default count), plus the int64 indices max_pool2d writes.
 
 Tolerances: a max is exact in any order, so ``max_pool2d`` forward is
 compared exactly; gradients and averages sum a handful of values (at most
@@ -92,6 +92,24 @@ def _pool_bad(rng, **extra):
     ] + [b(f"{k}={v!r}", exc, match, **{k: v}) for k, (v, exc, match) in extra.items()]
 
 
+def _pool_bench(rng, dtype):
+    """Issue #4's pooling shapes: N32 C64 112x112, 2x2/2 and 3x3/2 pad 1 (a ResNet stem),
+    and the same at N4 for ``pydl bench --quick``."""
+    def c(n, tags=(), **hp):
+        x = rng.standard_normal((n, 64, 112, 112)).astype(dtype)
+        return Case(case_id(x.shape, **hp), dict(x=x, **hp), tags=tags)
+
+    return [c(32, kernel_size=2, stride=2), c(32, kernel_size=3, stride=2, padding=1),
+            c(4, ("quick",), kernel_size=2, stride=2),
+            c(4, ("quick",), kernel_size=3, stride=2, padding=1)]
+
+
+def _max_bytes(a):
+    """x read once, the output and its int64 indices written once."""
+    out = int(np.prod(_pool_shape(a)))
+    return a["x"].nbytes + out * (a["x"].itemsize + 8)
+
+
 # -- max_pool2d ----------------------------------------------------------------------
 
 def _max_cases(rng, dtype):
@@ -112,7 +130,8 @@ def _max_cases(rng, dtype):
 
 
 @defop(family="pool", differentiable=("x",), out_shape=_pool_shape, flops=_window_flops,
-       tol=EXACT, grad_tol=TOL, cases=_max_cases, saves=("indices",),
+       tol=EXACT, grad_tol=TOL, cases=_max_cases, saves=("indices",), bench=_pool_bench,
+       bytes=_max_bytes,
        bad_cases=lambda rng: _pool_bad(rng, dilation=(0, ValueError, "dilation")),
        torch=lambda torch, F, a: F.max_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
                                               a["dilation"], a["ceil_mode"]))
@@ -169,7 +188,7 @@ def _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad
 
 @defop(family="pool", differentiable=("x",), out_shape=_pool_shape,
        flops=lambda a: _window_flops(a) + int(np.prod(_pool_shape(a))), tol=TOL,
-       cases=_avg_cases, bad_cases=_avg_bad,
+       cases=_avg_cases, bad_cases=_avg_bad, bench=_pool_bench,
        torch=lambda torch, F, a: F.avg_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
                                               a["ceil_mode"], a["count_include_pad"],
                                               a["divisor_override"]))
@@ -239,8 +258,19 @@ def _adaptive_bad(rng):
     ]
 
 
+def _adaptive_bench(rng, dtype):
+    """Global average before a ResNet classifier (N32 C512 7x7 -> 1x1) and 56x56 -> 7x7;
+    quick: the same at N4."""
+    def c(xs, output_size, tags=()):
+        x = rng.standard_normal(xs).astype(dtype)
+        return Case(case_id(xs, output_size=output_size), dict(x=x, output_size=output_size), tags=tags)
+
+    return [c((32, 512, 7, 7), 1), c((32, 64, 56, 56), 7),
+            c((4, 512, 7, 7), 1, ("quick",)), c((4, 64, 56, 56), 7, ("quick",))]
+
+
 @defop(family="pool", differentiable=("x",), out_shape=_adaptive_shape, flops=_adaptive_flops,
-       tol=TOL, cases=_adaptive_cases, bad_cases=_adaptive_bad,
+       tol=TOL, cases=_adaptive_cases, bad_cases=_adaptive_bad, bench=_adaptive_bench,
        torch=lambda torch, F, a: F.adaptive_avg_pool2d(a["x"], a["output_size"]))
 def adaptive_avg_pool2d(x, output_size):
     """Average x (N, C, H, W) into ``output_size`` (OH, OW) windows, like
