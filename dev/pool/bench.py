@@ -15,14 +15,18 @@ import pydl  # noqa: E402  (this checkout's pydl, not an installed one)
 from pydl import registry  # noqa: E402
 
 
+STAT = np.median
+
+
 def median_time(f, repeat):
+    """STAT (median; --best: min) of repeat timings after a warm-up call."""
     f()
     ts = []
     for _ in range(repeat):
         t = time.perf_counter()
         f()
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(STAT(ts))
 
 
 def copy_gbps(repeat):
@@ -51,9 +55,16 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--only", default="")
+    ap.add_argument("--threads", type=int, default=0, help="pydl and torch threads (0: pydl's default)")
+    ap.add_argument("--best", action="store_true",
+                    help="report the fastest repeat instead of the median (a loaded, shared machine)")
     args = ap.parse_args()
+    global STAT
+    STAT = np.min if args.best else np.median
     import torch
     import torch.nn.functional as F
+    if args.threads:
+        pydl.set_num_threads(args.threads)
     torch.set_num_threads(pydl.get_num_threads())
     copy = copy_gbps(args.repeat)
     print(f"copy bandwidth (np.copyto 256 MiB): {copy:.1f} GB/s   torch threads {torch.get_num_threads()}")

@@ -370,19 +370,25 @@ void max_backward(const Array<T>& grad, const py::array_t<int64_t, py::array::c_
   const T* gp = grad.data();
   const int64_t* ip = idx.data();
   T* dp = gx.mutable_data();
-  // a bad index would write outside its plane: check them all first (cheap next to the scatter)
-  bool ok = true;
-  for (ptrdiff_t i = 0; i < idx.size(); ++i) ok &= (ip[i] >= -1) & (ip[i] < hw);
-  PYDL_CHECK(ok, "indices: expected values in [-1, " << hw << ")");
-  py::gil_scoped_release nogil;
-  for_planes<int>(planes, [&](ptrdiff_t p, int&) {
-    T* d = dp + p * hw;
-    std::fill(d, d + hw, T(0));
-    const T* g = gp + p * ohw;
-    const int64_t* ix = ip + p * ohw;
-    for (ptrdiff_t i = 0; i < ohw; ++i)
-      if (ix[i] >= 0) d[ix[i]] += g[i];
-  });
+  // An index outside [-1, H*W) would write outside its plane: such entries are skipped and
+  // reported after the loop (checking them in a pass of their own cost more than the scatter).
+  bool bad = false;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (planes > 1) reduction(|| : bad)
+    for (ptrdiff_t p = 0; p < planes; ++p) {
+      T* d = dp + p * hw;
+      std::fill(d, d + hw, T(0));
+      const T* g = gp + p * ohw;
+      const int64_t* ix = ip + p * ohw;
+      for (ptrdiff_t i = 0; i < ohw; ++i) {
+        const int64_t j = ix[i];
+        if (static_cast<uint64_t>(j) < static_cast<uint64_t>(hw)) d[j] += g[i];
+        else bad = bad || j != -1;
+      }
+    }
+  }
+  PYDL_CHECK(!bad, "indices: expected values in [-1, " << hw << ")");
 }
 
 // -- avg_pool2d / adaptive_avg_pool2d ------------------------------------------------------
