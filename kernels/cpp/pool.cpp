@@ -415,6 +415,22 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
   const T* dw = dvw.data();
   T* op = out.mutable_data();
   py::gil_scoped_release nogil;
+  if (OH == 1 && OW == 1 && ah.count[0] == H && aw.count[0] == W) {
+    // one window over the whole plane (global average): a flat sum, four chains for the adder
+    // latency (no per-row passes: a 7x7 plane is 49 elements)
+    const ptrdiff_t hw = ptrdiff_t(H) * W;
+    const T d = dh[0] * dw[0];
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (planes * hw >= 32768)
+    for (ptrdiff_t p = 0; p < planes; ++p) {
+      const T* a = xp + p * hw;
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      ptrdiff_t i = 0;
+      for (; i + 4 <= hw; i += 4) s0 += a[i], s1 += a[i + 1], s2 += a[i + 2], s3 += a[i + 3];
+      for (; i < hw; ++i) s0 += a[i];
+      op[p] = ((s0 + s1) + (s2 + s3)) / d;
+    }
+    return;
+  }
   with_simd<T>([&](auto v) {
     using V = decltype(v);
     for_planes<std::vector<T>>(planes, [&](ptrdiff_t p, std::vector<T>& rs) {
@@ -499,6 +515,13 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
   const T* dw = dvw.data();
   T* dp = gx.mutable_data();
   py::gil_scoped_release nogil;
+  if (OH == 1 && OW == 1 && ah.count[0] == H && aw.count[0] == W) {  // global average: a fill
+    const ptrdiff_t hw = ptrdiff_t(H) * W;
+    const T d = dh[0] * dw[0];
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (planes * hw >= 32768)
+    for (ptrdiff_t p = 0; p < planes; ++p) std::fill(dp + p * hw, dp + (p + 1) * hw, gp[p] / d);
+    return;
+  }
   with_simd<T>([&](auto v) {
     using V = decltype(v);
     for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {

@@ -48,9 +48,10 @@ def _max_row(row, start, count, step, most, hv, hc):
             if t < count[o]:
                 w = start[o] + t * step
                 v = row[w]
-                if v > hv[o] or v != v:          # strictly greater keeps the first max; NaN: the last
-                    hv[o] = v
-                    hc[o] = w
+                b = hv[o]
+                take = (v > b) | (v != v)        # strictly greater keeps the first max; NaN: the last
+                hv[o] = v if take else b         # selects, not branches (random data mispredicts)
+                hc[o] = w if take else hc[o]
     return
 
 
@@ -70,9 +71,10 @@ def _max_col(hv, hc, h0, c, step, width, out, idx):
         h = h0 + t * step
         for o in range(n):
             v = hv[h, o]
-            if v > out[o] or v != v:
-                out[o] = v
-                idx[o] = h * width + hc[h, o] if hc[h, o] >= 0 else -1
+            b = out[o]
+            take = (v > b) | (v != v)
+            out[o] = v if take else b
+            idx[o] = (h * width + hc[h, o] if hc[h, o] >= 0 else -1) if take else idx[o]
     return
 
 
