@@ -30,7 +30,6 @@ cdef inline void _pool_max_row(const floating* row, const int64_t* start, const 
                                floating* hv, int64_t* hc) noexcept nogil:
     cdef Py_ssize_t o, t, w
     cdef floating v
-    cdef bint take
     for o in range(n):
         if count[o] > 0:
             hv[o] = row[start[o]]
@@ -43,9 +42,9 @@ cdef inline void _pool_max_row(const floating* row, const int64_t* start, const 
             if t < count[o]:
                 w = start[o] + t * step
                 v = row[w]
-                take = (v > hv[o]) | (v != v)   # selects, not branches (random data mispredicts)
-                hv[o] = v if take else hv[o]
-                hc[o] = w if take else hc[o]
+                if v > hv[o] or v != v:
+                    hv[o] = v
+                    hc[o] = w
 
 
 @cython.boundscheck(False)
@@ -55,7 +54,6 @@ cdef inline void _pool_max_col(const floating* hv, const int64_t* hc, Py_ssize_t
                                floating* out, int64_t* idx) noexcept nogil:
     cdef Py_ssize_t o, t, h
     cdef floating v
-    cdef bint take
     if c == 0:
         for o in range(n):
             out[o] = -1.0 / 0.0
@@ -68,9 +66,9 @@ cdef inline void _pool_max_col(const floating* hv, const int64_t* hc, Py_ssize_t
         h = h0 + t * step
         for o in range(n):
             v = hv[h * n + o]
-            take = (v > out[o]) | (v != v)
-            out[o] = v if take else out[o]
-            idx[o] = (h * width + hc[h * n + o] if hc[h * n + o] >= 0 else -1) if take else idx[o]
+            if v > out[o] or v != v:
+                out[o] = v
+                idx[o] = h * width + hc[h * n + o] if hc[h * n + o] >= 0 else -1
 
 
 @cython.boundscheck(False)
