@@ -19,7 +19,7 @@ at least one input position; with dilation a window of a small input can
 fall entirely in the padding: its max is -inf (as in torch) and its index -1
 (torch returns an arbitrary index there and routes the gradient to it; pydl
 routes it nowhere). Bytes moved: the input read once and the output written
-once (the default count).
+once (the default count), plus the int64 indices max_pool2d writes.
 
 Tolerances: a max is exact in any order, so ``max_pool2d`` forward is
 compared exactly; gradients and averages sum a handful of values (at most
@@ -92,6 +92,24 @@ def _pool_bad(rng, **extra):
     ] + [b(f"{k}={v!r}", exc, match, **{k: v}) for k, (v, exc, match) in extra.items()]
 
 
+def _pool_bench(rng, dtype):
+    """Issue #4's pooling shapes: N32 C64 112x112, 2x2/2 and 3x3/2 pad 1 (a ResNet stem),
+    and the same at N4 for ``pydl bench --quick``."""
+    def c(n, tags=(), **hp):
+        x = rng.standard_normal((n, 64, 112, 112)).astype(dtype)
+        return Case(case_id(x.shape, **hp), dict(x=x, **hp), tags=tags)
+
+    return [c(32, kernel_size=2, stride=2), c(32, kernel_size=3, stride=2, padding=1),
+            c(4, ("quick",), kernel_size=2, stride=2),
+            c(4, ("quick",), kernel_size=3, stride=2, padding=1)]
+
+
+def _max_bytes(a):
+    """x read once, the output and its int64 indices written once."""
+    out = int(np.prod(_pool_shape(a)))
+    return a["x"].nbytes + out * (a["x"].itemsize + 8)
+
+
 # -- max_pool2d ----------------------------------------------------------------------
 
 def _max_cases(rng, dtype):
@@ -112,7 +130,8 @@ def _max_cases(rng, dtype):
 
 
 @defop(family="pool", differentiable=("x",), out_shape=_pool_shape, flops=_window_flops,
-       tol=EXACT, grad_tol=TOL, cases=_max_cases, saves=("indices",),
+       tol=EXACT, grad_tol=TOL, cases=_max_cases, saves=("indices",), bench=_pool_bench,
+       bytes=_max_bytes,
        bad_cases=lambda rng: _pool_bad(rng, dilation=(0, ValueError, "dilation")),
        torch=lambda torch, F, a: F.max_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
                                               a["dilation"], a["ceil_mode"]))
@@ -169,7 +188,7 @@ def _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad
 
 @defop(family="pool", differentiable=("x",), out_shape=_pool_shape,
        flops=lambda a: _window_flops(a) + int(np.prod(_pool_shape(a))), tol=TOL,
-       cases=_avg_cases, bad_cases=_avg_bad,
+       cases=_avg_cases, bad_cases=_avg_bad, bench=_pool_bench,
        torch=lambda torch, F, a: F.avg_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
                                               a["ceil_mode"], a["count_include_pad"],
                                               a["divisor_override"]))
@@ -239,8 +258,19 @@ def _adaptive_bad(rng):
     ]
 
 
+def _adaptive_bench(rng, dtype):
+    """Global average before a ResNet classifier (N32 C512 7x7 -> 1x1) and 56x56 -> 7x7;
+    quick: the same at N4."""
+    def c(xs, output_size, tags=()):
+        x = rng.standard_normal(xs).astype(dtype)
+        return Case(case_id(xs, output_size=output_size), dict(x=x, output_size=output_size), tags=tags)
+
+    return [c((32, 512, 7, 7), 1), c((32, 64, 56, 56), 7),
+            c((4, 512, 7, 7), 1, ("quick",)), c((4, 64, 56, 56), 7, ("quick",))]
+
+
 @defop(family="pool", differentiable=("x",), out_shape=_adaptive_shape, flops=_adaptive_flops,
-       tol=TOL, cases=_adaptive_cases, bad_cases=_adaptive_bad,
+       tol=TOL, cases=_adaptive_cases, bad_cases=_adaptive_bad, bench=_adaptive_bench,
        torch=lambda torch, F, a: F.adaptive_avg_pool2d(a["x"], a["output_size"]))
 def adaptive_avg_pool2d(x, output_size):
     """Average x (N, C, H, W) into ``output_size`` (OH, OW) windows, like
@@ -256,3 +286,60 @@ def adaptive_avg_pool2d(x, output_size):
         output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[2:]))
     output_size = ck.int_tuple("output_size", output_size, 2, min=0)
     return dict(x=x, output_size=output_size)
+
+
+# -- window tables for the native kernels ------------------------------------------------
+
+def window_table(n, out, kernel, stride, padding, dilation=1):
+    """Along one dimension of size ``n``: int64 ``(start, count)``, output ``o``
+    reading input positions ``start[o] + t*dilation`` for ``t < count[o]`` (the
+    window's taps that fall inside the input; count 0 for a window wholly in the padding)."""
+    first = np.arange(out, dtype=np.int64) * stride - padding
+    t_lo = (np.maximum(0, -first) + dilation - 1) // dilation
+    t_hi = np.minimum(kernel, np.maximum(0, (n - 1 - first) // dilation + 1))
+    count = np.maximum(0, t_hi - t_lo)
+    start = np.where(count > 0, first + t_lo * dilation, 0)
+    return start, count
+
+
+def avg_divisors(n, out, kernel, stride, padding, count_include_pad, dtype):
+    """Along one dimension: each window's size as avg_pool2d counts it (the product over
+    the two dimensions is the divisor): clipped to the padded input with
+    ``count_include_pad``, else to the input."""
+    first = np.arange(out, dtype=np.int64) * stride - padding
+    end = np.minimum(first + kernel, n + padding)
+    size = end - first if count_include_pad else np.minimum(end, n) - np.maximum(first, 0)
+    return size.astype(dtype)
+
+
+def avg_tables(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+               dtype):
+    """((hstart, hcount), (wstart, wcount), hdiv, wdiv) of avg_pool2d: the divisor of output
+    (oh, ow) is ``hdiv[oh] * wdiv[ow]``."""
+    h, w = x_shape[2:]
+    oh, ow = output_hw("kernel_size", (h, w), kernel_size, stride, padding, (1, 1), ceil_mode)
+    th = window_table(h, oh, kernel_size[0], stride[0], padding[0])
+    tw = window_table(w, ow, kernel_size[1], stride[1], padding[1])
+    if divisor_override is not None:
+        return th, tw, np.full(oh, divisor_override, dtype), np.ones(ow, dtype)
+    return (th, tw) + tuple(avg_divisors(n, o, k, s, p, count_include_pad, dtype)
+                            for n, o, k, s, p in zip((h, w), (oh, ow), kernel_size, stride, padding))
+
+
+def adaptive_tables(x_shape, output_size, dtype):
+    """((hstart, hcount), (wstart, wcount), hdiv, wdiv) of adaptive_avg_pool2d."""
+    tables = []
+    for n, o in zip(x_shape[2:], output_size):
+        start, end = adaptive_bounds(n, o)
+        tables.append((start.astype(np.int64), (end - start).astype(np.int64)))
+    return tables[0], tables[1], tables[0][1].astype(dtype), tables[1][1].astype(dtype)
+
+
+def inverse_table(start, count, n):
+    """The transpose of a table of step-1 windows with nondecreasing bounds: int64
+    ``(lo, count)`` per input position ``i < n``, the outputs ``[lo, lo + count)`` whose
+    windows hold ``i``."""
+    i = np.arange(n)
+    lo = np.searchsorted(start + count, i, side="right")   # first window ending after i
+    hi = np.searchsorted(start, i, side="right")            # first window starting after i
+    return lo.astype(np.int64), np.maximum(hi - lo, 0).astype(np.int64)

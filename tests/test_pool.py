@@ -1,0 +1,163 @@
+"""Pooling edge cases beyond the registry's conformance cases: a seeded random sweep of
+shapes and hyper-parameters wide enough to run the SIMD interiors (the conformance cases
+are at most 9 wide), ties, NaN and -inf inputs, every cpp SIMD level, 1 and 2 threads.
+
+Each native backend is checked against the NumPy reference: max values and indices
+exactly (same dtype input), averages and gradients within the spec's tolerances against
+the float64 reference; outputs are poisoned first (pydl.testing.run_forward/run_backward).
+"""
+import numpy as np
+import pytest
+
+import pydl
+from pydl import registry
+from pydl.testing import assert_close, run_backward, run_forward
+
+BACKENDS = [b for b in ("cpp", "cython", "numba") if b in registry.SPECS["max_pool2d"].implementations()]
+DTYPES = (np.float32, np.float64)
+
+
+def _sweep(op, n, seed):
+    """n valid random hyper-parameter sets for op (torch's rules, checked by the normalizer)."""
+    rng = np.random.default_rng(seed)
+    spec = registry.SPECS[op]
+    out = []
+    while len(out) < n:
+        h, w = int(rng.integers(1, 24)), int(rng.integers(1, 48))
+        if op == "adaptive_avg_pool2d":
+            hp = dict(output_size=(int(rng.integers(1, 9)), int(rng.integers(1, 12))))
+        else:
+            k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+            hp = dict(kernel_size=k, stride=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+                      padding=(int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1))),
+                      ceil_mode=bool(rng.integers(2)))
+            if op == "max_pool2d":
+                hp["dilation"] = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            else:
+                hp["count_include_pad"] = bool(rng.integers(2))
+                hp["divisor_override"] = int(rng.integers(1, 7)) if rng.integers(4) == 0 else None
+        try:
+            spec.normalize(np.zeros((1, 1, h, w), np.float32), **hp)
+        except ValueError:
+            continue
+        out.append(((int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w), hp))
+    return out
+
+
+COMMON = [  # the benchmark geometries, at small sizes
+    ((2, 3, 20, 37), dict(kernel_size=2, stride=2)),
+    ((2, 3, 21, 40), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 2, 9, 35), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ((1, 2, 11, 50), dict(kernel_size=3, stride=1, padding=1)),
+]
+ADAPTIVE = [((2, 5, 7, 7), dict(output_size=1)), ((1, 3, 56, 56), dict(output_size=7)),
+            ((1, 2, 5, 33), dict(output_size=(9, 40)))]
+
+
+def _cases(op, seed):
+    fixed = ADAPTIVE if op == "adaptive_avg_pool2d" else COMMON
+    return fixed + _sweep(op, 10, seed)
+
+
+def _check(op, backend, xs, hp, dtype, rng, x=None):
+    spec = registry.SPECS[op]
+    x = rng.standard_normal(xs).astype(dtype) if x is None else x.astype(dtype)
+    args = dict(x=x, **hp)
+    a = spec.normalize(**args)
+    rtol, atol = spec.tol[np.dtype(dtype).name]
+    out, saved = run_forward(spec, args, backend, saved=True)
+    ref, ref_saved = run_forward(spec, args, "numpy", saved=True)
+    ref64 = run_forward(spec, args, "numpy", dtype=np.float64)
+    assert out.dtype == dtype
+    if op == "max_pool2d":   # a max is exact: same values and argmax as the reference, same dtype
+        assert_close(f"{op} {xs} {hp}", out, ref, 0, 0)
+        np.testing.assert_array_equal(saved["indices"], ref_saved["indices"])
+    else:
+        assert_close(f"{op} {xs} {hp}", out, ref64, rtol, atol)
+    g = rng.standard_normal(spec.out_shape(a)).astype(dtype)
+    grtol, gatol = spec.grad_tolerance(dtype)
+    gref = run_backward(spec, g, args, "numpy", saved=ref_saved)[0]
+    for sv in (saved, None):
+        gx = run_backward(spec, g, args, backend, saved=sv)[0]
+        assert gx.dtype == dtype
+        assert_close(f"{op} backward {xs} {hp}", gx, gref, grtol, gatol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+def test_sweep(op, backend):
+    rng = np.random.default_rng(1)
+    for xs, hp in _cases(op, seed=len(op)):
+        for dtype in DTYPES:
+            _check(op, backend, xs, hp, dtype, rng)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_ties_and_infinities(backend):
+    """Integer data (many ties: the first max in row-major tap order wins), -inf inputs
+    (an input -inf still beats the padding), NaN (the last NaN of a window wins)."""
+    rng = np.random.default_rng(2)
+    for xs, hp in COMMON + [((1, 1, 6, 19), dict(kernel_size=3, stride=3, padding=1, dilation=2,
+                                                  ceil_mode=True))]:
+        for dtype in DTYPES:
+            _check("max_pool2d", backend, xs, hp, dtype, rng, x=rng.integers(-2, 2, xs))
+            x = rng.standard_normal(xs)
+            x[rng.random(xs) < 0.3] = -np.inf
+            _check("max_pool2d", backend, xs, hp, dtype, rng, x=x)
+            x = rng.integers(-2, 2, xs).astype(np.float64)
+            x[rng.random(xs) < 0.1] = np.nan
+            _check("max_pool2d", backend, xs, hp, dtype, rng, x=x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", ["avg_pool2d", "adaptive_avg_pool2d"])
+def test_avg_nan_inf(op, backend):
+    rng = np.random.default_rng(3)
+    for xs, hp in (ADAPTIVE if op == "adaptive_avg_pool2d" else COMMON):
+        x = rng.standard_normal(xs)
+        x[rng.random(xs) < 0.03] = np.nan
+        x[rng.random(xs) < 0.03] = np.inf
+        for dtype in DTYPES:
+            _check(op, backend, xs, hp, dtype, rng, x=x)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    before = pydl.get_num_threads()
+    pydl.set_num_threads(request.param)
+    yield request.param
+    pydl.set_num_threads(before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads(backend, threads):
+    rng = np.random.default_rng(4)
+    for op, (xs, hp) in [("max_pool2d", COMMON[1]), ("avg_pool2d", COMMON[1]),
+                         ("adaptive_avg_pool2d", ADAPTIVE[1])]:
+        _check(op, backend, (3, 5) + xs[2:], hp, np.float32, rng)
+
+
+def _simd_levels():
+    if "cpp" not in BACKENDS:
+        return []
+    from pydl import _cpp
+    order = ("scalar", "avx2", "avx512")
+    return list(order[: order.index(_cpp.compiled_simd()) + 1])
+
+
+@pytest.mark.parametrize("level", _simd_levels())
+def test_cpp_simd_levels(level):
+    from pydl import _cpp
+    before = _cpp.simd_level()
+    _cpp.set_simd_level(level)
+    try:
+        rng = np.random.default_rng(5)
+        for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
+            for xs, hp in _cases(op, seed=7 + len(op))[:8]:
+                _check(op, "cpp", xs, hp, np.float32, rng)
+        for xs, hp in COMMON:
+            x = rng.integers(-2, 2, xs).astype(np.float64)
+            x[rng.random(xs) < 0.1] = np.nan
+            _check("max_pool2d", "cpp", xs, hp, np.float32, rng, x=x)
+    finally:
+        _cpp.set_simd_level(before)
