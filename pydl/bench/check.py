@@ -53,8 +53,9 @@ def _has_backward(spec, backend):
     return has_backward(spec, backend)
 
 
-def sweep(spec, backends: list[str], rounds: int, seed: int, out=sys.stdout) -> int:
+def sweep(spec, backends: list[str], rounds: int, seed: int, out=None) -> int:
     """Forward and backward of every case, ``rounds`` times; returns the mismatch count."""
+    out = out or sys.stdout
     from pydl import testing
 
     bad = 0
@@ -100,8 +101,9 @@ def sweep(spec, backends: list[str], rounds: int, seed: int, out=sys.stdout) -> 
     return bad
 
 
-def timing_table(result, out=sys.stdout) -> None:
+def timing_table(result, out=None) -> None:
     """The runner's records of one op as a text table, references last."""
+    out = out or sys.stdout
     from . import analysis
 
     rows = analysis.derive({"records": result.records, "peaks": None})
@@ -116,7 +118,7 @@ def timing_table(result, out=sys.stdout) -> None:
 
 
 def main(op: str, backend=None, variant=None, rounds=3, seed=0, time_it=True, quick=True,
-         budget=0.3, isolate=True, out=sys.stdout) -> int:
+         budget=0.3, isolate=True, out=None) -> int:
     from pydl import registry
 
     from . import runner
@@ -124,6 +126,7 @@ def main(op: str, backend=None, variant=None, rounds=3, seed=0, time_it=True, qu
     if op not in registry.SPECS:
         print(f"pydl check: unknown op {op!r}; known: {', '.join(sorted(registry.SPECS))}", file=sys.stderr)
         return 2
+    out = out or sys.stdout
     spec = registry.SPECS[op]
     try:
         chosen = targets(spec, backend, variant)
@@ -141,7 +144,7 @@ def main(op: str, backend=None, variant=None, rounds=3, seed=0, time_it=True, qu
         if backend:  # exactly the requested target(s) plus the references
             settings.backends = sorted(set(chosen) | {"numpy", "torch"})
             settings.variants = any(":" in b for b in chosen)
-        res = runner.run(settings, progress=out is sys.stdout)
+        res = runner.run(settings, progress=True)
         timing_table(res, out)
         bad += len(res.failures)
         for f in res.failures:

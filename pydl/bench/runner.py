@@ -190,11 +190,11 @@ def plan(settings: Settings) -> list[dict]:
 class Progress:
     """A one-line progress bar on stderr (plain lines when not a terminal)."""
 
-    def __init__(self, total: int, offset: int = 0, stream=None, width: int = 28):
+    def __init__(self, total: int, offset: int = 0, stream=None, width: int = 28, started: float | None = None):
         self.total, self.done, self.width = max(total, 1), offset, width
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.t0 = time.perf_counter()
+        self.t0 = time.time() if started is None else started
         self._last = 0.0
 
     def step(self, label: str) -> None:
@@ -202,7 +202,7 @@ class Progress:
         frac = self.done / self.total
         bar = "#" * int(frac * self.width)
         line = (f"[{bar:<{self.width}s}] {self.done:4d}/{self.total} "
-                f"{time.perf_counter() - self.t0:5.0f}s  {label}")
+                f"{time.time() - self.t0:5.0f}s  {label}")
         if self.tty:
             self.stream.write("\r\x1b[2K" + line[:150])
             if self.done >= self.total:
@@ -454,21 +454,21 @@ def run(settings: Settings, progress: bool = True) -> RunResult:
     if not settings.isolate:
         return run_jobs(jobs, settings, bar)
     res = RunResult()
-    done = 0
+    done, started = 0, time.time()
     for runtime, gjobs in groups.items():
-        child = _run_child(gjobs, settings, done, len(jobs), progress)
+        child = _run_child(gjobs, settings, done, len(jobs), progress, started)
         res.records += child.records
         res.errors += child.errors
         done += len(gjobs)
     return res
 
 
-def _run_child(jobs, settings: Settings, offset: int, total: int, progress: bool) -> RunResult:
+def _run_child(jobs, settings: Settings, offset: int, total: int, progress: bool, started: float) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="pydl-bench-") as d:
         spec_path, out_path = os.path.join(d, "jobs.json"), os.path.join(d, "out.json")
         with open(spec_path, "w") as f:
             json.dump(dict(settings=asdict(settings), jobs=jobs, offset=offset, total=total,
-                           progress=progress, out=out_path), f)
+                           progress=progress, started=started, out=out_path), f)
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -487,7 +487,7 @@ def _worker(path: str) -> int:
     s = d["settings"]
     s["modes"] = tuple(s["modes"])
     settings = Settings(**s)
-    bar = Progress(d["total"], d["offset"]) if d["progress"] else None
+    bar = Progress(d["total"], d["offset"], started=d["started"]) if d["progress"] else None
     res = run_jobs(d["jobs"], settings, bar)
     with open(d["out"], "w") as f:
         json.dump(dict(records=res.records, errors=res.errors), f)
