@@ -34,6 +34,7 @@ def derive(run: dict) -> list[dict]:
         t = r["median_s"]
         row = {k: r[k] for k in ("op", "family", "case", "source", "backend", "mode", "device",
                                  "median_s", "iqr_s", "repeats", "check")}
+        row["check_note"] = r.get("check_detail", "") if r["check"] == "ok" else ""
         row["intensity"] = r["flops"] / r["bytes"] if r["bytes"] else None
         fwd = r["mode"] == "forward"
         # rates only for the forward: the specs count forward flops and bytes

@@ -90,7 +90,9 @@ def measure_cpu() -> dict:
             out["fma_gflops"][f"{simd}_{n}t"] = fma_peak(simd, n)
     if levels:
         out["fma_best_simd"] = levels[0]
-        out["compute_gflops"] = out["fma_gflops"][f"{levels[0]}_{threads}t"]
+        # all threads can do no less than one: on a busy machine the all-thread
+        # probe can lose its second core, and the roof must not drop under it
+        out["compute_gflops"] = max(out["fma_gflops"][f"{levels[0]}_{n}t"] for n in {1, threads})
     return out
 
 
@@ -166,6 +168,9 @@ def peaks(refresh: bool = False, gpu: bool = True, verbose: bool = True) -> dict
         print("measuring machine peaks (FMA rate, copy bandwidth; cached in "
               f"{path})...", file=sys.stderr, flush=True)
     d = {"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+         # a load average above the core count means other processes shared the cores:
+         # the peaks are then low; measure again on a quiet machine (--refresh-peaks)
+         "loadavg": [round(x, 2) for x in os.getloadavg()],
          "cpu": measure_cpu(), "gpu": measure_gpu() if gpu else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

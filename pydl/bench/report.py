@@ -78,6 +78,7 @@ def family_table(rows: list[dict], family: str) -> tuple[list[str], list[list[st
         elif f and f.get("gbps") is not None:
             rate = f"{f['gbps']:.3g} GB/s"
         checks = {r["check"] for r in (f, fb) if r}
+        noted = any(r.get("check_note") for r in (f, fb) if r)
         src = (f or fb)["source"]
         out.append([
             op, case + (" (conformance case)" if src == "conformance" else ""), b,
@@ -87,7 +88,7 @@ def family_table(rows: list[dict], family: str) -> tuple[list[str], list[list[st
             _fmt(f and f.get("x_numpy"), ".2f"), _fmt(f and f.get("x_torch"), ".2f"),
             _ms(fb["median_s"]) if fb else "-",
             _fmt(fb and fb.get("x_numpy"), ".2f"), _fmt(fb and fb.get("x_torch"), ".2f"),
-            "MISMATCH" if "mismatch" in checks else "ok",
+            "MISMATCH" if "mismatch" in checks else ("ok*" if noted else "ok"),
         ])
     return head, out
 
@@ -105,6 +106,10 @@ def _peak_lines(run: dict) -> list[str]:
         fma = ", ".join(f"{k}: {v:.0f}" for k, v in (c.get("fma_gflops") or {}).items())
         lines.append(f"CPU FP32 FMA peak (GFLOP/s): {fma or c.get('fma_error', 'not measured')}")
         lines.append(f"CPU copy bandwidth (np.copyto 256 MiB, read+write): {c.get('copy_gbps', 0):.1f} GB/s")
+    if p.get("loadavg") and p["loadavg"][0] > (run["environment"].get("cpu_count") or 1):
+        lines.append(f"WARNING: peaks measured at load average {p['loadavg'][0]} on "
+                     f"{run['environment'].get('cpu_count')} CPUs ({p.get('measured_at')}): other processes shared "
+                     f"the cores, so the peaks and % of peak are unreliable; rerun with --refresh-peaks when quiet")
     g = p.get("gpu")
     if g:
         rates = ", ".join(f"{k}: {v / 1e3:.1f} TFLOP/s" for k, v in (g.get("gemm_gflops") or {}).items())
@@ -201,6 +206,11 @@ def write(runs: list[dict], out_dir) -> dict[str, Path]:
             md += ["| " + " | ".join(r) + " |" for r in rows]
             md.append("")
             sec.append(f"<h3>{html.escape(fam)}</h3>" + _html_table(head, rows))
+            notes = [f"{r['op']} {r['backend']} {r['mode']}: {r['check_note']}" for r in run["rows"]
+                     if r["family"] == fam and r.get("check_note")]
+            if notes:
+                md += [f"ok* {n}" + "  " for n in notes] + [""]
+                sec.append("<ul class='notes'>" + "".join(f"<li>ok* {html.escape(n)}</li>" for n in notes) + "</ul>")
             if f"speedup-{fam}" in figs:
                 md.append(f"![{fam} speedup]({slug}-speedup-{fam}.png)\n")
                 sec.append(_img(figs[f"speedup-{fam}"], f"{fam} speedup"))
@@ -224,7 +234,7 @@ def _html_table(head, rows) -> str:
     h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
     trs = []
     for r in rows:
-        cls = " class='bad'" if r[-1] != "ok" else (" class='ref'" if r[2] in ("numpy", "torch") else "")
+        cls = " class='bad'" if r[-1] == "MISMATCH" else (" class='ref'" if r[2] in ("numpy", "torch") else "")
         trs.append(f"<tr{cls}>" + "".join(
             f"<td{' class=num' if 3 <= j < len(r) - 1 else ''}>{html.escape(x)}</td>" for j, x in enumerate(r)) + "</tr>")
     return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
@@ -242,5 +252,5 @@ td{padding:4px 8px;border-bottom:1px solid #e3e3e3;white-space:nowrap}td.num{tex
 font-variant-numeric:tabular-nums}tr:nth-child(even){background:#fafafa}tr.ref td{color:#555;font-style:italic}
 tr.bad td{background:#ffe0e0;color:#a00;font-weight:bold}.fail{background:#ffe0e0;border:1px solid #e99;
 padding:8px 14px;border-radius:6px;color:#a00}img{max-width:100%;display:block;margin:8px 0}
-code{background:#f0f0f0;padding:1px 4px;border-radius:3px}
+code{background:#f0f0f0;padding:1px 4px;border-radius:3px}.notes{color:#666;font-size:12px}
 """

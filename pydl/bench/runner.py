@@ -36,6 +36,8 @@ seed in each child, so every runtime times identical inputs.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import subprocess
@@ -88,9 +90,18 @@ def case_rng(seed: int, op: str, case_id: str = "") -> np.random.Generator:
 
 def op_cases(spec, quick: bool, seed: int = 0, dtype=np.float32) -> list[tuple]:
     """[(Case, source)] for one op: its bench cases ("quick" ones when
-    ``quick``), else its largest conformance case."""
+    ``quick``), else its largest conformance case. Built once per process
+    (callers copy the arrays before use)."""
+    return _op_cases(spec, spec.bench, spec.cases, bool(quick), int(seed), np.dtype(dtype).name)
+
+
+@functools.lru_cache(maxsize=None)
+def _op_cases(spec, bench, conformance, quick, seed, dtype):
+    """The cache key holds the generators, so replacing spec.bench (tests) rebuilds."""
     if spec.bench is not None:
-        cases = spec.bench(case_rng(seed, spec.name), np.dtype(dtype))
+        # a generator may take ``quick=True`` to skip building its big cases
+        kw = {"quick": True} if quick and "quick" in inspect.signature(spec.bench).parameters else {}
+        cases = spec.bench(case_rng(seed, spec.name), np.dtype(dtype), **kw)
         if quick:
             cases = [c for c in cases if "quick" in c.tags]
         if cases:
@@ -278,6 +289,18 @@ class _Case:
             self._ref = (_as_tuple(out, spec.outputs), grads)
         return self._ref
 
+    def reference32(self, backward: bool):
+        """(outputs, grads) of the NumPy reference run in float32 (its own rounding error)."""
+        if getattr(self, "_ref32", None) is None or (backward and self._ref32[1] is None):
+            from pydl import testing
+
+            spec = self.spec
+            a = testing.copy_args(self.a)
+            out, saved = spec.call(a, "numpy")
+            grads = spec.call_backward(self.grad_np, a, saved, "numpy") if backward else None
+            self._ref32 = (_as_tuple(out, spec.outputs), grads)
+        return self._ref32
+
 
 def _grad_to_device(g):
     import cupy as cp
@@ -352,13 +375,20 @@ def _np(x):
 
 
 def check_job(pc: _Case, backend: str, mode: str) -> tuple[str, str]:
-    """("ok"|"mismatch", detail): a fresh call vs the float64 reference."""
-    from pydl import _array, testing
+    """("ok"|"mismatch", note): a fresh call vs the float64 reference.
+
+    Each output and gradient must meet the spec's float32 tolerance. The specs
+    choose those for the small conformance cases; at benchmark sizes a long
+    reduction (a softmax row of 1000, a bias gradient summed over 2048 rows)
+    legitimately accumulates more float32 rounding. An output that misses the
+    spec's tolerance still passes if its largest error is at most twice the
+    largest error of the NumPy reference itself run in float32 (the
+    flash-attention rule, STYLE.md); the note then says so, with both errors.
+    """
+    from pydl import _array
 
     spec = pc.spec
     ref_out, ref_grads = pc.reference()
-    rtol, atol = spec.tol["float32"]
-    grtol, gatol = spec.grad_tolerance("float32")
     try:
         if backend == "torch":
             _, fresh = _torch_setup(pc, mode)
@@ -367,7 +397,7 @@ def check_job(pc: _Case, backend: str, mode: str) -> tuple[str, str]:
             grads = None
             if gd is not None:
                 grads = tuple(None if gd.get(k) is None else gd[k].detach().cpu().numpy()
-                              if k in gd else None for k in spec.differentiable)
+                              for k in spec.differentiable)
                 # torch gives None for an input that did not influence the output: that is a zero gradient
                 grads = tuple(np.zeros_like(r) if (g is None and r is not None) else g
                               for g, r in zip(grads, ref_grads))
@@ -380,16 +410,42 @@ def check_job(pc: _Case, backend: str, mode: str) -> tuple[str, str]:
             if mode == "forward+backward":
                 with _array.poisoned():
                     grads = tuple(_np(g) for g in spec.call_backward(pc.grad, a, saved, backend))
-        for i, (o, r) in enumerate(zip(outs, ref_out)):
-            testing.assert_close(f"{spec.name}[{backend}] output[{i}]", o, r, rtol, atol)
-        if grads is not None and ref_grads is not None:
-            for name, g, r in zip(spec.differentiable, grads, ref_grads):
-                if r is None:
-                    continue
-                testing.assert_close(f"{spec.name}[{backend}] d{name}", g, r, grtol, gatol)
-    except AssertionError as e:
-        return "mismatch", str(e)
-    return "ok", ""
+    except Exception as e:  # noqa: BLE001 - reported as a failed check, named
+        return "mismatch", f"{spec.name}[{backend}] raised {type(e).__name__}: {e}"
+    pairs = [(f"output[{i}]", ("out", i), o, r) for i, (o, r) in enumerate(zip(outs, ref_out))]
+    if grads is not None and ref_grads is not None:
+        pairs += [(f"d{n}", ("grad", j), g, r) for j, (n, g, r) in enumerate(zip(spec.differentiable, grads, ref_grads))
+                  if r is not None]
+    notes = []
+    for label, which, got, ref in pairs:
+        tol = spec.tol["float32"] if which[0] == "out" else spec.grad_tolerance("float32")
+        try:
+            testing_assert_close(f"{spec.name}[{backend}] {label}", got, ref, *tol)
+        except AssertionError as e:
+            err = _max_err(got, ref)
+            err32 = _max_err(pc.reference32(which[0] == "grad")[which[0] == "grad"][which[1]], ref)
+            if np.isfinite(err) and err <= 2 * err32:
+                notes.append(f"{label}: max error {err:.3g} misses the spec tolerance at this size but is within "
+                             f"2x the float32 NumPy reference's own error {err32:.3g}")
+                continue
+            return "mismatch", f"{e}\n  (max error {err:.3g}; the float32 NumPy reference's own: {err32:.3g})"
+    return "ok", "; ".join(notes)
+
+
+def testing_assert_close(*args):
+    from pydl import testing
+
+    testing.assert_close(*args)
+
+
+def _max_err(got, ref) -> float:
+    got, ref = _np(got).astype(np.float64), _np(ref).astype(np.float64)
+    if got.shape != ref.shape:
+        return float("inf")
+    finite = np.isfinite(ref)
+    if (np.isfinite(got) != finite).any():
+        return float("inf")
+    return float(np.max(np.abs(got - ref)[finite])) if finite.any() else 0.0
 
 
 def run_jobs(jobs: list[dict], settings: Settings, progress: Progress | None = None) -> RunResult:

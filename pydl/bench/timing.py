@@ -46,7 +46,7 @@ def summarize(times) -> dict:
 
 
 def time_calls(fn, copies: int, budget: float, min_repeats: int = 3, max_repeats: int = 2000,
-               warmup: int = 2, device: str = "cpu") -> list[float]:
+               warmup: int = 1, device: str = "cpu") -> list[float]:
     """Seconds of each timed call ``fn(k)`` (k cycles over ``copies``).
 
     ``warmup`` calls first (JIT compiles, first-touch page faults, thread

@@ -316,28 +316,28 @@ def _torch_seq(kind):
 def _cell_bench(kind, state_names, **params):
     """One step: B x I -> B x H (quick: 64 x 512 -> 512; full: 256 x 1024 -> 1024)."""
 
-    def bench(rng, dtype):
+    def bench(rng, dtype, quick=False):
         out = []
-        for B, I, H, quick in ((64, 512, 512, True), (256, 1024, 1024, False)):
+        for B, I, H, q in ((64, 512, 512, True), (256, 1024, 1024, False))[:1 if quick else 2]:
             states = {k: _state(rng, dtype, B, H) for k in state_names}
             out.append(Case(f"b{B}_i{I}_h{H}", dict(x=rng.standard_normal((B, I)).astype(dtype), **states,
                                                      **_params(rng, dtype, kind, I, H), **params),
-                            tags=("quick",) if quick else ()))
+                            tags=("quick",) if q else ()))
         return out
 
     return bench
 
 
 def _seq_bench(kind, state_names, **params):
-    """A sequence: quick T20 B32 I=H=256; full T100 B64 I=H=512 (the cuDNN anchor in PERF.md)."""
+    """A sequence: quick T10 B32 I=H=256; full T100 B64 I=H=512 (the cuDNN anchor in PERF.md)."""
 
-    def bench(rng, dtype):
+    def bench(rng, dtype, quick=False):
         out = []
-        for T, B, I, H, quick in ((20, 32, 256, 256, True), (100, 64, 512, 512, False)):
+        for T, B, I, H, q in ((10, 32, 256, 256, True), (100, 64, 512, 512, False))[:1 if quick else 2]:
             states = {k: _state(rng, dtype, B, H) for k in state_names}
             out.append(Case(f"t{T}_b{B}_i{I}_h{H}", dict(x=rng.standard_normal((T, B, I)).astype(dtype),
                                                           **_params(rng, dtype, kind, I, H), **states, **params),
-                            tags=("quick",) if quick else ()))
+                            tags=("quick",) if q else ()))
         return out
 
     return bench
