@@ -8,8 +8,14 @@
 One test per op x backend (and variant) x case, plus the NumPy reference and
 PyTorch (when installed); ``extra_info`` holds flops, bytes and the rates, so
 ``--benchmark-compare`` between commits shows regressions. Every test checks
-its output against the float64 reference after timing. Not part of
-``make test`` (pyproject's testpaths is tests/ only).
+its output against the float64 reference after timing (runner.check_job:
+the spec's tolerance, or at most 2x the float32 NumPy reference's own error).
+Not part of ``make test`` (pyproject's testpaths is tests/ only).
+
+All tests share one process, so PyTorch's OpenMP pool and pydl's sit side by
+side (see pydl.bench.runner on why that slows both). For clean comparisons run
+the runtimes separately, e.g. ``-k "not torch"`` then ``-k torch``, or use
+``pydl bench``, which isolates each runtime in its own process.
 """
 from __future__ import annotations
 
