@@ -17,22 +17,27 @@ output buffers) checked against the float64 NumPy reference with the spec's
 tolerances. A wrong result is recorded as ``check="mismatch"`` and fails the
 run (``RunResult.failures``).
 
-**One process per runtime.** pydl's C++/Cython kernels use GCC's libgomp;
-the PyTorch wheel ships its own copy of libgomp, Numba has its own threading
-layer and NumPy its OpenBLAS pool. Each runtime keeps a pool of worker
-threads that spin-wait after a parallel region (libgomp spins
-GOMP_SPINCOUNT iterations before sleeping; OpenBLAS similarly). Two pools on
-the same cores steal cycles from each other: with a pool from one runtime
-still spinning or pre-empted mid-barrier, the next runtime's barrier waits
-for a thread that has no core, and a 2-thread kernel runs several times
-slower (PyTorch was measured 7x slower after our OpenMP runs in-process).
-``OMP_WAIT_POLICY=passive`` would hide it but also changes how our own kernels
-run (every parallel region then pays a futex wake-up), so it would time a
-configuration nobody uses. Instead ``isolate=True`` (the default of
-``pydl bench``) runs the jobs of each runtime - numpy, cpp, cython, numba,
+**One process per runtime.** Thread pools that share the cores slow each
+other down: a pool that has just finished keeps spinning (OpenBLAS's
+pthreads busy-wait after every call; libgomp spins GOMP_SPINCOUNT rounds),
+and a 2-thread parallel region whose second thread has no core waits at its
+barrier for a whole scheduler time slice (4-8 ms here, which is why a
+microsecond kernel can read 8 ms on a busy machine). In one process pydl's
+kernels, Numba's omp layer and PyTorch all share ONE libgomp (same soname:
+whichever loads first serves all; checked with /proc/self/maps), so there
+is no second OpenMP pool to fight, but OpenBLAS (NumPy, and the float64
+reference checks), the NumPy reference and whatever ran just before still
+are. ``OMP_WAIT_POLICY=passive`` would hide the spinning but also changes how
+our kernels run (every parallel region then pays a futex wake-up), so it
+would time a configuration nobody uses. Instead ``isolate=True`` (the default
+of ``pydl bench``) runs the jobs of each runtime - numpy, cpp, cython, numba,
 torch, cuda - in its own child process (``python -m pydl.bench._worker``),
-where no other runtime's threads exist. Cases are regenerated from the same
-seed in each child, so every runtime times identical inputs.
+and outside the numpy process OpenBLAS gets one thread
+(``OPENBLAS_NUM_THREADS=1``: there it only computes the float64 reference,
+off the clock), so no idle pool spins beside the timed one. Cases are
+regenerated from the same seed in each child, so every runtime times
+identical inputs. The load average at the start is recorded: other
+processes on the machine are the one contender no design removes.
 """
 from __future__ import annotations
 
@@ -512,14 +517,14 @@ def run(settings: Settings, progress: bool = True) -> RunResult:
     res = RunResult()
     done, started = 0, time.time()
     for runtime, gjobs in groups.items():
-        child = _run_child(gjobs, settings, done, len(jobs), progress, started)
+        child = _run_child(runtime, gjobs, settings, done, len(jobs), progress, started)
         res.records += child.records
         res.errors += child.errors
         done += len(gjobs)
     return res
 
 
-def _run_child(jobs, settings: Settings, offset: int, total: int, progress: bool, started: float) -> RunResult:
+def _run_child(runtime: str, jobs, settings: Settings, offset: int, total: int, progress: bool, started: float) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="pydl-bench-") as d:
         spec_path, out_path = os.path.join(d, "jobs.json"), os.path.join(d, "out.json")
         with open(spec_path, "w") as f:
@@ -528,6 +533,8 @@ def _run_child(jobs, settings: Settings, offset: int, total: int, progress: bool
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+        if runtime != "numpy":  # see the module docstring: no idle OpenBLAS pool beside the timed one
+            env.setdefault("OPENBLAS_NUM_THREADS", "1")
         p = subprocess.run([sys.executable, "-m", "pydl.bench._worker", spec_path], env=env)
         if not os.path.exists(out_path):
             return RunResult(errors=[dict(job, error=f"worker process exited with {p.returncode}", fatal=True)
