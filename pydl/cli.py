@@ -209,7 +209,7 @@ def _add_bench(sub) -> None:
     pb.add_argument("--backends", help="comma-separated: cpp,cython,numba,cuda,numpy,torch or backend:variant")
     pb.add_argument("--no-variants", action="store_true", help="skip the named variants")
     pb.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    pb.add_argument("--budget", type=float, help="seconds of timed calls per job (default 0.1 quick, 1.0 full)")
+    pb.add_argument("--budget", type=float, help="seconds of timed calls per job (default 0.05 quick, 1.0 full)")
     pb.add_argument("--forward-only", action="store_true", help="skip forward+backward")
     pb.add_argument("--out", default="bench-report", help="report directory (default ./bench-report)")
     pb.add_argument("--merge", nargs="+", default=[], metavar="RESULTS_JSON",
@@ -247,7 +247,7 @@ def bench(args) -> int:
     if not args.no_run:
         split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
         settings = runner.Settings(
-            quick=not args.full, budget=args.budget or (1.0 if args.full else 0.1),
+            quick=not args.full, budget=args.budget or (1.0 if args.full else 0.05),
             ops=split(args.ops), backends=split(args.backends), variants=not args.no_variants,
             device=args.device, seed=args.seed, isolate=not args.in_process,
             modes=("forward",) if args.forward_only else runner.MODES)

@@ -65,6 +65,10 @@ def family_table(rows: list[dict], family: str) -> tuple[list[str], list[list[st
     """Header and rows: one line per (op, case, backend), forward and forward+backward side by side."""
     rs = [r for r in rows if r["family"] == family]
     keys = list(dict.fromkeys((r["op"], r["case"], r["backend"]) for r in rs))
+    # per op and case: pydl backends in their order (variants after their default), then the references
+    order = {b: i for i, b in enumerate(("cuda", "cpp", "cython", "numba", "numpy", "torch"))}
+    first = {k[:2]: i for i, k in reversed(list(enumerate(keys)))}
+    keys.sort(key=lambda k: (first[k[:2]], order.get(k[2].split(":")[0], 9), k[2]))
     by = {(r["op"], r["case"], r["backend"], r["mode"]): r for r in rs}
     head = ["op", "case", "backend", "fwd ms (IQR)", "fwd rate", "% peak", "x numpy", "x torch",
             "fwd+bwd ms", "x numpy", "x torch", "check"]

@@ -45,6 +45,7 @@ import functools
 import inspect
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,7 @@ class Settings:
     seed: int = 0
     isolate: bool = True          # one child process per runtime (see module docstring)
     max_copies: int = 64
+    ref_dir: str | None = None    # float64 references shared between the runtime processes
 
 
 @dataclass
@@ -271,6 +273,7 @@ class _Case:
         self.in_bytes = sum(v.nbytes for v in self.a.values() if hasattr(v, "nbytes"))
         self.copies = min(settings.max_copies, timing.rotation_copies(self.in_bytes, settings.max_copies))
         self.device = settings.device
+        self.ref_dir = settings.ref_dir
         self.args = [_to_device(self.a, self.device) for _ in range(self.copies)]
         g = testing.upstream_grads(spec, self.a, case_rng(settings.seed, spec.name, case.id + "/grad"),
                                    np.float32)
@@ -279,7 +282,14 @@ class _Case:
         self._ref = None
 
     def reference(self):
-        """(outputs, grads) of the float64 NumPy reference."""
+        """(outputs, grads) of the float64 NumPy reference (computed by the
+        first process that needs it, read from ``ref_dir`` by the others)."""
+        path = None
+        if self._ref is None and self.ref_dir:
+            path = os.path.join(self.ref_dir, f"{self.spec.name}--{zlib.crc32(self.case.id.encode()):08x}.pkl")
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    self._ref = pickle.load(f)
         if self._ref is None:
             from pydl import testing
 
@@ -292,6 +302,10 @@ class _Case:
                 g64 = g64 if spec.outputs > 1 else g64[0]
                 grads = spec.call_backward(g64, a64, saved, "numpy")
             self._ref = (_as_tuple(out, spec.outputs), grads)
+            if path:
+                with open(path + ".tmp", "wb") as f:
+                    pickle.dump(self._ref, f, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(path + ".tmp", path)
         return self._ref
 
     def reference32(self, backward: bool):
@@ -516,11 +530,13 @@ def run(settings: Settings, progress: bool = True) -> RunResult:
         return run_jobs(jobs, settings, bar)
     res = RunResult()
     done, started = 0, time.time()
-    for runtime, gjobs in groups.items():
-        child = _run_child(runtime, gjobs, settings, done, len(jobs), progress, started)
-        res.records += child.records
-        res.errors += child.errors
-        done += len(gjobs)
+    with tempfile.TemporaryDirectory(prefix="pydl-bench-refs-") as refs:
+        shared = Settings(**{**asdict(settings), "ref_dir": refs})
+        for runtime, gjobs in groups.items():
+            child = _run_child(runtime, gjobs, shared, done, len(jobs), progress, started)
+            res.records += child.records
+            res.errors += child.errors
+            done += len(gjobs)
     return res
 
 
