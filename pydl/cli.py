@@ -242,7 +242,11 @@ def bench(args) -> int:
     from pydl.bench import peaks as bpeaks
     from pydl.bench import report, runner
 
-    runs = report.load_runs(args.merge) if args.merge else []
+    try:
+        runs = report.load_runs(args.merge) if args.merge else []
+    except (OSError, ValueError) as e:
+        print(f"pydl bench: {e}", file=sys.stderr)
+        return 2
     failures = []
     if not args.no_run:
         split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
@@ -259,8 +263,15 @@ def bench(args) -> int:
         t0 = time.perf_counter()
         environment = benv.environment()
         environment["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        if environment["loadavg"][0] > (os.cpu_count() or 1):
+            print(f"pydl bench: load average {environment['loadavg'][0]} on {os.cpu_count()} CPUs: other "
+                  f"processes share the cores, timings will be noisy (the report says so)", file=sys.stderr)
+        try:
+            jobs = runner.plan(settings)
+        except ValueError as e:
+            print(f"pydl bench: {e}", file=sys.stderr)
+            return 2
         pk = bpeaks.peaks(refresh=args.refresh_peaks, gpu=args.device == "cuda")
-        jobs = runner.plan(settings)
         print(f"pydl bench: {len(jobs)} jobs ({'quick' if settings.quick else 'full'}, {settings.device}, "
               f"{settings.budget:g} s each), one process per runtime", file=sys.stderr)
         result = runner.run(settings)

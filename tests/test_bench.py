@@ -181,3 +181,16 @@ def test_check_with_timing(small_bench, capsys):
     assert check.main("relu", backend="cpp", rounds=1, budget=0.002, isolate=False) == 0
     out = capsys.readouterr().out
     assert "x numpy" in out and "cpp" in out and "OK" in out
+
+
+def test_gpu_runs_use_gpu_roofs():
+    """A run on the GPU is placed under the GPU's measured roofs (no GPU needed)."""
+    pk = {"cpu": {"compute_gflops": 400.0, "copy_gbps": 30.0},
+          "gpu": {"name": "H100", "copy_gbps": 3000.0, "gemm_gflops": {"fp32": 50000.0}}}
+    rec = dict(op="relu", family="elementwise", case="c", source="bench", backend="cuda", mode="forward",
+               device="cuda", median_s=1e-3, iqr_s=0.0, repeats=3, check="ok", flops=1e6, bytes=2e9)
+    ref = dict(rec, backend="torch", median_s=2e-3)
+    rows = {r["backend"]: r for r in analysis.derive({"records": [rec, ref], "peaks": pk})}
+    assert analysis.roofs(pk, "cuda")["gbps"] == 3000.0
+    assert rows["cuda"]["bound"] == "memory" and rows["cuda"]["pct_peak"] == pytest.approx(100 * 2000 / 3000)
+    assert rows["cuda"]["x_torch"] == pytest.approx(2.0) and rows["cuda"]["x_numpy"] is None

@@ -158,6 +158,10 @@ def peaks(refresh: bool = False, gpu: bool = True, verbose: bool = True) -> dict
         try:
             d = json.loads(path.read_text())
             if d.get("key") == key:
+                if gpu and d.get("gpu") is None:  # cached by a CPU-only run: add the GPU's peaks
+                    d["gpu"] = measure_gpu()
+                    if d["gpu"] is not None:
+                        path.write_text(json.dumps(d, indent=2))
                 d["cached"] = str(path)
                 return d
         except (OSError, ValueError):
