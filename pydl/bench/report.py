@@ -158,6 +158,14 @@ METHOD = (
 
 
 def _figures(run: dict) -> dict[str, bytes]:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        import sys
+
+        print("pydl bench: matplotlib is missing, the report has no plots (pip install 'pydl[bench]')",
+              file=sys.stderr)
+        return {}
     rows = run["rows"]
     figs = {}
     for fam in _families(rows):
