@@ -181,10 +181,13 @@ def has_backward(spec, backend: str) -> bool:
 
     if backend == "torch":
         return bool(spec.differentiable)
+    from pydl import backends as B
+
     base, variant = registry.split_backend(backend)
+    B.load(base)  # only this backend: importing Numba for a cpp question costs seconds
     key = spec.name + "_backward"
     if variant is None:
-        return base in spec.implementations(backward=True)
+        return base in registry.IMPLS.get(key, {})
     return variant in registry.VARIANTS.get(key, {}).get(base, {})
 
 
