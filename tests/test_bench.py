@@ -194,3 +194,12 @@ def test_gpu_runs_use_gpu_roofs():
     assert analysis.roofs(pk, "cuda")["gbps"] == 3000.0
     assert rows["cuda"]["bound"] == "memory" and rows["cuda"]["pct_peak"] == pytest.approx(100 * 2000 / 3000)
     assert rows["cuda"]["x_torch"] == pytest.approx(2.0) and rows["cuda"]["x_numpy"] is None
+
+
+def test_plan_without_torch(small_bench, monkeypatch):
+    """Without PyTorch the plan (and the pytest-benchmark suite built from it) just has no torch jobs."""
+    monkeypatch.setattr(runner, "_have_torch", lambda: False)
+    jobs = runner.plan(_settings(backends=None))
+    assert jobs and not any(j["backend"] == "torch" for j in jobs)
+    monkeypatch.undo()
+    assert any(j["backend"] == "torch" for j in runner.plan(_settings(backends=None))) == runner._have_torch()
