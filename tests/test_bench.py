@@ -203,3 +203,11 @@ def test_plan_without_torch(small_bench, monkeypatch):
     assert jobs and not any(j["backend"] == "torch" for j in jobs)
     monkeypatch.undo()
     assert any(j["backend"] == "torch" for j in runner.plan(_settings(backends=None))) == runner._have_torch()
+
+
+def test_quick_bench_cases_are_valid():
+    """Every op's quick bench cases bind (the normalizer accepts them) and are tagged quick."""
+    for spec in registry.SPECS.values():
+        for case, source in runner.op_cases(spec, quick=True):
+            spec.bind((), case.args)
+            assert source == "conformance" or "quick" in case.tags, (spec.name, case.id)
