@@ -219,6 +219,10 @@ def _add_bench(sub) -> None:
     pb.add_argument("--in-process", action="store_true",
                     help="run every runtime in this process (faster start; timings may suffer "
                          "from other runtimes' spinning threads)")
+    pb.add_argument("--wait-policy", choices=("auto", "active", "passive", "inherit"), default="auto",
+                    help="OMP_WAIT_POLICY of the timing processes; auto: passive when the load average "
+                         "exceeds the core count (spinning threads on a busy machine turn every parallel "
+                         "region into a time-slice wait), else inherited")
     pb.add_argument("--seed", type=int, default=0)
 
 
@@ -254,7 +258,7 @@ def bench(args) -> int:
             quick=not args.full, budget=args.budget or (1.0 if args.full else 0.05),
             ops=split(args.ops), backends=split(args.backends), variants=not args.no_variants,
             device=args.device, seed=args.seed, isolate=not args.in_process,
-            modes=("forward",) if args.forward_only else runner.MODES)
+            modes=("forward",) if args.forward_only else runner.MODES, wait_policy=args.wait_policy)
         if args.device == "cuda":
             reason = __import__("pydl.backends", fromlist=["x"]).unavailable_reason("cuda")
             if reason:
@@ -263,9 +267,12 @@ def bench(args) -> int:
         t0 = time.perf_counter()
         environment = benv.environment()
         environment["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        environment["omp_wait_policy_workers"] = runner.effective_wait_policy(settings.wait_policy)
+        settings.wait_policy = environment["omp_wait_policy_workers"]  # resolved once for every worker
         if environment["loadavg"][0] > (os.cpu_count() or 1):
             print(f"pydl bench: load average {environment['loadavg'][0]} on {os.cpu_count()} CPUs: other "
-                  f"processes share the cores, timings will be noisy (the report says so)", file=sys.stderr)
+                  f"processes share the cores, timings will be noisy (the report says so); workers use "
+                  f"OMP_WAIT_POLICY={environment['omp_wait_policy_workers']}", file=sys.stderr)
         try:
             jobs = runner.plan(settings)
         except ValueError as e:

@@ -211,3 +211,13 @@ def test_quick_bench_cases_are_valid():
         for case, source in runner.op_cases(spec, quick=True):
             spec.bind((), case.args)
             assert source == "conformance" or "quick" in case.tags, (spec.name, case.id)
+
+
+def test_wait_policy(monkeypatch):
+    monkeypatch.setattr(runner, "busy", lambda: True)
+    assert runner.effective_wait_policy("auto") == "passive"
+    monkeypatch.setattr(runner, "busy", lambda: False)
+    assert runner.effective_wait_policy("auto") == "inherit"
+    assert runner.effective_wait_policy("active") == "active"
+    with pytest.raises(ValueError, match="wait_policy"):
+        runner.effective_wait_policy("spin")

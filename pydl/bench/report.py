@@ -132,7 +132,8 @@ def _env_lines(run: dict) -> list[str]:
         f"pydl {e.get('pydl')} at {e.get('git_commit')}, build -march={b.get('arch')} SIMD in use "
         f"{b.get('simd_in_use')}; Python {e.get('python')}, NumPy {e.get('numpy')} ({e.get('numpy_blas')}), "
         f"Numba {e.get('numba')}, PyTorch {e.get('torch')}",
-        "threads: " + ", ".join(f"{k}={v}" for k, v in th.items() if v is not None),
+        "threads: " + ", ".join(f"{k}={v}" for k, v in th.items() if v is not None)
+        + f"; OMP_WAIT_POLICY of the timing processes: {e.get('omp_wait_policy_workers', 'inherit')}",
         f"load average at start: {e.get('loadavg')}"
         + (" (BUSY machine: other processes shared the cores; compare ratios, not absolute times)"
            if e.get("loadavg") and e["loadavg"][0] > (e.get("cpu_count") or 1) else "")
