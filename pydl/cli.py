@@ -1,4 +1,6 @@
-"""The ``pydl`` command: ``pydl info`` and ``pydl demo``."""
+"""The ``pydl`` command: ``pydl bench`` (the benchmark report), ``pydl check``
+(the kernel developer's correctness + timing loop), ``pydl info`` and
+``pydl demo`` (a ten-second smoke run)."""
 from __future__ import annotations
 
 import argparse
@@ -195,13 +197,124 @@ def _print_demo(rows: list[dict], size: int) -> None:
         print(f"{r['op']:12s} {r['backend']:8s} {r['ms']:8.3f} {r['gbps']:7.2f} {r['speedup']:8.2f}  {r['check']}")
 
 
+def _add_bench(sub) -> None:
+    pb = sub.add_parser("bench", help="measure peaks, time every op on every backend, write the report",
+                        description="Benchmark every op (registry bench cases) on every available backend, "
+                                    "beside NumPy and PyTorch; check every result; write report.md, "
+                                    "report.html and results.json.")
+    mode = pb.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the quick cases only (default)")
+    mode.add_argument("--full", action="store_true", help="every bench case (minutes to hours)")
+    pb.add_argument("--ops", help="comma-separated op names or families (default: all)")
+    pb.add_argument("--backends", help="comma-separated: cpp,cython,numba,cuda,numpy,torch or backend:variant")
+    pb.add_argument("--no-variants", action="store_true", help="skip the named variants")
+    pb.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    pb.add_argument("--budget", type=float, help="seconds of timed calls per job (default 0.05 quick, 1.0 full)")
+    pb.add_argument("--forward-only", action="store_true", help="skip forward+backward")
+    pb.add_argument("--out", default="bench-report", help="report directory (default ./bench-report)")
+    pb.add_argument("--merge", nargs="+", default=[], metavar="RESULTS_JSON",
+                    help="results.json files of other machines to put on the same page")
+    pb.add_argument("--no-run", action="store_true", help="only merge the --merge files into a report")
+    pb.add_argument("--refresh-peaks", action="store_true", help="measure the machine peaks again")
+    pb.add_argument("--in-process", action="store_true",
+                    help="run every runtime in this process (faster start; timings may suffer "
+                         "from other runtimes' spinning threads)")
+    pb.add_argument("--wait-policy", choices=("auto", "active", "passive", "inherit"), default="auto",
+                    help="OMP_WAIT_POLICY of the timing processes; auto: passive when the load average "
+                         "exceeds the core count (spinning threads on a busy machine turn every parallel "
+                         "region into a time-slice wait), else inherited")
+    pb.add_argument("--seed", type=int, default=0)
+
+
+def _add_check(sub) -> None:
+    pc = sub.add_parser("check", help="check one op against the reference, then time its variants",
+                        description="Random-case sweep of OP vs the float64 reference (forward and backward), "
+                                    "then timing of every registered variant beside NumPy and PyTorch.")
+    pc.add_argument("op")
+    pc.add_argument("--backend", help="check only this backend (default: every available one and its variants)")
+    pc.add_argument("--variant", help="check only this variant of --backend")
+    pc.add_argument("--cases", type=int, default=3, help="rounds of random conformance cases (default 3)")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--no-time", action="store_true", help="correctness only")
+    pc.add_argument("--full", action="store_true", help="time every bench case, not only the quick ones")
+    pc.add_argument("--budget", type=float, default=0.3, help="seconds of timed calls per job")
+
+
+def bench(args) -> int:
+    """``pydl bench``: returns the exit status (1 if any result was wrong)."""
+    from pydl.bench import env as benv
+    from pydl.bench import peaks as bpeaks
+    from pydl.bench import report, runner
+
+    try:
+        runs = report.load_runs(args.merge) if args.merge else []
+    except (OSError, ValueError) as e:
+        print(f"pydl bench: {e}", file=sys.stderr)
+        return 2
+    failures = []
+    if not args.no_run:
+        split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+        settings = runner.Settings(
+            quick=not args.full, budget=args.budget or (1.0 if args.full else 0.05),
+            ops=split(args.ops), backends=split(args.backends), variants=not args.no_variants,
+            device=args.device, seed=args.seed, isolate=not args.in_process,
+            modes=("forward",) if args.forward_only else runner.MODES, wait_policy=args.wait_policy)
+        if args.device == "cuda":
+            reason = __import__("pydl.backends", fromlist=["x"]).unavailable_reason("cuda")
+            if reason:
+                print(f"pydl bench --device cuda: {reason}", file=sys.stderr)
+                return 2
+        t0 = time.perf_counter()
+        environment = benv.environment()
+        environment["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        environment["omp_wait_policy_workers"] = runner.effective_wait_policy(settings.wait_policy)
+        settings.wait_policy = environment["omp_wait_policy_workers"]  # resolved once for every worker
+        if environment["loadavg"][0] > (os.cpu_count() or 1):
+            print(f"pydl bench: load average {environment['loadavg'][0]} on {os.cpu_count()} CPUs: other "
+                  f"processes share the cores, timings will be noisy (the report says so); workers use "
+                  f"OMP_WAIT_POLICY={environment['omp_wait_policy_workers']}", file=sys.stderr)
+        try:
+            jobs = runner.plan(settings)
+        except ValueError as e:
+            print(f"pydl bench: {e}", file=sys.stderr)
+            return 2
+        pk = bpeaks.peaks(refresh=args.refresh_peaks, gpu=args.device == "cuda")
+        print(f"pydl bench: {len(jobs)} jobs ({'quick' if settings.quick else 'full'}, {settings.device}, "
+              f"{settings.budget:g} s each), one process per runtime", file=sys.stderr)
+        result = runner.run(settings)
+        runs.insert(0, report.make_run(result, settings, pk, environment, time.perf_counter() - t0))
+        failures = result.failures
+    if not runs:
+        print("pydl bench: nothing to report (--no-run without --merge)", file=sys.stderr)
+        return 2
+    paths = report.write(runs, args.out)
+    print(f"\nreport: {paths['html'].resolve()}\n        {paths['md'].resolve()}\n"
+          f"raw:    {paths['json'].resolve()}")
+    if failures:
+        print(f"\nFAILED: {len(failures)} wrong result(s) or error(s):", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['op']} on {f['backend']} ({f['mode']}, case {f['case']}): "
+                  f"{(f.get('error') or f.get('check_detail', '')).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="pydl", description="pydl: fast deep-learning kernels for NumPy/CuPy")
     sub = p.add_subparsers(dest="cmd", required=True)
+    _add_bench(sub)
+    _add_check(sub)
     pi = sub.add_parser("info", help="version, build, CPU features, threads, backends, GPU")
     pi.add_argument("--json", action="store_true", help="print JSON")
-    sub.add_parser("demo", help="run a few ops on every backend, checked and timed")
+    sub.add_parser("demo", help="run a few ops on every backend, checked and timed (seconds)")
     args = p.parse_args(argv)
+    if args.cmd == "bench":
+        return bench(args)
+    if args.cmd == "check":
+        from pydl.bench import check
+
+        return check.main(args.op, backend=args.backend, variant=args.variant, rounds=args.cases,
+                          seed=args.seed, time_it=not args.no_time, quick=not args.full, budget=args.budget)
     if args.cmd == "info":
         d = info()
         print(json.dumps(d, indent=2)) if args.json else _print_info(d)

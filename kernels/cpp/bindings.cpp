@@ -61,6 +61,7 @@ void bind_elementwise(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
+void bind_peak(py::module_& m);
 
 }  // namespace pydl
 
@@ -90,4 +91,5 @@ PYBIND11_MODULE(_cpp, m) {
   bind_gemm(m);
   bind_conv(m);
   bind_pool(m);
+  bind_peak(m);
 }

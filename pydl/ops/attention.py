@@ -190,9 +190,37 @@ def _scale(scale, D):
     return scale
 
 
+
+# -- benchmark cases (pydl bench): transformer layers -------------------------------
+
+
+def _sdpa_bench(rng, dtype, quick=False):
+    """B x heads x S x D; the reference materializes B*H*S*S scores (64 MiB at
+    the largest case here)."""
+    def c(B, H, S, D, quick=False, **kw):
+        f = lambda: rng.standard_normal((B, H, S, D)).astype(dtype)  # noqa: E731
+        return Case(f"b{B}_h{H}_s{S}_d{D}" + ("_causal" if kw.get("is_causal") else ""),
+                    dict(q=f(), k=f(), v=f(), **kw), tags=("quick",) if quick else ())
+
+    return [c(2, 8, 256, 64, quick=True)] + ([] if quick else [c(2, 8, 1024, 64), c(2, 8, 1024, 64, is_causal=True)])
+
+
+def _mha_bench(rng, dtype, quick=False):
+    def c(B, L, E, nh, quick=False):
+        f = lambda *s, scale=1.0: (rng.standard_normal(s) * scale).astype(dtype)  # noqa: E731
+        w = 1 / np.sqrt(E)
+        return Case(f"b{B}_l{L}_e{E}_h{nh}", dict(query=f(B, L, E), key=f(B, L, E), value=f(B, L, E), num_heads=nh,
+                                                  in_proj_weight=f(3 * E, E, scale=w), out_proj_weight=f(E, E, scale=w),
+                                                  in_proj_bias=f(3 * E, scale=0.5), out_proj_bias=f(E, scale=0.5)),
+                    tags=("quick",) if quick else ())
+
+    return [c(2, 128, 256, 4, quick=True)] + ([] if quick else [c(4, 512, 768, 12)])
+
+
 @defop(family="attention", differentiable=("q", "k", "v"), out_shape=_sdpa_shape,
        flops=_sdpa_flops, tol=TOL, grad_tol=GRAD_TOL, cases=_sdpa_cases, bad_cases=_sdpa_bad,
-       torch=_sdpa_torch, saves=("out", "lse"))
+       torch=_sdpa_torch, saves=("out", "lse"),
+       bench=_sdpa_bench)
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None):
     """softmax(q @ k^T * scale + mask) @ v over the last two dimensions.
 
@@ -317,7 +345,8 @@ def _mha_torch(torch, F, a):
                        "in_proj_bias", "out_proj_bias"),
        out_shape=_mha_shape, flops=_mha_flops, tol=MHA_TOL, grad_tol=MHA_GRAD_TOL,
        cases=_mha_cases, bad_cases=_mha_bad, torch=_mha_torch,
-       saves=("q", "k", "v", "attn", "lse"))
+       saves=("q", "k", "v", "attn", "lse"),
+       bench=_mha_bench)
 def multi_head_attention(query, key, value, num_heads, in_proj_weight, out_proj_weight,
                          in_proj_bias=None, out_proj_bias=None, attn_mask=None, is_causal=False):
     """nn.MultiheadAttention(batch_first=True) forward, output only.

@@ -51,8 +51,41 @@ def _n(k):
     return lambda a: k * a["x"].size
 
 
+
+# -- benchmark cases (pydl bench): realistic activation sizes --------------------
+
+
+def _randn32(rng, shape, dtype, scale=1.0):
+    """Standard normal drawn in float32 when that is the dtype (4x faster than
+    drawing float64 and casting: the full-size bench cases are 16M elements)."""
+    x = rng.standard_normal(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    x *= scale
+    return x.astype(dtype, copy=False)
+
+
+def _x_bench(scale=3.0, **params):
+    """1M elements (4 MiB, quick: past L2, in L3 unless rotated) and 16M (64 MiB)."""
+
+    def bench(rng, dtype, quick=False):
+        return [Case(f"x{n}", dict(x=_randn32(rng, n, dtype, scale), **params),
+                     tags=("quick",) if n == 1 << 20 else ())
+                for n in ((1 << 20,) if quick else (1 << 20, 1 << 24))]
+
+    return bench
+
+
+def _softmax_bench(rng, dtype, quick=False):
+    """Classifier logits (rows x 1000 classes) and attention-score rows."""
+    def c(shape, quick=False):
+        return Case("x".join(map(str, shape)), dict(x=_randn32(rng, shape, dtype, 3.0), dim=-1),
+                    tags=("quick",) if quick else ())
+
+    return [c((1024, 1000), quick=True)] + ([] if quick else [c((16384, 1000)), c((4096, 1024))])
+
+
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(1), tol=TOL,
-       cases=_x_cases(), torch=lambda torch, F, a: F.relu(a["x"]))
+       cases=_x_cases(), torch=lambda torch, F, a: F.relu(a["x"]),
+       bench=_x_bench())
 def relu(x):
     """max(x, 0), elementwise."""
     return dict(x=ck.array("x", x))
@@ -61,7 +94,8 @@ def relu(x):
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(2), tol=TOL,
        cases=_x_cases(negative_slope=0.1),
        bad_cases=_bad(negative_slope=("a", TypeError, "negative_slope")),
-       torch=lambda torch, F, a: F.leaky_relu(a["x"], a["negative_slope"]))
+       torch=lambda torch, F, a: F.leaky_relu(a["x"], a["negative_slope"]),
+       bench=_x_bench(negative_slope=0.1))
 def leaky_relu(x, negative_slope=0.01):
     """x if x > 0 else negative_slope * x."""
     return dict(x=ck.array("x", x), negative_slope=ck.real("negative_slope", negative_slope))
@@ -70,7 +104,8 @@ def leaky_relu(x, negative_slope=0.01):
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_x_cases(alpha=1.3),
        bad_cases=_bad(alpha=(None, TypeError, "alpha")),
-       torch=lambda torch, F, a: F.elu(a["x"], a["alpha"]))
+       torch=lambda torch, F, a: F.elu(a["x"], a["alpha"]),
+       bench=_x_bench(alpha=1.0))
 def elu(x, alpha=1.0):
     """x if x > 0 else alpha * (exp(x) - 1)."""
     return dict(x=ck.array("x", x), alpha=ck.real("alpha", alpha))
@@ -86,21 +121,24 @@ def _gelu_cases(rng, dtype):
        cases=_gelu_cases,
        bad_cases=lambda rng: _bad(approximate=("erf", ValueError, "approximate"))(rng)
        + _bad(approximate=(["none"], TypeError, "approximate"))(rng),
-       torch=lambda torch, F, a: F.gelu(a["x"], approximate=a["approximate"]))
+       torch=lambda torch, F, a: F.gelu(a["x"], approximate=a["approximate"]),
+       bench=_x_bench())
 def gelu(x, approximate="none"):
     """x * Phi(x) (``approximate="none"``, erf) or its tanh approximation."""
     return dict(x=ck.array("x", x), approximate=ck.choice("approximate", approximate, ("none", "tanh")))
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
-       cases=_x_cases(scale=6.0), torch=lambda torch, F, a: torch.sigmoid(a["x"]))
+       cases=_x_cases(scale=6.0), torch=lambda torch, F, a: torch.sigmoid(a["x"]),
+       bench=_x_bench(scale=6.0))
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed without overflow."""
     return dict(x=ck.array("x", x))
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
-       cases=_x_cases(), torch=lambda torch, F, a: torch.tanh(a["x"]))
+       cases=_x_cases(), torch=lambda torch, F, a: torch.tanh(a["x"]),
+       bench=_x_bench())
 def tanh(x):
     """Hyperbolic tangent."""
     return dict(x=ck.array("x", x))
@@ -130,7 +168,8 @@ def _softmax_args(x, dim):
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_softmax_cases, bad_cases=_softmax_bad,
-       torch=lambda torch, F, a: F.softmax(a["x"], dim=a["dim"]))
+       torch=lambda torch, F, a: F.softmax(a["x"], dim=a["dim"]),
+       bench=_softmax_bench)
 def softmax(x, dim=-1):
     """exp(x - max) / sum(exp(x - max)) along ``dim``."""
     return _softmax_args(x, dim)
@@ -138,7 +177,8 @@ def softmax(x, dim=-1):
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_softmax_cases, bad_cases=_softmax_bad,
-       torch=lambda torch, F, a: F.log_softmax(a["x"], dim=a["dim"]))
+       torch=lambda torch, F, a: F.log_softmax(a["x"], dim=a["dim"]),
+       bench=_softmax_bench)
 def log_softmax(x, dim=-1):
     """x - max - log(sum(exp(x - max))) along ``dim``."""
     return _softmax_args(x, dim)
@@ -199,7 +239,8 @@ def _dropout_torch(torch, F, a):
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(1), tol=TOL,
-       cases=_dropout_cases, bad_cases=_dropout_bad, torch=_dropout_torch, saves=("mask",))
+       cases=_dropout_cases, bad_cases=_dropout_bad, torch=_dropout_torch, saves=("mask",),
+       bench=_x_bench(p=0.5, seed=0))
 def dropout(x, p=0.5, training=True, seed=None, mask=None):
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p).
 

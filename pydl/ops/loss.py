@@ -127,9 +127,60 @@ def _mse_bad(rng):
                 ("target int", dict(target=x.astype(np.int64)), TypeError, "target"))
 
 
+
+# -- benchmark cases (pydl bench): a batch of predictions ---------------------------
+
+
+def _randn32(rng, shape, dtype, scale=1.0):
+    """Standard normal drawn in float32 when that is the dtype (faster for the 16M-element cases)."""
+    x = rng.standard_normal(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    x *= scale
+    return x.astype(dtype, copy=False)
+
+
+def _uniform32(rng, lo, hi, shape, dtype):
+    x = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    x *= hi - lo
+    x += lo
+    return x.astype(dtype, copy=False)
+
+
+def _pair_bench(make):
+    """Elementwise losses over 1M (quick) and 16M elements."""
+
+    def bench(rng, dtype, quick=False):
+        return [Case(f"{n}x1024_mean", make(rng, dtype, (n, 1024)), tags=("quick",) if n == 1024 else ())
+                for n in ((1024,) if quick else (1024, 16384))]
+
+    return bench
+
+
+def _ce_bench(rng, dtype, quick=False):
+    """Classifier: batch x 1000 classes, class-index targets; and per-pixel segmentation."""
+    def c(shape, quick=False):
+        return Case(_id(shape) + "_idx", dict(input=_randn32(rng, shape, dtype, 2.0),
+                                              target=rng.integers(0, shape[1], (shape[0],) + shape[2:])),
+                    tags=("quick",) if quick else ())
+
+    return [c((1024, 1000), quick=True)] + ([] if quick else [c((8192, 1000)), c((8, 21, 128, 128))])
+
+
+def _kl_bench(rng, dtype, quick=False):
+    def c(shape, quick=False):
+        z = rng.standard_normal(shape)
+        t = rng.standard_normal(shape)
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        q = np.exp(t) / np.exp(t).sum(axis=-1, keepdims=True)
+        return Case(_id(shape) + "_batchmean", dict(input=logp.astype(dtype), target=q.astype(dtype),
+                                                   reduction="batchmean"), tags=("quick",) if quick else ())
+
+    return [c((1024, 1000), quick=True)] + ([] if quick else [c((8192, 1000))])
+
+
 @defop(family="loss", differentiable=("input", "target"), out_shape=_out_shape, flops=_n(3), tol=TOL,
        cases=_mse_cases, bad_cases=_mse_bad,
-       torch=lambda torch, F, a: F.mse_loss(a["input"], a["target"], reduction=a["reduction"]))
+       torch=lambda torch, F, a: F.mse_loss(a["input"], a["target"], reduction=a["reduction"]),
+       bench=_pair_bench(lambda rng, dt, s: dict(input=_randn32(rng, s, dt, 2.0), target=_randn32(rng, s, dt))))
 def mse_loss(input, target, reduction="mean"):
     """(input - target)^2, reduced."""
     input, target = _input_target(input, target)
@@ -205,7 +256,8 @@ def _ce_out_shape(a):
 @defop(family="loss", differentiable=("input",), out_shape=_ce_out_shape, flops=_n(6), tol=TOL,
        cases=_ce_cases, bad_cases=_ce_bad,
        torch=lambda torch, F, a: F.cross_entropy(a["input"], a["target"], a["weight"], ignore_index=a["ignore_index"],
-                                                 reduction=a["reduction"], label_smoothing=a["label_smoothing"]))
+                                                 reduction=a["reduction"], label_smoothing=a["label_smoothing"]),
+       bench=_ce_bench)
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """-log_softmax(input, dim=1) weighted by the target, over input (N, C, *spatial).
 
@@ -280,7 +332,8 @@ def _bce_bad(rng, logits=False):
 @defop(family="loss", differentiable=("input",), out_shape=_out_shape, flops=_n(8), tol=TOL,
        cases=_bce_cases, bad_cases=_bce_bad,
        torch=lambda torch, F, a: F.binary_cross_entropy(a["input"], a["target"], a["weight"],
-                                                        reduction=a["reduction"]))
+                                                        reduction=a["reduction"]),
+       bench=_pair_bench(lambda rng, dt, s: dict(input=_uniform32(rng, 0.02, 0.98, s, dt), target=_uniform32(rng, 0.0, 1.0, s, dt))))
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """-weight * (target * log(input) + (1 - target) * log(1 - input)), logs clamped at -100.
 
@@ -300,7 +353,8 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
        cases=lambda rng, dtype: _bce_cases(rng, dtype, logits=True),
        bad_cases=lambda rng: _bce_bad(rng, logits=True),
        torch=lambda torch, F, a: F.binary_cross_entropy_with_logits(
-           a["input"], a["target"], a["weight"], reduction=a["reduction"], pos_weight=a["pos_weight"]))
+           a["input"], a["target"], a["weight"], reduction=a["reduction"], pos_weight=a["pos_weight"]),
+       bench=_pair_bench(lambda rng, dt, s: dict(input=_randn32(rng, s, dt, 3.0), target=_uniform32(rng, 0.0, 1.0, s, dt))))
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     """binary_cross_entropy(sigmoid(input), target) computed from the logits without overflow:
     weight * ((1 - target) * input - (1 + (pos_weight - 1) * target) * log_sigmoid(input)).
@@ -359,7 +413,8 @@ def _var_shape_ok(var_shape, input_shape):
 @defop(family="loss", differentiable=("input", "target", "var"), out_shape=_out_shape, flops=_n(6), tol=TOL,
        cases=_gnll_cases, bad_cases=_gnll_bad, fd_skip=("var",),
        torch=lambda torch, F, a: F.gaussian_nll_loss(a["input"], a["target"], a["var"], full=a["full"],
-                                                     eps=a["eps"], reduction=a["reduction"]))
+                                                     eps=a["eps"], reduction=a["reduction"]),
+       bench=_pair_bench(lambda rng, dt, s: dict(input=_randn32(rng, s, dt, 1.5), target=_randn32(rng, s, dt), var=_uniform32(rng, 0.5, 1.5, s, dt))))
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
     """0.5 * (log(max(var, eps)) + (input - target)^2 / max(var, eps)) (+ 0.5 * log(2 pi) if full).
 
@@ -420,7 +475,8 @@ def _kl_torch(torch, F, a):
 
 
 @defop(family="loss", differentiable=("input", "target"), out_shape=_out_shape, flops=_n(4), tol=TOL,
-       cases=_kl_cases, bad_cases=_kl_bad, torch=_kl_torch)
+       cases=_kl_cases, bad_cases=_kl_bad, torch=_kl_torch,
+       bench=_kl_bench)
 def kl_div(input, target, reduction="mean", log_target=False):
     """Pointwise KL divergence target * (log(target) - input), input being log-probabilities.
 

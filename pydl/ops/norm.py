@@ -157,10 +157,62 @@ def _normalized_shape(ns, x):
     return ns
 
 
+
+# -- benchmark cases (pydl bench): transformer and CNN activations ----------------
+
+
+def _nchw_bench(make):
+    """CNN activations N x C x H x W: 1.5 MiB (quick) and 49 MiB."""
+
+    def bench(rng, dtype, quick=False):
+        return [Case("x".join(map(str, s)), make(rng, dtype, s), tags=("quick",) if q else ())
+                for s, q in (((8, 64, 28, 28), True), ((32, 128, 56, 56), False)) if q or not quick]
+
+    return bench
+
+
+def _randn32(rng, shape, dtype):
+    """Standard normal drawn in float32 when that is the dtype (faster for the big cases)."""
+    return rng.standard_normal(shape, dtype=np.float32 if dtype == np.float32 else np.float64).astype(dtype, copy=False)
+
+
+def _affine(rng, dtype, C):
+    return dict(weight=(1 + 0.1 * rng.standard_normal(C)).astype(dtype),
+                bias=(0.1 * rng.standard_normal(C)).astype(dtype))
+
+
+def _layer_norm_bench(rng, dtype, quick=False):
+    """Token rows x hidden size (BERT-base and a wider model)."""
+    def c(T, E, quick=False):
+        return Case(f"{T}x{E}", dict(x=_randn32(rng, (T, E), dtype), normalized_shape=(E,),
+                                     **_affine(rng, dtype, E)), tags=("quick",) if quick else ())
+
+    return [c(2048, 768, quick=True)] + ([] if quick else [c(8192, 1024)])
+
+
+def _batch_norm_bench_args(rng, dtype, s):
+    C = s[1]
+    return dict(x=_randn32(rng, s, dtype), running_mean=np.zeros(C, dtype),
+                running_var=np.ones(C, dtype), **_affine(rng, dtype, C), training=True)
+
+
+def _group_norm_bench_args(rng, dtype, s):
+    return dict(x=_randn32(rng, s, dtype), num_groups=32, **_affine(rng, dtype, s[1]))
+
+
+def _instance_norm_bench_args(rng, dtype, s):
+    return dict(x=_randn32(rng, s, dtype), **_affine(rng, dtype, s[1]))
+
+
+def _lrn_bench_args(rng, dtype, s):
+    return dict(x=_randn32(rng, s, dtype), size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
 @defop(family="norm", differentiable=("x", "weight", "bias"), out_shape=_out_x,
        flops=_flops_affine(7), tol=TOL, grad_tol=GRAD_TOL,
        cases=_layer_norm_cases, bad_cases=_layer_norm_bad,
-       torch=lambda torch, F, a: F.layer_norm(a["x"], a["normalized_shape"], a["weight"], a["bias"], a["eps"]))
+       torch=lambda torch, F, a: F.layer_norm(a["x"], a["normalized_shape"], a["weight"], a["bias"], a["eps"]),
+       bench=_layer_norm_bench)
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the trailing ``normalized_shape`` dimensions."""
     x = ck.array("x", x)
@@ -213,7 +265,8 @@ def _batch_norm_bad(rng):
        flops=_flops_affine(7), tol=TOL, grad_tol=GRAD_TOL, saves=("mean", "invstd"),
        cases=_batch_norm_cases, bad_cases=_batch_norm_bad,
        torch=lambda torch, F, a: F.batch_norm(a["x"], a["running_mean"], a["running_var"], a["weight"],
-                                              a["bias"], a["training"], a["momentum"], a["eps"]))
+                                              a["bias"], a["training"], a["momentum"], a["eps"]),
+       bench=_nchw_bench(_batch_norm_bench_args))
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Normalize each channel of x (N, C, *spatial) over the batch and spatial dims.
@@ -269,7 +322,8 @@ def _group_norm_bad(rng):
 @defop(family="norm", differentiable=("x", "weight", "bias"), out_shape=_out_x,
        flops=_flops_affine(7), tol=TOL, grad_tol=GRAD_TOL,
        cases=_group_norm_cases, bad_cases=_group_norm_bad,
-       torch=lambda torch, F, a: F.group_norm(a["x"], a["num_groups"], a["weight"], a["bias"], a["eps"]))
+       torch=lambda torch, F, a: F.group_norm(a["x"], a["num_groups"], a["weight"], a["bias"], a["eps"]),
+       bench=_nchw_bench(_group_norm_bench_args))
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize each sample's groups of C/num_groups channels of x (N, C, *spatial)."""
     x = _nc(x)
@@ -322,7 +376,8 @@ def _instance_norm_bad(rng):
        flops=_flops_affine(7), tol=TOL, grad_tol=GRAD_TOL,
        cases=_instance_norm_cases, bad_cases=_instance_norm_bad,
        torch=lambda torch, F, a: F.instance_norm(a["x"], a["running_mean"], a["running_var"], a["weight"],
-                                                 a["bias"], a["use_input_stats"], a["momentum"], a["eps"]))
+                                                 a["bias"], a["use_input_stats"], a["momentum"], a["eps"]),
+       bench=_nchw_bench(_instance_norm_bench_args))
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                   momentum=0.1, eps=1e-5):
     """Normalize each (sample, channel) of x (N, C, *spatial) over its spatial dims.
@@ -373,7 +428,8 @@ def _lrn_bad(rng):
 @defop(family="norm", differentiable=("x",), out_shape=_out_x,
        flops=lambda a: a["x"].size * (a["size"] + 5), tol=TOL, grad_tol=GRAD_TOL,
        cases=_lrn_cases, bad_cases=_lrn_bad,
-       torch=lambda torch, F, a: F.local_response_norm(a["x"], a["size"], a["alpha"], a["beta"], a["k"]))
+       torch=lambda torch, F, a: F.local_response_norm(a["x"], a["size"], a["alpha"], a["beta"], a["k"]),
+       bench=_nchw_bench(_lrn_bench_args))
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     """x / (k + alpha * mean of x^2 over channels c - size//2 .. c + (size-1)//2)^beta.
 

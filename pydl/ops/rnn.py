@@ -309,10 +309,45 @@ def _torch_seq(kind):
 # -- cells ---------------------------------------------------------------------------
 
 
+
+# -- benchmark cases (pydl bench): language-model and speech sizes ----------------
+
+
+def _cell_bench(kind, state_names, **params):
+    """One step: B x I -> B x H (quick: 64 x 512 -> 512; full: 256 x 1024 -> 1024)."""
+
+    def bench(rng, dtype, quick=False):
+        out = []
+        for B, I, H, q in ((64, 512, 512, True), (256, 1024, 1024, False))[:1 if quick else 2]:
+            states = {k: _state(rng, dtype, B, H) for k in state_names}
+            out.append(Case(f"b{B}_i{I}_h{H}", dict(x=rng.standard_normal((B, I)).astype(dtype), **states,
+                                                     **_params(rng, dtype, kind, I, H), **params),
+                            tags=("quick",) if q else ()))
+        return out
+
+    return bench
+
+
+def _seq_bench(kind, state_names, **params):
+    """A sequence: quick T10 B32 I=H=256; full T100 B64 I=H=512 (the cuDNN anchor in PERF.md)."""
+
+    def bench(rng, dtype, quick=False):
+        out = []
+        for T, B, I, H, q in ((10, 32, 256, 256, True), (100, 64, 512, 512, False))[:1 if quick else 2]:
+            states = {k: _state(rng, dtype, B, H) for k in state_names}
+            out.append(Case(f"t{T}_b{B}_i{I}_h{H}", dict(x=rng.standard_normal((T, B, I)).astype(dtype),
+                                                          **_params(rng, dtype, kind, I, H), **states, **params),
+                            tags=("quick",) if q else ()))
+        return out
+
+    return bench
+
+
 @defop(family="rnn", differentiable=("x", "h", "w_ih", "w_hh", "b_ih", "b_hh"),
        out_shape=_cell_shape, flops=_flops("rnn"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_with_relu(_cell_cases("rnn", ("h",), nonlinearity="tanh")),
-       bad_cases=_bad("rnn", ("h",), seq=False), torch=_torch_cell("rnn"))
+       bad_cases=_bad("rnn", ("h",), seq=False), torch=_torch_cell("rnn"),
+       bench=_cell_bench("rnn", ("h",), nonlinearity="tanh"))
 def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """One Elman RNN step: ``act(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)``.
 
@@ -326,7 +361,8 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
 @defop(family="rnn", differentiable=("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"),
        out_shape=lambda a: (_cell_shape(a),) * 2, outputs=2, flops=_flops("lstm"),
        tol=TOL, grad_tol=GRAD_TOL, cases=_cell_cases("lstm", ("h", "c")),
-       bad_cases=_bad("lstm", ("h", "c"), seq=False), torch=_torch_cell("lstm"))
+       bad_cases=_bad("lstm", ("h", "c"), seq=False), torch=_torch_cell("lstm"),
+       bench=_cell_bench("lstm", ("h", "c")))
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step; gates i, f, g, o stacked in that order in w_ih (4H, I),
     w_hh (4H, H) and the biases (4H,). h, c (B, H) or None (zeros).
@@ -337,7 +373,8 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 @defop(family="rnn", differentiable=("x", "h", "w_ih", "w_hh", "b_ih", "b_hh"),
        out_shape=_cell_shape, flops=_flops("gru"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_cell_cases("gru", ("h",)), bad_cases=_bad("gru", ("h",), seq=False),
-       torch=_torch_cell("gru"))
+       torch=_torch_cell("gru"),
+       bench=_cell_bench("gru", ("h",)))
 def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """One GRU step; gates r, z, n stacked in that order in w_ih (3H, I),
     w_hh (3H, H) and the biases (3H,); the reset gate multiplies
@@ -351,7 +388,8 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
 @defop(family="rnn", differentiable=("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0"),
        out_shape=_seq_shape(1), outputs=2, flops=_flops("rnn"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_with_relu(_seq_cases("rnn", ("h0",), nonlinearity="tanh")),
-       bad_cases=_bad("rnn", ("h0",), seq=True), torch=_torch_seq("rnn"), saves=("hs",))
+       bad_cases=_bad("rnn", ("h0",), seq=True), torch=_torch_seq("rnn"), saves=("hs",),
+       bench=_seq_bench("rnn", ("h0",), nonlinearity="tanh"))
 def rnn(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, nonlinearity="tanh"):
     """A one-layer Elman RNN over a sequence: x (T, B, I), h0 (B, H) or None.
 
@@ -365,7 +403,8 @@ def rnn(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, nonlinearity="tanh"):
 @defop(family="rnn", differentiable=("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"),
        out_shape=_seq_shape(2), outputs=3, flops=_flops("lstm"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_seq_cases("lstm", ("h0", "c0")), bad_cases=_bad("lstm", ("h0", "c0"), seq=True),
-       torch=_torch_seq("lstm"), saves=("hs", "cs", "gates"))
+       torch=_torch_seq("lstm"), saves=("hs", "cs", "gates"),
+       bench=_seq_bench("lstm", ("h0", "c0")))
 def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None):
     """A one-layer LSTM over a sequence: x (T, B, I), h0, c0 (B, H) or None.
 
@@ -378,7 +417,8 @@ def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None):
 @defop(family="rnn", differentiable=("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0"),
        out_shape=_seq_shape(1), outputs=2, flops=_flops("gru"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_seq_cases("gru", ("h0",)), bad_cases=_bad("gru", ("h0",), seq=True),
-       torch=_torch_seq("gru"), saves=("hs", "gates"))
+       torch=_torch_seq("gru"), saves=("hs", "gates"),
+       bench=_seq_bench("gru", ("h0",)))
 def gru(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None):
     """A one-layer GRU over a sequence: x (T, B, I), h0 (B, H) or None.
 
