@@ -23,7 +23,7 @@ __global__ void max_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
     const int ow = (int)(i % OW), oh = (int)((i / OW) % OH);
     const long long p = i / ((long long)OH * OW);
     const T* xp = x + p * H * W;
-    T m = T(-INFINITY);
+    T m = T(-__int_as_float(0x7f800000));  // -inf without relying on INFINITY under NVRTC
     long long at = -1;
     for (int r = 0; r < kh; ++r) {
       const int ih = oh * sh - ph + r * dh;

@@ -21,6 +21,7 @@ _PKG = Path(__file__).resolve().parents[2]          # .../pydl
 _CACHE: dict[tuple, object] = {}       # (device, family, name expressions) -> RawModule
 _FUNCTIONS: dict[tuple, object] = {}   # (device, family, kernel) -> RawKernel
 _LOCK = threading.Lock()
+_SMEM_SET: dict[tuple, int] = {}  # (device, family, kernel) -> dynamic shared memory limit set
 _READY = False
 _SYNC = os.environ.get("PYDL_CUDA_SYNC", "") not in ("", "0")
 _NAMES: dict[str, tuple[str, ...]] = {}  # family -> its template instances (name expressions)
@@ -102,14 +103,24 @@ def launch(family: str, kernel: str, grid, block, args, shared_mem: int = 0) -> 
         if fn is None:
             fn = module(family).get_function(kernel)
             _FUNCTIONS[key] = fn
-        if shared_mem > 48 * 1024 and getattr(fn, "max_dynamic_shared_size_bytes", 0) < shared_mem:
-            fn.max_dynamic_shared_size_bytes = shared_mem
+        if shared_mem > 48 * 1024 and _SMEM_SET.get(key, 0) < shared_mem:
+            _raise_smem_limit(cupy, fn, shared_mem)
+            _SMEM_SET[key] = shared_mem
         fn(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=shared_mem)
         if _SYNC:
             cupy.cuda.get_current_stream().synchronize()
     except (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError,
             cupy.cuda.compiler.CompileException) as e:
         raise RuntimeError(f"CUDA kernel {family}.{kernel} failed: {e}") from e
+
+
+def _raise_smem_limit(cupy, fn, nbytes: int) -> None:
+    """Let ``fn`` use ``nbytes`` of dynamic shared memory (past the default 48 KiB)."""
+    try:
+        fn.max_dynamic_shared_size_bytes = nbytes
+    except AttributeError:  # an older CuPy: set the attribute through the driver
+        attr = cupy.cuda.driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        cupy.cuda.driver.funcSetAttribute(fn.kernel.ptr, attr, nbytes)
 
 
 def blocks_for(n: int, threads: int = 256, per_thread: int = 4) -> int:
