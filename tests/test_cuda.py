@@ -258,3 +258,166 @@ def test_pool_large(cp, op, kw):
         (dx,) = bwd(cp.asarray(g, np.float32), cp.asarray(x, np.float32), **kw, backend="cuda")
     assert _rel(y.get(), ref) < 1e-6
     assert _rel(dx.get(), rdx) < 1e-6
+
+
+# -- the adapters' index arithmetic, without a GPU ---------------------------------------------
+#
+# The kernels' launch arguments (pointers with element offsets, leading dimensions,
+# batch strides, transpose flags, group offsets) are where an adapter bug would
+# hide. Here `launch` is replaced by a NumPy emulation of each kernel's documented
+# contract (gemm.cu / conv.cu headers), reading through the same offsets and
+# strides with bounds checks, and the adapters run on NumPy arrays against the
+# reference backend. This checks the Python side only; the kernels themselves
+# are checked on the GPU (the tests above, dev/cuda/validate.py).
+
+def _view(p, rows, cols, ld, z, stride):
+    """(rows, cols) matrix z at element offset p[1] + z*stride, leading dimension ld, of p[0]'s storage."""
+    base, off = p
+    flat = base.reshape(-1)
+    start = off + z * stride
+    if rows and cols:
+        last = start + (rows - 1) * ld + cols - 1
+        assert 0 <= start and last < flat.size, f"out of bounds: [{start}, {last}] of {flat.size}"
+    it = flat.itemsize
+    return np.lib.stride_tricks.as_strided(flat[start:] if flat.size > start else flat[:0],
+                                           (rows, cols), (ld * it, it), writeable=True)
+
+
+def _bf16_round(x):
+    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return u.astype(np.uint16)
+
+
+def _bf16_value(h):
+    return (h.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+_ACT_F = {0: lambda v: v, 1: lambda v: np.where(v < 0, 0, v), 3: np.tanh,
+          4: lambda v: 1 / (1 + np.exp(-v))}
+
+
+def _act(code, v, g):
+    from math import erf, pi, sqrt
+
+    erfv = np.vectorize(erf)
+    if g is None:
+        if code == 2:
+            return 0.5 * v * (1 + erfv(v / sqrt(2)))
+        return _ACT_F[code](v)
+    d = {0: lambda: np.ones_like(v), 1: lambda: (v > 0).astype(v.dtype),
+         2: lambda: 0.5 * (1 + erfv(v / sqrt(2))) + v * np.exp(-0.5 * v * v) / sqrt(2 * pi),
+         3: lambda: 1 - np.tanh(v) ** 2, 4: lambda: _ACT_F[4](v) * (1 - _ACT_F[4](v))}[code]()
+    return g * d
+
+
+def _emulate(family, kernel, grid, block, args, shared_mem=0):
+    from pydl.backends.reference import conv as rconv
+
+    name, _, targs = kernel.partition("<")
+    targs = [t.strip() for t in targs.rstrip(">").split(",")] if targs else []
+    nz = int(grid[2]) if len(grid) > 2 else 1
+    if name in ("gemm_simt", "gemm_bf16_tc"):
+        A, B, C, M, N, K, lda, ldb, ldc, sA, sB, sC, bias, gmul, sG, bmode, act, beta = args
+        M, N, K = int(M), int(N), int(K)
+        if name == "gemm_simt":
+            ta, tb, va, vb = (t == "true" for t in targs[1:])
+            w = 16 // A[0].itemsize
+            if va:
+                assert ta and (lda % w == 0 and sA % w == 0), "16-byte path on an unaligned A"
+            if vb:
+                assert not tb and (ldb % w == 0 and sB % w == 0), "16-byte path on an unaligned B"
+        else:
+            ta, tb = False, True
+            assert shared_mem == 61440 and lda % 8 == 0 and ldb % 8 == 0
+        for z in range(nz):
+            a = _view(A, K, M, lda, z, sA).T if ta else _view(A, M, K, lda, z, sA)
+            b = _view(B, N, K, ldb, z, sB).T if tb else _view(B, K, N, ldb, z, sB)
+            if name == "gemm_bf16_tc":
+                a, b = _bf16_value(a), _bf16_value(b)
+            c = _view(C, M, N, ldc, z, sC)
+            v = a.astype(np.float64) @ b.astype(np.float64)
+            if int(bmode) == 1:
+                v = v + _view(bias, 1, N, N, 0, 0)[0]
+            elif int(bmode) == 2:
+                v = v + _view(bias, 1, M, M, 0, 0)[0][:, None]
+            if beta:
+                v = v + beta * (_bf16_value(c) if c.dtype == np.uint16 else c)
+            g = None if gmul is None else _view(gmul, M, N, ldc, z, int(sG))
+            out = _act(int(act), v, g)
+            c[...] = _bf16_round(out) if c.dtype == np.uint16 else out
+    elif name == "cast_f32_bf16":
+        x, y, rows, cols, ld_in, ld_out, s_in, s_out = args
+        for z in range(nz):
+            src = _view(x, int(cols), int(rows), ld_in, z, s_in).T if targs[0] == "true" \
+                else _view(x, int(rows), int(cols), ld_in, z, s_in)
+            dst = y.reshape(-1)[z * s_out:(z + 1) * s_out].reshape(int(rows), int(ld_out))
+            dst[...] = 0
+            dst[:, :int(cols)] = _bf16_round(src)
+    elif name == "bias_grad":
+        g, out, rows, cols = args
+        out[...] = g.reshape(int(rows), int(cols)).sum(axis=0)
+    elif name in ("im2col", "col2im"):
+        src, dst, planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw = (int(a) if np.isscalar(a) else a
+                                                                         for a in args)
+        hp = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
+        if name == "im2col":
+            dst.reshape(-1)[...] = rconv.im2col(src.reshape(1, planes, H, W), **hp).reshape(-1)
+        else:
+            dst.reshape(-1)[...] = rconv.col2im(src.reshape(1, planes * kh * kw, OH * OW), (H, W), **hp).reshape(-1)
+    else:
+        raise AssertionError(f"no emulation for {kernel}")
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    from pydl.backends.cuda import conv, gemm
+
+    backends.load()
+    for mod in (gemm, conv):
+        monkeypatch.setattr(mod, "launch", _emulate)
+        monkeypatch.setattr(mod, "cupy_or_raise", lambda: np)
+    monkeypatch.setattr(gemm, "ptr", lambda a, off=0: None if a is None else (a, int(off)))
+    monkeypatch.setattr(gemm, "_addr", lambda a: a.__array_interface__["data"][0])
+    monkeypatch.delenv("PYDL_CUDA_MATMUL_PRECISION", raising=False)
+
+
+@pytest.mark.parametrize("op", ["matmul", "linear", "conv2d", "im2col", "col2im"])
+@pytest.mark.parametrize("variant", [None, "bf16"])
+def test_adapters_emulated(emulated, op, variant):
+    """Every conformance case through the cuda adapters with emulated kernels, forward and backward."""
+    from pydl import registry
+
+    if variant and op not in ("matmul", "linear"):
+        pytest.skip("bf16 variant only for matmul and linear")
+    spec = registry.SPECS[op]
+    fwd = registry.VARIANTS[op]["cuda"][variant] if variant else registry.IMPLS[op]["cuda"]
+    bwd = registry.VARIANTS[op + "_backward"]["cuda"][variant] if variant else registry.IMPLS[op + "_backward"]["cuda"]
+    dtype = np.float32 if variant else np.float64
+    tol = 1e-10
+
+    def close(o, r):  # bf16 operands (~3 significant digits, data of order 1): by norm, with an RMS
+        if variant:   # floor of 1e-2 for results that cancel to near 0 (each term rounds by 2^-9)
+            return np.linalg.norm(o - r) <= 1e-2 * np.linalg.norm(r) + 1e-2 * np.sqrt(r.size) \
+                and not np.isnan(o).any()
+        return np.allclose(o, r, rtol=tol, atol=tol * max(1, np.abs(r).max(initial=0)))
+    for case in spec.cases(_rng(7), np.dtype(dtype)):
+        args = spec.bind((), case.args)
+        ref_args = {k: (v.astype(np.float64) if hasattr(v, "dtype") and v.dtype.kind == "f" else v)
+                    for k, v in args.items()}
+        ref = registry.IMPLS[op]["numpy"](**ref_args)
+        with _array.poisoned():
+            out = fwd(**args)
+        out = out[0] if isinstance(out, tuple) else out
+        ref = ref[0] if isinstance(ref, tuple) else ref
+        assert out.shape == ref.shape, case.id
+        assert close(out, ref), (case.id, np.abs(out - ref).max(initial=0))
+        g = _rng(8).standard_normal(ref.shape).astype(dtype)
+        rgrads = registry.IMPLS[op + "_backward"]["numpy"](g.astype(np.float64), **ref_args)
+        with _array.poisoned():
+            grads = bwd(g, **args)
+        for name, o, r in zip(spec.differentiable, grads, rgrads):
+            assert (o is None) == (r is None), (case.id, name)
+            if r is not None:
+                assert o.shape == r.shape, (case.id, name)
+                assert close(o, r), (case.id, name, np.abs(o - r).max(initial=0))

@@ -55,10 +55,15 @@ def precision() -> str:
     return p
 
 
+def _addr(a) -> int:
+    """Device address of a CuPy array's first element."""
+    return a.data.ptr
+
+
 def _aligned(a, off, ld, stride):
     """16-byte copies possible: base, leading dimension and batch stride all 16-byte multiples."""
     w = 16 // a.itemsize
-    return (a.data.ptr + off * a.itemsize) % 16 == 0 and ld % w == 0 and stride % w == 0
+    return (_addr(a) + off * a.itemsize) % 16 == 0 and ld % w == 0 and stride % w == 0
 
 
 def gemm(a, b, c, m, n, k, *, ta=False, tb=False, lda, ldb, ldc, batch=1, sa=0, sb=0, sc=0,
@@ -116,7 +121,7 @@ def gemm_bf16(a16, b16, c, m, n, k, *, lda, ldb, ldc, batch=1, sa=0, sb=0, sc=0,
     if m == 0 or n == 0 or batch == 0:
         return c
     for name, x, ld, s in (("a", a16, lda, sa), ("b", b16, ldb, sb)):
-        if x.itemsize != 2 or x.data.ptr % 16 or ld % 8 or s % 8:
+        if x.itemsize != 2 or _addr(x) % 16 or ld % 8 or s % 8:
             raise ValueError(f"{name}: the bf16 kernel needs 16-byte aligned rows (2-byte elements, leading "
                              f"dimension and batch stride multiples of 8), got itemsize {x.itemsize}, "
                              f"ld {ld}, stride {s}")
