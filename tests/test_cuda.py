@@ -421,3 +421,213 @@ def test_adapters_emulated(emulated, op, variant):
             if r is not None:
                 assert o.shape == r.shape, (case.id, name)
                 assert close(o, r), (case.id, name, np.abs(o - r).max(initial=0))
+
+
+# -- the pool / col2im kernels' index arithmetic, transcribed ------------------------------------
+#
+# Line-for-line Python transcriptions of the per-thread bodies of kernels/cuda/
+# pool.cu and conv.cu (C integer division: operands are non-negative wherever
+# the kernels divide, except avg_pool2d_bwd's lower bound, transcribed with
+# truncation toward zero). Run over every conformance case against the NumPy
+# reference, they check the gather-form backward ranges and the max-pool
+# tie/NaN rules without a GPU. Keep them in step with the .cu files.
+
+def _cdiv(a, b):  # C's truncating division
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _k_max_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW):
+    P, H, W = x.shape
+    y, idx = np.empty((P, OH, OW), x.dtype), np.empty((P, OH, OW), np.int64)
+    for p in range(P):
+        for oh in range(OH):
+            for ow in range(OW):
+                m, at = -np.inf, -1
+                for r in range(kh):
+                    ih = oh * sh - ph + r * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    for s in range(kw):
+                        iw = ow * sw - pw + s * dw
+                        if iw < 0 or iw >= W:
+                            continue
+                        v = x[p, ih, iw]
+                        if at < 0 or v != v or v > m:
+                            m, at = v, ih * W + iw
+                y[p, oh, ow], idx[p, oh, ow] = m, at
+    return y, idx
+
+
+def _k_max_bwd(g, idx, H, W, kh, kw, sh, sw, ph, pw, dh, dw):
+    P, OH, OW = g.shape
+    dx = np.empty((P, H, W), g.dtype)
+    for p in range(P):
+        for h in range(H):
+            for w in range(W):
+                acc = 0.0
+                for r in range(kh):
+                    th = h + ph - r * dh
+                    if th < 0 or th % sh:
+                        continue
+                    oh = th // sh
+                    if oh >= OH:
+                        continue
+                    for s in range(kw):
+                        tw = w + pw - s * dw
+                        if tw < 0 or tw % sw:
+                            continue
+                        ow = tw // sw
+                        if ow >= OW:
+                            continue
+                        if idx[p, oh, ow] == h * W + w:
+                            acc += g[p, oh, ow]
+                dx[p, h, w] = acc
+    return dx
+
+
+def _k_avg_div(oh, ow, H, W, kh, kw, sh, sw, ph, pw, cip, div):
+    if div > 0:
+        return div
+    hs, ws = oh * sh - ph, ow * sw - pw
+    he, we = min(hs + kh, H + ph), min(ws + kw, W + pw)
+    if cip:
+        return (he - hs) * (we - ws)
+    return (min(he, H) - max(hs, 0)) * (min(we, W) - max(ws, 0))
+
+
+def _k_avg_fwd(x, OH, OW, kh, kw, sh, sw, ph, pw, cip, div):
+    P, H, W = x.shape
+    y = np.empty((P, OH, OW), x.dtype)
+    for p in range(P):
+        for oh in range(OH):
+            for ow in range(OW):
+                h0, h1 = max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)
+                w0, w1 = max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)
+                y[p, oh, ow] = x[p, h0:h1, w0:w1].sum() / _k_avg_div(oh, ow, H, W, kh, kw, sh, sw, ph, pw, cip, div)
+    return y
+
+
+def _k_avg_bwd(g, H, W, kh, kw, sh, sw, ph, pw, cip, div):
+    P, OH, OW = g.shape
+    dx = np.empty((P, H, W), g.dtype)
+    for p in range(P):
+        for h in range(H):
+            for w in range(W):
+                oh0, oh1 = max(0, _cdiv(h + ph - kh + sh, sh)), min(OH - 1, _cdiv(h + ph, sh))
+                ow0, ow1 = max(0, _cdiv(w + pw - kw + sw, sw)), min(OW - 1, _cdiv(w + pw, sw))
+                acc = 0.0
+                for oh in range(oh0, oh1 + 1):
+                    for ow in range(ow0, ow1 + 1):
+                        acc += g[p, oh, ow] / _k_avg_div(oh, ow, H, W, kh, kw, sh, sw, ph, pw, cip, div)
+                dx[p, h, w] = acc
+    return dx
+
+
+def _k_adaptive_fwd(x, OH, OW):
+    P, H, W = x.shape
+    y = np.empty((P, OH, OW), x.dtype)
+    for p in range(P):
+        for oh in range(OH):
+            for ow in range(OW):
+                h0, h1 = oh * H // OH, ((oh + 1) * H + OH - 1) // OH
+                w0, w1 = ow * W // OW, ((ow + 1) * W + OW - 1) // OW
+                y[p, oh, ow] = x[p, h0:h1, w0:w1].sum() / ((h1 - h0) * (w1 - w0))
+    return y
+
+
+def _k_adaptive_bwd(g, H, W):
+    P, OH, OW = g.shape
+    dx = np.empty((P, H, W), g.dtype)
+    for p in range(P):
+        for h in range(H):
+            for w in range(W):
+                oh0, oh1 = h * OH // H, min(OH - 1, ((h + 1) * OH + H - 1) // H - 1)
+                ow0, ow1 = w * OW // W, min(OW - 1, ((w + 1) * OW + W - 1) // W - 1)
+                acc = 0.0
+                for oh in range(oh0, oh1 + 1):
+                    h0, h1 = oh * H // OH, ((oh + 1) * H + OH - 1) // OH
+                    if h < h0 or h >= h1:
+                        continue
+                    for ow in range(ow0, ow1 + 1):
+                        w0, w1 = ow * W // OW, ((ow + 1) * W + OW - 1) // OW
+                        if w < w0 or w >= w1:
+                            continue
+                        acc += g[p, oh, ow] / ((h1 - h0) * (w1 - w0))
+                dx[p, h, w] = acc
+    return dx
+
+
+def _k_col2im(cols, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
+    P = cols.shape[0]
+    cols = cols.reshape(P, kh * kw, OH * OW)
+    x = np.empty((P, H, W), cols.dtype)
+    for p in range(P):
+        for h in range(H):
+            for w in range(W):
+                acc = 0.0
+                for r in range(kh):
+                    th = h + ph - r * dh
+                    if th < 0 or th % sh:
+                        continue
+                    oh = th // sh
+                    if oh >= OH:
+                        continue
+                    for s in range(kw):
+                        tw = w + pw - s * dw
+                        if tw < 0 or tw % sw:
+                            continue
+                        ow = tw // sw
+                        if ow >= OW:
+                            continue
+                        acc += cols[p, r * kw + s, oh * OW + ow]
+                x[p, h, w] = acc
+    return x
+
+
+def _planes(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "col2im"])
+def test_kernel_index_math_transcribed(op):
+    from pydl import registry
+
+    backends.load()
+    spec = registry.SPECS[op]
+    for case in spec.cases(_rng(3), np.dtype(np.float64)):
+        a = spec.bind((), case.args)
+        ref = registry.IMPLS[op]["numpy"](**a)
+        ref = ref[0] if isinstance(ref, tuple) else ref
+        g = _rng(4).standard_normal(ref.shape)
+        (rdx,) = registry.IMPLS[op + "_backward"]["numpy"](g, **a)
+        if op == "col2im":
+            kh, kw = a["kernel_size"]
+            H, W = a["output_size"]
+            from pydl.ops.conv import output_hw
+            OH, OW = output_hw("k", (H, W), a["kernel_size"], a["stride"], a["padding"], a["dilation"])
+            n = a["cols"].shape[0]
+            c = a["cols"].shape[1] // (kh * kw)
+            out = _k_col2im(a["cols"].reshape(n * c, kh * kw * OH * OW), H, W, OH, OW, kh, kw,
+                            *a["stride"], *a["padding"], *a["dilation"]).reshape(ref.shape)
+            assert np.allclose(out, ref, rtol=1e-12, atol=1e-12), case.id
+            continue
+        x = a["x"]
+        H, W = x.shape[2:]
+        OH, OW = ref.shape[2:]
+        if op == "max_pool2d":
+            win = (*a["kernel_size"], *a["stride"], *a["padding"], *a["dilation"])
+            y, idx = _k_max_fwd(_planes(x), *win, OH, OW)
+            saved = registry.IMPLS[op]["numpy"](**a)[1]["indices"]
+            assert np.array_equal(idx.reshape(saved.shape), saved), case.id
+            dx = _k_max_bwd(_planes(g), idx, H, W, *win)
+        elif op == "avg_pool2d":
+            div = a["divisor_override"] or 0
+            hp = (*a["kernel_size"], *a["stride"], *a["padding"], int(a["count_include_pad"]), div)
+            y = _k_avg_fwd(_planes(x), OH, OW, *hp)
+            dx = _k_avg_bwd(_planes(g), H, W, *hp)
+        else:
+            y = _k_adaptive_fwd(_planes(x), OH, OW)
+            dx = _k_adaptive_bwd(_planes(g), H, W)
+        assert np.allclose(y.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12, equal_nan=True), case.id
+        assert np.allclose(dx.reshape(rdx.shape), rdx, rtol=1e-12, atol=1e-12), case.id
