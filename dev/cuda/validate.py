@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import cupy  # noqa: E402
 
 import pydl  # noqa: E402
+import pydl.registry  # noqa: E402
 from pydl import _array  # noqa: E402
 from pydl.backends.cuda import _loader  # noqa: E402
 from pydl.backends.cuda import gemm as G  # noqa: E402
@@ -152,7 +153,8 @@ class _Null:
 def build():
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-    RESULTS["info"].update(device=props["name"].decode(), cc=dev.compute_capability,
+    name = props["name"]
+    RESULTS["info"].update(device=name.decode() if isinstance(name, bytes) else str(name), cc=dev.compute_capability,
                            sms=props["multiProcessorCount"], cupy=cupy.__version__,
                            python=platform.python_version(), pydl=pydl.__file__)
     t = torch_or_none()
@@ -390,9 +392,7 @@ def time_pool(quick):
     cases = [("max_pool2d", dict(kernel_size=2, stride=2)), ("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
              ("avg_pool2d", dict(kernel_size=2, stride=2)), ("adaptive_avg_pool2d", dict(output_size=(7, 7)))]
     for op, kw in cases[:1] if quick else cases:
-        out, saved = None, None
-        yo = getattr(pydl.ops, op)(x, **kw, backend="cuda")
-        out = yo[0] if isinstance(yo, tuple) else yo
+        out = getattr(pydl.ops, op)(x, **kw, backend="cuda")
         gy = randn(*out.shape)
         fwd_bytes = nb + out.nbytes + (out.size * 8 if op == "max_pool2d" else 0)
         bwd_bytes = nb + out.nbytes + (out.size * 8 if op == "max_pool2d" else 0)
@@ -409,10 +409,11 @@ def time_pool(quick):
         record(f"{op} fwd", str(kw), "pydl", bench(lambda: getattr(pydl.ops, op)(x, **kw, backend="cuda")),
                nbytes=fwd_bytes, baseline=base["ms"] if base else None)
 
-        def pydl_fb():
-            getattr(pydl.ops, op)(x, **kw, backend="cuda")
-            getattr(pydl.ops, op + "_backward")(gy, x, **kw, backend="cuda")
-        # max_pool2d_backward through the registry recomputes the indices (no saved dict is passed here)
+        spec = pydl.registry.SPECS[op]
+
+        def pydl_fb():  # the forward's saved state (max_pool2d's indices) goes to the backward, as in torch
+            _, saved = spec.with_saved(x, **kw, backend="cuda")
+            getattr(pydl.ops, op + "_backward")(gy, x, **kw, saved=saved, backend="cuda")
         record(f"{op} fwd+bwd", str(kw), "pydl", bench(pydl_fb), nbytes=fwd_bytes + bwd_bytes,
                baseline=base_fb["ms"] if base_fb else None)
 
