@@ -629,3 +629,150 @@ def test_kernel_index_math_transcribed(op):
             dx = _k_adaptive_bwd(_planes(g), H, W)
         assert np.allclose(y.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12, equal_nan=True), case.id
         assert np.allclose(dx.reshape(rdx.shape), rdx, rtol=1e-12, atol=1e-12), case.id
+
+
+# -- the GEMM kernels' thread -> element maps, transcribed --------------------------------------
+#
+# One block at a time, every thread's copies and reads as written in gemm.cu
+# (load_tile, the 8x8 thread tile; load_stage, ldmatrix addresses and the
+# m16n8k16 fragment layouts of the PTX ISA), with shared memory as arrays that
+# start as NaN: a copy that lands in the wrong place, or a read of a slot no
+# copy wrote, shows up in the result. Keep in step with gemm.cu.
+
+def _simt_block_emulated(A, B, M, N, K, ta, tb, lda, ldb, by, bx, vec_a, vec_b):
+    BM = BN = 128
+    BK, PAD, W = 8, 4, 4
+    m0, n0 = by * BM, bx * BN
+    acc = np.zeros((256, 8, 8))
+    for k0 in range(0, K, BK):
+        As = np.full((BK, BM + PAD), np.nan)
+        Bs = np.full((BK, BN + PAD), np.nan)
+        for S, X, ld, trans, vec, R, r0 in ((As, A, lda, ta, vec_a, M, m0), (Bs, B, ldb, not tb, vec_b, N, n0)):
+            for tid in range(256):
+                if trans and vec:
+                    for c in range(tid, BK * 128 // W, 256):
+                        k, r = c // (128 // W), (c % (128 // W)) * W
+                        gk, gr = k0 + k, r0 + r
+                        n = min(W, R - gr) if (gk < K and gr < R) else 0
+                        S[k, r:r + W] = 0
+                        S[k, r:r + n] = X[gk * ld + gr: gk * ld + gr + n]
+                elif trans:
+                    for e in range(tid, BK * 128, 256):
+                        k, r = e // 128, e % 128
+                        gk, gr = k0 + k, r0 + r
+                        S[k, r] = X[gk * ld + gr] if (gk < K and gr < R) else 0
+                else:
+                    for e in range(tid, BK * 128, 256):
+                        k, r = e % BK, e // BK
+                        gk, gr = k0 + k, r0 + r
+                        S[k, r] = X[gr * ld + gk] if (gk < K and gr < R) else 0
+        for tid in range(256):
+            lane, warp = tid % 32, tid // 32
+            wm, wn = (warp // 4) * 64, (warp % 4) * 32
+            lm, ln = lane // 4, lane % 4
+            for k in range(BK):
+                a = np.concatenate([As[k, wm + lm * 4: wm + lm * 4 + 4], As[k, wm + 32 + lm * 4: wm + 36 + lm * 4]])
+                b = np.concatenate([Bs[k, wn + ln * 4: wn + ln * 4 + 4], Bs[k, wn + 16 + ln * 4: wn + 20 + ln * 4]])
+                acc[tid] += np.outer(a, b)
+    C = {}
+    for tid in range(256):
+        lane, warp = tid % 32, tid // 32
+        wm, wn = (warp // 4) * 64, (warp % 4) * 32
+        lm, ln = lane // 4, lane % 4
+        for i in range(8):
+            m = m0 + wm + (i // 4) * 32 + lm * 4 + i % 4
+            for j in range(8):
+                n = n0 + wn + (j // 4) * 16 + ln * 4 + j % 4
+                if m < M and n < N:
+                    assert (m, n) not in C
+                    C[m, n] = acc[tid, i, j]
+    return C
+
+
+@pytest.mark.parametrize("ta,tb,vec", [(False, False, True), (True, False, True), (True, False, False),
+                                       (False, True, False), (True, True, True)])
+def test_simt_thread_map_transcribed(ta, tb, vec):
+    rng = _rng(9)
+    M, N, K = 133, 130, 19           # two blocks each way, a partial k tile
+    a = rng.standard_normal((K, M) if ta else (M, K))
+    b = rng.standard_normal((N, K) if tb else (K, N))
+    ref = (a.T if ta else a) @ (b.T if tb else b)
+    got = np.full((M, N), np.nan)
+    for by in range(2):
+        for bx in range(2):
+            for (m, n), v in _simt_block_emulated(a.ravel(), b.ravel(), M, N, K, ta, tb, a.shape[1], b.shape[1],
+                                                  by, bx, vec and ta, vec and not tb).items():
+                got[m, n] = v
+    assert np.allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def _ldmatrix_x4(smem, addrs):
+    """PTX ldmatrix .x4 .b16: lane l supplies the row address of matrix l // 8, row l % 8;
+    lane l receives, from each matrix q, row l // 4, columns 2*(l % 4) and +1."""
+    out = np.empty((32, 4, 2))
+    for q in range(4):
+        for lane in range(32):
+            row = addrs[q * 8 + lane // 4]
+            out[lane, q] = smem[row + 2 * (lane % 4): row + 2 * (lane % 4) + 2]
+    return out
+
+
+def _mma_16816(d, a, b0, b1):
+    """PTX mma.m16n8k16 .row.col, g = lane // 4, t = lane % 4: a[0] (g, 2t..), a[1] (g+8, 2t..),
+    a[2] (g, 2t+8..), a[3] (g+8, 2t+8..); b0 (k 2t.., n g), b1 (k 2t+8.., n g);
+    d[0..1] (g, 2t..), d[2..3] (g+8, 2t..)."""
+    Am, Bm = np.empty((16, 16)), np.empty((16, 8))
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        Am[g, 2 * t:2 * t + 2], Am[g + 8, 2 * t:2 * t + 2] = a[lane][0], a[lane][1]
+        Am[g, 2 * t + 8:2 * t + 10], Am[g + 8, 2 * t + 8:2 * t + 10] = a[lane][2], a[lane][3]
+        Bm[2 * t:2 * t + 2, g], Bm[2 * t + 8:2 * t + 10, g] = b0[lane], b1[lane]
+    Dm = Am @ Bm
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        d[lane] += [Dm[g, 2 * t], Dm[g, 2 * t + 1], Dm[g + 8, 2 * t], Dm[g + 8, 2 * t + 1]]
+
+
+def test_tensor_core_fragment_map_transcribed():
+    rng = _rng(10)
+    M, N, K = 130, 129, 40         # partial tiles in every dimension (K a multiple of 8)
+    a, bt = rng.standard_normal((M, K)), rng.standard_normal((N, K))   # B given as (N, K)
+    BM, BN, BK, LDS = 128, 128, 32, 40
+    got = np.full((M, N), np.nan)
+    for by in range(2):
+        for bx in range(2):
+            m0, n0 = by * BM, bx * BN
+            acc = np.zeros((8, 4, 4, 32, 4))      # warp, i, j, lane, q
+            for k0 in range(0, K, BK):
+                As, Bs = np.full(BM * LDS, np.nan), np.full(BN * LDS, np.nan)
+                for tid in range(256):
+                    for c in range(tid, BM * (BK // 8), 256):
+                        r, kc = c // (BK // 8), (c % (BK // 8)) * 8
+                        gk = k0 + kc
+                        for S, X, R, r0 in ((As, a, M, m0), (Bs, bt, N, n0)):
+                            n = min(8, K - gk) if (r0 + r < R and gk < K) else 0
+                            S[r * LDS + kc: r * LDS + kc + 8] = 0
+                            if n:
+                                S[r * LDS + kc: r * LDS + kc + n] = X[r0 + r, gk:gk + n]
+                for warp in range(8):
+                    wm, wn = (warp // 4) * 64, (warp % 4) * 32
+                    for kk in range(0, BK, 16):
+                        af = [_ldmatrix_x4(As, [(wm + i * 16 + (l % 16)) * LDS + kk + (l // 16) * 8
+                                                for l in range(32)]) for i in range(4)]
+                        bf = [_ldmatrix_x4(Bs, [(wn + j * 16 + (l % 8) + (l // 16) * 8) * LDS + kk + ((l // 8) % 2) * 8
+                                                for l in range(32)]) for j in range(2)]
+                        for i in range(4):
+                            for j in range(4):
+                                q0 = (j % 2) * 2
+                                _mma_16816(acc[warp, i, j], af[i], bf[j // 2][:, q0], bf[j // 2][:, q0 + 1])
+            for warp in range(8):
+                wm, wn = (warp // 4) * 64, (warp % 4) * 32
+                for i in range(4):
+                    for j in range(4):
+                        for lane in range(32):
+                            for q in range(4):
+                                m = m0 + wm + i * 16 + lane // 4 + (q // 2) * 8
+                                n = n0 + wn + j * 8 + (lane % 4) * 2 + (q % 2)
+                                if m < M and n < N:
+                                    got[m, n] = acc[warp, i, j, lane, q]
+    assert np.allclose(got, a @ bt.T, rtol=1e-12, atol=1e-12)
