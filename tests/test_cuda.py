@@ -29,6 +29,11 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
+def _tol(n):
+    """float32 accumulation of n random terms: relative error ~ sqrt(n) * 2^-24; 10x margin, at least 1e-5."""
+    return max(1e-5, 10 * np.sqrt(max(n, 1)) * 2.0 ** -24)
+
+
 def _rel(out, ref):
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
     assert out.shape == ref.shape
@@ -104,7 +109,7 @@ def test_gemm_layouts(cp, dtype, ta, tb, mnk):
     gemm(cp.asarray(a), cp.asarray(b), c, m, n, k, ta=ta, tb=tb, lda=a.shape[1], ldb=b.shape[1], ldc=n,
          tensor_cores=False)
     ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
-    assert _rel(c.get(), ref) < (1e-5 if dtype == "float32" else 1e-12)
+    assert _rel(c.get(), ref) < (_tol(k) if dtype == "float32" else 1e-12)
 
 
 @gpu
@@ -137,9 +142,9 @@ def test_matmul_batched_forward_backward(cp, shapes):
         da, db = pydl.ops.matmul_backward(cp.asarray(g), cp.asarray(a), cp.asarray(b), backend="cuda")
     a64, b64, g64 = a.astype(np.float64), b.astype(np.float64), g.astype(np.float64)
     rda, rdb = pydl.ops.matmul_backward(g64, a64, b64, backend="numpy")
-    assert _rel(y.get(), np.matmul(a64, b64)) < 1e-5
-    assert _rel(da.get(), rda) < 1e-5
-    assert _rel(db.get(), rdb) < 1e-5
+    assert _rel(y.get(), np.matmul(a64, b64)) < _tol(5 * 140)
+    assert _rel(da.get(), rda) < _tol(5 * 140)
+    assert _rel(db.get(), rdb) < _tol(5 * 140)
 
 
 @gpu
@@ -166,9 +171,9 @@ def test_linear_large(cp, activation):
     f64 = [v.astype(np.float64) for v in (x, w, b, g)]
     ref = pydl.ops.linear(*f64[:3], activation, backend="numpy")
     rgrads = pydl.ops.linear_backward(f64[3], *f64[:3], activation, backend="numpy")
-    assert _rel(y.get(), ref) < 1e-5
+    assert _rel(y.get(), ref) < _tol(300)
     for out, r in zip(grads, rgrads):
-        assert _rel(out.get(), r) < 1e-5
+        assert _rel(out.get(), r) < _tol(300)
 
 
 # -- bf16 tensor cores ---------------------------------------------------------------------
@@ -190,7 +195,7 @@ def test_gemm_bf16_exact_on_rounded_operands(cp, mnk):
     gemm_bf16(a16, b16, c, m, n, k, lda=kp, ldb=kp, ldc=n)
     up = lambda h: (h.get().astype(np.uint32) << 16).view(np.float32).astype(np.float64)[:, :k]  # noqa: E731
     # the products of bf16 values are exact in fp32; only the fp32 accumulation rounds
-    assert _rel(c.get(), up(a16) @ up(b16).T) < 1e-5
+    assert _rel(c.get(), up(a16) @ up(b16).T) < _tol(k)
     assert _rel(c.get(), a.get().astype(np.float64) @ b.get()) < 1e-2
 
 
@@ -231,9 +236,10 @@ def test_conv2d_large(cp, c):
     with _array.poisoned():
         y = pydl.ops.conv2d(f32(x), f32(w), f32(b), **hp, backend="cuda")
         grads = pydl.ops.conv2d_backward(f32(g), f32(x), f32(w), f32(b), **hp, backend="cuda")
-    assert _rel(y.get(), ref) < 1e-5
+    n_acc = max(np.prod(c["w"][1:]), c["x"][0] * np.prod(ref.shape[2:]), c["w"][0] * np.prod(c["w"][2:]))
+    assert _rel(y.get(), ref) < _tol(n_acc)
     for out, r in zip(grads, rgrads):
-        assert _rel(out.get(), r) < 1e-5
+        assert _rel(out.get(), r) < _tol(n_acc)
 
 
 POOLS = [("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
