@@ -4,9 +4,16 @@
 for the device's own architecture (``sm_90a`` on Hopper, so wgmma code can
 build) and cached; :func:`launch` runs a kernel on CuPy's current stream and
 turns a CUDA failure into an exception that names the kernel.
+
+Template kernels are reached by name expressions: a family declares all of
+its instances once (:func:`declare`), so one NVRTC compile per device builds
+them all, and ``launch("gemm", "gemm_simt<float, false, false, false, true>", ...)``
+finds the mangled name. ``extern "C"`` kernels need no declaration.
+Pointers with an element offset are passed as :func:`ptr` (a 64-bit address).
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -14,6 +21,38 @@ _PKG = Path(__file__).resolve().parents[2]          # .../pydl
 _CACHE: dict[tuple, object] = {}       # (device, family, name expressions) -> RawModule
 _FUNCTIONS: dict[tuple, object] = {}   # (device, family, kernel) -> RawKernel
 _LOCK = threading.Lock()
+_SMEM_SET: dict[tuple, int] = {}  # (device, family, kernel) -> dynamic shared memory limit set
+_READY = False
+_SYNC = os.environ.get("PYDL_CUDA_SYNC", "") not in ("", "0")
+_NAMES: dict[str, tuple[str, ...]] = {}  # family -> its template instances (name expressions)
+
+
+def cupy_or_raise():
+    """CuPy, or a RuntimeError saying why the cuda backend cannot run here."""
+    global _READY
+    if not _READY:
+        from .. import unavailable_reason
+
+        why = unavailable_reason("cuda")
+        if why:
+            raise RuntimeError(f"pydl's cuda backend cannot run here: {why}")
+        _READY = True
+    import cupy
+
+    return cupy
+
+
+def declare(family: str, names) -> None:
+    """Declare the template instances (name expressions) ``family``'s kernels use."""
+    _NAMES[family] = tuple(dict.fromkeys(_NAMES.get(family, ()) + tuple(names)))
+
+
+def ptr(a, offset: int = 0):
+    """Device address of element ``offset`` of CuPy array ``a`` (or 0 for None), as a kernel argument.
+    The caller keeps ``a`` alive until the launch is queued (CuPy frees stream-ordered)."""
+    import numpy as np
+
+    return np.uint64(0 if a is None else a.data.ptr + offset * a.itemsize)
 
 
 def kernel_dir(sub: str = "cuda") -> Path:
@@ -30,10 +69,12 @@ def arch_option(cc: str) -> str:
     return f"--gpu-architecture=sm_{cc}{'a' if cc == '90' else ''}"
 
 
-def module(family: str, name_expressions: tuple[str, ...] = ()):
-    """The compiled ``RawModule`` of ``family`` on the current device."""
-    import cupy
-
+def module(family: str, name_expressions: tuple[str, ...] | None = None):
+    """The compiled ``RawModule`` of ``family`` on the current device (with
+    the family's declared name expressions unless others are given)."""
+    cupy = cupy_or_raise()
+    if name_expressions is None:
+        name_expressions = _NAMES.get(family, ())
     dev = cupy.cuda.Device()
     key = (dev.id, family, name_expressions)
     mod = _CACHE.get(key)
@@ -49,18 +90,37 @@ def module(family: str, name_expressions: tuple[str, ...] = ()):
 
 
 def launch(family: str, kernel: str, grid, block, args, shared_mem: int = 0) -> None:
-    """Run ``kernel`` from ``family`` on CuPy's current stream."""
-    import cupy
-
+    """Run ``kernel`` (a name or a declared template instance) from ``family``
+    on CuPy's current stream, with ``shared_mem`` bytes of dynamic shared
+    memory (the kernel's limit is raised past 48 KiB when asked for).
+    CUDA errors (compile, launch) become RuntimeError naming the kernel;
+    set ``PYDL_CUDA_SYNC=1`` to synchronize after every launch, so that an
+    error inside the kernel is reported against it too."""
+    cupy = cupy_or_raise()
     try:
         key = (cupy.cuda.Device().id, family, kernel)
         fn = _FUNCTIONS.get(key)
         if fn is None:
-            fn = _FUNCTIONS[key] = module(family).get_function(kernel)
-        fn(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
+            fn = module(family).get_function(kernel)
+            _FUNCTIONS[key] = fn
+        if shared_mem > 48 * 1024 and _SMEM_SET.get(key, 0) < shared_mem:
+            _raise_smem_limit(cupy, fn, shared_mem)
+            _SMEM_SET[key] = shared_mem
+        fn(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=shared_mem)
+        if _SYNC:
+            cupy.cuda.get_current_stream().synchronize()
     except (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError,
             cupy.cuda.compiler.CompileException) as e:
         raise RuntimeError(f"CUDA kernel {family}.{kernel} failed: {e}") from e
+
+
+def _raise_smem_limit(cupy, fn, nbytes: int) -> None:
+    """Let ``fn`` use ``nbytes`` of dynamic shared memory (past the default 48 KiB)."""
+    try:
+        fn.max_dynamic_shared_size_bytes = nbytes
+    except AttributeError:  # an older CuPy: set the attribute through the driver
+        attr = cupy.cuda.driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        cupy.cuda.driver.funcSetAttribute(fn.kernel.ptr, attr, nbytes)
 
 
 def blocks_for(n: int, threads: int = 256, per_thread: int = 4) -> int:

@@ -1,0 +1,64 @@
+// im2col / col2im on the GPU (NCHW), the column buffer layout of the NumPy
+// reference: cols (N, C*KH*KW, OH*OW), row (c*KH + r)*KW + s, column oh*OW + ow.
+//
+// - im2col<T>: one thread per column element, the column index fastest, so
+//   writes are coalesced and reads are too for stride 1; padding reads as 0.
+// - col2im<T>: the gather form, one thread per input element, summing the
+//   (at most KH*KW) column entries that came from it: no atomics, every
+//   output written exactly once, deterministic.
+// conv2d forward / backward are im2col + GEMM (gemm.cu) + col2im, composed in
+// pydl/backends/cuda/conv.py.
+#include "cuda_helpers.cuh"
+
+
+template <typename T>
+__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long planes, int H, int W,
+                       int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw) {
+  // planes = N*C; element (p, r, s, oh, ow) with p = n*C + c -> cols[n, (c*KH + r)*KW + s, oh*OW + ow],
+  // which is the flat index of (p, r, s, oh, ow) in that order.
+  const long long L = (long long)OH * OW, total = planes * kh * kw * L;
+  PYDL_GRID_STRIDE(i, total) {
+    long long t = i;
+    const int ow = (int)(t % OW); t /= OW;
+    const int oh = (int)(t % OH); t /= OH;
+    const int s = (int)(t % kw); t /= kw;
+    const int r = (int)(t % kh); t /= kh;
+    const long long p = t;
+    const int ih = oh * sh - ph + r * dh, iw = ow * sw - pw + s * dw;
+    cols[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[(p * H + ih) * W + iw] : T(0);
+  }
+}
+
+template <typename T>
+__global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, long long planes, int H, int W,
+                       int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw) {
+  const long long total = planes * H * W, L = (long long)OH * OW;
+  PYDL_GRID_STRIDE(i, total) {
+    const int w = (int)(i % W), h = (int)((i / W) % H);
+    const long long p = i / ((long long)H * W);
+    const T* base = cols + p * kh * kw * L;
+    T acc = T(0);
+    for (int r = 0; r < kh; ++r) {
+      const int th = h + ph - r * dh;
+      if (th < 0 || th % sh) continue;
+      const int oh = th / sh;
+      if (oh >= OH) continue;
+      for (int s = 0; s < kw; ++s) {
+        const int tw = w + pw - s * dw;
+        if (tw < 0 || tw % sw) continue;
+        const int ow = tw / sw;
+        if (ow >= OW) continue;
+        acc += base[((long long)r * kw + s) * L + (long long)oh * OW + ow];
+      }
+    }
+    x[i] = acc;
+  }
+}
+
+#define PYDL_CONV_INST(K, T)                                                                  \
+  template __global__ void K<T>(const T*, T*, long long, int, int, int, int, int, int, int, int, \
+                                int, int, int, int);
+PYDL_CONV_INST(im2col, float)
+PYDL_CONV_INST(im2col, double)
+PYDL_CONV_INST(col2im, float)
+PYDL_CONV_INST(col2im, double)
