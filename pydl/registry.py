@@ -219,8 +219,10 @@ def defop(
     oracle tests. ``out_shape(a)`` returns the output shape (a tuple of
     shapes when ``outputs > 1``); ``flops(a)`` the forward flop count.
     ``cases(rng, dtype)`` gives the small conformance cases;
-    ``bench(rng, dtype)`` the benchmark cases (realistic sizes, each
-    :class:`Case` tagged "quick" if ``pydl bench --quick`` should run it).
+    ``bench(rng, dtype, quick=False)`` the benchmark cases (realistic sizes,
+    each :class:`Case` tagged "quick" if ``pydl bench --quick`` should run
+    it; a generator that accepts ``quick`` builds only those when it is True,
+    so a quick run does not allocate the large cases).
     """
 
     def deco(normalize):
