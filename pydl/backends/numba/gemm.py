@@ -1,1 +1,388 @@
-"""numba adapters for the gemm family: matmul and linear (packed GEMM of kernels/common/gemm.hpp)."""
+"""Numba GEMM: matmul and linear (bias + activation fused into the store), forward and
+backward, float32 and float64. The path and the figures of each variant: dev/gemm/numba.md.
+
+Algorithm (``gemm_into``): out[b] = epilogue(op(A[b]) @ op(B[b])), op = optional transpose.
+1. Pack A into Ap (Ba, Mp, Kp) and B into panels Bp (Bb, nJ, Kp, NW), both zero-padded
+   (Mp, Kp multiples of MR = KU = 4; a panel NW columns wide, NW a multiple of 16), in
+   parallel. Packing takes the transposes, so the kernel sees one layout.
+2. ``prange`` over tasks (batch, MC-row block, NW-column panel). A task accumulates its
+   (MC, NW) tile in a private buffer, K in KC blocks (the (KC, NW) B block stays in L2),
+   then runs the epilogue: + bias, activation (or, for the backward, grad * act'(z)),
+   one store into ``out``.
+3. The inner kernel (``_block``): for 4 rows i and 4 depths p, 16 scalars of A are held in
+   registers and one loop over the panel's columns j updates 4 rows of the tile:
+   ``c_r[j] = (((c_r[j] + a_r0 b_0[j]) + a_r1 b_1[j]) + ...)``. LLVM vectorizes that j
+   loop (one zmm per 16 float32 columns: 16 vfmadd231ps per iteration, checked with
+   ``inspect_asm``). What limits it: Numba gives LLVM no way to keep a 2-D register tile
+   (its SLP vectorizer is off, a stack tile is not promoted to registers, a reduction
+   over p is vectorized the wrong way), so the C tile goes through L1 (a load and a
+   store per 4 FMAs) and each b_s[j] is reloaded per row (LLVM cannot prove the rows
+   do not alias); no interleaving of two j vectors (one dependency chain per row).
+Small M (<= 4 rows per batch): no packing; row updates (B not transposed) or dot
+products (B transposed: a weight), parallel over columns, B read once.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ... import _array
+from ...registry import register
+from . import sync_threads
+from .elementwise import _verfc, _vexp, _vtanh
+
+_FM = {"contract", "arcp", "nsz"}
+_JIT = dict(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+_PJIT = dict(_JIT, parallel=True)
+
+MR = 4      # rows of A per kernel step
+KU = 4      # depths per kernel step
+MC = 64     # rows per task
+KC = 256    # depth per L2 block
+NW = 512    # panel width (columns per task)
+SMALL_M = 4
+
+# epilogue modes: forward activations, then backward (grad * act'(z))
+ACT_CODES = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
+_BWD = 5
+_SQRT1_2 = 0.70710678118654752440
+_INV_SQRT_2PI = 0.39894228040143267794
+
+
+def _round_up(n, m):
+    return (n + m - 1) // m * m
+
+
+# -- packing -------------------------------------------------------------------------------
+
+@njit(**_PJIT)
+def _pack_a(a, ta, ap):
+    """ap[b, i, p] = A[b][i, p] (a is (Ba, M, K), or (Ba, K, M) when ta), zero padded."""
+    nb, mp, kp = ap.shape
+    m = a.shape[2] if ta else a.shape[1]
+    k = a.shape[1] if ta else a.shape[2]
+    zero = ap.dtype.type(0)
+    for t in prange(nb * mp):
+        b, i = t // mp, t % mp
+        row = ap[b, i]
+        if i >= m:
+            for p in range(kp):
+                row[p] = zero
+            continue
+        if ta:
+            for p in range(k):
+                row[p] = a[b, p, i]
+        else:
+            src = a[b, i]
+            for p in range(k):
+                row[p] = src[p]
+        for p in range(k, kp):
+            row[p] = zero
+
+
+@njit(**_PJIT)
+def _pack_b(b, tb, bp):
+    """bp[b, jp, p, jj] = B[b][p, jp*NW + jj] (b is (Bb, K, N), or (Bb, N, K) when tb),
+    zero padded. Transposed: 16 depths at a time, so each source row is read in runs."""
+    nb, nj, kp, nw = bp.shape
+    k = b.shape[2] if tb else b.shape[1]
+    n = b.shape[1] if tb else b.shape[2]
+    zero = bp.dtype.type(0)
+    np16 = (kp + 15) // 16
+    for t in prange(nb * nj * np16):
+        bb = t // (nj * np16)
+        jp = (t // np16) % nj
+        p0 = (t % np16) * 16
+        p1 = min(p0 + 16, kp)
+        j0 = jp * nw
+        jn = min(nw, n - j0)
+        panel = bp[bb, jp]
+        if tb:
+            for jj in range(jn):
+                src = b[bb, j0 + jj]
+                for p in range(p0, p1):
+                    panel[p, jj] = src[p] if p < k else zero
+        else:
+            for p in range(p0, p1):
+                dst = panel[p]
+                if p < k:
+                    src = b[bb, p]
+                    for jj in range(jn):
+                        dst[jj] = src[j0 + jj]
+                else:
+                    for jj in range(jn):
+                        dst[jj] = zero
+        for p in range(p0, p1):
+            dst = panel[p]
+            for jj in range(jn, nw):
+                dst[jj] = zero
+
+
+# -- the kernel ----------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _block(ap, i0, p0, bpan, cb, mc, kc):
+    """cb[0:mc, :] += ap[i0:i0+mc, p0:p0+kc] @ bpan[p0:p0+kc, :] (mc, kc multiples of 4).
+    A function of its own (not inlined into the prange body), so LLVM vectorizes the j loop."""
+    nw = cb.shape[1]
+    for i in range(0, mc, 4):
+        c0 = cb[i]
+        c1 = cb[i + 1]
+        c2 = cb[i + 2]
+        c3 = cb[i + 3]
+        r0 = ap[i0 + i]
+        r1 = ap[i0 + i + 1]
+        r2 = ap[i0 + i + 2]
+        r3 = ap[i0 + i + 3]
+        for p in range(p0, p0 + kc, 4):
+            a00, a01, a02, a03 = r0[p], r0[p + 1], r0[p + 2], r0[p + 3]
+            a10, a11, a12, a13 = r1[p], r1[p + 1], r1[p + 2], r1[p + 3]
+            a20, a21, a22, a23 = r2[p], r2[p + 1], r2[p + 2], r2[p + 3]
+            a30, a31, a32, a33 = r3[p], r3[p + 1], r3[p + 2], r3[p + 3]
+            b0 = bpan[p]
+            b1 = bpan[p + 1]
+            b2 = bpan[p + 2]
+            b3 = bpan[p + 3]
+            for j in range(nw):
+                c0[j] = (((c0[j] + a00 * b0[j]) + a01 * b1[j]) + a02 * b2[j]) + a03 * b3[j]
+                c1[j] = (((c1[j] + a10 * b0[j]) + a11 * b1[j]) + a12 * b2[j]) + a13 * b3[j]
+                c2[j] = (((c2[j] + a20 * b0[j]) + a21 * b1[j]) + a22 * b2[j]) + a23 * b3[j]
+                c3[j] = (((c3[j] + a30 * b0[j]) + a31 * b1[j]) + a32 * b2[j]) + a33 * b3[j]
+
+
+# -- epilogue ------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _store_row(z, out, j0, bias, g, mode):
+    """out[j0 + j] = f(z[j] + bias[j0 + j]) for j < out.size - j0 (bias.size 0: none).
+    mode < 5: f = activation; mode >= 5: out = g[j0 + j] * act'(z + bias)."""
+    n = min(z.size, out.size - j0)
+    zero = out.dtype.type(0)
+    one = out.dtype.type(1)
+    half = out.dtype.type(0.5)
+    c = out.dtype.type(_SQRT1_2)
+    ci = out.dtype.type(_INV_SQRT_2PI)
+    hasb = bias.size > 0
+    for j in range(n):
+        v = z[j] + bias[j0 + j] if hasb else z[j]
+        if mode == 0:
+            r = v
+        elif mode == 1:
+            r = zero if v < zero else v
+        elif mode == 2:
+            r = half * v * _verfc(-v * c)
+        elif mode == 3:
+            r = _vtanh(v)
+        elif mode == 4:
+            e = _vexp(-abs(v))
+            r = one / (one + e) if v >= zero else e / (one + e)
+        elif mode == 5:
+            r = g[j0 + j]
+        elif mode == 6:
+            r = g[j0 + j] if v > zero else zero
+        elif mode == 7:
+            r = g[j0 + j] * (half * _verfc(-v * c) + v * ci * _vexp(-half * v * v))
+        elif mode == 8:
+            t = _vtanh(v)
+            r = g[j0 + j] * (one - t * t)
+        else:
+            e = _vexp(-abs(v))
+            s = one / (one + e)
+            r = g[j0 + j] * (e * s * s)
+        out[j0 + j] = r
+
+
+# -- drivers -------------------------------------------------------------------------------
+
+@njit(**_PJIT)
+def _gemm_packed(ap, bp, out, bias, g, mode, mc_, kc_):
+    nbt, m, n = out.shape
+    mp, kp = ap.shape[1], ap.shape[2]
+    nj, nw = bp.shape[1], bp.shape[3]
+    ni = (mp + mc_ - 1) // mc_
+    for t in prange(nbt * ni * nj):
+        b = t // (ni * nj)
+        ib = (t // nj) % ni
+        jp = t % nj
+        i0 = ib * mc_
+        mc = min(mc_, mp - i0)
+        cb = np.zeros((mc, nw), out.dtype)
+        apb = ap[b if ap.shape[0] > 1 else 0]
+        pan = bp[b if bp.shape[0] > 1 else 0, jp]
+        for p0 in range(0, kp, kc_):
+            _block(apb, i0, p0, pan, cb, mc, min(kc_, kp - p0))
+        gb = g[b if g.shape[0] > 1 else 0]
+        for i in range(min(mc, m - i0)):
+            _store_row(cb[i], out[b, i0 + i], jp * nw, bias, gb[i0 + i if gb.shape[0] > 1 else 0], mode)
+
+
+@njit(**_JIT)
+def _axpy_rows(a, b, ta, o, j0, j1, acc):
+    """acc[i, :] = sum_p A[i, p] * b[p, j0:j1] (b (K, N) rows; small M)."""
+    m = acc.shape[0]
+    k = b.shape[0]
+    for i in range(m):
+        c = acc[i]
+        for j in range(j1 - j0):
+            c[j] = 0
+        for p in range(k):
+            s = a[o, p, i] if ta else a[o, i, p]
+            src = b[p]
+            for j in range(j1 - j0):
+                c[j] += s * src[j0 + j]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz", "reassoc"},
+      error_model="numpy", boundscheck=False)
+def _dot(x, y):
+    """sum x * y (1-D): 'reassoc' (this function only) lets LLVM vectorize the sum."""
+    s = x.dtype.type(0)
+    for p in range(x.size):
+        s += x[p] * y[p]
+    return s
+
+
+@njit(**_PJIT)
+def _gemm_small(a, ta, b, tb, out, bias, g, mode, chunk):
+    """Few rows: no packing, B read once, parallel over column chunks."""
+    nbt, m, n = out.shape
+    nch = (n + chunk - 1) // chunk
+    for t in prange(nbt * nch):
+        bi = t // nch
+        j0 = (t % nch) * chunk
+        j1 = min(j0 + chunk, n)
+        oa = bi if a.shape[0] > 1 else 0
+        ob = bi if b.shape[0] > 1 else 0
+        acc = np.empty((m, chunk), out.dtype)
+        if tb:
+            arow = np.empty(b.shape[2], out.dtype)
+            for i in range(m):
+                for p in range(arow.size):
+                    arow[p] = a[oa, p, i] if ta else a[oa, i, p]
+                for j in range(j1 - j0):
+                    acc[i, j] = _dot(arow, b[ob, j0 + j])
+        else:
+            _axpy_rows(a, b[ob], ta, oa, j0, j1, acc)
+        for i in range(m):
+            _store_row(acc[i, :j1 - j0], out[bi, i, j0:], 0, bias[j0:j1] if bias.size else bias,
+                       g[bi if g.shape[0] > 1 else 0, i if g.shape[1] > 1 else 0, j0:], mode)
+
+
+_NO_BIAS = {np.dtype(np.float32): np.zeros(0, np.float32), np.dtype(np.float64): np.zeros(0, np.float64)}
+
+
+def _c3(x):
+    x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    return x if x.ndim == 3 else x[None]
+
+
+def _operand(x, trans):
+    """(C-contiguous 3-D array, transposed flag) for op(x) = x or x.T per batch: an
+    F-ordered matrix (x.T of a C array) is passed as its C-ordered transpose."""
+    if x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous and x.size > 1:
+        return x.T[None], not trans
+    if x.ndim == 3 and not x.flags.c_contiguous:
+        s = np.swapaxes(x, 1, 2)
+        if s.flags.c_contiguous:
+            return s, not trans
+    return _c3(x), trans
+
+
+def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=None):
+    """out = act(op(a) @ op(b) + bias) on plain NumPy arrays (float32 or float64, one dtype).
+
+    op(x) is x, or x's last two axes swapped when ta/tb. a: (M, K) or (Ba, M, K)
+    ((K, M) ... when ta); b: (K, N) or (Bb, K, N) ((N, K) ... when tb); out: (M, N) or
+    (B, M, N), C-contiguous, written in full; a 2-D operand is shared by every batch.
+    bias: (N,) or None. activation: None, "relu", "gelu", "tanh", "sigmoid". With ``grad``
+    (shaped like out), out = grad * act'(op(a) @ op(b) + bias) instead (the backward).
+    Any strides: non-contiguous inputs are copied. Returns out.
+    """
+    assert out.flags.c_contiguous
+    sync_threads()
+    a3, ta = _operand(a, ta)
+    b3, tb = _operand(b, tb)
+    o3 = out if out.ndim == 3 else out[None]
+    nbt, m, n = o3.shape
+    k = a3.shape[1] if ta else a3.shape[2]
+    if o3.size == 0:
+        return out
+    mode = ACT_CODES[activation] + (_BWD if grad is not None else 0)
+    bias = _NO_BIAS[out.dtype] if bias is None else np.ascontiguousarray(bias)
+    g3 = o3[:1, :1] if grad is None else _c3(grad)
+    if k == 0:
+        a3 = np.zeros((1, m, 1), out.dtype)
+        b3 = np.zeros((1, 1, n), out.dtype)
+        ta = tb = False
+        k = 1
+    if m <= SMALL_M:
+        _gemm_small(a3, ta, b3, tb, o3, bias, g3, mode, 256)
+        return out
+    mp, kp = _round_up(m, MR), _round_up(k, KU)
+    nw = min(NW, _round_up(n, 16))
+    nj = (n + nw - 1) // nw
+    ap = np.empty((a3.shape[0], mp, kp), out.dtype)
+    _pack_a(a3, ta, ap)
+    bp = np.empty((b3.shape[0], nj, kp, nw), out.dtype)
+    _pack_b(b3, tb, bp)
+    _gemm_packed(ap, bp, o3, bias, g3, mode, MC, KC)
+    return out
+
+
+# -- ops -----------------------------------------------------------------------------------
+
+@register("matmul", "numba")
+def matmul(a, b):
+    shape = (max(a.shape[0] if a.ndim == 3 else 0, b.shape[0] if b.ndim == 3 else 0),) \
+        if max(a.ndim, b.ndim) == 3 else ()
+    out = _array.empty(shape + (a.shape[-2], b.shape[-1]), a.dtype)
+    return gemm_into(a, b, out)
+
+
+def _sum_batch(x3, shape):
+    """x3 (B, r, c) summed over the batch when the operand was 2-D."""
+    return x3 if len(shape) == 3 else x3.sum(axis=0)
+
+
+@register("matmul_backward", "numba")
+def matmul_backward(grad, a, b, saved=None):
+    # da = grad @ b^T, db = a^T @ grad. A 2-D b under a 3-D a: db = a2^T grad2, one product
+    # over the flattened batch rows (no sum needed); a 2-D a under a 3-D b: per batch, summed.
+    if a.ndim == 3 and b.ndim == 2:
+        da = gemm_into(grad, b, _array.empty(a.shape, a.dtype), tb=True)
+        a2, g2 = a.reshape(-1, a.shape[2]), grad.reshape(-1, grad.shape[2])
+        db = gemm_into(a2, g2, _array.empty(b.shape, b.dtype), ta=True)
+        return da, db
+    nb = grad.shape[0] if grad.ndim == 3 else 0
+    da_shape = (nb,) + a.shape[-2:] if nb else a.shape
+    db_shape = (nb,) + b.shape[-2:] if nb else b.shape
+    da = gemm_into(grad, b, np.empty(da_shape, a.dtype), tb=True)
+    db = gemm_into(a, grad, np.empty(db_shape, b.dtype), ta=True)
+    if nb and a.ndim == 2:
+        da = da.sum(axis=0)
+    return da.astype(a.dtype, copy=False), db
+
+
+@register("linear", "numba")
+def linear(x, weight, bias, activation):
+    x2 = x.reshape(-1, x.shape[-1])
+    out = _array.empty(x.shape[:-1] + (weight.shape[0],), x.dtype)
+    gemm_into(x2, weight, out.reshape(-1, weight.shape[0]), tb=True, bias=bias,
+              activation=activation)
+    return out
+
+
+@register("linear_backward", "numba")
+def linear_backward(grad, x, weight, bias, activation, saved=None):
+    n_out, n_in = weight.shape
+    x2 = x.reshape(-1, n_in)
+    g2 = grad.reshape(-1, n_out)
+    if activation is None:
+        dz = np.ascontiguousarray(g2)
+    else:  # dz = grad * act'(x W^T + b): the GEMM's epilogue applies it, z never stored
+        dz = gemm_into(x2, weight, np.empty(g2.shape, x.dtype), tb=True, bias=bias,
+                       activation=activation, grad=g2)
+    dx = gemm_into(dz, weight, _array.empty(x.shape, x.dtype).reshape(-1, n_in))
+    dw = gemm_into(dz, x2, _array.empty(weight.shape, x.dtype), ta=True)
+    db = None if bias is None else dz.sum(axis=0, dtype=np.float64).astype(x.dtype)
+    return dx.reshape(x.shape), dw, db
