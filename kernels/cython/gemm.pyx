@@ -77,6 +77,18 @@ cdef void gm_kernel(Py_ssize_t kc, const floating* ap, const floating* bp, float
             a = ap[p * GM_MR + i]
             for j in range(GM_NR):
                 acc[i * GM_NR + j] += a * bp[p * GM_NR + j]
+    if m == GM_MR and n == GM_NR and not (last and (bias != NULL or mode != 0)):
+        # a full tile, no epilogue: constant bounds, so these loops vectorize too (a scalar
+        # store loop here cost as much as the kernel's 256 depths)
+        if first:
+            for i in range(GM_MR):
+                for j in range(GM_NR):
+                    c[i * ldc + j] = acc[i * GM_NR + j]
+        else:
+            for i in range(GM_MR):
+                for j in range(GM_NR):
+                    c[i * ldc + j] += acc[i * GM_NR + j]
+        return
     for i in range(m):
         for j in range(n):
             v = acc[i * GM_NR + j]
