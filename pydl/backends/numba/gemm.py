@@ -24,7 +24,10 @@ products (B transposed: a weight), parallel over columns, B read once.
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ... import _array
 from ...registry import register
@@ -148,6 +151,123 @@ def _block(ap, i0, p0, bpan, cb, mc, kc):
                 c1[j] = (((c1[j] + a10 * b0[j]) + a11 * b1[j]) + a12 * b2[j]) + a13 * b3[j]
                 c2[j] = (((c2[j] + a20 * b0[j]) + a21 * b1[j]) + a22 * b2[j]) + a23 * b3[j]
                 c3[j] = (((c3[j] + a30 * b0[j]) + a31 * b1[j]) + a32 * b2[j]) + a33 * b3[j]
+
+
+
+# -- the register-tile kernel (default) ------------------------------------------------------
+UMR = 6      # register tile rows
+UMC = 16     # micro-panels (of UMR rows) per task: 96 rows
+UJG = 8      # slivers (of UNR columns) per task: 256 float32 / 128 float64 columns
+UKC = 256    # depth per block: a (UKC, UNR) sliver is 32 KiB, L1-resident
+
+
+@intrinsic
+def _tile_kernel(typingctx, kc, ap, aoff, bp, boff, cb, coff, ldc):
+    """cb[coff + i*ldc + j] += sum_p ap[aoff + p*UMR + i] * bp[boff + p*UNR + j] for i < UMR,
+    j < UNR (UNR = two 64-byte vectors: 32 float32, 16 float64), on the arrays' flat data.
+
+    Written in LLVM IR: 2*UMR vector accumulators (allocas of <16 x float>, promoted to
+    registers), per depth two vector loads of B, UMR broadcasts of A and 2*UMR calls of
+    llvm.fma on vectors: 12 vfmadd231ps zmm, the whole tile in registers. Numba's own
+    loops cannot say this (see the module docstring)."""
+    dty = ap.dtype
+    sig = types.void(kc, ap, aoff, bp, boff, cb, coff, ldc)
+
+    def codegen(context, builder, signature, args):
+        kc_, ap_, aoff_, bp_, boff_, cb_, coff_, ldc_ = args
+        fty = context.get_value_type(dty)
+        size = dty.bitwidth // 8
+        w = 64 // size
+        nr = 2 * w
+        vty = ir.VectorType(fty, w)
+        ity = ir.IntType(64)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.v{w}f{dty.bitwidth}")
+        pa = builder.gep(context.make_array(signature.args[1])(context, builder, ap_).data, [aoff_])
+        pb = builder.gep(context.make_array(signature.args[3])(context, builder, bp_).data, [boff_])
+        pc = builder.gep(context.make_array(signature.args[5])(context, builder, cb_).data, [coff_])
+        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * w)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)] for _ in range(UMR)]
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w)
+        with cgutils.for_range(builder, kc_) as loop:
+            p = loop.index
+            brow = builder.gep(pb, [builder.mul(p, ir.Constant(ity, nr))])
+            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(ity, h * w)]),
+                                               vty.as_pointer()), align=size) for h in range(2)]
+            arow = builder.gep(pa, [builder.mul(p, ir.Constant(ity, UMR))])
+            for i in range(UMR):
+                a = builder.load(builder.gep(arow, [ir.Constant(ity, i)]))
+                av = builder.shuffle_vector(
+                    builder.insert_element(undef, a, ir.Constant(ir.IntType(32), 0)), undef, splat)
+                for h in range(2):
+                    builder.store(builder.call(fma, [av, bv[h], builder.load(acc[i][h])]), acc[i][h])
+        for i in range(UMR):
+            crow = builder.gep(pc, [builder.mul(ir.Constant(ity, i), ldc_)])
+            for h in range(2):
+                cp = builder.bitcast(builder.gep(crow, [ir.Constant(ity, h * w)]), vty.as_pointer())
+                builder.store(builder.fadd(builder.load(cp, align=size), builder.load(acc[i][h])),
+                              cp, align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**_PJIT)
+def _pack_a_panels(a, ta, ap):
+    """ap[b, ir, p, i] = A[b][ir*UMR + i, p] (a is (Ba, M, K), or (Ba, K, M) when ta): UMR-row
+    micro-panels, depth-major, rows past M zero."""
+    nb, nmp, k, mr = ap.shape
+    m = a.shape[2] if ta else a.shape[1]
+    zero = ap.dtype.type(0)
+    for t in prange(nb * nmp):
+        b, ir = t // nmp, t % nmp
+        pan = ap[b, ir]
+        for i in range(mr):
+            row = ir * mr + i
+            if row >= m:
+                for p in range(k):
+                    pan[p, i] = zero
+            elif ta:
+                for p in range(k):
+                    pan[p, i] = a[b, p, row]
+            else:
+                src = a[b, row]
+                for p in range(k):
+                    pan[p, i] = src[p]
+
+
+@njit(**_PJIT)
+def _gemm_tiles(ap, bp, out, bias, g, mode, umc, ujg, ukc):
+    """Tasks (batch, umc micro-panels, ujg slivers) in prange; each accumulates its tile in
+    a private buffer over K blocks of ukc, then runs the epilogue into out."""
+    nbt, m, n = out.shape
+    nmp, k, mr = ap.shape[1], ap.shape[2], ap.shape[3]
+    nsl, nr = bp.shape[1], bp.shape[3]
+    ni = (nmp + umc - 1) // umc
+    nj = (nsl + ujg - 1) // ujg
+    ldc = ujg * nr
+    for t in prange(nbt * ni * nj):
+        b = t // (ni * nj)
+        ib = (t // nj) % ni
+        jg = t % nj
+        ir0, ir1 = ib * umc, min(ib * umc + umc, nmp)
+        jr0, jr1 = jg * ujg, min(jg * ujg + ujg, nsl)
+        cb = np.zeros(((ir1 - ir0) * mr, ldc), out.dtype)
+        ba = b if ap.shape[0] > 1 else 0
+        bb = b if bp.shape[0] > 1 else 0
+        for p0 in range(0, k, ukc):
+            kc = min(ukc, k - p0)
+            for jr in range(jr0, jr1):
+                boff = ((bb * nsl + jr) * k + p0) * nr
+                for ir in range(ir0, ir1):
+                    _tile_kernel(kc, ap, ((ba * nmp + ir) * k + p0) * mr, bp, boff,
+                                 cb, ((ir - ir0) * mr) * ldc + (jr - jr0) * nr, ldc)
+        gb = g[b if g.shape[0] > 1 else 0]
+        i0 = ir0 * mr
+        for i in range(min((ir1 - ir0) * mr, m - i0)):
+            _store_row(cb[i], out[b, i0 + i], jr0 * nr, bias,
+                       gb[i0 + i if gb.shape[0] > 1 else 0], mode)
 
 
 # -- epilogue ------------------------------------------------------------------------------
@@ -288,7 +408,8 @@ def _operand(x, trans):
     return _c3(x), trans
 
 
-def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=None):
+def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=None,
+              kernel="tile"):
     """out = act(op(a) @ op(b) + bias) on plain NumPy arrays (float32 or float64, one dtype).
 
     op(x) is x, or x's last two axes swapped when ta/tb. a: (M, K) or (Ba, M, K)
@@ -296,7 +417,8 @@ def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=No
     (B, M, N), C-contiguous, written in full; a 2-D operand is shared by every batch.
     bias: (N,) or None. activation: None, "relu", "gelu", "tanh", "sigmoid". With ``grad``
     (shaped like out), out = grad * act'(op(a) @ op(b) + bias) instead (the backward).
-    Any strides: non-contiguous inputs are copied. Returns out.
+    Any strides: non-contiguous inputs are copied. Returns out. ``kernel``: "tile" (the
+    register-tile kernel) or "jloop" (the first variant, in Numba loops only).
     """
     assert out.flags.c_contiguous
     sync_threads()
@@ -317,6 +439,14 @@ def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=No
         k = 1
     if m <= SMALL_M:
         _gemm_small(a3, ta, b3, tb, o3, bias, g3, mode, 256)
+        return out
+    if kernel == "tile":
+        nr = 128 // out.itemsize
+        ap = np.empty((a3.shape[0], (m + UMR - 1) // UMR, k, UMR), out.dtype)
+        _pack_a_panels(a3, ta, ap)
+        bp = np.empty((b3.shape[0], (n + nr - 1) // nr, k, nr), out.dtype)
+        _pack_b(b3, tb, bp)
+        _gemm_tiles(ap, bp, o3, bias, g3, mode, UMC, UJG, UKC)
         return out
     mp, kp = _round_up(m, MR), _round_up(k, KU)
     nw = min(NW, _round_up(n, 16))
@@ -342,6 +472,15 @@ def matmul(a, b):
 def _sum_batch(x3, shape):
     """x3 (B, r, c) summed over the batch when the operand was 2-D."""
     return x3 if len(shape) == 3 else x3.sum(axis=0)
+
+
+@register("matmul", "numba", variant="jloop")
+def matmul_jloop(a, b):
+    """The first variant: the 4x4 j-loop kernel (Numba loops only, C tile through L1)."""
+    shape = (max(a.shape[0] if a.ndim == 3 else 0, b.shape[0] if b.ndim == 3 else 0),) \
+        if max(a.ndim, b.ndim) == 3 else ()
+    out = _array.empty(shape + (a.shape[-2], b.shape[-1]), a.dtype)
+    return gemm_into(a, b, out, kernel="jloop")
 
 
 @register("matmul_backward", "numba")
