@@ -2,22 +2,25 @@
 backward, float32 and float64. The path and the figures of each variant: dev/gemm/numba.md.
 
 Algorithm (``gemm_into``): out[b] = epilogue(op(A[b]) @ op(B[b])), op = optional transpose.
-1. Pack A into Ap (Ba, Mp, Kp) and B into panels Bp (Bb, nJ, Kp, NW), both zero-padded
-   (Mp, Kp multiples of MR = KU = 4; a panel NW columns wide, NW a multiple of 16), in
-   parallel. Packing takes the transposes, so the kernel sees one layout.
-2. ``prange`` over tasks (batch, MC-row block, NW-column panel). A task accumulates its
-   (MC, NW) tile in a private buffer, K in KC blocks (the (KC, NW) B block stays in L2),
-   then runs the epilogue: + bias, activation (or, for the backward, grad * act'(z)),
-   one store into ``out``.
-3. The inner kernel (``_block``): for 4 rows i and 4 depths p, 16 scalars of A are held in
-   registers and one loop over the panel's columns j updates 4 rows of the tile:
-   ``c_r[j] = (((c_r[j] + a_r0 b_0[j]) + a_r1 b_1[j]) + ...)``. LLVM vectorizes that j
-   loop (one zmm per 16 float32 columns: 16 vfmadd231ps per iteration, checked with
-   ``inspect_asm``). What limits it: Numba gives LLVM no way to keep a 2-D register tile
-   (its SLP vectorizer is off, a stack tile is not promoted to registers, a reduction
-   over p is vectorized the wrong way), so the C tile goes through L1 (a load and a
-   store per 4 FMAs) and each b_s[j] is reloaded per row (LLVM cannot prove the rows
-   do not alias); no interleaving of two j vectors (one dependency chain per row).
+1. Pack A into UMR-row micro-panels (Ba, ceil(M/6), K, 6) and B into UNR-column slivers
+   (Bb, ceil(N/UNR), K, UNR), UNR = 32 float32 / 16 float64, zero-padded, in parallel.
+   Packing takes the transposes, so the kernel sees one layout.
+2. ``prange`` over tasks (batch, 96 rows, 8 slivers). A task accumulates its tile in a
+   private buffer, K in blocks of 256 (a (256, UNR) sliver is 32 KiB: L1), then runs the
+   epilogue: + bias, activation (or, for the backward, grad * act'(z)), one store into
+   ``out``.
+3. The kernel (``_tile_kernel``): a 6 x UNR register tile, 12 zmm accumulators, per depth
+   2 vector loads of B, 6 broadcasts of A, 12 vfmadd231ps zmm. It is an ``@intrinsic``
+   that emits LLVM IR (vector types, llvm.fma): Numba's loops could not say it. What
+   limits Numba here, measured (dev/gemm/numba.md): Numba runs LLVM with the SLP
+   vectorizer off, so an unrolled tile of scalars stays scalar; a tile in a stack array
+   is not promoted to registers (the loop over depth was vectorized with gathers
+   instead); with 'reassoc' LLVM vectorizes the depth loop as 192 reductions; array
+   indexing with a non-constant offset (``a[o + j]``) is not vectorized at all (the
+   negative-index wrap), row views are. The best loops-only kernel (variant "jloop":
+   4 rows x 4 depths of A in registers, one vectorized loop over a panel's columns,
+   the C tile through L1 and B reloaded per row, since LLVM cannot prove the rows do not
+   alias) reaches about a quarter of the FMA peak.
 Small M (<= 4 rows per batch): no packing; row updates (B not transposed) or dot
 products (B transposed: a weight), parallel over columns, B read once.
 """
@@ -283,8 +286,11 @@ def _store_row(z, out, j0, bias, g, mode):
     c = out.dtype.type(_SQRT1_2)
     ci = out.dtype.type(_INV_SQRT_2PI)
     hasb = bias.size > 0
+    o = out[j0:j0 + n]  # views: an offset index (out[j0 + j]) would not vectorize
+    bs = bias[j0:j0 + n] if hasb else bias
+    gs = g[j0:j0 + n] if mode >= 5 else g
     for j in range(n):
-        v = z[j] + bias[j0 + j] if hasb else z[j]
+        v = z[j] + bs[j] if hasb else z[j]
         if mode == 0:
             r = v
         elif mode == 1:
@@ -297,19 +303,19 @@ def _store_row(z, out, j0, bias, g, mode):
             e = _vexp(-abs(v))
             r = one / (one + e) if v >= zero else e / (one + e)
         elif mode == 5:
-            r = g[j0 + j]
+            r = gs[j]
         elif mode == 6:
-            r = g[j0 + j] if v > zero else zero
+            r = gs[j] if v > zero else zero
         elif mode == 7:
-            r = g[j0 + j] * (half * _verfc(-v * c) + v * ci * _vexp(-half * v * v))
+            r = gs[j] * (half * _verfc(-v * c) + v * ci * _vexp(-half * v * v))
         elif mode == 8:
             t = _vtanh(v)
-            r = g[j0 + j] * (one - t * t)
+            r = gs[j] * (one - t * t)
         else:
             e = _vexp(-abs(v))
             s = one / (one + e)
-            r = g[j0 + j] * (e * s * s)
-        out[j0 + j] = r
+            r = gs[j] * (e * s * s)
+        o[j] = r
 
 
 # -- drivers -------------------------------------------------------------------------------
@@ -347,9 +353,9 @@ def _axpy_rows(a, b, ta, o, j0, j1, acc):
             c[j] = 0
         for p in range(k):
             s = a[o, p, i] if ta else a[o, i, p]
-            src = b[p]
+            src = b[p, j0:j1]  # a view: src[j0 + j] (an offset index) would not vectorize
             for j in range(j1 - j0):
-                c[j] += s * src[j0 + j]
+                c[j] += s * src[j]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz", "reassoc"},
