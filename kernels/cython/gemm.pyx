@@ -3,12 +3,11 @@
 # pydl/backends/cython/gemm.py). Included by _cython.pyx. Figures: dev/gemm/cython.md.
 #
 # C = epi(op(A) @ op(B)), any strides (transposes are strides: packing reads them).
-# Loops (BLIS order): jc over N by GM_NC, pc over K by KC (256 float32, 128 float64:
-# a KC x GM_NR sliver of B is 32 KiB, L1-resident), then
-#   1. pack the B panel (KC x NC) into GM_NR-wide slivers (prange over slivers),
-#   2. pack A (M x KC) into GM_MR-row micro-panels (prange over micro-panels),
-#   3. prange over tasks (GM_MC rows x GM_JG slivers): for each B sliver, each A
-#      micro-panel: gm_kernel, a GM_MR x GM_NR register tile.
+# 1. pack all of B into GM_NR-wide slivers (prange over slivers), depth-major,
+# 2. pack all of A into GM_MR-row micro-panels (prange over micro-panels),
+# 3. prange over tasks (GM_MC rows x GM_JG slivers); a task runs K in blocks of KC
+#    (256 float32, 128 float64: a KC x GM_NR sliver of B is 32 KiB, L1-resident), for
+#    each B sliver, each A micro-panel: gm_kernel, a GM_MR x GM_NR register tile.
 # gm_kernel keeps its tile in a local C array acc[6*32] with constant bounds: GCC
 # (-O3 -march=native) vectorizes the j loop (2 zmm per row in float32, 4 in float64),
 # unrolls the i loop and keeps the whole tile in registers: 12 accumulators, 2 loads
@@ -22,7 +21,6 @@ cdef enum:
     GM_MR = 6        # register tile rows
     GM_NR = 32       # register tile columns (2 zmm float32)
     GM_MC = 96       # rows per task (16 micro-panels)
-    GM_NC = 4096     # columns per packed B panel
     GM_JG = 8        # slivers per task (256 columns)
     GM_SMALL_M = 4   # up to this many rows: the unpacked path
     GM_CHUNK = 256   # columns per task on the unpacked path
@@ -203,6 +201,29 @@ cdef void gm_small(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       B, rsb, csb, C, ldc, accumulate, bias, mode, G, ldg)
 
 
+cdef void gm_task(Py_ssize_t ic, Py_ssize_t jg, Py_ssize_t nmp, Py_ssize_t nsl,
+                  Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t kcb,
+                  const floating* abuf, const floating* bbuf, floating* C, Py_ssize_t ldc,
+                  bint accumulate, const floating* bias, int mode, const floating* G,
+                  Py_ssize_t ldg) noexcept nogil:
+    """One task: rows of micro-panels ic*16.., slivers jg*GM_JG.., all of K in blocks of
+    kcb (A and B packed in full: micro-panel ir at abuf + ir*GM_MR*K, depth-major)."""
+    cdef Py_ssize_t pc = 0, kc, jr, ir
+    cdef Py_ssize_t jr1 = min(jg * GM_JG + GM_JG, nsl)
+    cdef Py_ssize_t ir1 = min(ic * (GM_MC // GM_MR) + GM_MC // GM_MR, nmp)
+    while pc < K:
+        kc = min(kcb, K - pc)
+        for jr in range(jg * GM_JG, jr1):
+            for ir in range(ic * (GM_MC // GM_MR), ir1):
+                gm_kernel(kc, abuf + ir * GM_MR * K + pc * GM_MR, bbuf + jr * GM_NR * K + pc * GM_NR,
+                          C + ir * GM_MR * ldc + jr * GM_NR, ldc,
+                          min(<Py_ssize_t>GM_MR, M - ir * GM_MR), min(<Py_ssize_t>GM_NR, N - jr * GM_NR),
+                          pc == 0 and not accumulate, pc + kc >= K,
+                          bias + jr * GM_NR if bias != NULL else NULL, mode,
+                          G + ir * GM_MR * ldg + jr * GM_NR if mode >= GM_BWD else NULL, ldg)
+        pc = pc + kc
+
+
 cdef int gm_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                  const floating* A, Py_ssize_t rsa, Py_ssize_t csa,
                  const floating* B, Py_ssize_t rsb, Py_ssize_t csb,
@@ -220,55 +241,34 @@ cdef int gm_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     M, N, K >= 1. Returns 0, or -1 when a work buffer cannot be allocated.
     """
     cdef Py_ssize_t kcb = 256 if floating is float else 128
-    cdef Py_ssize_t jc, pc, nc, kc, nsl, nmp, nic, njg, ntask, s, t, ic, jg, jr, ir, jr1, ir1
-    cdef bint first, last
+    cdef Py_ssize_t pc, kc, nsl, nmp, nic, njg, s, t, ic, jg, jr, ir, jr1, ir1
     cdef floating* bbuf
     cdef floating* abuf
     if M <= GM_SMALL_M:
         gm_small(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, bias, mode, G, ldg, nthreads)
         return 0
-    nsl = (min(N, GM_NC) + GM_NR - 1) // GM_NR
+    nsl = (N + GM_NR - 1) // GM_NR
     nmp = (M + GM_MR - 1) // GM_MR
-    bbuf = <floating*> malloc(nsl * GM_NR * kcb * sizeof(floating))
-    abuf = <floating*> malloc(nmp * GM_MR * kcb * sizeof(floating))
+    bbuf = <floating*> malloc(nsl * GM_NR * K * sizeof(floating))
+    abuf = <floating*> malloc(nmp * GM_MR * K * sizeof(floating))
     if bbuf == NULL or abuf == NULL:
         free(bbuf)
         free(abuf)
         return -1
+    # pack everything first (two parallel loops), then one parallel loop over tasks that
+    # each run all of K: three barriers in all (one set per K block cost 2-thread runs
+    # much on a busy machine, where every barrier waits for a descheduled thread)
+    for s in prange(nsl, num_threads=nthreads, schedule="static"):
+        gm_pack_b(K, min(<Py_ssize_t>GM_NR, N - s * GM_NR), B + s * GM_NR * csb, rsb, csb,
+                  bbuf + s * GM_NR * K)
+    for s in prange(nmp, num_threads=nthreads, schedule="static"):
+        gm_pack_a(K, min(<Py_ssize_t>GM_MR, M - s * GM_MR), A + s * GM_MR * rsa, rsa, csa,
+                  abuf + s * GM_MR * K)
     nic = (nmp + GM_MC // GM_MR - 1) // (GM_MC // GM_MR)
-    jc = 0
-    while jc < N:
-        nc = min(<Py_ssize_t>GM_NC, N - jc)
-        nsl = (nc + GM_NR - 1) // GM_NR
-        njg = (nsl + GM_JG - 1) // GM_JG
-        ntask = nic * njg
-        pc = 0
-        while pc < K:
-            kc = min(kcb, K - pc)
-            first = pc == 0 and not accumulate
-            last = pc + kc >= K
-            for s in prange(nsl, num_threads=nthreads, schedule="static"):
-                gm_pack_b(kc, min(<Py_ssize_t>GM_NR, nc - s * GM_NR), B + pc * rsb + (jc + s * GM_NR) * csb,
-                          rsb, csb, bbuf + s * GM_NR * kc)
-            for s in prange(nmp, num_threads=nthreads, schedule="static"):
-                gm_pack_a(kc, min(<Py_ssize_t>GM_MR, M - s * GM_MR), A + s * GM_MR * rsa + pc * csa,
-                          rsa, csa, abuf + s * GM_MR * kc)
-            for t in prange(ntask, num_threads=nthreads, schedule="dynamic"):
-                ic = t // njg
-                jg = t % njg
-                jr1 = min(jg * GM_JG + GM_JG, nsl)
-                ir1 = min(ic * (GM_MC // GM_MR) + GM_MC // GM_MR, nmp)
-                for jr in range(jg * GM_JG, jr1):
-                    for ir in range(ic * (GM_MC // GM_MR), ir1):
-                        gm_kernel(kc, abuf + ir * GM_MR * kc, bbuf + jr * GM_NR * kc,
-                                  C + ir * GM_MR * ldc + jc + jr * GM_NR, ldc,
-                                  min(<Py_ssize_t>GM_MR, M - ir * GM_MR),
-                                  min(<Py_ssize_t>GM_NR, nc - jr * GM_NR), first, last,
-                                  bias + jc + jr * GM_NR if bias != NULL else NULL, mode,
-                                  G + ir * GM_MR * ldg + jc + jr * GM_NR if mode >= GM_BWD else NULL,
-                                  ldg)
-            pc = pc + kcb
-        jc = jc + GM_NC
+    njg = (nsl + GM_JG - 1) // GM_JG
+    for t in prange(nic * njg, num_threads=nthreads, schedule="dynamic"):
+        gm_task(t // njg, t % njg, nmp, nsl, M, N, K, kcb, abuf, bbuf, C, ldc, accumulate,
+                bias, mode, G, ldg)
     free(bbuf)
     free(abuf)
     return 0
