@@ -25,6 +25,7 @@ cdef enum:
     GM_SMALL_M = 4   # up to this many rows: the unpacked path
     GM_CHUNK = 256   # columns per task on the unpacked path
     GM_BWD = 5       # epilogue modes from here on: grad * act'(z)
+    GM_SERIAL_FLOPS = 1 << 22  # below: one thread (a parallel launch costs more)
 
 #: epilogue modes: activation (forward), then GM_BWD + activation: grad * act'(z)
 GEMM_MODES = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
@@ -281,7 +282,7 @@ def gemm(const floating[:, :, :] a, const floating[:, :, :] b, floating[:, :, ::
     bias (N,) (used when has_bias), g like out (read when mode >= GEMM_BWD). M, N, K >= 1."""
     cdef Py_ssize_t nb = out.shape[0], M = out.shape[1], N = out.shape[2], K = a.shape[2]
     cdef Py_ssize_t isz = sizeof(floating), i
-    cdef int nt = _threads(), rc = 0
+    cdef int nt = _threads() if 2 * nb * M * N * K >= GM_SERIAL_FLOPS else 1, rc = 0
     cdef const floating* bp = &bias[0] if has_bias else NULL
     with nogil:
         for i in range(nb):

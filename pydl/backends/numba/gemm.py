@@ -26,6 +26,7 @@ products (B transposed: a weight), parallel over columns, B read once.
 """
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -47,6 +48,7 @@ MC = 64     # rows per task
 KC = 256    # depth per L2 block
 NW = 512    # panel width (columns per task)
 SMALL_M = 4
+SERIAL_FLOPS = 1 << 22  # below: one thread
 
 # epilogue modes: forward activations, then backward (grad * act'(z))
 ACT_CODES = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
@@ -439,30 +441,41 @@ def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=No
     bias = _NO_BIAS[out.dtype] if bias is None else np.ascontiguousarray(bias)
     g3 = o3[:1, :1] if grad is None else _c3(grad)
     if k == 0:
-        a3 = np.zeros((1, m, 1), out.dtype)
-        b3 = np.zeros((1, 1, n), out.dtype)
+        a3 = np.zeros((1, m, 1), o3.dtype)
+        b3 = np.zeros((1, 1, n), o3.dtype)
         ta = tb = False
         k = 1
+    serial = 2 * nbt * m * n * k < SERIAL_FLOPS
+    if serial:  # a parallel launch costs more than the product (and far more on a busy machine)
+        numba.set_num_threads(1)
+    try:
+        _gemm_dispatch(a3, ta, b3, tb, o3, bias, g3, mode, m, n, k, kernel)
+    finally:
+        if serial:
+            sync_threads()
+    return out
+
+
+def _gemm_dispatch(a3, ta, b3, tb, o3, bias, g3, mode, m, n, k, kernel):
     if m <= SMALL_M:
         _gemm_small(a3, ta, b3, tb, o3, bias, g3, mode, 256)
-        return out
+        return
     if kernel == "tile":
-        nr = 128 // out.itemsize
-        ap = np.empty((a3.shape[0], (m + UMR - 1) // UMR, k, UMR), out.dtype)
+        nr = 128 // o3.itemsize
+        ap = np.empty((a3.shape[0], (m + UMR - 1) // UMR, k, UMR), o3.dtype)
         _pack_a_panels(a3, ta, ap)
-        bp = np.empty((b3.shape[0], (n + nr - 1) // nr, k, nr), out.dtype)
+        bp = np.empty((b3.shape[0], (n + nr - 1) // nr, k, nr), o3.dtype)
         _pack_b(b3, tb, bp)
         _gemm_tiles(ap, bp, o3, bias, g3, mode, UMC, UJG, UKC)
-        return out
+        return
     mp, kp = _round_up(m, MR), _round_up(k, KU)
     nw = min(NW, _round_up(n, 16))
     nj = (n + nw - 1) // nw
-    ap = np.empty((a3.shape[0], mp, kp), out.dtype)
+    ap = np.empty((a3.shape[0], mp, kp), o3.dtype)
     _pack_a(a3, ta, ap)
-    bp = np.empty((b3.shape[0], nj, kp, nw), out.dtype)
+    bp = np.empty((b3.shape[0], nj, kp, nw), o3.dtype)
     _pack_b(b3, tb, bp)
     _gemm_packed(ap, bp, o3, bias, g3, mode, MC, KC)
-    return out
 
 
 # -- ops -----------------------------------------------------------------------------------
