@@ -5,8 +5,12 @@ disturb each other's timings):
   OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 python dev/gemm/bench_jit.py 512,1024,2048 float32 numba,numba:jloop
   OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 python dev/gemm/bench_jit.py 1x4096x4096,33x65x17 float32 cython
 SIZES: N (N^3) or MxKxN; backends: numba, numba:<kernel> (tile, jloop), cython."""
-import sys, time, numpy as np
-import pydl
+import sys, time, pathlib
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # this checkout's pydl
+import pydl  # noqa: E402
 dt = np.dtype(sys.argv[2] if len(sys.argv) > 2 else "float32")
 bes = (sys.argv[3] if len(sys.argv) > 3 else "numba,cython").split(",")
 import importlib
