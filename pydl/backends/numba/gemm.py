@@ -42,13 +42,15 @@ _FM = {"contract", "arcp", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 _PJIT = dict(_JIT, parallel=True)
 
+# the "jloop" variant (_block, _gemm_packed); the default kernel's sizes are UMR... below
 MR = 4      # rows of A per kernel step
 KU = 4      # depths per kernel step
 MC = 64     # rows per task
 KC = 256    # depth per L2 block
 NW = 512    # panel width (columns per task)
-SMALL_M = 4
-SERIAL_FLOPS = 1 << 22  # below: one thread
+# both
+SMALL_M = 4             # up to this many rows per batch: the unpacked path (_gemm_small)
+SERIAL_FLOPS = 1 << 22  # below: one thread (a parallel launch costs more than the product)
 
 # epilogue modes: forward activations, then backward (grad * act'(z))
 ACT_CODES = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
