@@ -78,24 +78,27 @@ def test_gemm_shapes_and_layouts(backend, dtype):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_threads_1_and_2(backend):
+    # above the one-thread cutoff (2 M N K >= 2^22 flops): the packed path and the few-rows path
     rng = np.random.default_rng(2)
-    a, b = _rand(rng, (70, 300), np.float32), _rand(rng, (300, 90), np.float32)
     keep = pydl.get_num_threads()
     try:
-        outs = []
-        for t in (1, 2):
-            pydl.set_num_threads(t)
-            with _array.poisoned():
-                outs.append(ops.matmul(a, b, backend=backend))
-            _close(outs[-1], a.astype(np.float64) @ b, _kbound(a, b), np.float32)
-        # every tile is summed by one thread in one order: the thread count changes nothing
-        assert np.array_equal(outs[0], outs[1])
+        for (m, k, n) in [(130, 300, 90), (3, 2048, 1000)]:
+            a, b = _rand(rng, (m, k), np.float32), _rand(rng, (k, n), np.float32)
+            outs = []
+            for t in (1, 2):
+                pydl.set_num_threads(t)
+                with _array.poisoned():
+                    outs.append(ops.matmul(a, b, backend=backend))
+                _close(outs[-1], a.astype(np.float64) @ b, _kbound(a, b), np.float32)
+            # every tile is summed by one thread in one order: the thread count changes nothing
+            assert np.array_equal(outs[0], outs[1])
     finally:
         pydl.set_num_threads(keep)
 
 
 BATCHED = [((3, 4, 6), (3, 6, 5)), ((2, 37, 130), (2, 130, 19)), ((2, 5, 3), (3, 7)),
-           ((4, 3), (2, 3, 6)), ((6, 40), (2, 40, 33)), ((2, 33, 300), (300, 9))]
+           ((4, 3), (2, 3, 6)), ((6, 40), (2, 40, 33)), ((2, 33, 300), (300, 9)),
+           ((3, 70, 130), (3, 130, 90))]  # the last one above the one-thread cutoff
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -131,7 +134,7 @@ def test_linear_activations_forward_backward(backend, dtype):
     rng = np.random.default_rng(4)
     rel = 4e-6 if dtype == np.float32 else 1e-14  # the activation's own error
     cases = [((5, 3, 70), 37, True), ((2, 300), 33, False), ((130, 257), 21, True),
-             ((9,), 4, True), ((66, 20), 530, True)]
+             ((9,), 4, True), ((66, 20), 530, True), ((260, 257), 40, True)]  # last: parallel
     for xs, n_out, has_bias in cases:
         for act in (None, "relu", "gelu", "tanh", "sigmoid"):
             x = _rand(rng, xs, dtype)
