@@ -165,13 +165,29 @@ def _block(ap, i0, p0, bpan, cb, mc, kc):
 UMR = 6      # register tile rows
 UMC = 16     # micro-panels (of UMR rows) per task: 96 rows
 UJG = 8      # slivers (of UNR columns) per task: 256 float32 / 128 float64 columns
-UKC = 256    # depth per block: a (UKC, UNR) sliver is 32 KiB, L1-resident
+UKC = 256    # depth per block: a (UKC, UNR) sliver is 32 KiB, L1-resident (AVX-512)
+
+
+def _vector_bytes():
+    """The kernel's vector width: 64 bytes (zmm) with AVX-512, else 32 (ymm: 12 ymm
+    accumulators + 3 fit AVX2's 16 registers; 12 zmm-sized ones split in two would not).
+    Numba's on-disk cache is per CPU, so a cached kernel matches its machine."""
+    try:
+        import llvmlite.binding as llb
+
+        return 64 if llb.get_host_cpu_features().get("avx512f", False) else 32
+    except Exception:  # pragma: no cover - feature query unavailable
+        return 32
+
+
+VEC_BYTES = _vector_bytes()
 
 
 @intrinsic
 def _tile_kernel(typingctx, kc, ap, aoff, bp, boff, cb, coff, ldc):
     """cb[coff + i*ldc + j] += sum_p ap[aoff + p*UMR + i] * bp[boff + p*UNR + j] for i < UMR,
-    j < UNR (UNR = two 64-byte vectors: 32 float32, 16 float64), on the arrays' flat data.
+    j < UNR (UNR = two vectors of VEC_BYTES: 32 float32, 16 float64 with AVX-512), on the
+    arrays' flat data.
 
     Written in LLVM IR: 2*UMR vector accumulators (allocas of <16 x float>, promoted to
     registers), per depth two vector loads of B, UMR broadcasts of A and 2*UMR calls of
@@ -184,7 +200,7 @@ def _tile_kernel(typingctx, kc, ap, aoff, bp, boff, cb, coff, ldc):
         kc_, ap_, aoff_, bp_, boff_, cb_, coff_, ldc_ = args
         fty = context.get_value_type(dty)
         size = dty.bitwidth // 8
-        w = 64 // size
+        w = VEC_BYTES // size
         nr = 2 * w
         vty = ir.VectorType(fty, w)
         ity = ir.IntType(64)
@@ -466,7 +482,7 @@ def _gemm_dispatch(a3, ta, b3, tb, o3, bias, g3, mode, m, n, k, kernel):
         _gemm_small(a3, ta, b3, tb, o3, bias, g3, mode, chunk)
         return
     if kernel == "tile":
-        nr = 128 // o3.itemsize
+        nr = 2 * VEC_BYTES // o3.itemsize
         ap = np.empty((a3.shape[0], (m + UMR - 1) // UMR, k, UMR), o3.dtype)
         _pack_a_panels(a3, ta, ap)
         bp = np.empty((b3.shape[0], (n + nr - 1) // nr, k, nr), o3.dtype)
