@@ -22,6 +22,7 @@ p.add_argument("--reps", type=int, default=5)
 p.add_argument("--dtype", default="float32")
 p.add_argument("--shapes", default="all")
 p.add_argument("--variants", default="avx512,avx2")
+p.add_argument("--sizes", default="512,1024,2048,4096", help="square sizes")
 p.add_argument("--kc", type=int, default=0)
 p.add_argument("--mc", type=int, default=0)
 p.add_argument("--nc", type=int, default=0)
@@ -42,7 +43,7 @@ except ImportError:
 
 _cpp.set_num_threads(args.threads)
 _cpp.gemm_tuning(args.kc, args.mc, args.nc)
-SQUARE = [(n, n, n) for n in (512, 1024, 2048, 4096)]
+SQUARE = [(n, n, n) for n in map(int, args.sizes.split(","))]
 DL = [(64, 256, 784), (256, 512, 4608), (2048, 3072, 768), (1, 4096, 4096), (33, 17, 65)]
 LINEAR = [(64, 256, 784), (256, 512, 4608), (2048, 3072, 768), (1, 4096, 4096)]  # rows, out, in
 QUICK = [(1024, 1024, 1024), (64, 256, 784), (33, 17, 65)]
@@ -60,6 +61,7 @@ def best(fns, reps, flops):
         t0 = time.perf_counter()
         f()
         inner[k] = max(1, int(0.02 / max(time.perf_counter() - t0, 1e-7)))
+        t[k] = min(t[k], time.perf_counter() - t0)
     for _ in range(reps):
         for k, f in fns.items():
             t0 = time.perf_counter()

@@ -562,25 +562,51 @@ void direct(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t
     act_row<T>(S, ep.act, c, n);
   };
   if (B.cs == 1) {
-    constexpr int64_t CH = 256;  // columns per chunk (a multiple of every W)
+    // Whole rows of B stream through (the prefetcher's best case): a chunk of
+    // columns as wide as an L1-resident accumulator allows (32 KiB for all M
+    // rows), split further only so that every thread gets one.
+    constexpr int64_t ACC = 32768 / sizeof(T);
+    int64_t ch = std::max<int64_t>(W, ACC / std::max<int64_t>(M, 1) / W * W);
+    if (nt > 1) ch = std::min(ch, round_up(ceil_div(N, nt), W));
+    const int64_t CH = ch;
     const int64_t chunks = ceil_div(N, CH);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      alignas(64) T acc[MAXM][CH];
-      const int64_t j0 = ch * CH, n = std::min(CH, N - j0);
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < n; ++j) acc[i][j] = T(0);
-      for (int64_t k = 0; k < K; ++k) {
-        const T* b = B.p + k * B.rs + j0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      alignas(64) T acc[ACC];
+      const int64_t j0 = c * CH, n = std::min(CH, N - j0);
+      for (int64_t j = 0; j < M * CH; ++j) acc[j] = T(0);
+      int64_t k = 0;
+      for (; k + 4 <= K; k += 4) {  // four rows of B per pass over the accumulator
+        const T* b0 = B.p + k * B.rs + j0;
+        const T* b1 = b0 + B.rs;
+        const T* b2 = b1 + B.rs;
+        const T* b3 = b2 + B.rs;
         for (int64_t i = 0; i < M; ++i) {
-          const R a = Kt::set1(A.at(i, k));
+          const R a0 = Kt::set1(A.at(i, k)), a1 = Kt::set1(A.at(i, k + 1));
+          const R a2 = Kt::set1(A.at(i, k + 2)), a3 = Kt::set1(A.at(i, k + 3));
+          T* ac = acc + i * CH;
           for (int64_t j = 0; j < n; j += W) {
             const int w = static_cast<int>(std::min<int64_t>(W, n - j));
-            Kt::store_n(&acc[i][j], Kt::fma(a, Kt::load_n(b + j, w), Kt::load_n(&acc[i][j], w)), w);
+            R s = Kt::fma(a0, Kt::load_n(b0 + j, w), Kt::load_n(ac + j, w));
+            s = Kt::fma(a1, Kt::load_n(b1 + j, w), s);
+            s = Kt::fma(a2, Kt::load_n(b2 + j, w), s);
+            s = Kt::fma(a3, Kt::load_n(b3 + j, w), s);
+            Kt::store_n(ac + j, s, w);
           }
         }
       }
-      for (int64_t i = 0; i < M; ++i) finish(i, j0, n, acc[i]);
+      for (; k < K; ++k) {
+        const T* b = B.p + k * B.rs + j0;
+        for (int64_t i = 0; i < M; ++i) {
+          const R a = Kt::set1(A.at(i, k));
+          T* ac = acc + i * CH;
+          for (int64_t j = 0; j < n; j += W) {
+            const int w = static_cast<int>(std::min<int64_t>(W, n - j));
+            Kt::store_n(ac + j, Kt::fma(a, Kt::load_n(b + j, w), Kt::load_n(ac + j, w)), w);
+          }
+        }
+      }
+      for (int64_t i = 0; i < M; ++i) finish(i, j0, n, acc + i * CH);
     }
   } else {  // B.rs == 1
     std::vector<T> arow(static_cast<std::size_t>(M * K));
