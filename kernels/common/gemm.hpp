@@ -618,7 +618,43 @@ void direct(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t
     for (int64_t ch = 0; ch < chunks; ++ch) {
       T z[MAXM][CH];
       const int64_t j0 = ch * CH, n = std::min(CH, N - j0);
-      for (int64_t j = 0; j < n; ++j) {
+      int64_t j = 0;
+      for (; j + 4 <= n; j += 4) {  // four columns of B at once: four memory streams in flight
+        const T* b0 = B.p + (j0 + j) * B.cs;
+        const T* b1 = b0 + B.cs;
+        const T* b2 = b1 + B.cs;
+        const T* b3 = b2 + B.cs;
+        for (int64_t i = 0; i < M; ++i) {
+          const T* a = arow.data() + i * K;
+          R s0 = Kt::zero(), s1 = Kt::zero(), s2 = Kt::zero(), s3 = Kt::zero();
+          R t0 = Kt::zero(), t1 = Kt::zero(), t2 = Kt::zero(), t3 = Kt::zero();
+          int64_t k = 0;
+          for (; k + 2 * W <= K; k += 2 * W) {
+            const R x0 = Kt::load(a + k), x1 = Kt::load(a + k + W);
+            s0 = Kt::fma(x0, Kt::load(b0 + k), s0);
+            s1 = Kt::fma(x0, Kt::load(b1 + k), s1);
+            s2 = Kt::fma(x0, Kt::load(b2 + k), s2);
+            s3 = Kt::fma(x0, Kt::load(b3 + k), s3);
+            t0 = Kt::fma(x1, Kt::load(b0 + k + W), t0);
+            t1 = Kt::fma(x1, Kt::load(b1 + k + W), t1);
+            t2 = Kt::fma(x1, Kt::load(b2 + k + W), t2);
+            t3 = Kt::fma(x1, Kt::load(b3 + k + W), t3);
+          }
+          for (; k < K; k += W) {
+            const int w = static_cast<int>(std::min<int64_t>(W, K - k));
+            const R x0 = Kt::load_n(a + k, w);
+            s0 = Kt::fma(x0, Kt::load_n(b0 + k, w), s0);
+            s1 = Kt::fma(x0, Kt::load_n(b1 + k, w), s1);
+            s2 = Kt::fma(x0, Kt::load_n(b2 + k, w), s2);
+            s3 = Kt::fma(x0, Kt::load_n(b3 + k, w), s3);
+          }
+          z[i][j] = Kt::hsum(Kt::add(s0, t0));
+          z[i][j + 1] = Kt::hsum(Kt::add(s1, t1));
+          z[i][j + 2] = Kt::hsum(Kt::add(s2, t2));
+          z[i][j + 3] = Kt::hsum(Kt::add(s3, t3));
+        }
+      }
+      for (; j < n; ++j) {
         const T* b = B.p + (j0 + j) * B.cs;
         for (int64_t i = 0; i < M; ++i) {
           const T* a = arow.data() + i * K;
