@@ -333,6 +333,11 @@ inline void micro_tile(int64_t kc, const T* __restrict a, const T* __restrict b,
 #pragma GCC unroll 2
     for (int q = 0; q < NP; ++q) acc[i][q] = K::zero();
   const T* b1 = b + (NP > 1 ? kc * W : 0);
+  if (load_c)  // the C tile is read after the k loop: start its (L2/L3) lines now
+    for (int i = 0; i < m; ++i) {
+      __builtin_prefetch(c + i * ldc, 1, 3);
+      __builtin_prefetch(c + i * ldc + n - 1, 1, 3);
+    }
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k) {
     const R b0v = K::load(b + k * W);
@@ -489,14 +494,19 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
   const bool split_n = nt > 1 && mblocks < nt;  // too few rows: threads share the columns
   const std::size_t b_elems = static_cast<std::size_t>(kc_max * nc_max);
   const std::size_t a_elems = static_cast<std::size_t>(round_up(mc_max * kc_max, 64 / sizeof(T)));
-  T* base = static_cast<T*>(scratch().get((b_elems + a_elems * nt) * sizeof(T) + 64));
-  T* bbuf = base;
-  T* abufs = base + round_up(b_elems, 64 / sizeof(T));
+  // Two B blocks: the threads pack block s+1 into one while a slower thread
+  // may still compute on block s in the other, so one barrier per block suffices
+  // (each C tile belongs to one thread for every KC block: no race on C).
+  const std::size_t b_round = static_cast<std::size_t>(round_up(b_elems, 64 / sizeof(T)));
+  const int nbuf = nt > 1 ? 2 : 1;
+  T* base = static_cast<T*>(scratch().get((b_round * nbuf + a_elems * nt) * sizeof(T) + 64));
+  T* abufs = base + b_round * nbuf;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     T* abuf = abufs + a_elems * tid;
+    int64_t step = 0;
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
       const int64_t panels = ceil_div(nc, W);
@@ -504,6 +514,7 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
       for (int64_t pc = 0; pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc);
         const bool first = pc == 0, last = pc + kc == K;
+        T* bbuf = base + b_round * (step++ % nbuf);
         {  // B block: threads pack disjoint, pair-aligned ranges of panels
           const int64_t pairs = ceil_div(panels, NP);
           const int64_t q0 = pairs * tid / nth * NP, q1 = std::min(panels, pairs * (tid + 1) / nth * NP);
@@ -534,7 +545,9 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
             }
           }
         }
+        if (nbuf == 1) {
 #pragma omp barrier
+        }
       }
     }
   }
