@@ -414,16 +414,20 @@ inline void pack_b_at(int nr, View<T> B, int64_t k0, int64_t kc, int64_t n0, int
         for (int j = 0; j < w; ++j) d[k * nr + j] = s[j];
         for (int j = w; j < nr; ++j) d[k * nr + j] = T(0);
       }
-    } else {  // column j's K values are B.rs apart: read each column down, write strided
-      for (int j = 0; j < w; ++j) {
-        const T* s = src + j * B.cs;
-        if (B.rs == 1)
-          for (int64_t k = 0; k < kc; ++k) d[k * nr + j] = s[k];
-        else
-          for (int64_t k = 0; k < kc; ++k) d[k * nr + j] = s[k * B.rs];
+    } else {  // a transposed B (e.g. a linear weight): in blocks of 16 rows of the panel,
+              // so the w source lines and the 16 destination rows all stay in L1
+      for (int64_t kb = 0; kb < kc; kb += 16) {
+        const int64_t ke = std::min<int64_t>(kc, kb + 16);
+        for (int j = 0; j < w; ++j) {
+          const T* s = src + j * B.cs;
+          if (B.rs == 1)
+            for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = s[k];
+          else
+            for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = s[k * B.rs];
+        }
+        for (int j = w; j < nr; ++j)
+          for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = T(0);
       }
-      for (int j = w; j < nr; ++j)
-        for (int64_t k = 0; k < kc; ++k) d[k * nr + j] = T(0);
     }
   }
 }
