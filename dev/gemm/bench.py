@@ -6,8 +6,9 @@
 Variants are the cpp kernel paths: ``avx512`` / ``avx2`` / ``scalar`` (the packed
 path at that SIMD level), ``naive`` (the simple reference driver), ``direct``
 (no packing, small M only). For every shape, every contender runs in turn
-inside one loop (interleaved, so machine noise hits them alike) and the best
-of ``reps`` is kept. Prints GFLOP/s and the ratio to NumPy. Set the thread
+inside one loop (interleaved, so machine noise hits them alike; each after an
+untimed warm-up burst, so the previous library's spinning threads are gone)
+and the best of ``reps`` is kept. Prints GFLOP/s and the ratio to NumPy. Set the thread
 count before NumPy loads: this script sets OPENBLAS_NUM_THREADS/OMP_NUM_THREADS
 from --threads itself.
 """
@@ -53,17 +54,23 @@ rng = np.random.default_rng(0)
 
 
 def best(fns, reps, flops):
+    """Best time per call of each contender over ``reps`` rounds. Each round
+    runs a contender for ~5 ms untimed, then ~20 ms timed: thread pools of the
+    previous contender (OpenBLAS, OpenMP, torch) spin for a while after their
+    call and would otherwise steal the cores from the next one's first calls."""
     t = {k: float("inf") for k in fns}
-    # enough inner calls that one timing is >= ~20 ms
     inner = {}
     for k, f in fns.items():
-        f()
-        t0 = time.perf_counter()
-        f()
-        inner[k] = max(1, int(0.02 / max(time.perf_counter() - t0, 1e-7)))
-        t[k] = min(t[k], time.perf_counter() - t0)
+        one = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            f()
+            one = min(one, time.perf_counter() - t0)
+        inner[k] = max(1, int(0.02 / max(one, 1e-7)))
     for _ in range(reps):
         for k, f in fns.items():
+            for _ in range(max(1, inner[k] // 4)):
+                f()
             t0 = time.perf_counter()
             for _ in range(inner[k]):
                 f()
