@@ -20,18 +20,36 @@
 //   nthreads: 0 = pydl::num_threads(); 1 = run serially on the calling thread
 //   (safe inside a caller's own parallel region).
 //
-// This file holds the interface and a simple, correct implementation; the
-// packed, register-blocked AVX-512/AVX2/scalar kernels replace its internals.
+//   pack_b may be called from every thread of gemm's parallel region at once,
+//   each call for a different, panel-aligned range of columns (n0 a multiple
+//   of NR), so it must not share scratch state between calls.
+//
+// Implementation (Goto/BLIS): for each NC-column block of B and KC-row block
+// of K, B is packed once into kc x NR panels shared by the threads (an L3
+// resident block); each thread packs MC x KC blocks of A into MR-row
+// micro-panels (L2) and runs a register-blocked MR x (2*NR) microkernel over
+// them (the B micro-panel pair stays in L1). The epilogue (bias, pre-activation,
+// activation, accumulate) is applied to each C tile on the last KC block while
+// it is in L1. Small M (<= 4 rows) and K-contiguous B skip packing: GEMV-like
+// direct loops, bandwidth-bound as they must be. Register shapes per level:
+//   AVX-512: float 14 x 32 (28 zmm accumulators), double 14 x 16;
+//   AVX2:    float 6 x 16 (12 ymm),               double 6 x 8;
+//   scalar:  4 x (2 panels of 16 bytes), plain C++.
+// Measurements and the path to these choices: dev/gemm/README.md.
 #pragma once
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <vector>
 
 #include "check.hpp"
 #include "simd.hpp"
+#include "simd_math.hpp"
 
 namespace pydl {
 namespace gemm {
@@ -65,11 +83,31 @@ inline T activate(Act act, T z) {
   }
 }
 
+// Width of a packed B panel for a SIMD level (one vector register of T).
+template <class T>
+inline int panel_width_at(Simd level) {
+  const int lanes = level == Simd::avx512 ? 64 : level == Simd::avx2 ? 32 : 16;
+  return lanes / static_cast<int>(sizeof(T));
+}
+
 // Width of a packed B panel for the SIMD level in use.
 template <class T>
 inline int panel_width() {
-  const int lanes = simd_level() == Simd::avx512 ? 64 : simd_level() == Simd::avx2 ? 32 : 16;
-  return lanes / static_cast<int>(sizeof(T));
+  return panel_width_at<T>(simd_level());
+}
+
+// Development controls (dev/gemm/bench.py, tests): which algorithm gemm() uses
+// and the cache blocking. Process-wide; Algo::automatic and 0 mean the defaults.
+enum class Algo : int { automatic = 0, naive, packed, direct };
+
+struct Tuning {
+  int kc = 0, mc = 0, nc = 0;  // 0: the level's default
+  int direct_max_m = 4;        // gemm() takes the direct path for M <= this (and a usable B layout)
+};
+
+inline Tuning& tuning() {
+  static Tuning t;
+  return t;
 }
 
 namespace detail {
@@ -80,17 +118,591 @@ inline void check_epilogue(const Epilogue<T>& ep) {
              "gemm: accumulate cannot be combined with bias, activation or preact");
 }
 
-// Simple reference driver over packed B: rows of C in parallel, B packed once.
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// -- activation over a row of C (in L1 when called), vectorized at a level ----
+
+template <class V>
+inline void act_span(Act act, typename V::T* p, int64_t n) {
+  using R = typename V::R;
+  using T = typename V::T;
+  for (int64_t j = 0; j < n; j += V::W) {
+    const std::size_t cnt = static_cast<std::size_t>(std::min<int64_t>(V::W, n - j));
+    R x = V::load_n(p + j, cnt, T(0)), y;
+    switch (act) {
+      case Act::relu: y = V::max(V::set1(T(0)), x); break;  // max(0, nan) = nan
+      case Act::gelu: y = V::mul(x, vm::normal_cdf<V>(x, vm::gauss<V>(x))); break;
+      case Act::tanh: y = vm::tanh<V>(x); break;
+      case Act::sigmoid: y = vm::sigmoid<V>(x); break;
+      default: y = x;
+    }
+    V::store_n(p + j, y, cnt);
+  }
+}
+
+template <class T>
+inline void act_row(Simd level, Act act, T* p, int64_t n) {
+  if (act == Act::none || n <= 0) return;
+  if constexpr (std::is_same_v<T, double>) {
+    (void)level;
+    act_span<vm::ScalarD>(act, p, n);
+  } else {
+    switch (level) {
+#if defined(__AVX512F__)
+      case Simd::avx512: act_span<vm::Avx512F>(act, p, n); return;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+      case Simd::avx2: act_span<vm::Avx2F>(act, p, n); return;
+#endif
+      default: act_span<vm::ScalarF>(act, p, n); return;
+    }
+  }
+}
+
+// -- register traits of the microkernels ---------------------------------------
+// KT<T, level>: R (a register of W lanes), MR (rows of the micro-tile), NP (B
+// panels per micro-tile), default cache blocks, and the few operations the
+// kernels need. load_n/store_n touch only the first n lanes' memory.
+
+template <class T, Simd S>
+struct KT;
+
+template <class T>
+struct KT<T, Simd::scalar> {
+  static constexpr int W = 16 / static_cast<int>(sizeof(T)), MR = 4, NP = 2;
+  static constexpr int KC = 256, MC = 64, NC = 1024;
+  struct R {
+    T v[W];
+  };
+  static R zero() {
+    R r;
+    for (int l = 0; l < W; ++l) r.v[l] = T(0);
+    return r;
+  }
+  static R load(const T* p) {
+    R r;
+    for (int l = 0; l < W; ++l) r.v[l] = p[l];
+    return r;
+  }
+  static R load_n(const T* p, int n) {
+    R r = zero();
+    for (int l = 0; l < W && l < n; ++l) r.v[l] = p[l];
+    return r;
+  }
+  static void store_n(T* p, const R& x, int n) {
+    for (int l = 0; l < W && l < n; ++l) p[l] = x.v[l];
+  }
+  static R bcast(const T* p) {
+    R r;
+    for (int l = 0; l < W; ++l) r.v[l] = *p;
+    return r;
+  }
+  static R set1(T x) { return bcast(&x); }
+  static R fma(const R& a, const R& b, R c) {
+    for (int l = 0; l < W; ++l) c.v[l] += a.v[l] * b.v[l];
+    return c;
+  }
+  static R add(R a, const R& b) {
+    for (int l = 0; l < W; ++l) a.v[l] += b.v[l];
+    return a;
+  }
+  static T hsum(const R& a) {
+    T s = T(0);
+    for (int l = 0; l < W; ++l) s += a.v[l];
+    return s;
+  }
+};
+
+#if defined(__AVX2__) && defined(__FMA__)
+template <>
+struct KT<float, Simd::avx2> {
+  using R = __m256;
+  static constexpr int W = 8, MR = 6, NP = 2;
+  static constexpr int KC = 256, MC = 144, NC = 4096;
+  static __m256i mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static R zero() { return _mm256_setzero_ps(); }
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static R load_n(const float* p, int n) { return n >= W ? load(p) : _mm256_maskload_ps(p, mask(n)); }
+  static void store_n(float* p, R x, int n) {
+    if (n >= W) _mm256_storeu_ps(p, x);
+    else _mm256_maskstore_ps(p, mask(n), x);
+  }
+  static R bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static R set1(float x) { return _mm256_set1_ps(x); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static float hsum(R a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+};
+
+template <>
+struct KT<double, Simd::avx2> {
+  using R = __m256d;
+  static constexpr int W = 4, MR = 6, NP = 2;
+  static constexpr int KC = 256, MC = 96, NC = 2048;
+  static __m256i mask(int n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static R zero() { return _mm256_setzero_pd(); }
+  static R load(const double* p) { return _mm256_loadu_pd(p); }
+  static R load_n(const double* p, int n) { return n >= W ? load(p) : _mm256_maskload_pd(p, mask(n)); }
+  static void store_n(double* p, R x, int n) {
+    if (n >= W) _mm256_storeu_pd(p, x);
+    else _mm256_maskstore_pd(p, mask(n), x);
+  }
+  static R bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static R set1(double x) { return _mm256_set1_pd(x); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static double hsum(R a) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+};
+#endif
+
+#if defined(__AVX512F__)
+template <>
+struct KT<float, Simd::avx512> {
+  using R = __m512;
+  static constexpr int W = 16, MR = 14, NP = 2;
+  static constexpr int KC = 256, MC = 168, NC = 4096;
+  static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static R zero() { return _mm512_setzero_ps(); }
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static R load_n(const float* p, int n) { return n >= W ? load(p) : _mm512_maskz_loadu_ps(mask(n), p); }
+  static void store_n(float* p, R x, int n) {
+    if (n >= W) _mm512_storeu_ps(p, x);
+    else _mm512_mask_storeu_ps(p, mask(n), x);
+  }
+  static R bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static R set1(float x) { return _mm512_set1_ps(x); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static float hsum(R a) { return _mm512_reduce_add_ps(a); }
+};
+
+template <>
+struct KT<double, Simd::avx512> {
+  using R = __m512d;
+  static constexpr int W = 8, MR = 14, NP = 2;
+  static constexpr int KC = 256, MC = 112, NC = 2048;
+  static __mmask8 mask(int n) { return static_cast<__mmask8>((1u << n) - 1u); }
+  static R zero() { return _mm512_setzero_pd(); }
+  static R load(const double* p) { return _mm512_loadu_pd(p); }
+  static R load_n(const double* p, int n) { return n >= W ? load(p) : _mm512_maskz_loadu_pd(mask(n), p); }
+  static void store_n(double* p, R x, int n) {
+    if (n >= W) _mm512_storeu_pd(p, x);
+    else _mm512_mask_storeu_pd(p, mask(n), x);
+  }
+  static R bcast(const double* p) { return _mm512_set1_pd(*p); }
+  static R set1(double x) { return _mm512_set1_pd(x); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static R add(R a, R b) { return _mm512_add_pd(a, b); }
+  static double hsum(R a) { return _mm512_reduce_add_pd(a); }
+};
+#endif
+
+// The epilogue of the last KC block, with the tile's position in C.
+template <class T>
+struct TileEp {
+  const Epilogue<T>* ep;
+  Simd level;
+};
+
+// One micro-tile: C[0:m, 0:n] (+)= A_panel (MR x kc) @ B_panels (kc x NP*W).
+// a: packed A, a[k*MR + i]; b: NP consecutive B panels (panel q at b + q*kc*W).
+// load_c: add the C already there (a later KC block, or accumulate).
+// last: apply the epilogue (bias, preact, activation) after the sum.
+template <class T, Simd S, int NP>
+inline void micro_tile(int64_t kc, const T* __restrict a, const T* __restrict b, T* c, int64_t ldc,
+                       int m, int n, bool load_c, const Epilogue<T>* last, int64_t row0,
+                       int64_t col0) {
+  using K = KT<T, S>;
+  using R = typename K::R;
+  constexpr int MR = K::MR, W = K::W;
+  R acc[MR][NP];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int q = 0; q < NP; ++q) acc[i][q] = K::zero();
+  const T* b1 = b + (NP > 1 ? kc * W : 0);
+  if (load_c)  // the C tile is read after the k loop: start its (L2/L3) lines now
+    for (int i = 0; i < m; ++i) {
+      __builtin_prefetch(c + i * ldc, 1, 3);
+      __builtin_prefetch(c + i * ldc + n - 1, 1, 3);
+    }
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k) {
+    const R b0v = K::load(b + k * W);
+    const R b1v = NP > 1 ? K::load(b1 + k * W) : b0v;
+    const T* ak = a + k * MR;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const R ai = K::bcast(ak + i);
+      acc[i][0] = K::fma(ai, b0v, acc[i][0]);
+      if constexpr (NP > 1) acc[i][1] = K::fma(ai, b1v, acc[i][1]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* ci = c + i * ldc;
+#pragma GCC unroll 2
+    for (int q = 0; q < NP; ++q) {
+      const int nq = std::min(n - q * W, W);
+      if (nq <= 0) break;
+      R z = acc[i][q];
+      if (load_c) z = K::add(z, K::load_n(ci + q * W, nq));
+      if (last) {
+        if (last->bias)
+          z = K::add(z, last->bias_per_row ? K::set1(last->bias[row0 + i])
+                                           : K::load_n(last->bias + col0 + q * W, nq));
+        if (last->preact) K::store_n(last->preact + (row0 + i) * ldc + col0 + q * W, z, nq);
+      }
+      K::store_n(ci + q * W, z, nq);
+    }
+  }
+  if (last && last->act != Act::none)
+    for (int i = 0; i < m; ++i) act_row<T>(S, last->act, c + i * ldc, n);
+}
+
+// Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A into MR-row micro-panels
+// (panel r at dst + r*MR*kc, element (i, k) at + k*MR + i), zero rows past mc.
+template <class T, int MR>
+inline void pack_a(View<T> A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* dst) {
+  for (int64_t r = 0; r < mc; r += MR) {
+    T* d = dst + r * kc;
+    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - r));
+    const T* src = A.p + (i0 + r) * A.rs + k0 * A.cs;
+    if (A.rs == 1 && mr == MR) {  // A^T: the MR values of a column are contiguous
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* s = src + k * A.cs;
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = s[i];
+      }
+    } else {
+      for (int i = 0; i < mr; ++i) {
+        const T* s = src + i * A.rs;
+        if (A.cs == 1)
+          for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = s[k];
+        else
+          for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = s[k * A.cs];
+      }
+      for (int i = mr; i < MR; ++i)
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = T(0);
+    }
+  }
+}
+
+// Packs B[k0:k0+kc, n0:n0+nc] of a strided view into panels of width nr.
+template <class T>
+inline void pack_b_at(int nr, View<T> B, int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst) {
+  for (int64_t p = 0; p * nr < nc; ++p) {
+    const int w = static_cast<int>(std::min<int64_t>(nr, nc - p * nr));
+    T* d = dst + p * kc * nr;
+    const T* src = B.p + k0 * B.rs + (n0 + p * nr) * B.cs;
+    if (B.cs == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* s = src + k * B.rs;
+        for (int j = 0; j < w; ++j) d[k * nr + j] = s[j];
+        for (int j = w; j < nr; ++j) d[k * nr + j] = T(0);
+      }
+    } else {  // a transposed B (e.g. a linear weight): in blocks of 16 rows of the panel,
+              // so the w source lines and the 16 destination rows all stay in L1
+      for (int64_t kb = 0; kb < kc; kb += 16) {
+        const int64_t ke = std::min<int64_t>(kc, kb + 16);
+        for (int j = 0; j < w; ++j) {
+          const T* s = src + j * B.cs;
+          if (B.rs == 1)
+            for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = s[k];
+          else
+            for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = s[k * B.rs];
+        }
+        for (int j = w; j < nr; ++j)
+          for (int64_t k = kb; k < ke; ++k) d[k * nr + j] = T(0);
+      }
+    }
+  }
+}
+
+// A 64-byte aligned scratch buffer that grows and is kept (one per thread).
+struct Scratch {
+  void* p = nullptr;
+  std::size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  void* get(std::size_t bytes) {
+    if (bytes > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      const std::size_t sz = (bytes + 4095) / 4096 * 4096;
+      p = std::aligned_alloc(4096, sz);
+      if (!p) throw std::bad_alloc();
+      cap = sz;
+    }
+    return p;
+  }
+};
+
+inline Scratch& scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
+// C = epilogue(0) (K == 0): zeros plus bias, activated; accumulate leaves C.
+template <class T>
+void empty_k(int64_t M, int64_t N, T* C, int64_t ldc, const Epilogue<T>& ep, Simd level) {
+  if (ep.accumulate) return;
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    for (int64_t j = 0; j < N; ++j) {
+      const T z = ep.bias ? (ep.bias_per_row ? ep.bias[i] : ep.bias[j]) : T(0);
+      if (ep.preact) ep.preact[i * ldc + j] = z;
+      c[j] = z;
+    }
+    act_row<T>(level, ep.act, c, N);
+  }
+}
+
+template <class T>
+inline int resolve_threads(int nthreads, int64_t M, int64_t N, int64_t K) {
+  int nt = nthreads > 0 ? nthreads : num_threads();
+  if (nthreads == 0 && static_cast<double>(M) * N * K < 96.0 * 96 * 96) nt = 1;  // fork costs more
+  return std::max(nt, 1);
+}
+
+// The packed Goto/BLIS driver at level S.
+template <class T, Simd S, class PackB>
+void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int64_t ldc,
+            const Epilogue<T>& ep, int nt) {
+  using Kt = KT<T, S>;
+  constexpr int MR = Kt::MR, W = Kt::W, NP = Kt::NP, NR = W * NP;
+  const Tuning tu = tuning();
+  const int64_t KC = tu.kc > 0 ? tu.kc : Kt::KC;
+  const int64_t MC = round_up(tu.mc > 0 ? tu.mc : Kt::MC, MR);
+  const int64_t NC = round_up(tu.nc > 0 ? tu.nc : Kt::NC, NR);
+  const int64_t kc_max = std::min(K, KC);
+  const int64_t nc_max = std::min(round_up(N, NR), NC);
+  // blocks of M: a multiple of the thread count when there are enough rows
+  int64_t mblocks = ceil_div(M, MC);
+  if (nt > 1 && M >= nt * MR) mblocks = round_up(mblocks, nt);
+  const int64_t mc_max = std::min(round_up(ceil_div(M, mblocks), MR), round_up(M, MR));
+  mblocks = ceil_div(M, mc_max);
+  const bool split_n = nt > 1 && mblocks < nt;  // too few rows: threads share the columns
+  const std::size_t b_elems = static_cast<std::size_t>(kc_max * nc_max);
+  const std::size_t a_elems = static_cast<std::size_t>(round_up(mc_max * kc_max, 64 / sizeof(T)));
+  // Two B blocks: the threads pack block s+1 into one while a slower thread
+  // may still compute on block s in the other, so one barrier per block suffices
+  // (each C tile belongs to one thread for every KC block: no race on C).
+  const std::size_t b_round = static_cast<std::size_t>(round_up(b_elems, 64 / sizeof(T)));
+  const int nbuf = nt > 1 ? 2 : 1;
+  T* base = static_cast<T*>(scratch().get((b_round * nbuf + a_elems * nt) * sizeof(T) + 64));
+  T* abufs = base + b_round * nbuf;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    T* abuf = abufs + a_elems * tid;
+    int64_t step = 0;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc);
+      const int64_t panels = ceil_div(nc, W);
+      const int64_t tiles_n = ceil_div(nc, NR);
+      for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc);
+        const bool first = pc == 0, last = pc + kc == K;
+        T* bbuf = base + b_round * (step++ % nbuf);
+        {  // B block: threads pack disjoint, pair-aligned ranges of panels
+          const int64_t pairs = ceil_div(panels, NP);
+          const int64_t q0 = pairs * tid / nth * NP, q1 = std::min(panels, pairs * (tid + 1) / nth * NP);
+          if (q1 > q0) pack_b(pc, kc, jc + q0 * W, std::min(nc, q1 * W) - q0 * W, bbuf + q0 * kc * W);
+        }
+#pragma omp barrier
+        const int64_t jparts = split_n ? nth : 1;
+        for (int64_t item = tid; item < mblocks * jparts; item += nth) {
+          const int64_t ib = item / jparts, jp = item % jparts;
+          const int64_t ic = ib * mc_max, mc = std::min(mc_max, M - ic);
+          const int64_t t0 = tiles_n * jp / jparts, t1 = tiles_n * (jp + 1) / jparts;
+          if (t1 <= t0) continue;
+          pack_a<T, MR>(A, ic, mc, pc, kc, abuf);
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t j0 = t * NR;
+            const int n = static_cast<int>(std::min<int64_t>(NR, nc - j0));
+            const T* bp = bbuf + (j0 / W) * kc * W;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+              const int m = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+              const int64_t row = ic + ir, col = jc + j0;
+              T* c = C + row * ldc + col;
+              const bool load_c = !first || ep.accumulate;
+              const Epilogue<T>* l = last ? &ep : nullptr;
+              if (n > W)
+                micro_tile<T, S, NP>(kc, abuf + ir * kc, bp, c, ldc, m, n, load_c, l, row, col);
+              else
+                micro_tile<T, S, 1>(kc, abuf + ir * kc, bp, c, ldc, m, n, load_c, l, row, col);
+            }
+          }
+        }
+        if (nbuf == 1) {
+#pragma omp barrier
+        }
+      }
+    }
+  }
+}
+
+// Direct path for few rows of A (M <= 4 or so): no packing; B read once, in place.
+//  - B rows contiguous (cs == 1): C[i, j-chunk] += A[i, k] * B[k, j-chunk] over k;
+//  - B columns contiguous (rs == 1, e.g. a linear weight): dot products.
+template <class T, Simd S>
+void direct(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
+            const Epilogue<T>& ep, int nt) {
+  using Kt = KT<T, S>;
+  using R = typename Kt::R;
+  constexpr int W = Kt::W;
+  constexpr int MAXM = 8;
+  auto finish = [&](int64_t i, int64_t j0, int64_t n, const T* z) {  // z: n sums of row i
+    T* c = C + i * ldc + j0;
+    for (int64_t j = 0; j < n; ++j) {
+      T v = z[j];
+      if (ep.accumulate) v += c[j];
+      if (ep.bias) v += ep.bias_per_row ? ep.bias[i] : ep.bias[j0 + j];
+      if (ep.preact) ep.preact[i * ldc + j0 + j] = v;
+      c[j] = v;
+    }
+    act_row<T>(S, ep.act, c, n);
+  };
+  if (B.cs == 1) {
+    // Whole rows of B stream through (the prefetcher's best case): a chunk of
+    // columns as wide as an L1-resident accumulator allows (32 KiB for all M
+    // rows), split further only so that every thread gets one.
+    constexpr int64_t ACC = 32768 / sizeof(T);
+    int64_t ch = std::max<int64_t>(W, ACC / std::max<int64_t>(M, 1) / W * W);
+    if (nt > 1) ch = std::min(ch, round_up(ceil_div(N, nt), W));
+    const int64_t CH = ch;
+    const int64_t chunks = ceil_div(N, CH);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      alignas(64) T acc[ACC];
+      const int64_t j0 = c * CH, n = std::min(CH, N - j0);
+      for (int64_t j = 0; j < M * CH; ++j) acc[j] = T(0);
+      int64_t k = 0;
+      for (; k + 4 <= K; k += 4) {  // four rows of B per pass over the accumulator
+        const T* b0 = B.p + k * B.rs + j0;
+        const T* b1 = b0 + B.rs;
+        const T* b2 = b1 + B.rs;
+        const T* b3 = b2 + B.rs;
+        for (int64_t i = 0; i < M; ++i) {
+          const R a0 = Kt::set1(A.at(i, k)), a1 = Kt::set1(A.at(i, k + 1));
+          const R a2 = Kt::set1(A.at(i, k + 2)), a3 = Kt::set1(A.at(i, k + 3));
+          T* ac = acc + i * CH;
+          for (int64_t j = 0; j < n; j += W) {
+            const int w = static_cast<int>(std::min<int64_t>(W, n - j));
+            R s = Kt::fma(a0, Kt::load_n(b0 + j, w), Kt::load_n(ac + j, w));
+            s = Kt::fma(a1, Kt::load_n(b1 + j, w), s);
+            s = Kt::fma(a2, Kt::load_n(b2 + j, w), s);
+            s = Kt::fma(a3, Kt::load_n(b3 + j, w), s);
+            Kt::store_n(ac + j, s, w);
+          }
+        }
+      }
+      for (; k < K; ++k) {
+        const T* b = B.p + k * B.rs + j0;
+        for (int64_t i = 0; i < M; ++i) {
+          const R a = Kt::set1(A.at(i, k));
+          T* ac = acc + i * CH;
+          for (int64_t j = 0; j < n; j += W) {
+            const int w = static_cast<int>(std::min<int64_t>(W, n - j));
+            Kt::store_n(ac + j, Kt::fma(a, Kt::load_n(b + j, w), Kt::load_n(ac + j, w)), w);
+          }
+        }
+      }
+      for (int64_t i = 0; i < M; ++i) finish(i, j0, n, acc + i * CH);
+    }
+  } else {  // B.rs == 1
+    std::vector<T> arow(static_cast<std::size_t>(M * K));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < K; ++k) arow[i * K + k] = A.at(i, k);
+    constexpr int64_t CH = 64;
+    const int64_t chunks = ceil_div(N, CH);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      T z[MAXM][CH];
+      const int64_t j0 = ch * CH, n = std::min(CH, N - j0);
+      int64_t j = 0;
+      for (; j + 4 <= n; j += 4) {  // four columns of B at once: four memory streams in flight
+        const T* b0 = B.p + (j0 + j) * B.cs;
+        const T* b1 = b0 + B.cs;
+        const T* b2 = b1 + B.cs;
+        const T* b3 = b2 + B.cs;
+        for (int64_t i = 0; i < M; ++i) {
+          const T* a = arow.data() + i * K;
+          R s0 = Kt::zero(), s1 = Kt::zero(), s2 = Kt::zero(), s3 = Kt::zero();
+          R t0 = Kt::zero(), t1 = Kt::zero(), t2 = Kt::zero(), t3 = Kt::zero();
+          int64_t k = 0;
+          for (; k + 2 * W <= K; k += 2 * W) {
+            const R x0 = Kt::load(a + k), x1 = Kt::load(a + k + W);
+            s0 = Kt::fma(x0, Kt::load(b0 + k), s0);
+            s1 = Kt::fma(x0, Kt::load(b1 + k), s1);
+            s2 = Kt::fma(x0, Kt::load(b2 + k), s2);
+            s3 = Kt::fma(x0, Kt::load(b3 + k), s3);
+            t0 = Kt::fma(x1, Kt::load(b0 + k + W), t0);
+            t1 = Kt::fma(x1, Kt::load(b1 + k + W), t1);
+            t2 = Kt::fma(x1, Kt::load(b2 + k + W), t2);
+            t3 = Kt::fma(x1, Kt::load(b3 + k + W), t3);
+          }
+          for (; k < K; k += W) {
+            const int w = static_cast<int>(std::min<int64_t>(W, K - k));
+            const R x0 = Kt::load_n(a + k, w);
+            s0 = Kt::fma(x0, Kt::load_n(b0 + k, w), s0);
+            s1 = Kt::fma(x0, Kt::load_n(b1 + k, w), s1);
+            s2 = Kt::fma(x0, Kt::load_n(b2 + k, w), s2);
+            s3 = Kt::fma(x0, Kt::load_n(b3 + k, w), s3);
+          }
+          z[i][j] = Kt::hsum(Kt::add(s0, t0));
+          z[i][j + 1] = Kt::hsum(Kt::add(s1, t1));
+          z[i][j + 2] = Kt::hsum(Kt::add(s2, t2));
+          z[i][j + 3] = Kt::hsum(Kt::add(s3, t3));
+        }
+      }
+      for (; j < n; ++j) {
+        const T* b = B.p + (j0 + j) * B.cs;
+        for (int64_t i = 0; i < M; ++i) {
+          const T* a = arow.data() + i * K;
+          R s0 = Kt::zero(), s1 = Kt::zero(), s2 = Kt::zero(), s3 = Kt::zero();
+          int64_t k = 0;
+          for (; k + 4 * W <= K; k += 4 * W) {
+            s0 = Kt::fma(Kt::load(a + k), Kt::load(b + k), s0);
+            s1 = Kt::fma(Kt::load(a + k + W), Kt::load(b + k + W), s1);
+            s2 = Kt::fma(Kt::load(a + k + 2 * W), Kt::load(b + k + 2 * W), s2);
+            s3 = Kt::fma(Kt::load(a + k + 3 * W), Kt::load(b + k + 3 * W), s3);
+          }
+          for (; k < K; k += W) {
+            const int w = static_cast<int>(std::min<int64_t>(W, K - k));
+            s0 = Kt::fma(Kt::load_n(a + k, w), Kt::load_n(b + k, w), s0);
+          }
+          z[i][j] = Kt::hsum(Kt::add(Kt::add(s0, s1), Kt::add(s2, s3)));
+        }
+      }
+      for (int64_t i = 0; i < M; ++i) finish(i, j0, n, z[i]);
+    }
+  }
+}
+
+// The simple reference driver (the "naive" development variant): rows of C in
+// parallel, B packed once, scalar loops.
 template <class T, class PackB>
-void run(int64_t M, int64_t N, int64_t K, View<T> A, PackB&& pack_b, T* C, int64_t ldc,
-         const Epilogue<T>& ep, int nthreads) {
-  check_epilogue(ep);
-  if (M <= 0 || N <= 0) return;
-  const int nr = panel_width<T>();
+void naive(int64_t M, int64_t N, int64_t K, View<T> A, PackB&& pack_b, int nr, T* C, int64_t ldc,
+           const Epilogue<T>& ep, int nt) {
   const int64_t panels = (N + nr - 1) / nr;
   std::vector<T> bp(static_cast<size_t>(std::max<int64_t>(K, 1) * panels * nr));
   if (K > 0) pack_b(int64_t(0), K, int64_t(0), N, bp.data());
-  const int nt = nthreads > 0 ? nthreads : num_threads();
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t i = 0; i < M; ++i) {
     std::vector<T> acc(static_cast<size_t>(N), T(0));
@@ -116,35 +728,78 @@ void run(int64_t M, int64_t N, int64_t K, View<T> A, PackB&& pack_b, T* C, int64
   }
 }
 
+template <class T, class PackB>
+void run_packed_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C,
+                   int64_t ldc, const Epilogue<T>& ep, int nt) {
+  switch (level) {
+#if defined(__AVX512F__)
+    case Simd::avx512: packed<T, Simd::avx512>(M, N, K, A, pack_b, C, ldc, ep, nt); return;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case Simd::avx2: packed<T, Simd::avx2>(M, N, K, A, pack_b, C, ldc, ep, nt); return;
+#endif
+    default: packed<T, Simd::scalar>(M, N, K, A, pack_b, C, ldc, ep, nt); return;
+  }
+}
+
+template <class T>
+void run_direct_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C,
+                   int64_t ldc, const Epilogue<T>& ep, int nt) {
+  switch (level) {
+#if defined(__AVX512F__)
+    case Simd::avx512: direct<T, Simd::avx512>(M, N, K, A, B, C, ldc, ep, nt); return;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case Simd::avx2: direct<T, Simd::avx2>(M, N, K, A, B, C, ldc, ep, nt); return;
+#endif
+    default: direct<T, Simd::scalar>(M, N, K, A, B, C, ldc, ep, nt); return;
+  }
+}
+
 }  // namespace detail
 
 // Packs B[k0:k0+kc, n0:n0+nc] of a strided view into panels (the default packer).
 template <class T>
 inline void pack_b_view(View<T> B, int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst) {
-  const int nr = panel_width<T>();
-  for (int64_t p = 0; p * nr < nc; ++p)
-    for (int64_t k = 0; k < kc; ++k) {
-      T* d = dst + (p * kc + k) * nr;
-      for (int j = 0; j < nr; ++j) {
-        const int64_t col = p * nr + j;
-        d[j] = col < nc ? B.at(k0 + k, n0 + col) : T(0);
-      }
-    }
+  detail::pack_b_at(panel_width<T>(), B, k0, kc, n0, nc, dst);
 }
 
 template <class T, class PackB>
 void gemm_packed_b(int64_t M, int64_t N, int64_t K, View<T> A, PackB&& pack_b, T* C,
                    int64_t ldc, const Epilogue<T>& ep = {}, int nthreads = 0) {
-  detail::run(M, N, K, A, pack_b, C, ldc, ep, nthreads);
+  detail::check_epilogue(ep);
+  if (M <= 0 || N <= 0) return;
+  const Simd level = simd_level();
+  if (K <= 0) return detail::empty_k(M, N, C, ldc, ep, level);
+  const int nt = detail::resolve_threads<T>(nthreads, M, N, K);
+  detail::run_packed_at(level, M, N, K, A, pack_b, C, ldc, ep, nt);
+}
+
+// gemm at an explicit SIMD level (clamped to the current one) and algorithm:
+// the entry the development variants and tests use to time and check each path.
+template <class T>
+void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C,
+             int64_t ldc, const Epilogue<T>& ep = {}, int nthreads = 0) {
+  detail::check_epilogue(ep);
+  if (M <= 0 || N <= 0) return;
+  if (static_cast<int>(level) > static_cast<int>(simd_level())) level = simd_level();
+  if (K <= 0) return detail::empty_k(M, N, C, ldc, ep, level);
+  const int nt = detail::resolve_threads<T>(nthreads, M, N, K);
+  const int nr = panel_width_at<T>(level);
+  auto pack = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst) {
+    detail::pack_b_at(nr, B, k0, kc, n0, nc, dst);
+  };
+  const bool direct_ok = (B.cs == 1 || B.rs == 1) && M <= 8;
+  if (algo == Algo::naive) return detail::naive(M, N, K, A, pack, nr, C, ldc, ep, nt);
+  if (algo == Algo::direct ? direct_ok : (algo == Algo::automatic && direct_ok && M <= tuning().direct_max_m))
+    return detail::run_direct_at(level, M, N, K, A, B, C, ldc, ep, nt);
+  detail::run_packed_at(level, M, N, K, A, pack, C, ldc, ep, nt);
 }
 
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
           const Epilogue<T>& ep = {}, int nthreads = 0) {
-  gemm_packed_b(
-      M, N, K, A,
-      [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst) { pack_b_view(B, k0, kc, n0, nc, dst); },
-      C, ldc, ep, nthreads);
+  gemm_at(simd_level(), Algo::automatic, M, N, K, A, B, C, ldc, ep, nthreads);
 }
 
 }  // namespace gemm

@@ -13,8 +13,17 @@ activation are not counted. An output element accumulates K products, so the
 float32 error against a float64 reference grows like sqrt(K) * eps * |a||b|
 (backends may sum in any order, with or without FMA). The cases keep K <= 70;
 the float32 tolerances are over 15x the worst error the float32 reference
-makes on them. Weight gradients of ``linear`` accumulate over the rows of
-``x`` instead of K (at most 18 here).
+makes on them; the few cases with K past 256 (to cross the kernels' KC block)
+scale their inputs by 1/sqrt(K), which keeps that error bound. Weight
+gradients of ``linear`` accumulate over the rows of ``x`` instead of K.
+
+``linear`` saves ``preact`` for its backward: the pre-activation
+``x @ weight.T + bias`` for gelu, tanh and sigmoid; for relu the output itself
+(relu' depends only on the sign, which relu keeps: one store fewer); None
+without an activation (the backward needs nothing).
+
+Benchmark cases (``bench=``) are the shapes of issue #3: square 1024/2048/4096,
+deep-learning shapes and ``linear`` with bias + ReLU.
 """
 from __future__ import annotations
 
@@ -42,8 +51,8 @@ def _matmul_flops(a):
 
 
 def _matmul_cases(rng, dtype):
-    def c(sa, sb):
-        a = rng.standard_normal(sa).astype(dtype)
+    def c(sa, sb, scale=1.0):
+        a = (rng.standard_normal(sa) * scale).astype(dtype)
         b = rng.standard_normal(sb).astype(dtype)
         return Case(f"{'x'.join(map(str, sa))}@{'x'.join(map(str, sb))}", dict(a=a, b=b))
 
@@ -58,6 +67,10 @@ def _matmul_cases(rng, dtype):
         c((0, 4, 5), (0, 5, 3)),      # empty batch
         c((3, 0), (0, 4)),            # K = 0: zeros
         c((2, 0, 5), (5, 3)),         # M = 0
+        c((31, 37), (37, 47)),        # primes past one 14 x 32 register tile
+        c((3, 41), (41, 29)),         # M <= 4: the direct (unpacked) path
+        c((17, 300), (300, 19), 1 / np.sqrt(300)),  # K crosses the KC = 256 block
+        c((2, 15, 9), (9, 33)),       # 3-D @ 2-D, rows past a tile
     ]
 
 
@@ -73,8 +86,26 @@ def _matmul_bad(rng):
     ]
 
 
+def _matmul_bench(rng, dtype):
+    def c(m, k, n, tags=()):
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        return Case(f"{m}x{k}@{k}x{n}", dict(a=a, b=b), tags=tags)
+
+    return [
+        c(1024, 1024, 1024, ("quick",)),
+        c(2048, 2048, 2048),
+        c(4096, 4096, 4096),
+        c(64, 784, 256, ("quick",)),      # MLP layer, small batch
+        c(256, 4608, 512),                # im2col of a 3x3x512 conv
+        c(2048, 768, 3072),               # transformer MLP up-projection
+        c(1, 4096, 4096, ("quick",)),     # GEMV: bandwidth-bound
+        c(33, 65, 17, ("quick",)),        # tiny and odd: call overhead
+    ]
+
+
 @defop(family="gemm", differentiable=("a", "b"), out_shape=_matmul_shape, flops=_matmul_flops,
-       tol=TOL, cases=_matmul_cases, bad_cases=_matmul_bad,
+       tol=TOL, cases=_matmul_cases, bad_cases=_matmul_bad, bench=_matmul_bench,
        torch=lambda torch, F, a: torch.matmul(a["a"], a["b"]))
 def matmul(a, b):
     """Matrix product ``a @ b`` of 2-D or 3-D arrays.
@@ -131,6 +162,9 @@ def _linear_cases(rng, dtype):
         c((2, 1, 3, 4), 3, activation="tanh"),    # 4-D x, a size-1 dim
         c((3, 70), 9, activation="gelu"),         # longer accumulation
         c((0, 5), 3, activation="sigmoid"),       # empty batch
+        c((19, 23), 37, activation="relu"),       # primes past one register tile
+        c((15, 290), 17, activation="gelu"),      # K crosses the KC = 256 block (epilogue on the last)
+        c((3, 29), 40, activation="tanh"),        # M <= 4: the direct path
     ]
 
 
@@ -163,9 +197,24 @@ def _linear_torch(torch, F, a):
     return _TORCH_ACT[a["activation"]](torch, F, z)
 
 
+def _linear_bench(rng, dtype):
+    def c(rows, n_in, n_out, tags=()):
+        x = rng.standard_normal((rows, n_in)).astype(dtype)
+        w = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
+        b = rng.standard_normal(n_out).astype(dtype)
+        return Case(f"{rows}x{n_in}->{n_out}_relu", dict(x=x, weight=w, bias=b, activation="relu"), tags=tags)
+
+    return [
+        c(64, 784, 256, ("quick",)),
+        c(256, 4608, 512),
+        c(2048, 768, 3072),
+        c(1, 4096, 4096),
+    ]
+
+
 @defop(family="gemm", differentiable=("x", "weight", "bias"), out_shape=_linear_shape,
        flops=_linear_flops, tol=TOL, cases=_linear_cases, bad_cases=_linear_bad,
-       torch=_linear_torch)
+       torch=_linear_torch, saves=("preact",), bench=_linear_bench)
 def linear(x, weight, bias=None, activation=None):
     """``activation(x @ weight.T + bias)``: x (..., in), weight (out, in), bias (out,).
 

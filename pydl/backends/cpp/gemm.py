@@ -1,1 +1,99 @@
-"""cpp adapters for the gemm family: matmul and linear (packed GEMM of kernels/common/gemm.hpp)."""
+"""cpp adapters for the gemm family: matmul and linear (packed GEMM of kernels/common/gemm.hpp).
+
+Kernels (kernels/cpp/gemm.cpp) read their inputs through strides, so a.T, a
+slice or a Fortran array is never copied; outputs are new C-contiguous arrays.
+``linear`` flattens the leading dimensions of x (a reshape, a copy only when
+x's layout cannot be viewed as rows). Saved for the backward: ``preact``,
+the pre-activation for gelu/tanh/sigmoid, the output itself for relu (relu'
+depends only on the sign, which the output keeps), None without activation.
+
+Development variants (``backend="cpp:<name>"``), for ``pydl check`` and the
+benchmarks: ``naive`` (the simple scalar driver the packed kernel replaced),
+``packed-scalar`` / ``packed-avx2`` / ``packed-avx512`` (the packed path
+forced to one SIMD level, clamped to the machine's), ``packed`` (never the
+direct small-M path), ``direct`` (no packing, used when M <= 8).
+"""
+from __future__ import annotations
+
+from ... import _array, _cpp
+from ...registry import register
+from .._shared import SUFFIX
+
+_ACT_KERNEL = {"gelu": "gelu", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu"}
+
+
+def _matmul(a, b, simd="", algo=""):
+    batch = a.shape[:-2] if a.ndim == 3 else b.shape[:-2]
+    out = _array.empty(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype)
+    getattr(_cpp, f"gemm_matmul_{SUFFIX[a.dtype]}")(a, b, out, simd, algo)
+    return out
+
+
+def _matmul_backward(grad, a, b, simd="", algo=""):
+    da = _array.empty(a.shape, a.dtype)
+    db = _array.empty(b.shape, b.dtype)
+    getattr(_cpp, f"gemm_matmul_backward_{SUFFIX[a.dtype]}")(grad, a, b, da, db, simd, algo)
+    return da, db
+
+
+def _linear(x, weight, bias, activation, simd="", algo=""):
+    sfx = SUFFIX[x.dtype]
+    n_out, n_in = weight.shape
+    x2 = x.reshape(-1, n_in)
+    bias = None if bias is None else _contiguous(bias)  # (out,): a copy costs nothing
+    out = _array.empty((x2.shape[0], n_out), x.dtype)
+    keep = activation in ("gelu", "tanh", "sigmoid")
+    preact = _array.empty(out.shape, x.dtype) if keep else None
+    getattr(_cpp, f"gemm_linear_{sfx}")(x2, weight, bias, activation or "none", out, preact, simd, algo)
+    shape = tuple(x.shape[:-1]) + (n_out,)
+    saved = preact if keep else (out if activation == "relu" else None)
+    return out.reshape(shape), {"preact": None if saved is None else saved.reshape(shape)}
+
+
+def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", algo=""):
+    sfx = SUFFIX[x.dtype]
+    n_out, n_in = weight.shape
+    if saved is None:  # recompute the pre-activation (the output for relu)
+        _, saved = _linear(x, weight, bias, activation, simd, algo)
+    g2 = grad.reshape(-1, n_out)
+    if activation is None:
+        dz = g2
+    else:
+        z = _contiguous(saved["preact"].reshape(-1, n_out))
+        dz = _array.empty(z.shape, z.dtype)
+        kernel = _ACT_KERNEL[activation]
+        extra = ("none",) if kernel == "gelu" else ()
+        getattr(_cpp, f"elementwise_{kernel}_backward_{sfx}")(_contiguous(g2), z, dz, *extra)
+    x2 = x.reshape(-1, n_in)
+    dx = _array.empty(x2.shape, x.dtype)
+    dw = _array.empty(weight.shape, x.dtype)
+    getattr(_cpp, f"gemm_linear_backward_{sfx}")(dz, x2, weight, dx, dw, simd, algo)
+    db = None if bias is None else dz.sum(axis=0, dtype=dz.dtype)
+    return dx.reshape(x.shape), dw, db
+
+
+def _contiguous(a):
+    import numpy as np
+
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+register("matmul", "cpp")(_matmul)
+register("matmul_backward", "cpp")(lambda grad, a, b, saved=None: _matmul_backward(grad, a, b))
+register("linear", "cpp")(_linear)
+register("linear_backward", "cpp")(_linear_backward)
+
+_VARIANTS = {"naive": ("", "naive"), "packed": ("", "packed"), "direct": ("", "direct"),
+             "packed-scalar": ("scalar", "packed"), "packed-avx2": ("avx2", "packed"),
+             "packed-avx512": ("avx512", "packed")}
+
+for _name, (_simd, _algo) in _VARIANTS.items():
+    register("matmul", "cpp", variant=_name)(
+        lambda a, b, _s=_simd, _a=_algo: _matmul(a, b, _s, _a))
+    register("matmul_backward", "cpp", variant=_name)(
+        lambda grad, a, b, saved=None, _s=_simd, _a=_algo: _matmul_backward(grad, a, b, _s, _a))
+    register("linear", "cpp", variant=_name)(
+        lambda x, weight, bias, activation, _s=_simd, _a=_algo: _linear(x, weight, bias, activation, _s, _a))
+    register("linear_backward", "cpp", variant=_name)(
+        lambda grad, x, weight, bias, activation, saved=None, _s=_simd, _a=_algo:
+        _linear_backward(grad, x, weight, bias, activation, saved, _s, _a))

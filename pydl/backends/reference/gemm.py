@@ -42,12 +42,17 @@ def affine(x, weight, bias):
 
 @register("linear", "numpy")
 def linear(x, weight, bias, activation):
-    return _ACT[activation][0](affine(x, weight, bias))
+    # saved preact: z for gelu/tanh/sigmoid, the output for relu (same sign), None without
+    z = affine(x, weight, bias)
+    out = _ACT[activation][0](z)
+    keep = z if activation in ("gelu", "tanh", "sigmoid") else (out if activation == "relu" else None)
+    return out, {"preact": keep}
 
 
 @register("linear_backward", "numpy")
 def linear_backward(grad, x, weight, bias, activation, saved=None):
-    dz = _ACT[activation][1](grad, affine(x, weight, bias))
+    z = saved["preact"] if saved is not None else linear(x, weight, bias, activation)[1]["preact"]
+    dz = grad if activation is None else _ACT[activation][1](grad, z)
     dz2 = dz.reshape(-1, weight.shape[0])          # every leading dim is a row
     x2 = x.reshape(-1, weight.shape[1])
     dx = np.matmul(dz, weight)
