@@ -285,7 +285,8 @@ def _linear_backward(grad, x, weight, bias, activation, tensor_cores=None):
 
 @register("linear", "cuda")
 def linear(x, weight, bias, activation):
-    return _linear(x, weight, bias, activation)
+    # nothing saved: the backward recomputes grad * act'(z) inside its first GEMM's epilogue
+    return _linear(x, weight, bias, activation), {"preact": None}
 
 
 @register("linear_backward", "cuda")
@@ -295,7 +296,7 @@ def linear_backward(grad, x, weight, bias, activation, saved=None):
 
 @register("linear", "cuda", variant="bf16")
 def linear_bf16_variant(x, weight, bias, activation):
-    return _linear(x, weight, bias, activation, tensor_cores=x.dtype == np.float32)
+    return _linear(x, weight, bias, activation, tensor_cores=x.dtype == np.float32), {"preact": None}
 
 
 @register("linear_backward", "cuda", variant="bf16")

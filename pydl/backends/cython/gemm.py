@@ -74,7 +74,8 @@ def linear(x, weight, bias, activation):
     out = _array.empty(x.shape[:-1] + (weight.shape[0],), x.dtype)
     gemm_into(x.reshape(-1, x.shape[-1]), weight, out.reshape(-1, weight.shape[0]), tb=True,
               bias=bias, activation=activation)
-    return out
+    # nothing saved: the backward recomputes grad * act'(z) inside its first GEMM's store
+    return out, {"preact": None}
 
 
 @register("linear_backward", "cython")
