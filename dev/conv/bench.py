@@ -36,20 +36,10 @@ SHAPES = {
 }
 
 
-def timeit(f, repeat):
-    f()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch-div", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--bwd", action="store_true", help="time forward+backward instead of forward")
     ap.add_argument("--backends", default="cpp,cpp:im2col,cpp:implicit,cpp:direct,cython,numba")
@@ -72,37 +62,41 @@ def main():
         flops = 2 * n * k * oh * oh * (c // g) * r * r * (3 if args.bwd else 1)
         dy = rng.standard_normal((n, k, oh, oh)).astype(np.float32)
         nhp = dict(stride=(st, st), padding=(p, p), dilation=(1, 1), groups=g)
-        res = {}
+        fns = {}
         for name in names:
             if args.bwd:
-                f = lambda: (pydl.ops.conv2d(x, wt, b, backend=name, **hp),  # noqa: E731
-                             pydl.ops.conv2d_backward(dy, x, wt, b, backend=name, **hp))
+                fns[name] = lambda name=name: (pydl.ops.conv2d(x, wt, b, backend=name, **hp),
+                                               pydl.ops.conv2d_backward(dy, x, wt, b, backend=name, **hp))
             else:
-                f = lambda: pydl.ops.conv2d(x, wt, b, backend=name, **hp)  # noqa: E731
-            try:
-                res[name] = flops / timeit(f, args.repeat) / 1e9
-            except NotImplementedError as e:
-                print(f"  {name}: {e}")
-                res[name] = float("nan")
+                fns[name] = lambda name=name: pydl.ops.conv2d(x, wt, b, backend=name, **hp)
         tx, tw, tb = (torch.from_numpy(a) for a in (x, wt, b))
         if args.bwd:
             tx.requires_grad_(); tw.requires_grad_(); tb.requires_grad_()
             tdy = torch.from_numpy(dy)
-
-            def tf():
-                F.conv2d(tx, tw, tb, st, p, 1, g).backward(tdy)
+            fns["torch"] = lambda: F.conv2d(tx, tw, tb, st, p, 1, g).backward(tdy)
+            if not args.no_numpy:
+                fns["numpy"] = lambda: (np_conv(x, wt, b, **nhp), np_conv_bwd(dy, x, wt, b, **nhp))
         else:
             def tf():
                 with torch.no_grad():
                     F.conv2d(tx, tw, tb, st, p, 1, g)
-        res["torch"] = flops / timeit(tf, args.repeat) / 1e9
-        if args.no_numpy:
-            res["numpy"] = float("nan")
-        elif args.bwd:
-            res["numpy"] = flops / timeit(lambda: (np_conv(x, wt, b, **nhp), np_conv_bwd(dy, x, wt, b, **nhp)),
-                                          max(1, args.repeat // 2)) / 1e9
-        else:
-            res["numpy"] = flops / timeit(lambda: np_conv(x, wt, b, **nhp), max(1, args.repeat // 2)) / 1e9
+            fns["torch"] = tf
+            if not args.no_numpy:
+                fns["numpy"] = lambda: np_conv(x, wt, b, **nhp)
+        times = {kk: [] for kk in fns}
+        for kk, f in list(fns.items()):  # warm-up (JIT compile, first-touch)
+            try:
+                f()
+            except NotImplementedError as e:
+                print(f"  {kk}: {e}")
+                del fns[kk]
+        for _ in range(args.repeat):  # round-robin: every entry sees the same load swings
+            for kk, f in fns.items():
+                t = time.perf_counter()
+                f()
+                times[kk].append(time.perf_counter() - t)
+        res = {kk: (flops / statistics.median(v) / 1e9 if v else float("nan")) for kk, v in times.items()}
+        res.setdefault("numpy", float("nan"))
         best = max(v for kk, v in res.items() if kk.startswith("cpp") and v == v) if any(
             kk.startswith("cpp") for kk in res) else float("nan")
         auto = res.get("cpp", float("nan"))

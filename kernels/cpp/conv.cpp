@@ -33,11 +33,13 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "check.hpp"
 #include "gemm.hpp"
 #include "simd.hpp"
+#include "simd_math.hpp"
 
 namespace py = pybind11;
 
@@ -144,37 +146,99 @@ bool over_images(const Geom& q) { return q.n >= num_threads(); }
 
 // -- forward -------------------------------------------------------------------------
 
+// x plane (H, W) into buf, zero-padded to (H + 2ph, W + 2pw): the taps then read without bounds
+template <class T>
+void pad_plane(const Geom& q, const T* x, T* buf) {
+  const i64 pw = q.w + 2 * q.pw;
+  std::fill(buf, buf + q.ph * pw, T(0));
+  for (i64 i = 0; i < q.h; ++i) {
+    T* d = buf + (q.ph + i) * pw;
+    std::fill(d, d + q.pw, T(0));
+    std::memcpy(d + q.pw, x + i * q.w, sizeof(T) * q.w);
+    std::fill(d + q.pw + q.w, d + pw, T(0));
+  }
+  std::fill(buf + (q.ph + q.h) * pw, buf + (q.h + 2 * q.ph) * pw, T(0));
+}
+
+// One output row of a stride-1 direct convolution, all R*S taps summed in registers (4 vectors
+// of accumulators in flight for the FMA latency), one store per output. float32 at the SIMD level
+// in use; false (caller does the autovectorized row passes) for float64 or a scalar level.
+template <class V>
+void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S, float* d, i64 ow,
+                bool first, float init) {
+  using Rg = typename V::R;
+  constexpr i64 W = V::W;
+  for (i64 j0 = 0; j0 < ow; j0 += 4 * W) {
+    size_t cnt[4];
+    Rg a[4];
+    for (int u = 0; u < 4; ++u) {
+      cnt[u] = size_t(std::clamp<i64>(ow - j0 - u * W, 0, W));
+      a[u] = first ? V::set1(init) : V::load_n(d + j0 + u * W, cnt[u], 0.0f);
+    }
+    for (i64 r = 0; r < R; ++r)
+      for (i64 s = 0; s < S; ++s) {
+        const Rg wv = V::set1(wk[r * S + s]);
+        const float* src = base + r * dh + s * dw + j0;
+        for (int u = 0; u < 4; ++u) a[u] = V::fma(wv, V::load_n(src + u * W, cnt[u], 0.0f), a[u]);
+      }
+    for (int u = 0; u < 4; ++u) V::store_n(d + j0 + u * W, a[u], cnt[u]);
+  }
+}
+
+template <class T>
+bool direct_row_simd(const T* base, i64 dh, i64 dw, const T* wk, i64 R, i64 S, T* d, i64 ow,
+                     bool first, T init) {
+  if constexpr (std::is_same_v<T, float>) {
+    switch (simd_level()) {
+#if defined(__AVX512F__)
+      case Simd::avx512: direct_row<vm::Avx512F>(base, dh, dw, wk, R, S, d, ow, first, init); return true;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+      case Simd::avx2: direct_row<vm::Avx2F>(base, dh, dw, wk, R, S, d, ow, first, init); return true;
+#endif
+      default: return false;
+    }
+  }
+  return false;
+}
+
+// Per (n, k) output plane: for each input channel of the group, pad its plane once (L1-sized),
+// then each output row (L1-resident) takes the R*S taps as SIMD passes along the width.
 template <class T>
 void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
-  const i64 planes = q.n * q.k, hw = q.h * q.w;
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (planes > 1)
-  for (i64 p = 0; p < planes; ++p) {
-    const i64 n = p / q.k, k = p % q.k, g = k / q.kg();
-    T* o = out + p * q.l();
-    std::fill(o, o + q.l(), bias ? bias[k] : T(0));
-    for (i64 cl = 0; cl < q.cg(); ++cl) {
-      const T* xc = x + (n * q.c + g * q.cg() + cl) * hw;
-      const T* wk = wt + (k * q.cg() + cl) * q.r * q.s;
-      for (i64 r = 0; r < q.r; ++r)
-        for (i64 s = 0; s < q.s; ++s) {
-          const T wv = wk[r * q.s + s];
-          const i64 off = s * q.dw - q.pw;
-          i64 lo, hi;
-          valid_range(off, q.sw, q.w, q.ow, lo, hi);
-          for (i64 oh = 0; oh < q.oh; ++oh) {
-            const i64 ih = oh * q.sh - q.ph + r * q.dh;
-            if (ih < 0 || ih >= q.h) continue;
-            const T* src = xc + ih * q.w + off;
-            T* d = o + oh * q.ow;
-            if (q.sw == 1) {
+  const i64 planes = q.n * q.k, hw = q.h * q.w, pwid = q.w + 2 * q.pw;
+  const i64 padded = (q.h + 2 * q.ph) * pwid;
+#pragma omp parallel num_threads(num_threads()) if (planes > 1)
+  {
+    std::vector<T> buf(static_cast<size_t>(padded));
+#pragma omp for schedule(static)
+    for (i64 p = 0; p < planes; ++p) {
+      const i64 n = p / q.k, k = p % q.k, g = k / q.kg();
+      T* o = out + p * q.l();
+      for (i64 cl = 0; cl < q.cg(); ++cl) {
+        pad_plane(q, x + (n * q.c + g * q.cg() + cl) * hw, buf.data());
+        const T* wk = wt + (k * q.cg() + cl) * q.r * q.s;
+        const T init = bias ? bias[k] : T(0);
+        const bool first = cl == 0;
+        const i64 R = q.r, S = q.s, dh = q.dh * pwid, dw = q.dw, sw = q.sw;
+        for (i64 oh = 0; oh < q.oh; ++oh) {
+          const T* base = buf.data() + oh * q.sh * pwid;
+          T* d = o + oh * q.ow;
+          if (sw == 1 && direct_row_simd(base, dh, dw, wk, R, S, d, q.ow, first, init)) continue;
+          if (first) std::fill(d, d + q.ow, init);
+          for (i64 r = 0; r < R; ++r)
+            for (i64 s = 0; s < S; ++s) {
+              const T wv = wk[r * S + s];
+              const T* src = base + r * dh + s * dw;
+              if (sw == 1) {
 #pragma omp simd
-              for (i64 j = lo; j < hi; ++j) d[j] += wv * src[j];
-            } else {
-              const i64 sw = q.sw;
-              for (i64 j = lo; j < hi; ++j) d[j] += wv * src[j * sw];
+                for (i64 j = 0; j < q.ow; ++j) d[j] += wv * src[j];
+              } else {
+                for (i64 j = 0; j < q.ow; ++j) d[j] += wv * src[j * sw];
+              }
             }
-          }
         }
+      }
     }
   }
 }
@@ -286,17 +350,20 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
         }
     }
   }
-  // dW: per (k, c') filter, a dot product of dy[:, k] with shifted x[:, c] per tap
+  // dW: per (k, c') filter, a dot product of dy[:, k] with shifted x[:, c] per tap; images outer
+  // so one image's two planes stay in L1 across the R*S taps
   const i64 taps = q.r * q.s;
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (i64 f = 0; f < q.k * q.cg(); ++f) {
     const i64 k = f / q.cg(), cl = f % q.cg(), c = (k / q.kg()) * q.cg() + cl;
-    for (i64 t = 0; t < taps; ++t) {
-      const i64 r = t / q.s, s = t % q.s, off = s * q.dw - q.pw;
-      i64 lo, hi;
-      valid_range(off, q.sw, q.w, q.ow, lo, hi);
-      T acc = T(0);
-      for (i64 n = 0; n < q.n; ++n)
+    T* acc = dwt + f * taps;
+    std::fill(acc, acc + taps, T(0));
+    for (i64 n = 0; n < q.n; ++n)
+      for (i64 t = 0; t < taps; ++t) {
+        const i64 r = t / q.s, s = t % q.s, off = s * q.dw - q.pw;
+        i64 lo, hi;
+        valid_range(off, q.sw, q.w, q.ow, lo, hi);
+        T sum = T(0);
         for (i64 oh = 0; oh < q.oh; ++oh) {
           const i64 ih = oh * q.sh - q.ph + r * q.dh;
           if (ih < 0 || ih >= q.h) continue;
@@ -311,10 +378,10 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
 #pragma omp simd reduction(+ : part)
             for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j * sw];
           }
-          acc += part;
+          sum += part;
         }
-      dwt[f * taps + t] = acc;
-    }
+        acc[t] += sum;
+      }
   }
 }
 
