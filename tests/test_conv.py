@@ -139,8 +139,16 @@ def test_cpp_simd_levels(level):
 @needs_cpp
 def test_cpp_workspace_bounded():
     from pydl import _cpp
-    # ResNet 3x3 C64 56x56: the whole image's column matrix is 7.2 MB; a tile stays at <= 512 KB
-    assert _cpp.conv_workspace_f32(64, 3, 3, 56, 56, 1) <= 512 * 1024
+    # ResNet 3x3 C64 56x56: the whole image's column matrix is 7.2 MB; a tile stays within 4 MB
+    assert _cpp.conv_workspace_f32(64, 3, 3, 56, 56, 1) <= 4 << 20
+    old = _cpp.conv_set_tile_bytes(512 * 1024)
+    try:
+        assert _cpp.conv_workspace_f32(64, 3, 3, 56, 56, 1) <= 512 * 1024
+        rng = np.random.default_rng(11)   # several tiles per image, forward and backward
+        _check("cpp:im2col", _args(rng, (2, 64, 12, 20, 3, 3, 3, 1, (1, 1), (1, 1), (1, 1)), np.float32),
+               np.float32, rng)
+    finally:
+        _cpp.conv_set_tile_bytes(old)
     # one output row larger than the budget: a single row, no more
     assert _cpp.conv_workspace_f32(4096, 3, 3, 8, 64, 1) == 4096 * 9 * 64 * 4
 

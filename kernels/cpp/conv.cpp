@@ -51,7 +51,10 @@ using i64 = int64_t;
 enum Path : int { kAuto = 0, kGemm1x1 = 1, kIm2col = 2, kImplicit = 3, kDirect = 4 };
 const char* const kPathNames[] = {"auto", "gemm1x1", "im2col", "implicit", "direct"};
 
-constexpr i64 kTileBytes = 512 * 1024;  // im2col tile (per thread): half of Zen 5's 1 MB L2
+// im2col tile budget per thread (conv_set_tile_bytes). Measured (dev/conv/README.md): 512 KB tiles
+// (3 output rows of ResNet 3x3 C64) starve the packed GEMM of columns (N = 168, or 42 at 14x14);
+// 2-8 MB (L3-resident; the GEMM re-packs B into L2/L1 blocks itself) run 1.5-3x faster.
+i64 kTileBytes = 4 << 20;
 
 struct Geom {
   i64 n, c, h, w, k, r, s, sh, sw, ph, pw, dh, dw, g, oh, ow;
@@ -134,11 +137,15 @@ i64 tile_rows(const Geom& q) {
   return std::max<i64>(1, std::min<i64>(q.oh, kTileBytes / std::max<i64>(per_row, 1)));
 }
 
+// The measured heuristic (dev/conv/README.md): 1x1/stride 1/pad 0 -> GEMM on x itself; one input
+// channel per group (depthwise, LeNet's first layer) -> direct (a GEMM of depth R*S is all
+// overhead); else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
+// to 4 MB im2col tiles on every measured shape, so only its variant reaches it.
 int choose_path(const Geom& q, int forced) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   if (forced != kAuto) return forced;
   if (q.is1x1()) return kGemm1x1;
-  if (q.cg() == 1 && q.kg() <= 2) return kDirect;  // depthwise (and multiplier 2)
+  if (q.cg() == 1 && q.kg() <= 8) return kDirect;
   return kIm2col;
 }
 
@@ -600,6 +607,12 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
 void bind_conv(py::module_& m) {
   bind_dtype<float>(m, "f32");
   bind_dtype<double>(m, "f64");
+  m.def("conv_set_tile_bytes", [](i64 b) {
+    PYDL_CHECK(b >= 1, "bytes: expected >= 1, got " << b);
+    const i64 old = kTileBytes;
+    kTileBytes = b;
+    return old;
+  }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
   m.attr("CONV_PATHS") = py::make_tuple(kPathNames[0], kPathNames[1], kPathNames[2], kPathNames[3],
                                         kPathNames[4]);
 }
