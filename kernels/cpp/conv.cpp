@@ -74,16 +74,27 @@ inline void valid_range(i64 off, i64 stride, i64 w, i64 ow, i64& lo, i64& hi) {
 }
 
 // cols rows of channels [0, cc) of one image x (cc, H, W), output rows [oh0, oh1): a
-// (cc*R*S) x ((oh1-oh0)*OW) block with row stride ldc.
+// (cc*R*S) x ((oh1-oh0)*OW) block with row stride ldc. Stride > 1 along the width: each channel
+// plane is first split into its sw phases (phase p of a row holds x[.., i*sw + p]), so that
+// every tap's row becomes a contiguous copy instead of a strided gather (AlexNet's stride 4,
+// R = S = 11: the im2col otherwise cost more than its GEMM).
 template <class T>
 void im2col_rows(const Geom& q, const T* x, i64 cc, i64 oh0, i64 oh1, T* cols, i64 ldc) {
-  for (i64 c = 0; c < cc; ++c)
+  const i64 sw = q.sw, pl = (q.w + sw - 1) / sw;  // phase length
+  std::vector<T> phases(sw > 1 ? static_cast<size_t>(q.h * sw * pl) : 0);
+  for (i64 c = 0; c < cc; ++c) {
+    const T* xc = x + c * q.h * q.w;
+    if (sw > 1)
+      for (i64 i = 0; i < q.h; ++i)
+        for (i64 j = 0; j < q.w; ++j) phases[(i * sw + j % sw) * pl + j / sw] = xc[i * q.w + j];
     for (i64 r = 0; r < q.r; ++r)
       for (i64 s = 0; s < q.s; ++s) {
         T* row = cols + ((c * q.r + r) * q.s + s) * ldc;
         const i64 off = s * q.dw - q.pw;
         i64 lo, hi;
-        valid_range(off, q.sw, q.w, q.ow, lo, hi);
+        valid_range(off, sw, q.w, q.ow, lo, hi);
+        // off = qo*sw + ph with 0 <= ph < sw: input column ow*sw + off is phase ph, index ow + qo
+        const i64 qo = off >= 0 ? off / sw : -((-off + sw - 1) / sw), ph = off - qo * sw;
         for (i64 oh = oh0; oh < oh1; ++oh) {
           T* d = row + (oh - oh0) * q.ow;
           const i64 ih = oh * q.sh - q.ph + r * q.dh;
@@ -91,17 +102,13 @@ void im2col_rows(const Geom& q, const T* x, i64 cc, i64 oh0, i64 oh1, T* cols, i
             std::fill(d, d + q.ow, T(0));
             continue;
           }
-          const T* src = x + (c * q.h + ih) * q.w + off;
+          const T* src = sw == 1 ? xc + ih * q.w + off : phases.data() + (ih * sw + ph) * pl + qo;
           std::fill(d, d + lo, T(0));
-          if (q.sw == 1) {
-            std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
-          } else {
-            const i64 sw = q.sw;
-            for (i64 o = lo; o < hi; ++o) d[o] = src[o * sw];
-          }
+          std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
           std::fill(d + hi, d + q.ow, T(0));
         }
       }
+  }
 }
 
 // The adjoint: adds the block back into x (cc, H, W) (x must hold the sum so far).
