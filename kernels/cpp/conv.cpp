@@ -1,10 +1,627 @@
 // conv family (pydl._cpp): im2col, col2im, conv2d forward and backward.
+//
+// Layouts (as pydl/ops/conv.py): x (N, C, H, W), weight (K, C/G, R, S), out (N, K, OH, OW),
+// cols (N, C*R*S, OH*OW) with row (c*R + r)*S + s and column oh*OW + ow. float32 and float64,
+// C-contiguous arrays, outputs allocated by the Python adapter (pydl/backends/cpp/conv.py).
+//
+// Per image and group g, conv2d is one GEMM: out_g (Kg x L) = W_g (Kg x CgRS) @ cols_g (CgRS x L)
+// + bias (per row), L = OH*OW, Kg = K/G, Cg = C/G. Paths (chosen by `choose_path`, forced by the
+// `path` argument for tests and the named variants):
+//   gemm1x1  - 1x1, stride 1, padding 0: cols_g IS x_g viewed (Cg x H*W); no copy at all.
+//   im2col   - cols for a tile of output rows into a per-thread buffer of <= kTileBytes (stays in
+//              L2), then the GEMM writes those L columns of out (ldc = L). Workspace reported.
+//   implicit - gemm_packed_b with a pack_b that reads B panels straight from the image (no column
+//              matrix of ours; the GEMM's own packing buffer is all there is).
+//   direct   - per output plane: out[k] += w[k,c,r,s] * shifted rows of x[c], vectorized along
+//              the width (contiguous when stride 1). The depthwise path (Cg == Kg == 1: a GEMM
+//              of 1 x 9 x L is all overhead).
+// Threads: over images (GEMM with nthreads = 1 inside our parallel region) when N >= threads,
+// else over the GEMM's own threads; direct: over (n, k) planes.
+// Backward (same paths): db = sum of dy; dW_g += dy_g @ cols_g^T (per-thread dW partials when
+// threads run over images, summed at the end); dcols_g = W_g^T @ dy_g then col2im of the tile
+// into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c) as a transposed conv
+// (scatter along the width), dW per (k, c', r, s) as a dot product over n, oh, ow.
+//
+// Napkin math (Zen 5, 2 cores, ~460 GFLOP/s fp32 peak, 29 GB/s): ResNet N32 C64 56x56 K64 3x3 is
+// 7.4 GFLOP -> 16 ms at peak; its im2col writes 9x the input (231 MB for the batch if it were
+// materialized at once, 8 ms of bandwidth), hence the per-tile buffer that is consumed from cache.
+// Depthwise N32 C128 56x56 3x3 is 0.23 GFLOP over 51 MB in+out: bandwidth-bound (~2 ms).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "check.hpp"
+#include "gemm.hpp"
+#include "simd.hpp"
+#include "simd_math.hpp"
 
 namespace py = pybind11;
 
 namespace pydl {
+namespace {
 
-void bind_conv(py::module_& m) { (void)m; }
+using i64 = int64_t;
+
+enum Path : int { kAuto = 0, kGemm1x1 = 1, kIm2col = 2, kImplicit = 3, kDirect = 4 };
+const char* const kPathNames[] = {"auto", "gemm1x1", "im2col", "implicit", "direct"};
+
+// im2col tile budget per thread (conv_set_tile_bytes). Measured (dev/conv/README.md): 512 KB tiles
+// (3 output rows of ResNet 3x3 C64) starve the packed GEMM of columns (N = 168, or 42 at 14x14);
+// 2-8 MB (L3-resident; the GEMM re-packs B into L2/L1 blocks itself) run 1.5-3x faster.
+i64 kTileBytes = 4 << 20;
+
+struct Geom {
+  i64 n, c, h, w, k, r, s, sh, sw, ph, pw, dh, dw, g, oh, ow;
+  i64 cg() const { return c / g; }
+  i64 kg() const { return k / g; }
+  i64 l() const { return oh * ow; }
+  i64 crs() const { return cg() * r * s; }  // GEMM depth per group
+  bool is1x1() const { return r == 1 && s == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+};
+
+// [lo, hi): the output columns ow whose input column ow*sw + off lies in [0, w)
+inline void valid_range(i64 off, i64 stride, i64 w, i64 ow, i64& lo, i64& hi) {
+  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  hi = off > w - 1 ? 0 : (w - 1 - off) / stride + 1;
+  hi = std::min(hi, ow);
+  lo = std::min(lo, hi);
+}
+
+// cols rows of channels [0, cc) of one image x (cc, H, W), output rows [oh0, oh1): a
+// (cc*R*S) x ((oh1-oh0)*OW) block with row stride ldc. Stride > 1 along the width: each channel
+// plane is first split into its sw phases (phase p of a row holds x[.., i*sw + p]), so that
+// every tap's row becomes a contiguous copy instead of a strided gather (AlexNet's stride 4,
+// R = S = 11: the im2col otherwise cost more than its GEMM).
+template <class T>
+void im2col_rows(const Geom& q, const T* x, i64 cc, i64 oh0, i64 oh1, T* cols, i64 ldc) {
+  const i64 sw = q.sw, pl = (q.w + sw - 1) / sw;  // phase length
+  std::vector<T> phases(sw > 1 ? static_cast<size_t>(q.h * sw * pl) : 0);
+  for (i64 c = 0; c < cc; ++c) {
+    const T* xc = x + c * q.h * q.w;
+    if (sw > 1)
+      for (i64 i = 0; i < q.h; ++i)
+        for (i64 j = 0; j < q.w; ++j) phases[(i * sw + j % sw) * pl + j / sw] = xc[i * q.w + j];
+    for (i64 r = 0; r < q.r; ++r)
+      for (i64 s = 0; s < q.s; ++s) {
+        T* row = cols + ((c * q.r + r) * q.s + s) * ldc;
+        const i64 off = s * q.dw - q.pw;
+        i64 lo, hi;
+        valid_range(off, sw, q.w, q.ow, lo, hi);
+        // off = qo*sw + ph with 0 <= ph < sw: input column ow*sw + off is phase ph, index ow + qo
+        const i64 qo = off >= 0 ? off / sw : -((-off + sw - 1) / sw), ph = off - qo * sw;
+        for (i64 oh = oh0; oh < oh1; ++oh) {
+          T* d = row + (oh - oh0) * q.ow;
+          const i64 ih = oh * q.sh - q.ph + r * q.dh;
+          if (ih < 0 || ih >= q.h) {
+            std::fill(d, d + q.ow, T(0));
+            continue;
+          }
+          const T* src = sw == 1 ? xc + ih * q.w + off : phases.data() + (ih * sw + ph) * pl + qo;
+          std::fill(d, d + lo, T(0));
+          std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
+          std::fill(d + hi, d + q.ow, T(0));
+        }
+      }
+  }
+}
+
+// The adjoint: adds the block back into x (cc, H, W) (x must hold the sum so far).
+template <class T>
+void col2im_rows(const Geom& q, const T* cols, i64 ldc, i64 cc, i64 oh0, i64 oh1, T* x) {
+  for (i64 c = 0; c < cc; ++c)
+    for (i64 r = 0; r < q.r; ++r)
+      for (i64 s = 0; s < q.s; ++s) {
+        const T* row = cols + ((c * q.r + r) * q.s + s) * ldc;
+        const i64 off = s * q.dw - q.pw;
+        i64 lo, hi;
+        valid_range(off, q.sw, q.w, q.ow, lo, hi);
+        for (i64 oh = oh0; oh < oh1; ++oh) {
+          const i64 ih = oh * q.sh - q.ph + r * q.dh;
+          if (ih < 0 || ih >= q.h) continue;
+          const T* sp = row + (oh - oh0) * q.ow;
+          T* d = x + (c * q.h + ih) * q.w + off;
+          if (q.sw == 1) {
+#pragma omp simd
+            for (i64 o = lo; o < hi; ++o) d[o] += sp[o];
+          } else {
+            const i64 sw = q.sw;
+            for (i64 o = lo; o < hi; ++o) d[o * sw] += sp[o];
+          }
+        }
+      }
+}
+
+// Output rows per im2col tile: the (CgRS x rows*OW) buffer within kTileBytes.
+template <class T>
+i64 tile_rows(const Geom& q) {
+  const i64 per_row = q.crs() * q.ow * i64(sizeof(T));
+  return std::max<i64>(1, std::min<i64>(q.oh, kTileBytes / std::max<i64>(per_row, 1)));
+}
+
+// The measured heuristic (dev/conv/README.md): 1x1/stride 1/pad 0 -> GEMM on x itself; one input
+// channel per group (depthwise, LeNet's first layer) -> direct (a GEMM of depth R*S is all
+// overhead); else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
+// to 4 MB im2col tiles on every measured shape, so only its variant reaches it.
+int choose_path(const Geom& q, int forced) {
+  if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
+  if (forced != kAuto) return forced;
+  if (q.is1x1()) return kGemm1x1;
+  if (q.cg() == 1 && q.kg() <= 8) return kDirect;
+  return kIm2col;
+}
+
+bool over_images(const Geom& q) { return q.n >= num_threads(); }
+
+// -- forward -------------------------------------------------------------------------
+
+// x plane (H, W) into buf, zero-padded to (H + 2ph, W + 2pw): the taps then read without bounds
+template <class T>
+void pad_plane(const Geom& q, const T* x, T* buf) {
+  const i64 pw = q.w + 2 * q.pw;
+  std::fill(buf, buf + q.ph * pw, T(0));
+  for (i64 i = 0; i < q.h; ++i) {
+    T* d = buf + (q.ph + i) * pw;
+    std::fill(d, d + q.pw, T(0));
+    std::memcpy(d + q.pw, x + i * q.w, sizeof(T) * q.w);
+    std::fill(d + q.pw + q.w, d + pw, T(0));
+  }
+  std::fill(buf + (q.ph + q.h) * pw, buf + (q.h + 2 * q.ph) * pw, T(0));
+}
+
+// One output row of a stride-1 direct convolution, all R*S taps summed in registers (4 vectors
+// of accumulators in flight for the FMA latency), one store per output. float32 at the SIMD level
+// in use; false (caller does the autovectorized row passes) for float64 or a scalar level.
+template <class V>
+void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S, float* d, i64 ow,
+                bool first, float init) {
+  using Rg = typename V::R;
+  constexpr i64 W = V::W;
+  for (i64 j0 = 0; j0 < ow; j0 += 4 * W) {
+    size_t cnt[4];
+    Rg a[4];
+    for (int u = 0; u < 4; ++u) {
+      cnt[u] = size_t(std::clamp<i64>(ow - j0 - u * W, 0, W));
+      a[u] = first ? V::set1(init) : V::load_n(d + j0 + u * W, cnt[u], 0.0f);
+    }
+    for (i64 r = 0; r < R; ++r)
+      for (i64 s = 0; s < S; ++s) {
+        const Rg wv = V::set1(wk[r * S + s]);
+        const float* src = base + r * dh + s * dw + j0;
+        for (int u = 0; u < 4; ++u) a[u] = V::fma(wv, V::load_n(src + u * W, cnt[u], 0.0f), a[u]);
+      }
+    for (int u = 0; u < 4; ++u) V::store_n(d + j0 + u * W, a[u], cnt[u]);
+  }
+}
+
+template <class T>
+bool direct_row_simd(const T* base, i64 dh, i64 dw, const T* wk, i64 R, i64 S, T* d, i64 ow,
+                     bool first, T init) {
+  if constexpr (std::is_same_v<T, float>) {
+    switch (simd_level()) {
+#if defined(__AVX512F__)
+      case Simd::avx512: direct_row<vm::Avx512F>(base, dh, dw, wk, R, S, d, ow, first, init); return true;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+      case Simd::avx2: direct_row<vm::Avx2F>(base, dh, dw, wk, R, S, d, ow, first, init); return true;
+#endif
+      default: return false;
+    }
+  }
+  return false;
+}
+
+// Per (n, k) output plane: for each input channel of the group, pad its plane once (L1-sized),
+// then each output row (L1-resident) takes the R*S taps as SIMD passes along the width.
+template <class T>
+void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
+  const i64 planes = q.n * q.k, hw = q.h * q.w, pwid = q.w + 2 * q.pw;
+  const i64 padded = (q.h + 2 * q.ph) * pwid;
+#pragma omp parallel num_threads(num_threads()) if (planes > 1)
+  {
+    std::vector<T> buf(static_cast<size_t>(padded));
+#pragma omp for schedule(static)
+    for (i64 p = 0; p < planes; ++p) {
+      const i64 n = p / q.k, k = p % q.k, g = k / q.kg();
+      T* o = out + p * q.l();
+      for (i64 cl = 0; cl < q.cg(); ++cl) {
+        pad_plane(q, x + (n * q.c + g * q.cg() + cl) * hw, buf.data());
+        const T* wk = wt + (k * q.cg() + cl) * q.r * q.s;
+        const T init = bias ? bias[k] : T(0);
+        const bool first = cl == 0;
+        const i64 R = q.r, S = q.s, dh = q.dh * pwid, dw = q.dw, sw = q.sw;
+        for (i64 oh = 0; oh < q.oh; ++oh) {
+          const T* base = buf.data() + oh * q.sh * pwid;
+          T* d = o + oh * q.ow;
+          if (sw == 1 && direct_row_simd(base, dh, dw, wk, R, S, d, q.ow, first, init)) continue;
+          if (first) std::fill(d, d + q.ow, init);
+          for (i64 r = 0; r < R; ++r)
+            for (i64 s = 0; s < S; ++s) {
+              const T wv = wk[r * S + s];
+              const T* src = base + r * dh + s * dw;
+              if (sw == 1) {
+#pragma omp simd
+                for (i64 j = 0; j < q.ow; ++j) d[j] += wv * src[j];
+              } else {
+                for (i64 j = 0; j < q.ow; ++j) d[j] += wv * src[j * sw];
+              }
+            }
+        }
+      }
+    }
+  }
+}
+
+// One image, one group: the GEMM by the chosen path. nt: GEMM threads (1 inside our region).
+template <class T>
+void forward_group(const Geom& q, int path, const T* xg, const T* wg, const T* bg, T* og,
+                   std::vector<T>& buf, int nt) {
+  const i64 M = q.kg(), L = q.l(), K = q.crs();
+  gemm::View<T> A{wg, K, 1};
+  gemm::Epilogue<T> ep;
+  ep.bias = bg;
+  ep.bias_per_row = true;
+  if (path == kGemm1x1) {
+    gemm::gemm<T>(M, L, K, A, gemm::View<T>{xg, L, 1}, og, L, ep, nt);
+  } else if (path == kImplicit) {
+    const int nr = gemm::panel_width<T>();
+    auto pack = [&](i64 k0, i64 kc, i64 n0, i64 nc, T* dst) {
+      std::vector<i64> ihb(nr), iwb(nr);
+      for (i64 p = 0; p * nr < nc; ++p) {
+        const int lanes = int(std::min<i64>(nr, nc - p * nr));
+        for (int j = 0; j < lanes; ++j) {
+          const i64 col = n0 + p * nr + j;
+          ihb[j] = (col / q.ow) * q.sh - q.ph;
+          iwb[j] = (col % q.ow) * q.sw - q.pw;
+        }
+        i64 c = k0 / (q.r * q.s), rs = k0 % (q.r * q.s), r = rs / q.s, s = rs % q.s;
+        for (i64 kk = 0; kk < kc; ++kk) {
+          T* d = dst + (p * kc + kk) * nr;
+          const T* xc = xg + c * q.h * q.w;
+          const i64 dr = r * q.dh, ds = s * q.dw;
+          for (int j = 0; j < lanes; ++j) {
+            const i64 ih = ihb[j] + dr, iw = iwb[j] + ds;
+            d[j] = (ih >= 0 && ih < q.h && iw >= 0 && iw < q.w) ? xc[ih * q.w + iw] : T(0);
+          }
+          for (int j = lanes; j < nr; ++j) d[j] = T(0);
+          if (++s == q.s) { s = 0; if (++r == q.r) { r = 0; ++c; } }
+        }
+      }
+    };
+    gemm::gemm_packed_b<T>(M, L, K, A, pack, og, L, ep, nt);
+  } else {  // im2col by tiles of output rows
+    const i64 rows = tile_rows<T>(q);
+    buf.resize(static_cast<size_t>(K * rows * q.ow));
+    for (i64 oh0 = 0; oh0 < q.oh; oh0 += rows) {
+      const i64 oh1 = std::min(q.oh, oh0 + rows), tl = (oh1 - oh0) * q.ow;
+      im2col_rows(q, xg, q.cg(), oh0, oh1, buf.data(), tl);
+      gemm::gemm<T>(M, tl, K, A, gemm::View<T>{buf.data(), tl, 1}, og + oh0 * q.ow, L, ep, nt);
+    }
+  }
+}
+
+template <class T>
+void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T* out) {
+  if (q.n == 0) return;
+  if (path == kDirect) return direct_forward(q, x, wt, bias, out);
+  auto image = [&](i64 n, std::vector<T>& buf, int nt) {
+    for (i64 g = 0; g < q.g; ++g)
+      forward_group(q, path, x + (n * q.c + g * q.cg()) * q.h * q.w, wt + g * q.kg() * q.crs(),
+                    bias ? bias + g * q.kg() : nullptr, out + (n * q.k + g * q.kg()) * q.l(), buf, nt);
+  };
+  if (over_images(q)) {
+#pragma omp parallel num_threads(num_threads())
+    {
+      std::vector<T> buf;
+#pragma omp for schedule(static)
+      for (i64 n = 0; n < q.n; ++n) image(n, buf, 1);
+    }
+  } else {
+    std::vector<T> buf;
+    for (i64 n = 0; n < q.n; ++n) image(n, buf, 0);
+  }
+}
+
+// -- backward ------------------------------------------------------------------------
+
+template <class T>
+void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx, T* dwt) {
+  const i64 hw = q.h * q.w, L = q.l();
+  const int nt = num_threads();
+  // dx: per (n, c) plane, scatter of every filter tap of the group's outputs
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (i64 p = 0; p < q.n * q.c; ++p) {
+    const i64 n = p / q.c, c = p % q.c, g = c / q.cg(), cl = c % q.cg();
+    T* d = dx + p * hw;
+    std::fill(d, d + hw, T(0));
+    for (i64 k = g * q.kg(); k < (g + 1) * q.kg(); ++k) {
+      const T* gk = dy + (n * q.k + k) * L;
+      const T* wk = wt + (k * q.cg() + cl) * q.r * q.s;
+      for (i64 r = 0; r < q.r; ++r)
+        for (i64 s = 0; s < q.s; ++s) {
+          const T wv = wk[r * q.s + s];
+          const i64 off = s * q.dw - q.pw;
+          i64 lo, hi;
+          valid_range(off, q.sw, q.w, q.ow, lo, hi);
+          for (i64 oh = 0; oh < q.oh; ++oh) {
+            const i64 ih = oh * q.sh - q.ph + r * q.dh;
+            if (ih < 0 || ih >= q.h) continue;
+            const T* src = gk + oh * q.ow;
+            T* dr = d + ih * q.w + off;
+            if (q.sw == 1) {
+#pragma omp simd
+              for (i64 j = lo; j < hi; ++j) dr[j] += wv * src[j];
+            } else {
+              const i64 sw = q.sw;
+              for (i64 j = lo; j < hi; ++j) dr[j * sw] += wv * src[j];
+            }
+          }
+        }
+    }
+  }
+  // dW: per (k, c') filter, a dot product of dy[:, k] with shifted x[:, c] per tap; images outer
+  // so one image's two planes stay in L1 across the R*S taps
+  const i64 taps = q.r * q.s;
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (i64 f = 0; f < q.k * q.cg(); ++f) {
+    const i64 k = f / q.cg(), cl = f % q.cg(), c = (k / q.kg()) * q.cg() + cl;
+    T* acc = dwt + f * taps;
+    std::fill(acc, acc + taps, T(0));
+    for (i64 n = 0; n < q.n; ++n)
+      for (i64 t = 0; t < taps; ++t) {
+        const i64 r = t / q.s, s = t % q.s, off = s * q.dw - q.pw;
+        i64 lo, hi;
+        valid_range(off, q.sw, q.w, q.ow, lo, hi);
+        T sum = T(0);
+        for (i64 oh = 0; oh < q.oh; ++oh) {
+          const i64 ih = oh * q.sh - q.ph + r * q.dh;
+          if (ih < 0 || ih >= q.h) continue;
+          const T* gr = dy + (n * q.k + k) * L + oh * q.ow;
+          const T* xr = x + (n * q.c + c) * hw + ih * q.w + off;
+          T part = T(0);
+          if (q.sw == 1) {
+#pragma omp simd reduction(+ : part)
+            for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j];
+          } else {
+            const i64 sw = q.sw;
+#pragma omp simd reduction(+ : part)
+            for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j * sw];
+          }
+          sum += part;
+        }
+        acc[t] += sum;
+      }
+  }
+}
+
+// One image, one group: dW_g += dy_g @ cols_g^T and dx_g += col2im(W_g^T @ dy_g), by row tiles.
+template <class T>
+void backward_group(const Geom& q, int path, const T* gy, const T* xg, const T* wg, T* dxg, T* dwg,
+                    std::vector<T>& buf, std::vector<T>& dbuf, int nt) {
+  const i64 M = q.kg(), L = q.l(), K = q.crs();
+  gemm::Epilogue<T> acc;
+  acc.accumulate = true;
+  const gemm::View<T> wT{wg, 1, K};  // W_g^T (K x M)
+  if (path == kGemm1x1) {
+    gemm::gemm<T>(M, K, L, gemm::View<T>{gy, L, 1}, gemm::View<T>{xg, 1, L}, dwg, K, acc, nt);
+    gemm::gemm<T>(K, L, M, wT, gemm::View<T>{gy, L, 1}, dxg, L, {}, nt);
+    return;
+  }
+  const i64 rows = tile_rows<T>(q);
+  buf.resize(static_cast<size_t>(K * rows * q.ow));
+  dbuf.resize(buf.size());
+  for (i64 oh0 = 0; oh0 < q.oh; oh0 += rows) {
+    const i64 oh1 = std::min(q.oh, oh0 + rows), tl = (oh1 - oh0) * q.ow;
+    const gemm::View<T> gt{gy + oh0 * q.ow, L, 1};  // dy_g columns of the tile (M x tl)
+    im2col_rows(q, xg, q.cg(), oh0, oh1, buf.data(), tl);
+    gemm::gemm<T>(M, K, tl, gt, gemm::View<T>{buf.data(), 1, tl}, dwg, K, acc, nt);
+    gemm::gemm<T>(K, tl, M, wT, gt, dbuf.data(), tl, {}, nt);
+    col2im_rows(q, dbuf.data(), tl, q.cg(), oh0, oh1, dxg);
+  }
+}
+
+template <class T>
+void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* dx, T* dwt, T* db) {
+  const i64 wsize = q.k * q.crs(), L = q.l();
+  if (db) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+    for (i64 k = 0; k < q.k; ++k) {
+      T acc = T(0);
+      for (i64 n = 0; n < q.n; ++n) {
+        const T* p = dy + (n * q.k + k) * L;
+        T part = T(0);
+#pragma omp simd reduction(+ : part)
+        for (i64 j = 0; j < L; ++j) part += p[j];
+        acc += part;
+      }
+      db[k] = acc;
+    }
+  }
+  if (q.n == 0) {
+    std::fill(dwt, dwt + wsize, T(0));
+    return;
+  }
+  if (path == kDirect) return direct_backward(q, dy, x, wt, dx, dwt);
+  if (path != kGemm1x1) std::fill(dx, dx + q.n * q.c * q.h * q.w, T(0));
+  auto image = [&](i64 n, T* dw_acc, std::vector<T>& buf, std::vector<T>& dbuf, int nt) {
+    for (i64 g = 0; g < q.g; ++g) {
+      const i64 xo = (n * q.c + g * q.cg()) * q.h * q.w;
+      backward_group(q, path, dy + (n * q.k + g * q.kg()) * L, x + xo, wt + g * q.kg() * q.crs(),
+                     dx + xo, dw_acc + g * q.kg() * q.crs(), buf, dbuf, nt);
+    }
+  };
+  if (over_images(q)) {
+    const int nt = num_threads();
+    std::vector<T> parts(static_cast<size_t>(nt * wsize), T(0));
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<T> buf, dbuf;
+      T* mine = parts.data() + omp_get_thread_num() * wsize;
+#pragma omp for schedule(static)
+      for (i64 n = 0; n < q.n; ++n) image(n, mine, buf, dbuf, 1);
+    }
+    for (i64 i = 0; i < wsize; ++i) {
+      T s = T(0);
+      for (int t = 0; t < nt; ++t) s += parts[t * wsize + i];
+      dwt[i] = s;
+    }
+  } else {
+    std::fill(dwt, dwt + wsize, T(0));
+    std::vector<T> buf, dbuf;
+    for (i64 n = 0; n < q.n; ++n) image(n, dwt, buf, dbuf, 0);
+  }
+}
+
+// -- bindings ------------------------------------------------------------------------
+
+template <class T>
+using Array = py::array_t<T, 0>;
+
+template <class T>
+const T* in_ptr(const Array<T>& a, const char* name, std::initializer_list<i64> shape) {
+  PYDL_CHECK(a.flags() & py::array::c_style, name << ": expected a C-contiguous array");
+  PYDL_CHECK(a.ndim() == i64(shape.size()), name << ": expected " << shape.size() << " dimensions, got "
+                                                 << a.ndim());
+  i64 d = 0;
+  for (i64 s : shape) {
+    PYDL_CHECK(a.shape(d) == s, name << ": dimension " << d << " is " << a.shape(d) << ", expected " << s);
+    ++d;
+  }
+  return a.data();
+}
+
+template <class T>
+T* out_ptr(Array<T>& a, const char* name, std::initializer_list<i64> shape) {
+  in_ptr(a, name, shape);
+  PYDL_CHECK(a.writeable(), name << ": expected a writeable array");
+  return a.mutable_data();
+}
+
+Geom geom(i64 n, i64 c, i64 h, i64 w, i64 k, i64 r, i64 s, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh,
+          i64 dw, i64 g) {
+  PYDL_CHECK(r >= 1 && s >= 1, "kernel_size: expected >= 1, got (" << r << ", " << s << ")");
+  PYDL_CHECK(sh >= 1 && sw >= 1, "stride: expected >= 1, got (" << sh << ", " << sw << ")");
+  PYDL_CHECK(ph >= 0 && pw >= 0, "padding: expected >= 0, got (" << ph << ", " << pw << ")");
+  PYDL_CHECK(dh >= 1 && dw >= 1, "dilation: expected >= 1, got (" << dh << ", " << dw << ")");
+  PYDL_CHECK(g >= 1 && c % g == 0 && k % g == 0,
+             "groups: expected a divisor of C = " << c << " and K = " << k << ", got " << g);
+  PYDL_CHECK(c >= 1 && h >= 1 && w >= 1 && n >= 0, "x: expected N >= 0 and C, H, W >= 1");
+  Geom q{n, c, h, w, k, r, s, sh, sw, ph, pw, dh, dw, g, 0, 0};
+  q.oh = (h + 2 * ph - dh * (r - 1) - 1) / sh + 1;
+  q.ow = (w + 2 * pw - dw * (s - 1) - 1) / sw + 1;
+  PYDL_CHECK(h + 2 * ph - dh * (r - 1) - 1 >= 0 && w + 2 * pw - dw * (s - 1) - 1 >= 0,
+             "kernel_size: the dilated kernel is larger than the padded input");
+  return q;
+}
+
+template <class T>
+const T* opt_ptr(const py::object& o, const char* name, i64 len) {
+  if (o.is_none()) return nullptr;
+  auto a = o.cast<Array<T>>();
+  return in_ptr(a, name, {len});
+}
+
+template <class T>
+void bind_dtype(py::module_& m, const std::string& sfx) {
+  using A = Array<T>;
+  m.def(("conv_im2col_" + sfx).c_str(),
+        [](A x, A cols, i64 r, i64 s, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw) {
+          PYDL_CHECK(x.ndim() == 4, "x: expected 4 dimensions (N, C, H, W)");
+          const Geom q = geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), 1, r, s, sh, sw, ph, pw, dh, dw, 1);
+          const T* xp = in_ptr(x, "x", {q.n, q.c, q.h, q.w});
+          T* cp = out_ptr(cols, "cols", {q.n, q.c * r * s, q.l()});
+          py::gil_scoped_release nogil;
+          const i64 planes = q.n * q.c, rows = q.r * q.s * q.l();
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (planes * rows > 32768)
+          for (i64 p = 0; p < planes; ++p)
+            im2col_rows(q, xp + p * q.h * q.w, i64(1), i64(0), q.oh, cp + p * rows, q.l());
+        },
+        py::arg("x").noconvert(), py::arg("cols").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"),
+        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"));
+  m.def(("conv_col2im_" + sfx).c_str(),
+        [](A cols, A x, i64 r, i64 s, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw) {
+          PYDL_CHECK(x.ndim() == 4, "out: expected 4 dimensions (N, C, H, W)");
+          const Geom q = geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), 1, r, s, sh, sw, ph, pw, dh, dw, 1);
+          const T* cp = in_ptr(cols, "cols", {q.n, q.c * r * s, q.l()});
+          T* xp = out_ptr(x, "out", {q.n, q.c, q.h, q.w});
+          py::gil_scoped_release nogil;
+          const i64 planes = q.n * q.c, rows = q.r * q.s * q.l(), hw = q.h * q.w;
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (planes * rows > 32768)
+          for (i64 p = 0; p < planes; ++p) {
+            std::fill(xp + p * hw, xp + (p + 1) * hw, T(0));
+            col2im_rows(q, cp + p * rows, q.l(), i64(1), i64(0), q.oh, xp + p * hw);
+          }
+        },
+        py::arg("cols").noconvert(), py::arg("out").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"),
+        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"));
+  // Returns the path taken (0-4 as Path).
+  m.def(("conv_conv2d_" + sfx).c_str(),
+        [](A x, A wt, py::object bias, A out, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 g, int path) {
+          PYDL_CHECK(x.ndim() == 4 && wt.ndim() == 4, "x, weight: expected 4 dimensions");
+          const Geom q = geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), wt.shape(0), wt.shape(2),
+                              wt.shape(3), sh, sw, ph, pw, dh, dw, g);
+          const T* xp = in_ptr(x, "x", {q.n, q.c, q.h, q.w});
+          const T* wp = in_ptr(wt, "weight", {q.k, q.cg(), q.r, q.s});
+          const T* bp = opt_ptr<T>(bias, "bias", q.k);
+          T* op = out_ptr(out, "out", {q.n, q.k, q.oh, q.ow});
+          PYDL_CHECK(path >= 0 && path <= 4, "path: expected 0..4, got " << path);
+          const int chosen = choose_path(q, path);
+          py::gil_scoped_release nogil;
+          forward(q, chosen, xp, wp, bp, op);
+          return chosen;
+        });
+  m.def(("conv_conv2d_backward_" + sfx).c_str(),
+        [](A dy, A x, A wt, A dx, A dwt, py::object db, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 g,
+           int path) {
+          PYDL_CHECK(x.ndim() == 4 && wt.ndim() == 4, "x, weight: expected 4 dimensions");
+          const Geom q = geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), wt.shape(0), wt.shape(2),
+                              wt.shape(3), sh, sw, ph, pw, dh, dw, g);
+          const T* gp = in_ptr(dy, "grad", {q.n, q.k, q.oh, q.ow});
+          const T* xp = in_ptr(x, "x", {q.n, q.c, q.h, q.w});
+          const T* wp = in_ptr(wt, "weight", {q.k, q.cg(), q.r, q.s});
+          T* dxp = out_ptr(dx, "dx", {q.n, q.c, q.h, q.w});
+          T* dwp = out_ptr(dwt, "dweight", {q.k, q.cg(), q.r, q.s});
+          T* dbp = nullptr;
+          A dba;
+          if (!db.is_none()) {
+            dba = db.cast<A>();
+            dbp = out_ptr(dba, "dbias", {q.k});
+          }
+          PYDL_CHECK(path >= 0 && path <= 4, "path: expected 0..4, got " << path);
+          // implicit has no backward of its own: the im2col tiles serve it
+          int chosen = choose_path(q, path);
+          if (chosen == kImplicit) chosen = kIm2col;
+          py::gil_scoped_release nogil;
+          backward(q, chosen, gp, xp, wp, dxp, dwp, dbp);
+          return chosen;
+        });
+  // Bytes of per-thread workspace the im2col path uses for a geometry (the tile buffer;
+  // backward uses two).
+  m.def(("conv_workspace_" + sfx).c_str(),
+        [](i64 c, i64 r, i64 s, i64 oh, i64 ow, i64 g) {
+          Geom q{1, c, 1, 1, g, r, s, 1, 1, 0, 0, 1, 1, g, oh, ow};
+          return tile_rows<T>(q) * q.ow * q.crs() * i64(sizeof(T));
+        });
+}
+
+}  // namespace
+
+void bind_conv(py::module_& m) {
+  bind_dtype<float>(m, "f32");
+  bind_dtype<double>(m, "f64");
+  m.def("conv_set_tile_bytes", [](i64 b) {
+    PYDL_CHECK(b >= 1, "bytes: expected >= 1, got " << b);
+    const i64 old = kTileBytes;
+    kTileBytes = b;
+    return old;
+  }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
+  m.attr("CONV_PATHS") = py::make_tuple(kPathNames[0], kPathNames[1], kPathNames[2], kPathNames[3],
+                                        kPathNames[4]);
+}
 
 }  // namespace pydl

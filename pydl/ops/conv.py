@@ -291,8 +291,36 @@ def _conv_bad(rng):
     ]
 
 
+#: issue #4's benchmark shapes: id -> (N, C, H, W, K, R, stride, padding, groups)
+BENCH_SHAPES = {
+    "lenet_c1": (64, 1, 28, 28, 6, 5, 1, 0, 1),
+    "lenet_c2": (64, 6, 14, 14, 16, 5, 1, 0, 1),
+    "resnet_3x3_c64": (32, 64, 56, 56, 64, 3, 1, 1, 1),
+    "resnet_3x3_c128_s2": (32, 128, 28, 28, 128, 3, 2, 1, 1),
+    "resnet_3x3_c256": (32, 256, 14, 14, 256, 3, 1, 1, 1),
+    "resnet_1x1_c256_k64": (32, 256, 14, 14, 64, 1, 1, 0, 1),
+    "alexnet_c1": (16, 3, 224, 224, 64, 11, 4, 2, 1),
+    "depthwise_c128": (32, 128, 56, 56, 128, 3, 1, 1, 128),
+}
+#: the ones ``pydl bench --quick`` runs, at this batch
+QUICK = {"lenet_c2": 8, "resnet_3x3_c64": 2, "resnet_1x1_c256_k64": 4, "depthwise_c128": 4}
+
+
+def _conv_bench(rng, dtype):
+    out = []
+    for name, (n, c, h, w, k, r, st, p, g) in BENCH_SHAPES.items():
+        for quick in (False, True) if name in QUICK else (False,):
+            nb = QUICK[name] if quick else n
+            x = rng.standard_normal((nb, c, h, w)).astype(dtype)
+            wt = (rng.standard_normal((k, c // g, r, r)) / np.sqrt(c // g * r * r)).astype(dtype)
+            b = rng.standard_normal(k).astype(dtype)
+            out.append(Case(f"{name}_n{nb}", dict(x=x, weight=wt, bias=b, stride=st, padding=p, groups=g),
+                            tags=("quick",) if quick else ()))
+    return out
+
+
 @defop(family="conv", differentiable=("x", "weight", "bias"), out_shape=_conv_shape,
-       flops=_conv_flops, tol=TOL, cases=_conv_cases, bad_cases=_conv_bad,
+       flops=_conv_flops, tol=TOL, cases=_conv_cases, bad_cases=_conv_bad, bench=_conv_bench,
        torch=lambda torch, F, a: F.conv2d(a["x"], a["weight"], a["bias"], a["stride"],
                                           a["padding"], a["dilation"], a["groups"]))
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

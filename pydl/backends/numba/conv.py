@@ -1,1 +1,167 @@
-"""numba adapters for the conv family: im2col, col2im, conv2d forward and backward."""
+"""numba adapters for the conv family: im2col, col2im, conv2d forward and backward.
+
+im2col / col2im: one ``prange`` over the (image, channel) planes; each plane's
+R*S column rows are written (read) row by row with the valid output range
+[lo, hi) computed once per tap, so the per-row copies and adds are
+branch-free loops in small njit helpers of their own (LLVM does not vectorize
+loops inside a prange body here). col2im owns each input plane, so the
+overlapping-window sums need no atomics. conv2d = these kernels + GEMM
+(pydl/backends/_conv_im2col.py), the GEMM chosen in ``_gemm`` alone.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ... import _array, registry
+from ...ops.conv import output_hw
+from .. import _conv_im2col
+from . import sync_threads
+
+_JIT = dict(parallel=True, cache=True, nogil=True)
+_HELP = dict(cache=True, nogil=True, fastmath={"contract", "nsz"})
+
+
+@njit(**_HELP)
+def _valid(off, stride, w, ow):
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi = 0 if off > w - 1 else (w - 1 - off) // stride + 1
+    hi = min(hi, ow)
+    return min(lo, hi), hi
+
+
+@njit(**_HELP)
+def _copy_row(dst, d0, src, s0, lo, hi, ow, sw):
+    for j in range(lo):
+        dst[d0 + j] = 0
+    if sw == 1:
+        for j in range(lo, hi):
+            dst[d0 + j] = src[s0 + j]
+    else:
+        for j in range(lo, hi):
+            dst[d0 + j] = src[s0 + j * sw]
+    for j in range(hi, ow):
+        dst[d0 + j] = 0
+
+
+@njit(**_HELP)
+def _zero_row(dst, d0, ow):
+    for j in range(ow):
+        dst[d0 + j] = 0
+
+
+@njit(**_HELP)
+def _add_row(dst, d0, src, s0, lo, hi, sw):
+    if sw == 1:
+        for j in range(lo, hi):
+            dst[d0 + j] += src[s0 + j]
+    else:
+        for j in range(lo, hi):
+            dst[d0 + j * sw] += src[s0 + j]
+
+
+@njit(**_JIT)
+def _im2col(x, cols, planes, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """x flat (planes*h*w), cols flat (planes*kh*kw*oh*ow)."""
+    L = oh * ow
+    for p in prange(planes):
+        for r in range(kh):
+            for s in range(kw):
+                row = (p * kh * kw + r * kw + s) * L
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(oh):
+                    ih = o * sh - ph + r * dh
+                    if ih < 0 or ih >= h:
+                        _zero_row(cols, row + o * ow, ow)
+                    else:
+                        _copy_row(cols, row + o * ow, x, (p * h + ih) * w + off, lo, hi, ow, sw)
+
+
+@njit(**_JIT)
+def _col2im(cols, x, planes, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """Overwrites x flat (planes*h*w) with the column sums."""
+    L = oh * ow
+    for p in prange(planes):
+        _zero_row(x, p * h * w, h * w)
+        for r in range(kh):
+            for s in range(kw):
+                row = (p * kh * kw + r * kw + s) * L
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(oh):
+                    ih = o * sh - ph + r * dh
+                    if ih >= 0 and ih < h:
+                        _add_row(x, (p * h + ih) * w + off, cols, row + o * ow, lo, hi, sw)
+
+
+def _run(kernel, src, dst, x_shape, geo):
+    """kernel over flat views; x_shape (N, C, H, W), geo (R, S, sh, sw, ph, pw, dh, dw)."""
+    n, c, h, w = x_shape
+    if n == 0:
+        return
+    sync_threads()
+    oh, ow = output_hw("kernel_size", (h, w), geo[0:2], geo[2:4], geo[4:6], geo[6:8])
+    kernel(src.reshape(-1), dst.reshape(-1), n * c, h, w, *geo, oh, ow)
+
+
+def _im2col_k(x, cols, geo):
+    _run(_im2col, x, cols, x.shape, geo)
+
+
+def _col2im_k(cols, x, geo):
+    _run(_col2im, cols, x, x.shape, geo)
+
+
+def _gemm(a, b):
+    """The one place the numba conv picks its GEMM: the numba matmul once registered.
+    DEVELOPMENT FALLBACK: np.matmul until the numba GEMM (branch h-jit) is merged;
+    the lead switches this line to the numba GEMM then."""
+    impl = registry.IMPLS.get("matmul", {}).get("numba")
+    return impl(a=a, b=b) if impl is not None else np.matmul(a, b)
+
+
+def _geo(kernel_size, stride, padding, dilation):
+    return (*kernel_size, *stride, *padding, *dilation)
+
+
+def _c(a):
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+@registry.register("im2col", "numba")
+def im2col(x, kernel_size, stride, padding, dilation):
+    x = _c(x)
+    n, c, h, w = x.shape
+    oh, ow = output_hw("kernel_size", (h, w), kernel_size, stride, padding, dilation)
+    cols = _array.empty((n, c * kernel_size[0] * kernel_size[1], oh * ow), x.dtype)
+    _im2col_k(x, cols, _geo(kernel_size, stride, padding, dilation))
+    return cols
+
+
+@registry.register("col2im", "numba")
+def col2im(cols, output_size, kernel_size, stride, padding, dilation):
+    cols = _c(cols)
+    x = _array.empty((cols.shape[0], cols.shape[1] // (kernel_size[0] * kernel_size[1]), *output_size),
+                     cols.dtype)
+    _col2im_k(cols, x, _geo(kernel_size, stride, padding, dilation))
+    return x
+
+
+@registry.register("im2col_backward", "numba")
+def im2col_backward(grad, x, kernel_size, stride, padding, dilation, saved=None):
+    return (col2im(grad, x.shape[2:], kernel_size, stride, padding, dilation),)
+
+
+@registry.register("col2im_backward", "numba")
+def col2im_backward(grad, cols, output_size, kernel_size, stride, padding, dilation, saved=None):
+    return (im2col(grad, kernel_size, stride, padding, dilation),)
+
+
+@registry.register("conv2d", "numba")
+def conv2d(x, weight, bias, stride, padding, dilation, groups):
+    return _conv_im2col.forward(_im2col_k, _gemm, _c(x), _c(weight), bias, stride, padding, dilation, groups)
+
+
+@registry.register("conv2d_backward", "numba")
+def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
+    return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, _c(grad), _c(x), _c(weight), bias,
+                                 stride, padding, dilation, groups)

@@ -1,0 +1,188 @@
+"""conv family beyond the generated conformance: a random sweep of shapes and
+hyper-parameters per backend (forward and every backward output vs the
+float64 NumPy reference, outputs NaN-poisoned), every cpp path forced at
+least once (named variants), the cpp heuristic's choices, both thread
+schedules (over images and over GEMM threads), the AVX2 and scalar SIMD
+levels, and the im2col workspace bound."""
+import numpy as np
+import pytest
+
+import pydl
+from pydl import _array, backends, registry
+from pydl.testing import assert_close
+
+backends.load()
+SPEC = registry.SPECS["conv2d"]
+CPU = [b for b in ("cpp", "cython", "numba") if backends.unavailable_reason(b) is None]
+CPP_PATHS = ["gemm1x1", "im2col", "implicit", "direct"]
+needs_cpp = pytest.mark.skipif("cpp" not in CPU, reason="cpp backend not built")
+# (rtol, atol) per dtype, atol scaled by sqrt of the accumulation length below
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _random_case(rng):
+    """One random geometry: groups, stride, padding, dilation, non-square, odd sizes."""
+    while True:
+        g = int(rng.choice([1, 1, 2, 3]))
+        depthwise = rng.random() < 0.25
+        c = g * int(rng.integers(1, 4)) if not depthwise else int(rng.integers(1, 6))
+        g = c if depthwise else g
+        k = g * int(rng.integers(1, 4)) if not depthwise else c * int(rng.choice([1, 1, 2]))
+        r, s = (1, 1) if rng.random() < 0.15 else (int(rng.integers(1, 6)), int(rng.integers(1, 5)))
+        st = (int(rng.integers(1, 4)), int(rng.integers(1, 3)))
+        p = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        d = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        n = int(rng.choice([1, 2, 3, 5]))
+        h, w = int(rng.integers(1, 13)), int(rng.integers(1, 11))
+        if all(sz + 2 * pp - dd * (kk - 1) - 1 >= 0 for sz, pp, dd, kk in zip((h, w), p, d, (r, s))):
+            return n, c, h, w, k, r, s, g, st, p, d
+
+
+def _args(rng, shape_hp, dtype, bias=True):
+    n, c, h, w, k, r, s, g, st, p, d = shape_hp
+    return dict(x=rng.standard_normal((n, c, h, w)).astype(dtype),
+                weight=rng.standard_normal((k, c // g, r, s)).astype(dtype),
+                bias=rng.standard_normal(k).astype(dtype) if bias else None,
+                stride=st, padding=p, dilation=d, groups=g)
+
+
+def _check(backend, a, dtype, rng):
+    """Forward and backward on ``backend`` (poisoned outputs) vs the float64 reference."""
+    a64 = {kk: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for kk, v in a.items()}
+    ref = pydl.ops.conv2d(**a64, backend="numpy")
+    gy = rng.standard_normal(ref.shape)
+    refs = pydl.ops.conv2d_backward(gy, **a64, backend="numpy")
+    with _array.poisoned():
+        out = pydl.ops.conv2d(**a, backend=backend)
+        grads = pydl.ops.conv2d_backward(gy.astype(dtype), **a, backend=backend)
+    assert out.dtype == dtype
+    k, cg, r, s = a["weight"].shape
+    depth = max(cg * r * s, a["x"].shape[0] * ref.shape[2] * ref.shape[3], 1)
+    tol = TOL[dtype]
+    for name, o, rf in [("out", out, ref)] + list(zip(("dx", "dweight", "dbias"), grads, refs)):
+        assert (o is None) == (rf is None), name
+        if o is not None:
+            assert o.dtype == dtype, name
+            scale = max(float(np.abs(rf).max(initial=0.0)), 1.0)
+            assert_close(f"{backend} {name}", o, rf, tol, tol * np.sqrt(depth) * scale)
+
+
+@pytest.mark.parametrize("backend", CPU + [f"cpp:{p}" for p in CPP_PATHS if "cpp" in CPU])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_sweep(backend, dtype):
+    rng = np.random.default_rng(1234 + len(backend) + (dtype == np.float64))
+    for i in range(25):
+        _check(backend, _args(rng, _random_case(rng), dtype, bias=bool(i % 3)), dtype, rng)
+
+
+@needs_cpp
+@pytest.mark.parametrize("path", CPP_PATHS)
+def test_cpp_forced_paths_taken(path):
+    from pydl.backends.cpp import conv as cc
+    rng = np.random.default_rng(5)
+    shapes = [(2, 4, 7, 9, 6, 3, 3, 1, (1, 1), (1, 1), (1, 1)),   # 3x3
+              (3, 6, 5, 5, 4, 1, 1, 2, (1, 1), (0, 0), (1, 1)),   # grouped 1x1
+              (2, 5, 9, 8, 5, 3, 3, 5, (2, 1), (1, 1), (1, 2))]   # depthwise, strided, dilated
+    for sh in shapes:
+        a = _args(rng, sh, np.float32)
+        _check(f"cpp:{path}", a, np.float32, rng)
+        is1x1 = sh[5] == sh[6] == 1
+        want = path if (path != "gemm1x1" or is1x1) else "im2col"
+        assert cc.last_path["forward"] == want
+        assert cc.last_path["backward"] == ("im2col" if want == "implicit" else want)
+
+
+@needs_cpp
+def test_cpp_heuristic():
+    from pydl.backends.cpp import conv as cc
+    rng = np.random.default_rng(6)
+    for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "gemm1x1"),
+                     ((2, 8, 6, 6, 8, 3, 3, 8, (1, 1), (1, 1), (1, 1)), "direct"),
+                     ((2, 8, 6, 6, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)), "im2col"),
+                     ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), "im2col")]:
+        _check("cpp", _args(rng, sh, np.float32), np.float32, rng)
+        assert cc.last_path["forward"] == want, sh
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 3])
+def test_cpp_thread_schedules(threads, n):
+    """n < threads: one image at a time on the GEMM's threads; else images in parallel
+    with per-thread dW partials."""
+    rng = np.random.default_rng(7)
+    before = pydl.get_num_threads()
+    pydl.set_num_threads(threads)
+    try:
+        for path in ["cpp"] + [f"cpp:{p}" for p in CPP_PATHS]:
+            for sh in [(n, 4, 8, 7, 6, 3, 2, 2, (1, 2), (1, 0), (1, 1)),
+                       (n, 6, 5, 6, 6, 1, 1, 1, (1, 1), (0, 0), (1, 1))]:
+                _check(path, _args(rng, sh, np.float32), np.float32, rng)
+    finally:
+        pydl.set_num_threads(before)
+
+
+@needs_cpp
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_cpp_simd_levels(level):
+    from pydl import _cpp
+    rng = np.random.default_rng(8)
+    _cpp.set_simd_level(level)
+    try:
+        for path in CPP_PATHS:
+            for _ in range(4):
+                _check(f"cpp:{path}", _args(rng, _random_case(rng), np.float32), np.float32, rng)
+    finally:
+        _cpp.set_simd_level("avx512")
+
+
+@needs_cpp
+def test_cpp_workspace_bounded():
+    from pydl import _cpp
+    # ResNet 3x3 C64 56x56: the whole image's column matrix is 7.2 MB; a tile stays within 4 MB
+    assert _cpp.conv_workspace_f32(64, 3, 3, 56, 56, 1) <= 4 << 20
+    old = _cpp.conv_set_tile_bytes(512 * 1024)
+    try:
+        assert _cpp.conv_workspace_f32(64, 3, 3, 56, 56, 1) <= 512 * 1024
+        rng = np.random.default_rng(11)   # several tiles per image, forward and backward
+        _check("cpp:im2col", _args(rng, (2, 64, 12, 20, 3, 3, 3, 1, (1, 1), (1, 1), (1, 1)), np.float32),
+               np.float32, rng)
+    finally:
+        _cpp.conv_set_tile_bytes(old)
+    # one output row larger than the budget: a single row, no more
+    assert _cpp.conv_workspace_f32(4096, 3, 3, 8, 64, 1) == 4096 * 9 * 64 * 4
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("op", ["im2col", "col2im"])
+def test_im2col_col2im_random(backend, op):
+    """Random geometries for the data-movement ops, both dtypes, vs the reference."""
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        for _ in range(15):
+            n, c, h, w, k, r, s, g, st, p, d = _random_case(rng)
+            hp = dict(kernel_size=(r, s), stride=st, padding=p, dilation=d)
+            x = rng.standard_normal((n, c, h, w)).astype(dtype)
+            if op == "im2col":
+                a = dict(x=x, **hp)
+            else:
+                cols = pydl.ops.im2col(x, **hp, backend="numpy")
+                a = dict(cols=rng.standard_normal(cols.shape).astype(dtype), output_size=(h, w), **hp)
+            ref = getattr(pydl.ops, op)(**a, backend="numpy")
+            with _array.poisoned():
+                out = getattr(pydl.ops, op)(**a, backend=backend)
+            assert out.dtype == dtype
+            exact = op == "im2col"
+            assert_close(f"{backend} {op}", out, ref, 0 if exact else TOL[dtype], 0 if exact else TOL[dtype])
+
+
+def test_adjoint_identity():
+    """<im2col(x), y> == <x, col2im(y)> on every backend (col2im sums the overlaps)."""
+    rng = np.random.default_rng(10)
+    for backend in CPU:
+        x = rng.standard_normal((2, 3, 9, 8))
+        hp = dict(kernel_size=(3, 2), stride=(1, 2), padding=(2, 1), dilation=(2, 1))
+        cols = pydl.ops.im2col(x, **hp, backend=backend)
+        y = rng.standard_normal(cols.shape)
+        back = pydl.ops.col2im(y, (9, 8), **hp, backend=backend)
+        assert np.isclose(np.vdot(cols, y), np.vdot(x, back), rtol=1e-12)
