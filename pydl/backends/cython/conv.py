@@ -10,14 +10,15 @@ from ... import _array, _cython, registry
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from .._shared import contiguous
+from .gemm import gemm_into
 
 
 def _gemm(a, b):
-    """The one place the cython conv picks its GEMM: the cython matmul once registered.
-    DEVELOPMENT FALLBACK: np.matmul until the cython GEMM (branch h-jit) is merged;
-    the lead switches this line to the cython GEMM then."""
-    impl = registry.IMPLS.get("matmul", {}).get("cython")
-    return impl(a=a, b=b) if impl is not None else np.matmul(a, b)
+    """The one place the cython conv picks its GEMM: the cython GEMM (gemm.gemm_into), a 2-D
+    operand shared by a batched other one, as matmul."""
+    batch = a.shape[:-2] if a.ndim == 3 else b.shape[:-2]
+    out = np.empty(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype)
+    return gemm_into(a, b, out)
 
 
 def _geo(kernel_size, stride, padding, dilation):

@@ -15,6 +15,7 @@ from ... import _array, registry
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from . import sync_threads
+from .gemm import gemm_into
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 _HELP = dict(cache=True, nogil=True, fastmath={"contract", "nsz"})
@@ -112,11 +113,11 @@ def _col2im_k(cols, x, geo):
 
 
 def _gemm(a, b):
-    """The one place the numba conv picks its GEMM: the numba matmul once registered.
-    DEVELOPMENT FALLBACK: np.matmul until the numba GEMM (branch h-jit) is merged;
-    the lead switches this line to the numba GEMM then."""
-    impl = registry.IMPLS.get("matmul", {}).get("numba")
-    return impl(a=a, b=b) if impl is not None else np.matmul(a, b)
+    """The one place the numba conv picks its GEMM: the numba GEMM (gemm.gemm_into), a 2-D
+    operand shared by a batched other one, as matmul."""
+    batch = a.shape[:-2] if a.ndim == 3 else b.shape[:-2]
+    out = np.empty(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype)
+    return gemm_into(a, b, out)
 
 
 def _geo(kernel_size, stride, padding, dilation):
