@@ -123,6 +123,8 @@ class OpSpec:
     fd_skip: tuple[str, ...] = ()
     #: ``bench(rng, dtype)`` -> benchmark cases (realistic sizes); see :func:`defop`
     bench: Callable | None = None
+    #: ``tol_scale(a)`` -> factor >= 1 on ``tol``/``grad_tol`` for long accumulations (see :meth:`tolerance`)
+    tol_scale: Callable | None = None
     signature: inspect.Signature = field(init=False)
     forward: Callable = field(init=False)
     backward: Callable = field(init=False)
@@ -156,6 +158,15 @@ class OpSpec:
 
     def grad_tolerance(self, dtype) -> tuple[float, float]:
         return (self.grad_tol or self.tol)[np.dtype(dtype).name]
+
+    def tolerance(self, dtype, a: dict | None = None, grad: bool = False) -> tuple[float, float]:
+        """``(rtol, atol)`` for arguments ``a``: the spec's tolerance (chosen for the
+        small conformance cases) times ``tol_scale(a)``, which grows with the longest
+        accumulation at benchmark sizes (a float32 sum of K terms has a worst-case
+        error proportional to K)."""
+        rtol, atol = self.grad_tolerance(dtype) if grad else self.tol[np.dtype(dtype).name]
+        f = max(1.0, float(self.tol_scale(a))) if (self.tol_scale and a is not None) else 1.0
+        return rtol * f, atol * f
 
     def implementations(self, backward: bool = False) -> dict[str, Callable]:
         from . import backends
@@ -211,6 +222,7 @@ def defop(
     dtypes: tuple[str, ...] = ("float32", "float64"),
     fd_skip: tuple[str, ...] = (),
     bench: Callable | None = None,
+    tol_scale: Callable | None = None,
 ):
     """Declare an op. Decorates its normalizer; returns the public forward.
 
@@ -235,7 +247,7 @@ def defop(
             flops=flops, tol=tol, cases=cases, bad_cases=bad_cases,
             torch=torch, saves=tuple(saves), outputs=outputs, bytes=bytes,
             grad_tol=grad_tol, dtypes=tuple(dtypes), fd_skip=tuple(fd_skip),
-            bench=bench,
+            bench=bench, tol_scale=tol_scale,
         )
 
         @functools.wraps(normalize)
