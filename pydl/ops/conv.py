@@ -319,8 +319,17 @@ def _conv_bench(rng, dtype):
     return out
 
 
+def _conv_tol_scale(a):
+    """Longest accumulation over 64: C/groups*R*S terms per output, K/groups*R*S per
+    input gradient, N*OH*OW per weight and bias gradient (100K for the depthwise bench)."""
+    n, k, oh, ow = _conv_shape(a)
+    kk, cg, r, s = a["weight"].shape
+    return max(cg * r * s, kk // a["groups"] * r * s, n * oh * ow) / 64
+
+
 @defop(family="conv", differentiable=("x", "weight", "bias"), out_shape=_conv_shape,
        flops=_conv_flops, tol=TOL, cases=_conv_cases, bad_cases=_conv_bad, bench=_conv_bench,
+       tol_scale=_conv_tol_scale,
        torch=lambda torch, F, a: F.conv2d(a["x"], a["weight"], a["bias"], a["stride"],
                                           a["padding"], a["dilation"], a["groups"]))
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
