@@ -87,3 +87,58 @@ def backward(im2col, col2im, gemm, grad, x, weight, bias, stride, padding, dilat
             col2im(dcols.reshape(nb, G * crs, L), dx[n0:n1], geo)
     db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
     return dx, dw.reshape(weight.shape), db
+
+
+def matmul_with(gemm_into):
+    """``gemm(a, b)`` (a 2-D operand shared by a batched other one, as matmul) on a
+    backend's ``gemm_into(a, b, out)``: the one place such a conv picks its GEMM."""
+    def gemm(a, b):
+        batch = a.shape[:-2] if a.ndim == 3 else b.shape[:-2]
+        return gemm_into(a, b, np.empty(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype))
+
+    return gemm
+
+
+def register_backend(backend, im2col_k, col2im_k, gemm):
+    """Register im2col, col2im and conv2d (forward and backward) for ``backend``
+    on its kernels ``im2col_k(x, cols, geo)``, ``col2im_k(cols, x, geo)`` and
+    ``gemm(a, b)``; the adapters are the same for every such backend."""
+    from .. import registry
+    from ._shared import contiguous
+
+    def geo(kernel_size, stride, padding, dilation):
+        return (*kernel_size, *stride, *padding, *dilation)
+
+    @registry.register("im2col", backend)
+    def im2col(x, kernel_size, stride, padding, dilation):
+        x = contiguous(x)
+        n, c, h, w = x.shape
+        oh, ow = output_hw("kernel_size", (h, w), kernel_size, stride, padding, dilation)
+        cols = _array.empty((n, c * kernel_size[0] * kernel_size[1], oh * ow), x.dtype)
+        im2col_k(x, cols, geo(kernel_size, stride, padding, dilation))
+        return cols
+
+    @registry.register("col2im", backend)
+    def col2im(cols, output_size, kernel_size, stride, padding, dilation):
+        cols = contiguous(cols)
+        x = _array.empty((cols.shape[0], cols.shape[1] // (kernel_size[0] * kernel_size[1]), *output_size),
+                         cols.dtype)
+        col2im_k(cols, x, geo(kernel_size, stride, padding, dilation))
+        return x
+
+    @registry.register("im2col_backward", backend)
+    def im2col_backward(grad, x, kernel_size, stride, padding, dilation, saved=None):
+        return (col2im(grad, x.shape[2:], kernel_size, stride, padding, dilation),)
+
+    @registry.register("col2im_backward", backend)
+    def col2im_backward(grad, cols, output_size, kernel_size, stride, padding, dilation, saved=None):
+        return (im2col(grad, kernel_size, stride, padding, dilation),)
+
+    @registry.register("conv2d", backend)
+    def conv2d(x, weight, bias, stride, padding, dilation, groups):
+        return forward(im2col_k, gemm, contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups)
+
+    @registry.register("conv2d_backward", backend)
+    def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
+        return backward(im2col_k, col2im_k, gemm, contiguous(grad), contiguous(x), contiguous(weight), bias,
+                        stride, padding, dilation, groups)

@@ -6,12 +6,11 @@ R*S column rows are written (read) row by row with the valid output range
 branch-free loops in small njit helpers of their own (LLVM does not vectorize
 loops inside a prange body here). col2im owns each input plane, so the
 overlapping-window sums need no atomics. conv2d = these kernels + GEMM
-(pydl/backends/_conv_im2col.py), the GEMM chosen in ``_gemm`` alone.
+(pydl/backends/_conv_im2col.py), the numba GEMM (gemm.gemm_into).
 """
 import numpy as np
 from numba import njit, prange
 
-from ... import _array, registry
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from . import sync_threads
@@ -112,57 +111,4 @@ def _col2im_k(cols, x, geo):
     _run(_col2im, cols, x, x.shape, geo)
 
 
-def _gemm(a, b):
-    """The one place the numba conv picks its GEMM: the numba GEMM (gemm.gemm_into), a 2-D
-    operand shared by a batched other one, as matmul."""
-    batch = a.shape[:-2] if a.ndim == 3 else b.shape[:-2]
-    out = np.empty(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype)
-    return gemm_into(a, b, out)
-
-
-def _geo(kernel_size, stride, padding, dilation):
-    return (*kernel_size, *stride, *padding, *dilation)
-
-
-def _c(a):
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
-@registry.register("im2col", "numba")
-def im2col(x, kernel_size, stride, padding, dilation):
-    x = _c(x)
-    n, c, h, w = x.shape
-    oh, ow = output_hw("kernel_size", (h, w), kernel_size, stride, padding, dilation)
-    cols = _array.empty((n, c * kernel_size[0] * kernel_size[1], oh * ow), x.dtype)
-    _im2col_k(x, cols, _geo(kernel_size, stride, padding, dilation))
-    return cols
-
-
-@registry.register("col2im", "numba")
-def col2im(cols, output_size, kernel_size, stride, padding, dilation):
-    cols = _c(cols)
-    x = _array.empty((cols.shape[0], cols.shape[1] // (kernel_size[0] * kernel_size[1]), *output_size),
-                     cols.dtype)
-    _col2im_k(cols, x, _geo(kernel_size, stride, padding, dilation))
-    return x
-
-
-@registry.register("im2col_backward", "numba")
-def im2col_backward(grad, x, kernel_size, stride, padding, dilation, saved=None):
-    return (col2im(grad, x.shape[2:], kernel_size, stride, padding, dilation),)
-
-
-@registry.register("col2im_backward", "numba")
-def col2im_backward(grad, cols, output_size, kernel_size, stride, padding, dilation, saved=None):
-    return (im2col(grad, kernel_size, stride, padding, dilation),)
-
-
-@registry.register("conv2d", "numba")
-def conv2d(x, weight, bias, stride, padding, dilation, groups):
-    return _conv_im2col.forward(_im2col_k, _gemm, _c(x), _c(weight), bias, stride, padding, dilation, groups)
-
-
-@registry.register("conv2d_backward", "numba")
-def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
-    return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, _c(grad), _c(x), _c(weight), bias,
-                                 stride, padding, dilation, groups)
+_conv_im2col.register_backend("numba", _im2col_k, _col2im_k, _conv_im2col.matmul_with(gemm_into))
