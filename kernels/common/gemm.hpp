@@ -45,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "check.hpp"
@@ -401,6 +402,40 @@ inline void pack_a(View<T> A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T*
   }
 }
 
+#if defined(__AVX512F__)
+// dst[c*16 + j] = src[j*ld + c] for a 16x16 float block: 16 row loads, three
+// rounds of shuffles (ps pairs, pd pairs, then 128-bit lanes twice), 16 row
+// stores, instead of 256 scalar moves with a 64-byte store stride.
+inline void transpose16x16(const float* src, int64_t ld, float* dst) {
+  __m512 r[16], t[16], u[16], v[16];
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * ld);
+  for (int j = 0; j < 16; j += 2) {  // per 128-bit lane: (r_j[c], r_j+1[c]) pairs
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // u[g+q], lane l: rows g..g+3 of column 4l+q
+    const __m512d a0 = _mm512_castps_pd(t[g]), a1 = _mm512_castps_pd(t[g + 1]);
+    const __m512d b0 = _mm512_castps_pd(t[g + 2]), b1 = _mm512_castps_pd(t[g + 3]);
+    u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+    u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+    u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+    u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+  }
+  for (int q = 0; q < 4; ++q) {  // lanes of row groups 0,1 and 2,3 side by side
+    v[q] = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88);
+    v[4 + q] = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xdd);
+    v[8 + q] = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88);
+    v[12 + q] = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xdd);
+  }
+  for (int q = 0; q < 4; ++q) {  // column c of all 16 rows
+    _mm512_storeu_ps(dst + (q) * 16, _mm512_shuffle_f32x4(v[q], v[8 + q], 0x88));
+    _mm512_storeu_ps(dst + (8 + q) * 16, _mm512_shuffle_f32x4(v[q], v[8 + q], 0xdd));
+    _mm512_storeu_ps(dst + (4 + q) * 16, _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0x88));
+    _mm512_storeu_ps(dst + (12 + q) * 16, _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0xdd));
+  }
+}
+#endif
+
 // Packs B[k0:k0+kc, n0:n0+nc] of a strided view into panels of width nr.
 template <class T>
 inline void pack_b_at(int nr, View<T> B, int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst) {
@@ -416,7 +451,14 @@ inline void pack_b_at(int nr, View<T> B, int64_t k0, int64_t kc, int64_t n0, int
       }
     } else {  // a transposed B (e.g. a linear weight): in blocks of 16 rows of the panel,
               // so the w source lines and the 16 destination rows all stay in L1
-      for (int64_t kb = 0; kb < kc; kb += 16) {
+      int64_t kb0 = 0;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>) {
+        if (nr == 16 && w == 16 && B.rs == 1)  // full 16x16 blocks: transposed in registers
+          for (; kb0 + 16 <= kc; kb0 += 16) transpose16x16(src + kb0, B.cs, d + kb0 * 16);
+      }
+#endif
+      for (int64_t kb = kb0; kb < kc; kb += 16) {
         const int64_t ke = std::min<int64_t>(kc, kb + 16);
         for (int j = 0; j < w; ++j) {
           const T* s = src + j * B.cs;
