@@ -1,7 +1,7 @@
 """conv2d benchmark table: every cpp path, cython, numba, PyTorch CPU and a NumPy
 im2col+matmul reference, side by side in one process (medians of repeats).
 
-    python dev/conv/bench.py [--batch-div 4] [--repeat 3] [--shapes lenet1,resnet3] [--bwd]
+    python dev/conv/bench.py [--batch-div 4] [--repeat 3] [--shapes lenet_c1,resnet_3x3_c64] [--bwd]
                              [--backends cpp,cpp:im2col,...]
 
 GFLOP/s per entry; ratios to torch and to the NumPy reference. The forward flop
@@ -21,19 +21,11 @@ import torch
 import torch.nn.functional as F
 
 import pydl
+from pydl.ops.conv import BENCH_SHAPES
 from pydl.backends.reference.conv import conv2d as np_conv, conv2d_backward as np_conv_bwd
 
-# id: (N, C, H, W, K, R, stride, padding, groups)
-SHAPES = {
-    "lenet1": (64, 1, 28, 28, 6, 5, 1, 0, 1),
-    "lenet2": (64, 6, 14, 14, 16, 5, 1, 0, 1),
-    "resnet3x3": (32, 64, 56, 56, 64, 3, 1, 1, 1),
-    "resnet_s2": (32, 128, 28, 28, 128, 3, 2, 1, 1),
-    "resnet256": (32, 256, 14, 14, 256, 3, 1, 1, 1),
-    "resnet1x1": (32, 256, 14, 14, 64, 1, 1, 0, 1),
-    "alexnet1": (16, 3, 224, 224, 64, 11, 4, 2, 1),
-    "depthwise": (32, 128, 56, 56, 128, 3, 1, 1, 128),
-}
+# id -> (N, C, H, W, K, R, stride, padding, groups): the spec's benchmark shapes
+SHAPES = BENCH_SHAPES
 
 
 def main():

@@ -7,10 +7,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import time, numpy as np, pydl, torch, torch.nn.functional as F, sys
 pydl.backends.load(); pydl.set_num_threads(1); torch.set_num_threads(1)
-S = {"lenet1": (64, 1, 28, 28, 6, 5, 1, 0, 1), "lenet2": (64, 6, 14, 14, 16, 5, 1, 0, 1),
-     "resnet3x3": (32, 64, 56, 56, 64, 3, 1, 1, 1), "resnet_s2": (32, 128, 28, 28, 128, 3, 2, 1, 1),
-     "resnet256": (32, 256, 14, 14, 256, 3, 1, 1, 1), "resnet1x1": (32, 256, 14, 14, 64, 1, 1, 0, 1),
-     "alexnet1": (16, 3, 224, 224, 64, 11, 4, 2, 1), "depthwise": (32, 128, 56, 56, 128, 3, 1, 1, 128)}
+from pydl.ops.conv import BENCH_SHAPES as S  # id -> (N, C, H, W, K, R, stride, padding, groups)
 div = int(sys.argv[1]); bwd = sys.argv[2] == "bwd"; names = sys.argv[3].split(","); shapes = sys.argv[4].split(",") if len(sys.argv) > 4 else list(S)
 rng = np.random.default_rng(0)
 for sid in shapes:

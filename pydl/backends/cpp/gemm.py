@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ... import _array, _cpp
 from ...registry import register
-from .._shared import SUFFIX
+from .._shared import SUFFIX, contiguous as _contiguous
 
 _ACT_KERNEL = {"gelu": "gelu", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu"}
 
@@ -70,12 +70,6 @@ def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", alg
     getattr(_cpp, f"gemm_linear_backward_{sfx}")(dz, x2, weight, dx, dw, simd, algo)
     db = None if bias is None else dz.sum(axis=0, dtype=dz.dtype)
     return dx.reshape(x.shape), dw, db
-
-
-def _contiguous(a):
-    import numpy as np
-
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 register("matmul", "cpp")(_matmul)
