@@ -51,8 +51,9 @@ def empty(shape, dtype, like=None):
     """Allocate an output (NaN-filled under :func:`poisoned`)."""
     xp = module(like) if like is not None else np
     out = xp.empty(shape, dtype=dtype)
-    if _POISON.get() and out.dtype.kind == "f":
-        out.fill(np.nan)
-    elif _POISON.get() and out.dtype.kind in "iu":
-        out.fill(-12345)
+    if _POISON.get():
+        if out.dtype.kind == "f":
+            out.fill(np.nan)
+        elif out.dtype.kind in "iu":
+            out.fill(-12345)
     return out

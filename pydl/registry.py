@@ -198,6 +198,8 @@ class OpSpec:
 
 def _arrays(out):
     """NumPy turns 0-d results into scalars; ops always return arrays."""
+    if type(out) is np.ndarray:
+        return out
     if isinstance(out, np.generic):
         return np.asarray(out)
     if isinstance(out, tuple):
@@ -394,41 +396,20 @@ def requested_backend(explicit: str | None = None) -> str | None:
 
 def select(key: str, a: dict, explicit: str | None = None, extra=None):
     """Choose (backend name, implementation) for registry key ``key``."""
-    from . import backends
-
     arr_kind = _check_one_kind(key, a, extra)
     name = explicit or _CONTEXT.get() or os.environ.get("PYDL_BACKEND") or None
     if name is not None:
-        name, variant = split_backend(name)
-        if name == "cuda" and arr_kind != "cupy":
-            raise TypeError(
-                f"pydl.ops.{key}: backend 'cuda' takes CuPy arrays, got NumPy arrays "
-                f"(pydl never copies between host and device)"
-            )
-        if name != "cuda" and arr_kind == "cupy":
-            raise TypeError(
-                f"pydl.ops.{key}: backend {name!r} runs on the CPU and takes NumPy arrays, "
-                f"got CuPy arrays (pydl never copies between device and host)"
-            )
-        backends.load(name)
-        if variant is not None:
-            impl = VARIANTS.get(key, {}).get(name, {}).get(variant)
-            if impl is None:
-                have = sorted(VARIANTS.get(key, {}).get(name, {}))
-                raise NotImplementedError(
-                    f"pydl.ops.{key}: backend {name!r} has no variant {variant!r}; "
-                    f"its variants: {', '.join(have) or 'none'}"
-                )
-            return f"{name}:{variant}", impl
-        impl = IMPLS.get(key, {}).get(name)
-        if impl is None:
-            why = backends.unavailable_reason(name)
-            raise NotImplementedError(
-                f"pydl.ops.{key}: backend {name!r} does not implement it"
-                + (f" (backend unavailable: {why})" if why else "")
-                + f"; backends that do: {_have(key)}"
-            )
-        return name, impl
+        hit = _NAMED.get((key, name))
+        if hit is not None and hit[0] == _VERSION[0] and hit[1] == arr_kind and hit[4]() is hit[3]:
+            return hit[2], hit[3]
+        tag, impl = _select_named(key, name, arr_kind)
+        b, v = split_backend(name)
+        now = ((lambda: IMPLS.get(key, {}).get(b)) if v is None
+               else (lambda: VARIANTS.get(key, {}).get(b, {}).get(v)))  # still registered?
+        _NAMED[(key, name)] = (_VERSION[0], arr_kind, tag, impl, now)
+        return tag, impl
+    from . import backends
+
     if arr_kind == "cupy":
         backends.load("cuda")
         if "cuda" in IMPLS.get(key, {}):
@@ -448,6 +429,45 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
             return b, impl
     raise NotImplementedError(f"pydl.ops.{key}: no CPU backend implements it")
 
+
+def _select_named(key: str, full: str, arr_kind: str):
+    """(tag, implementation) for a backend named by argument, context or environment."""
+    from . import backends
+
+    name, variant = split_backend(full)
+    if name == "cuda" and arr_kind != "cupy":
+        raise TypeError(
+            f"pydl.ops.{key}: backend 'cuda' takes CuPy arrays, got NumPy arrays "
+            f"(pydl never copies between host and device)"
+        )
+    if name != "cuda" and arr_kind == "cupy":
+        raise TypeError(
+            f"pydl.ops.{key}: backend {name!r} runs on the CPU and takes NumPy arrays, "
+            f"got CuPy arrays (pydl never copies between device and host)"
+        )
+    backends.load(name)
+    if variant is not None:
+        impl = VARIANTS.get(key, {}).get(name, {}).get(variant)
+        if impl is None:
+            have = sorted(VARIANTS.get(key, {}).get(name, {}))
+            raise NotImplementedError(
+                f"pydl.ops.{key}: backend {name!r} has no variant {variant!r}; "
+                f"its variants: {', '.join(have) or 'none'}"
+            )
+        return f"{name}:{variant}", impl
+    impl = IMPLS.get(key, {}).get(name)
+    if impl is None:
+        why = backends.unavailable_reason(name)
+        raise NotImplementedError(
+            f"pydl.ops.{key}: backend {name!r} does not implement it"
+            + (f" (backend unavailable: {why})" if why else "")
+            + f"; backends that do: {_have(key)}"
+        )
+    return name, impl
+
+
+#: (version, array kind, tag, implementation, its current registration) per (key, name given)
+_NAMED: dict[tuple, tuple] = {}
 
 #: automatic CPU choice per registry key, valid while _VERSION (bumped by register) holds
 _AUTO: dict[str, tuple] = {}

@@ -85,7 +85,7 @@ def test_threads_and_blocks(nt):
             close(ops.matmul(a, b, backend="cpp"), a, b, k)
 
 
-@pytest.mark.parametrize("variant", ["naive", "packed", "direct", "packed-avx2", "packed-scalar"])
+@pytest.mark.parametrize("variant", ["naive", "packed", "direct", "unpacked", "packed-avx2", "packed-scalar"])
 def test_variants(variant):
     rng = np.random.default_rng(3)
     with _array.poisoned():
@@ -93,6 +93,28 @@ def test_variants(variant):
             a = rng.standard_normal((m, k)).astype(np.float32)
             b = operand(rng, (k, n), np.float32, "T")
             close(ops.matmul(a, b, backend=f"cpp:{variant}"), a, b, k)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unpacked_path(level, dtype):
+    # B row-major (read in place, never packed): full and masked column tiles, partial row
+    # tiles, K crossing the KC block, a row stride wider than N, A transposed or strided
+    rng = np.random.default_rng(11)
+    with simd(level), _array.poisoned():
+        for m, n, k in [(1, 1, 1), (33, 17, 65), (14, 32, 256), (15, 33, 257), (29, 65, 600),
+                        (64, 256, 784), (5, 100, 9), (97, 47, 515)]:
+            for la in ("C", "T", "slice"):
+                a = operand(rng, (m, k), dtype, la)
+                b = rng.standard_normal((k, n + 3)).astype(dtype)[:, 2:n + 2]
+                close(ops.matmul(a, b, backend="cpp:unpacked"), a, b, k)
+        # the epilogue on this path: accumulating products (a batch sharing db)
+        a = rng.standard_normal((3, 40, 9)).astype(dtype)
+        b = rng.standard_normal((9, 31)).astype(dtype)
+        g = rng.standard_normal((3, 40, 31)).astype(dtype)
+        _, db = ops.matmul_backward(g, a, b, backend="cpp:unpacked")
+        ref = sum(a[i].T.astype(np.float64) @ g[i].astype(np.float64) for i in range(3))
+        np.testing.assert_allclose(db, ref, rtol=64 * EPS[dtype] * 8, atol=64 * EPS[dtype] * 80)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -99,11 +99,12 @@ inline int panel_width() {
 
 // Development controls (dev/gemm/bench.py, tests): which algorithm gemm() uses
 // and the cache blocking. Process-wide; Algo::automatic and 0 mean the defaults.
-enum class Algo : int { automatic = 0, naive, packed, direct };
+enum class Algo : int { automatic = 0, naive, packed, direct, unpacked };
 
 struct Tuning {
   int kc = 0, mc = 0, nc = 0;  // 0: the level's default
   int direct_max_m = 4;        // gemm() takes the direct path for M <= this (and a usable B layout)
+  int unpacked_max_m = 512;    // ... and the unpacked-B path for M <= this (row-major B)
 };
 
 inline Tuning& tuning() {
@@ -317,6 +318,38 @@ struct TileEp {
   Simd level;
 };
 
+// Writes a micro-tile's accumulators to C[0:m, 0:n]: adds the C there (load_c),
+// then on the last K block the epilogue (bias, pre-activation store, activation).
+template <class T, Simd S, int NP>
+__attribute__((always_inline)) inline void store_tile(typename KT<T, S>::R (&acc)[KT<T, S>::MR][NP], T* c,
+                                                       int64_t ldc, int m, int n, bool load_c,
+                                                       const Epilogue<T>* last, int64_t row0, int64_t col0) {
+  using K = KT<T, S>;
+  using R = typename K::R;
+  constexpr int MR = K::MR, W = K::W;
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* ci = c + i * ldc;
+#pragma GCC unroll 2
+    for (int q = 0; q < NP; ++q) {
+      const int nq = std::min(n - q * W, W);
+      if (nq <= 0) break;
+      R z = acc[i][q];
+      if (load_c) z = K::add(z, K::load_n(ci + q * W, nq));
+      if (last) {
+        if (last->bias)
+          z = K::add(z, last->bias_per_row ? K::set1(last->bias[row0 + i])
+                                           : K::load_n(last->bias + col0 + q * W, nq));
+        if (last->preact) K::store_n(last->preact + (row0 + i) * ldc + col0 + q * W, z, nq);
+      }
+      K::store_n(ci + q * W, z, nq);
+    }
+  }
+  if (last && last->act != Act::none)
+    for (int i = 0; i < m; ++i) act_row<T>(S, last->act, c + i * ldc, n);
+}
+
 // One micro-tile: C[0:m, 0:n] (+)= A_panel (MR x kc) @ B_panels (kc x NP*W).
 // a: packed A, a[k*MR + i]; b: NP consecutive B panels (panel q at b + q*kc*W).
 // load_c: add the C already there (a later KC block, or accumulate).
@@ -351,27 +384,68 @@ inline void micro_tile(int64_t kc, const T* __restrict a, const T* __restrict b,
       if constexpr (NP > 1) acc[i][1] = K::fma(ai, b1v, acc[i][1]);
     }
   }
+  store_tile<T, S, NP>(acc, c, ldc, m, n, load_c, last, row0, col0);
+}
+
+// Where the micro-tile of the unpacked-B path reads A: packed MR-row panels
+// (PanelA, element (i, k) at p[k*MR + i]) or MR rows of A in place (RowsA, row
+// pointers clamped to the last row past M; those rows are computed, not stored).
+template <class T, int MR>
+struct PanelA {
+  const T* p;
+  const T* at(int64_t k, int i) const { return p + k * MR + i; }
+};
+template <class T, int MR>
+struct RowsA {
+  const T* rows[MR];
+  int64_t cs;
+  const T* at(int64_t k, int i) const { return rows[i] + k * cs; }
+};
+
+// The micro-tile with B read in place: row k of the tile at b + k*ldb, columns
+// contiguous (a row-major B, never packed). FULL: all NP*W columns exist
+// (plain loads); else the first n are loaded under a mask.
+template <class T, Simd S, int NP, bool FULL, class AOp>
+inline void micro_tile_rows(int64_t kc, const AOp& a, const T* __restrict b, int64_t ldb, T* c,
+                            int64_t ldc, int m, int n, bool load_c, const Epilogue<T>* last,
+                            int64_t row0, int64_t col0) {
+  using K = KT<T, S>;
+  using R = typename K::R;
+  constexpr int MR = K::MR, W = K::W;
+  R acc[MR][NP];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    T* ci = c + i * ldc;
+  for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
-    for (int q = 0; q < NP; ++q) {
-      const int nq = std::min(n - q * W, W);
-      if (nq <= 0) break;
-      R z = acc[i][q];
-      if (load_c) z = K::add(z, K::load_n(ci + q * W, nq));
-      if (last) {
-        if (last->bias)
-          z = K::add(z, last->bias_per_row ? K::set1(last->bias[row0 + i])
-                                           : K::load_n(last->bias + col0 + q * W, nq));
-        if (last->preact) K::store_n(last->preact + (row0 + i) * ldc + col0 + q * W, z, nq);
-      }
-      K::store_n(ci + q * W, z, nq);
+    for (int q = 0; q < NP; ++q) acc[i][q] = K::zero();
+  const int n0 = FULL ? W : std::min(n, W), n1 = FULL ? W : n - W;
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* bk = b + k * ldb;
+    if (k + 8 < kc) __builtin_prefetch(bk + 8 * ldb);  // B streams in from L2/L3/memory
+    const R b0v = FULL ? K::load(bk) : K::load_n(bk, n0);
+    R b1v = b0v;
+    if constexpr (NP > 1) b1v = FULL ? K::load(bk + W) : K::load_n(bk + W, n1);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const R ai = K::bcast(a.at(k, i));
+      acc[i][0] = K::fma(ai, b0v, acc[i][0]);
+      if constexpr (NP > 1) acc[i][1] = K::fma(ai, b1v, acc[i][1]);
     }
   }
-  if (last && last->act != Act::none)
-    for (int i = 0; i < m; ++i) act_row<T>(S, last->act, c + i * ldc, n);
+  store_tile<T, S, NP>(acc, c, ldc, m, n, load_c, last, row0, col0);
+}
+
+// C tile at (row, col) of the unpacked-B path, with the register shape its width needs.
+template <class T, Simd S, class AOp>
+inline void tile_rows(int64_t kc, const AOp& a, const T* b, int64_t ldb, T* c, int64_t ldc, int m,
+                      int n, bool load_c, const Epilogue<T>* last, int64_t row, int64_t col) {
+  constexpr int W = KT<T, S>::W, NR = W * KT<T, S>::NP;
+  if (n == NR)
+    micro_tile_rows<T, S, KT<T, S>::NP, true>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+  else if (n > W)
+    micro_tile_rows<T, S, KT<T, S>::NP, false>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+  else
+    micro_tile_rows<T, S, 1, false>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
 }
 
 // Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A into MR-row micro-panels
@@ -513,6 +587,13 @@ void empty_k(int64_t M, int64_t N, T* C, int64_t ldc, const Epilogue<T>& ep, Sim
   }
 }
 
+// Whether the unpacked-B path beats packing B (measured: dev/gemm/README.md).
+template <class T>
+inline bool unpacked_pays(int64_t M, int64_t N, int64_t K, View<T> B) {
+  (void)N;
+  return B.cs == 1 && M <= tuning().unpacked_max_m && M * K <= (int64_t(1) << 21);
+}
+
 template <class T>
 inline int resolve_threads(int nthreads, int64_t M, int64_t N, int64_t K) {
   int nt = nthreads > 0 ? nthreads : num_threads();
@@ -599,6 +680,70 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
   }
 }
 
+// Unpacked-B path for few rows of A and a row-major B (B.cs == 1): B is never
+// packed: each micro-tile streams its kc x NR slice of B straight from where
+// it lies, so the reading of B overlaps the FMAs instead of preceding them in a
+// packing pass. A is packed once into MR-row panels (threads pack disjoint
+// panels) when its rows are re-read for more than two column tiles; otherwise
+// the tiles broadcast from A's rows in place (tiny products: no pass at all).
+// Threads take contiguous ranges of NR-wide column tiles and run every row tile
+// on each (the slice of B is reused from L1/L2 across row tiles); with fewer
+// column tiles than threads they share the (row, column) tiles. K is blocked by
+// KC to keep the slice of B in L1 across the row tiles.
+template <class T, Simd S>
+void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
+              const Epilogue<T>& ep, int nt) {
+  using Kt = KT<T, S>;
+  constexpr int MR = Kt::MR, NR = Kt::W * Kt::NP;
+  const Tuning tu = tuning();
+  const int64_t KC = tu.kc > 0 ? tu.kc : Kt::KC;
+  const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
+  const bool pack = tiles_n > 2;
+  T* abuf = pack ? static_cast<T*>(scratch().get(static_cast<std::size_t>(tiles_m * MR * K) * sizeof(T) + 64))
+                 : nullptr;
+  if (nt > tiles_m * tiles_n) nt = static_cast<int>(std::max<int64_t>(tiles_m * tiles_n, 1));
+  auto body = [&](const int tid, const int nth) {
+    if (pack) {
+      for (int64_t r = tid; r < tiles_m; r += nth)
+        pack_a<T, MR>(A, r * MR, std::min<int64_t>(MR, M - r * MR), 0, K, abuf + r * MR * K);
+      if (nth > 1) {
+#pragma omp barrier
+      }
+    }
+    const bool by_cols = tiles_n >= nth;
+    const int64_t t0 = by_cols ? tiles_n * tid / nth : 0, t1 = by_cols ? tiles_n * (tid + 1) / nth : tiles_n;
+    int64_t item = 0;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const Epilogue<T>* l = pc + kc == K ? &ep : nullptr;
+      const bool load_c = pc > 0 || ep.accumulate;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t col = t * NR;
+        const int n = static_cast<int>(std::min<int64_t>(NR, N - col));
+        const T* b = B.p + pc * B.rs + col;
+        for (int64_t r = 0; r < tiles_m; ++r, ++item) {
+          if (!by_cols && item % nth != tid) continue;
+          const int64_t row = r * MR;
+          const int m = static_cast<int>(std::min<int64_t>(MR, M - row));
+          T* c = C + row * ldc + col;
+          if (pack) {
+            const PanelA<T, MR> a{abuf + r * MR * K + pc * MR};
+            tile_rows<T, S>(kc, a, b, B.rs, c, ldc, m, n, load_c, l, row, col);
+          } else {
+            RowsA<T, MR> a;
+            a.cs = A.cs;
+            for (int i = 0; i < MR; ++i) a.rows[i] = A.p + std::min<int64_t>(row + i, M - 1) * A.rs + pc * A.cs;
+            tile_rows<T, S>(kc, a, b, B.rs, c, ldc, m, n, load_c, l, row, col);
+          }
+        }
+      }
+    }
+  };
+  if (nt == 1) return body(0, 1);  // small products: no parallel region at all (~0.2 us)
+#pragma omp parallel num_threads(nt)
+  body(omp_get_thread_num(), omp_get_num_threads());
+}
+
 // Direct path for few rows of A (M <= 4 or so): no packing; B read once, in place.
 //  - B rows contiguous (cs == 1): C[i, j-chunk] += A[i, k] * B[k, j-chunk] over k;
 //  - B columns contiguous (rs == 1, e.g. a linear weight): dot products.
@@ -626,7 +771,7 @@ void direct(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t
     // rows), split further only so that every thread gets one.
     constexpr int64_t ACC = 32768 / sizeof(T);
     int64_t ch = std::max<int64_t>(W, ACC / std::max<int64_t>(M, 1) / W * W);
-    if (nt > 1) ch = std::min(ch, round_up(ceil_div(N, nt), W));
+    ch = std::min(ch, round_up(ceil_div(N, nt), W));  // (and never zero more than N columns)
     const int64_t CH = ch;
     const int64_t chunks = ceil_div(N, CH);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -785,6 +930,20 @@ void run_packed_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, PackB
 }
 
 template <class T>
+void run_unpacked_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C,
+                     int64_t ldc, const Epilogue<T>& ep, int nt) {
+  switch (level) {
+#if defined(__AVX512F__)
+    case Simd::avx512: unpacked<T, Simd::avx512>(M, N, K, A, B, C, ldc, ep, nt); return;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case Simd::avx2: unpacked<T, Simd::avx2>(M, N, K, A, B, C, ldc, ep, nt); return;
+#endif
+    default: unpacked<T, Simd::scalar>(M, N, K, A, B, C, ldc, ep, nt); return;
+  }
+}
+
+template <class T>
 void run_direct_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C,
                    int64_t ldc, const Epilogue<T>& ep, int nt) {
   switch (level) {
@@ -833,6 +992,8 @@ void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, 
   };
   const bool direct_ok = (B.cs == 1 || B.rs == 1) && M <= 8;
   if (algo == Algo::naive) return detail::naive(M, N, K, A, pack, nr, C, ldc, ep, nt);
+  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(M, N, K, B)))
+    return detail::run_unpacked_at(level, M, N, K, A, B, C, ldc, ep, nt);
   if (algo == Algo::direct ? direct_ok : (algo == Algo::automatic && direct_ok && M <= tuning().direct_max_m))
     return detail::run_direct_at(level, M, N, K, A, B, C, ldc, ep, nt);
   detail::run_packed_at(level, M, N, K, A, pack, C, ldc, ep, nt);

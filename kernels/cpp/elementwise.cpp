@@ -31,6 +31,7 @@
 #include <type_traits>
 
 #include "check.hpp"
+#include "ndarray.hpp"
 #include "simd.hpp"
 #include "simd_math.hpp"
 
@@ -342,9 +343,9 @@ void for_lines(ptrdiff_t outer, ptrdiff_t n, ptrdiff_t inner, F&& f) {
 
 // -- argument checks (Python validated already: these guard the raw pointers) -----------
 
-// flags 0, not forcecast: with noconvert() a wrong dtype is a TypeError, never a silent copy
+// with noconvert() a wrong dtype is a TypeError, never a silent copy
 template <class T>
-using Array = py::array_t<T, 0>;
+using Array = NdArray<T>;  // exact dtype, any strides, never converted (ndarray.hpp)
 
 std::string shape_of(const py::array& a) {
   std::ostringstream os;

@@ -31,6 +31,7 @@
 
 #include "check.hpp"
 #include "gemm.hpp"
+#include "ndarray.hpp"
 #include "simd.hpp"
 
 namespace py = pybind11;
@@ -39,7 +40,7 @@ namespace pydl {
 namespace {
 
 template <class T>
-using Array = py::array_t<T, 0>;
+using Array = NdArray<T>;  // exact dtype, any strides, never converted (ndarray.hpp)
 
 std::string shape_str(const py::array& a) {
   std::ostringstream os;
@@ -115,7 +116,8 @@ gemm::Algo algo_of(const std::string& s) {
   if (s == "naive") return gemm::Algo::naive;
   if (s == "packed") return gemm::Algo::packed;
   if (s == "direct") return gemm::Algo::direct;
-  PYDL_CHECK(false, "algo: expected '', 'naive', 'packed' or 'direct', got '" << s << "'");
+  if (s == "unpacked") return gemm::Algo::unpacked;
+  PYDL_CHECK(false, "algo: expected '', 'naive', 'packed', 'direct' or 'unpacked', got '" << s << "'");
   return gemm::Algo::automatic;
 }
 
@@ -295,11 +297,12 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
 void bind_gemm(py::module_& m) {
   bind_dtype<float>(m, "f32");
   bind_dtype<double>(m, "f64");
-  m.def("gemm_tuning", [](int kc, int mc, int nc, int direct_max_m) {
-          PYDL_CHECK(kc >= 0 && mc >= 0 && nc >= 0 && direct_max_m >= 0 && direct_max_m <= 8,
-                     "gemm_tuning: expected kc, mc, nc >= 0 and 0 <= direct_max_m <= 8");
-          gemm::tuning() = gemm::Tuning{kc, mc, nc, direct_max_m};
+  m.def("gemm_tuning", [](int kc, int mc, int nc, int direct_max_m, int unpacked_max_m) {
+          PYDL_CHECK(kc >= 0 && mc >= 0 && nc >= 0 && direct_max_m >= 0 && direct_max_m <= 8 && unpacked_max_m >= 0,
+                     "gemm_tuning: expected kc, mc, nc >= 0, 0 <= direct_max_m <= 8 and unpacked_max_m >= 0");
+          gemm::tuning() = gemm::Tuning{kc, mc, nc, direct_max_m, unpacked_max_m};
         }, py::arg("kc") = 0, py::arg("mc") = 0, py::arg("nc") = 0, py::arg("direct_max_m") = 4,
+        py::arg("unpacked_max_m") = 512,
         "Development: GEMM cache blocks (0 = the level's default) and the direct-path row limit.");
 }
 

@@ -11,7 +11,8 @@ Development variants (``backend="cpp:<name>"``), for ``pydl check`` and the
 benchmarks: ``naive`` (the simple scalar driver the packed kernel replaced),
 ``packed-scalar`` / ``packed-avx2`` / ``packed-avx512`` (the packed path
 forced to one SIMD level, clamped to the machine's), ``packed`` (never the
-direct small-M path), ``direct`` (no packing, used when M <= 8).
+direct small-M path), ``direct`` (no packing, used when M <= 8), ``unpacked`` (A packed,
+a row-major B read in place; the path for few rows of A).
 """
 from __future__ import annotations
 
@@ -22,10 +23,20 @@ from .._shared import SUFFIX, contiguous as _contiguous
 _ACT_KERNEL = {"gelu": "gelu", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu"}
 
 
+_MATMUL = {"f": _cpp.gemm_matmul_f32, "d": _cpp.gemm_matmul_f64}
+
+
 def _matmul(a, b, simd="", algo=""):
-    batch = a.shape[:-2] if a.ndim == 3 else b.shape[:-2]
-    out = _array.empty(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype)
-    getattr(_cpp, f"gemm_matmul_{SUFFIX[a.dtype]}")(a, b, out, simd, algo)
+    # (the per-call Python here is part of a small product's time: kept to a dict hit)
+    if a.ndim == 2 and b.ndim == 2:
+        shape = (a.shape[0], b.shape[1])
+    else:
+        shape = (a.shape[0] if a.ndim == 3 else b.shape[0], a.shape[-2], b.shape[-1])
+    out = _array.empty(shape, a.dtype)
+    if simd or algo:
+        _MATMUL[a.dtype.char](a, b, out, simd, algo)
+    else:
+        _MATMUL[a.dtype.char](a, b, out)
     return out
 
 
@@ -78,6 +89,7 @@ register("linear", "cpp")(_linear)
 register("linear_backward", "cpp")(_linear_backward)
 
 _VARIANTS = {"naive": ("", "naive"), "packed": ("", "packed"), "direct": ("", "direct"),
+             "unpacked": ("", "unpacked"),
              "packed-scalar": ("scalar", "packed"), "packed-avx2": ("avx2", "packed"),
              "packed-avx512": ("avx512", "packed")}
 
