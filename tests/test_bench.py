@@ -159,6 +159,19 @@ def test_fma_probe_runs():
         _cpp.fma_peak("scalar", 10, 1)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_read_probe_sums_every_element(threads):
+    _cpp = pytest.importorskip("pydl._cpp")
+    x = np.random.default_rng(0).random(100_003, dtype=np.float32)  # not a multiple of any width
+    nbytes, seconds, checksum = _cpp.read_peak(x, threads)
+    assert nbytes == 4 * x.size and seconds > 0
+    assert abs(checksum - x.astype(np.float64).sum()) <= 1e-4 * x.size
+    with pytest.raises(ValueError, match="threads"):
+        _cpp.read_peak(x, 0)
+    with pytest.raises(ValueError, match="1-D contiguous"):
+        _cpp.read_peak(x[::2], 1)
+
+
 def test_gpu_peaks_absent_without_cupy():
     try:
         import cupy  # noqa: F401

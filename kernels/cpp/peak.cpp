@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "check.hpp"
+#include "ndarray.hpp"
 #include "simd.hpp"
 
 namespace py = pybind11;
@@ -106,9 +107,64 @@ py::tuple fma_peak(const std::string& simd, long iters, int threads) {
   return py::make_tuple(flops, seconds, check);
 }
 
+// Streaming read of one slice: 4 independent vector sums, so the loads, not
+// the add latency, set the pace.
+float sum_slice(const float* p, int64_t n) {
+  int64_t i = 0;
+  float t = 0.f;
+#if defined(__AVX512F__)
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (; i + 64 <= n; i += 64) {
+    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
+    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32));
+    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+  }
+  float out[16];
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+  for (float v : out) t += v;
+#else
+  float s[16] = {};
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) s[l] += p[i + l];
+  for (float v : s) t += v;
+#endif
+  for (; i < n; ++i) t += p[i];
+  return t;
+}
+
+// Read bandwidth: (bytes, seconds, checksum) of `threads` threads each summing
+// a contiguous slice of x once (x should be far larger than the caches).
+py::tuple read_peak(const NdArray<float>& x, int threads) {
+  PYDL_CHECK(threads >= 1, "read_peak: threads must be >= 1, got " << threads);
+  PYDL_CHECK(x.ndim() == 1 && (x.flags() & py::array::c_style),
+             "read_peak: x must be a 1-D contiguous float32 array");
+  const float* p = x.data();
+  const int64_t n = x.shape(0);
+  std::vector<float> sums(threads, 0.f);
+  double seconds;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel num_threads(threads)
+    sums[omp_get_thread_num()] += 0.f;  // wake the threads outside the clock
+    const double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      sums[t] += sum_slice(p + n * t / nt, n * (t + 1) / nt - n * t / nt);
+    }
+    seconds = omp_get_wtime() - t0;
+  }
+  double check = 0.0;
+  for (float s : sums) check += s;
+  return py::make_tuple(static_cast<double>(n) * sizeof(float), seconds, check);
+}
+
 }  // namespace
 
 void bind_peak(py::module_& m) {
+  m.def("read_peak", &read_peak, py::arg("x").noconvert(), py::arg("threads"),
+        "Read bandwidth probe: (bytes, seconds, checksum) of `threads` threads each summing a slice of x.");
   m.def("fma_peak", &fma_peak, py::arg("simd"), py::arg("iters"), py::arg("threads"),
         "FP32 FMA peak probe: (flops, seconds, checksum) of `threads` threads each running "
         "`iters` rounds of 12 independent FMA chains in 'avx512' (zmm) or 'avx2' (ymm) registers.");

@@ -1,8 +1,9 @@
 """Measured machine peaks: the roofs every kernel is compared with.
 
 CPU: the FP32 FMA rate (``pydl._cpp.fma_peak``: independent FMA chains in
-zmm and ymm registers, one thread and all threads) and the copy bandwidth
-(``np.copyto`` of 256 MiB, read + write bytes counted, best of several).
+zmm and ymm registers, one thread and all threads), the copy bandwidth
+(``np.copyto`` of 256 MiB, read + write bytes counted, best of several) and the
+read bandwidth (a native streaming sum of 256 MiB on all threads).
 GPU (CuPy and a device present): device copy bandwidth and the cuBLAS GEMM
 rate (CuPy ``@``, fp32 and bf16 when CuPy can make bf16), timed with CUDA
 events.
@@ -72,6 +73,19 @@ def copy_bandwidth(nbytes: int = COPY_BYTES, repeats: int = 5) -> float:
     return 2 * nbytes / best / 1e9
 
 
+def read_bandwidth(threads: int, nbytes: int = COPY_BYTES, repeats: int = 5) -> float:
+    """GB/s of a streaming sum over ``nbytes`` split between ``threads`` threads, best of
+    ``repeats``: the roof of read-only kernels (a GEMV reads its matrix once, writes ~nothing)."""
+    from pydl import _cpp
+
+    x = np.random.default_rng(0).standard_normal(nbytes // 4, dtype=np.float32)
+    best = np.inf
+    for _ in range(repeats):
+        nb, t, _ = _cpp.read_peak(x, threads)
+        best = min(best, t)
+    return nb / best / 1e9
+
+
 def measure_cpu() -> dict:
     from pydl import backends
 
@@ -84,6 +98,7 @@ def measure_cpu() -> dict:
     except ImportError as e:
         out["fma_error"] = f"pydl._cpp missing ({e}): no FMA peak"
         return out
+    out["read_gbps"] = read_bandwidth(threads)
     levels = {"avx512": ["avx512", "avx2"], "avx2": ["avx2"]}.get(compiled, [])
     for simd in levels:
         for n in sorted({1, threads}):

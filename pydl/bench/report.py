@@ -110,6 +110,9 @@ def _peak_lines(run: dict) -> list[str]:
         fma = ", ".join(f"{k}: {v:.0f}" for k, v in (c.get("fma_gflops") or {}).items())
         lines.append(f"CPU FP32 FMA peak (GFLOP/s): {fma or c.get('fma_error', 'not measured')}")
         lines.append(f"CPU copy bandwidth (np.copyto 256 MiB, read+write): {c.get('copy_gbps', 0):.1f} GB/s")
+        if c.get("read_gbps"):
+            lines.append(f"CPU read bandwidth (streaming sum of 256 MiB, {c.get('threads')} threads): "
+                         f"{c['read_gbps']:.1f} GB/s (the roof of read-only kernels such as a GEMV)")
     if p.get("loadavg") and p["loadavg"][0] > (run["environment"].get("cpu_count") or 1):
         lines.append(f"WARNING: peaks measured at load average {p['loadavg'][0]} on "
                      f"{run['environment'].get('cpu_count')} CPUs ({p.get('measured_at')}): other processes shared "
