@@ -115,3 +115,197 @@ def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple 
     cdef floating* xp = &x[0, 0, 0, 0]
     for p in prange(planes, nogil=True, schedule="static", num_threads=_threads()):
         conv_col2im_plane(cp + p * crs, xp + p * hw, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+from cython.parallel cimport threadid
+
+# -- conv2d forward and backward, fused drivers ---------------------------------------------
+#
+# conv_forward / conv_backward run the whole conv2d in one nogil call: per image and group,
+# im2col of the group's C/G planes into a per-thread column buffer (C/G*R*S x L: 113 KB for
+# the 3x3 depthwise shape, so it stays in L2), then gm_gemm writes W_g @ cols straight into
+# out (no temporary, no copy), the bias added per row while the image is in cache. With at
+# least as many images as threads: one prange over images, each GEMM serial (nthreads=1):
+# no barrier inside an image, no idle thread in im2col/col2im, the weights' packing is the
+# only repeated work. Fewer images than threads: images one after another, each GEMM on all
+# threads. Backward, per image and group: dW_g += dy_g @ cols_g^T into a per-thread dW
+# partial (summed at the end), dcols_g = W_g^T @ dy_g (transposes are strides: gm_gemm's
+# packing reads them), col2im into dx; 1x1/stride 1/pad 0 reads x and writes dx in place.
+
+cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, const floating* bias,
+                        floating* buf, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
+                        Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                        Py_ssize_t ow, bint one, int nthreads) noexcept nogil:
+    """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd). Returns gm_gemm's rc."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
+    cdef Py_ssize_t g, ci, i, j
+    cdef const floating* cols
+    cdef floating* orow
+    cdef floating bv
+    cdef int rc
+    for g in range(groups):
+        if one:
+            cols = x + g * cg * L
+        else:
+            for ci in range(cg):
+                conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * L,
+                                  h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+            cols = buf
+        rc = gm_gemm(kg, L, crs, w + g * kg * crs, crs, 1, cols, L, 1, out + g * kg * L, L,
+                     False, NULL, 0, NULL, 0, nthreads)
+        if rc != 0:
+            return rc
+    if bias != NULL:
+        for i in range(k):
+            orow = out + i * L
+            bv = bias[i]
+            for j in range(L):
+                orow[j] = orow[j] + bv
+    return 0
+
+
+cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy, floating* dx,
+                        floating* dwp, floating* cbuf, floating* dbuf, Py_ssize_t c, Py_ssize_t h,
+                        Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                        Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, int nthreads) noexcept nogil:
+    """For one image: dwp (k x crs) += gy @ im2col(x)^T per group; dx = col2im(W^T @ gy)."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
+    cdef Py_ssize_t g, ci
+    cdef const floating* cols
+    cdef floating* dcols
+    cdef int rc
+    for g in range(groups):
+        if one:
+            cols = x + g * cg * L
+            dcols = dx + g * cg * L
+        else:
+            for ci in range(cg):
+                conv_im2col_plane(x + (g * cg + ci) * h * wd, cbuf + ci * kh * kw * L,
+                                  h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+            cols = cbuf
+            dcols = dbuf
+        # dW_g (kg x crs) += dy_g (kg x L) @ cols^T (L x crs: strides 1, L)
+        rc = gm_gemm(kg, crs, L, gy + g * kg * L, L, 1, cols, 1, L, dwp + g * kg * crs, crs,
+                     True, NULL, 0, NULL, 0, nthreads)
+        if rc != 0:
+            return rc
+        # dcols (crs x L) = W_g^T (crs x kg: strides 1, crs) @ dy_g (kg x L)
+        rc = gm_gemm(crs, L, kg, w + g * kg * crs, 1, crs, gy + g * kg * L, L, 1, dcols, L,
+                     False, NULL, 0, NULL, 0, nthreads)
+        if rc != 0:
+            return rc
+        if not one:
+            for ci in range(cg):
+                conv_col2im_plane(dbuf + ci * kh * kw * L, dx + (g * cg + ci) * h * wd,
+                                  h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    return 0
+
+
+cdef inline bint conv_is_1x1(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
+    return kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+
+
+def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, floating[:, :, ::1] out,
+                 const floating[::1] bias, bint has_bias, tuple geometry, Py_ssize_t groups):
+    """out (N, K, OH*OW) = conv2d(x, w) (+ bias), w as (K, C/G*R*S); all C-contiguous."""
+    cdef Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+    kh, kw, sh, sw, ph, pw, dh, dw = geometry
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], k = w.shape[0]
+    cdef Py_ssize_t oh = conv_out(h, kh, sh, ph, dh), ow = conv_out(wd, kw, sw, pw, dw)
+    cdef Py_ssize_t L = oh * ow, crs = w.shape[1], i
+    cdef int nt = _threads(), rc = 0, t
+    cdef bint one = conv_is_1x1(kh, kw, sh, sw, ph, pw)
+    if (groups < 1 or c % groups or k % groups or crs != c // groups * kh * kw or oh < 1 or ow < 1
+            or tuple(out.shape)[:3] != (n, k, L) or (has_bias and bias.shape[0] != k)):
+        raise ValueError("conv_forward: inconsistent shapes")
+    if n == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &w[0, 0]
+    cdef floating* op = &out[0, 0, 0]
+    cdef const floating* bp = &bias[0] if has_bias else NULL
+    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * L
+    if 2 * n * k * L * crs < GM_SERIAL_FLOPS:
+        nt = 1
+    cdef bint per_image = n >= nt and nt > 1
+    cdef Py_ssize_t nbuf = nt if per_image else 1
+    cdef floating* bufs = <floating*> malloc(nbuf * bsz * sizeof(floating))
+    if bufs == NULL:
+        raise MemoryError("conv_forward: cannot allocate the column buffers")
+    with nogil:
+        if per_image:
+            for i in prange(n, num_threads=nt, schedule="dynamic"):
+                t = threadid()
+                rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * bsz, c, h, wd, k,
+                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, 1) != 0
+        else:
+            for i in range(n):
+                if conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs, c, h, wd, k, groups,
+                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, nt) != 0:
+                    rc = -1
+                    break
+    free(bufs)
+    if rc != 0:
+        raise MemoryError("conv_forward: cannot allocate the GEMM's packing buffers")
+
+
+def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, const floating[:, :, ::1] gy,
+                  floating[:, :, :, ::1] dx, floating[:, ::1] dw_out, tuple geometry, Py_ssize_t groups):
+    """dx (N, C, H, W) and dw_out (K, C/G*R*S) of conv2d (both written in full) from gy
+    (N, K, OH*OW); w as (K, C/G*R*S); all C-contiguous."""
+    cdef Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+    kh, kw, sh, sw, ph, pw, dh, dw = geometry
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], k = w.shape[0]
+    cdef Py_ssize_t oh = conv_out(h, kh, sh, ph, dh), ow = conv_out(wd, kw, sw, pw, dw)
+    cdef Py_ssize_t L = oh * ow, crs = w.shape[1], i, j, q
+    cdef int nt = _threads(), rc = 0, t
+    cdef bint one = conv_is_1x1(kh, kw, sh, sw, ph, pw)
+    if (groups < 1 or c % groups or k % groups or crs != c // groups * kh * kw or oh < 1 or ow < 1
+            or tuple(gy.shape)[:3] != (n, k, L) or tuple(dx.shape)[:4] != (n, c, h, wd)
+            or tuple(dw_out.shape)[:2] != (k, crs)):
+        raise ValueError("conv_backward: inconsistent shapes")
+    cdef floating* dwo = &dw_out[0, 0]
+    cdef Py_ssize_t wsz = k * crs
+    for j in range(wsz):
+        dwo[j] = 0
+    if n == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &w[0, 0]
+    cdef const floating* gp = &gy[0, 0, 0]
+    cdef floating* dxp = &dx[0, 0, 0, 0]
+    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * L
+    if 2 * n * k * L * crs < GM_SERIAL_FLOPS:
+        nt = 1
+    cdef bint per_image = n >= nt and nt > 1
+    cdef Py_ssize_t nbuf = nt if per_image else 1
+    # per thread: columns, column gradients, a dW partial
+    cdef Py_ssize_t per = 2 * bsz + wsz
+    cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
+    if bufs == NULL:
+        raise MemoryError("conv_backward: cannot allocate the column buffers")
+    with nogil:
+        for j in range(nbuf * per):
+            bufs[j] = 0
+        if per_image:
+            for i in prange(n, num_threads=nt, schedule="dynamic"):
+                t = threadid()
+                rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + t * per + 2 * bsz,
+                                     bufs + t * per, bufs + t * per + bsz, c, h, wd, k, groups,
+                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, 1) != 0
+        else:
+            for i in range(n):
+                if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + 2 * bsz, bufs,
+                                  bufs + bsz, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw,
+                                  oh, ow, one, nt) != 0:
+                    rc = -1
+                    break
+        for q in range(nbuf):
+            for j in range(wsz):
+                dwo[j] = dwo[j] + bufs[q * per + 2 * bsz + j]
+    free(bufs)
+    if rc != 0:
+        raise MemoryError("conv_backward: cannot allocate the GEMM's packing buffers")

@@ -8,13 +8,15 @@ loops inside a prange body here). col2im owns each input plane, so the
 overlapping-window sums need no atomics. conv2d = these kernels + GEMM
 (pydl/backends/_conv_im2col.py), the numba GEMM (gemm.gemm_into).
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
+from ... import _array
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from . import sync_threads
-from .gemm import gemm_into
+from .gemm import UKC, UMR, VEC_BYTES, _tile_kernel, gemm_into
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 _HELP = dict(cache=True, nogil=True, fastmath={"contract", "nsz"})
@@ -30,32 +32,37 @@ def _valid(off, stride, w, ow):
 
 @njit(**_HELP)
 def _copy_row(dst, d0, src, s0, lo, hi, ow, sw):
+    # row views, not dst[d0 + j]: an offset index is not vectorized (the negative-index wrap)
+    d = dst[d0:d0 + ow]
     for j in range(lo):
-        dst[d0 + j] = 0
+        d[j] = 0
     if sw == 1:
-        for j in range(lo, hi):
-            dst[d0 + j] = src[s0 + j]
+        d[lo:hi] = src[s0 + lo:s0 + hi]
     else:
-        for j in range(lo, hi):
-            dst[d0 + j] = src[s0 + j * sw]
+        sv = src[s0 + lo * sw:]  # s0 itself may be negative (left padding)
+        for j in range(hi - lo):
+            d[lo + j] = sv[j * sw]
     for j in range(hi, ow):
-        dst[d0 + j] = 0
+        d[j] = 0
 
 
 @njit(**_HELP)
 def _zero_row(dst, d0, ow):
-    for j in range(ow):
-        dst[d0 + j] = 0
+    dst[d0:d0 + ow] = 0
 
 
 @njit(**_HELP)
 def _add_row(dst, d0, src, s0, lo, hi, sw):
     if sw == 1:
-        for j in range(lo, hi):
-            dst[d0 + j] += src[s0 + j]
+        d = dst[d0 + lo:d0 + hi]
+        sv = src[s0 + lo:s0 + hi]
+        for j in range(hi - lo):
+            d[j] += sv[j]
     else:
-        for j in range(lo, hi):
-            dst[d0 + j * sw] += src[s0 + j]
+        dv = dst[d0 + lo * sw:]
+        sv = src[s0 + lo:s0 + hi]
+        for j in range(hi - lo):
+            dv[j * sw] += sv[j]
 
 
 @njit(**_JIT)
@@ -93,6 +100,169 @@ def _col2im(cols, x, planes, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
                         _add_row(x, (p * h + ih) * w + off, cols, row + o * ow, lo, hi, sw)
 
 
+@njit(**_HELP)
+def _im2col_planes(x, cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """cols (planes*kh*kw, oh*ow) = im2col of x (planes*h*w flat), one thread."""
+    L = oh * ow
+    for p in range(x.size // (h * w)):
+        for r in range(kh):
+            for s in range(kw):
+                row = cols[(p * kh + r) * kw + s]
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(oh):
+                    ih = o * sh - ph + r * dh
+                    if ih < 0 or ih >= h:
+                        _zero_row(row, o * ow, ow)
+                    else:
+                        _copy_row(row, o * ow, x, (p * h + ih) * w + off, lo, hi, ow, sw)
+
+
+@njit(**_HELP)
+def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """x (planes*h*w flat) = column sums of cols (planes*kh*kw, oh*ow), one thread."""
+    x[:] = 0
+    for p in range(x.size // (h * w)):
+        for r in range(kh):
+            for s in range(kw):
+                row = cols[(p * kh + r) * kw + s]
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(oh):
+                    ih = o * sh - ph + r * dh
+                    if ih >= 0 and ih < h:
+                        _add_row(x, (p * h + ih) * w + off, row, o * ow, lo, hi, sw)
+
+
+# -- conv2d forward / backward: parallel over images, a serial tile GEMM per image --------
+#
+# The chunked driver (_conv_im2col.forward) calls gemm_into once per chunk and group: every
+# call re-packs the weights, runs three parallel loops (two packings, the tiles) and the
+# result is copied into out. Here one prange runs over slots of images (slot t takes
+# images t, t+T, ...); per image and group: im2col into the slot's buffer, the columns
+# packed into UNR-wide slivers, then gemm_serial with the weights packed ONCE per call,
+# stored straight into out (bias added in the store). Backward: dW_g += dy_g @ cols^T into
+# the slot's dW partial, dcols = W_g^T @ dy_g (W^T packed once per call), col2im into dx.
+
+
+@njit(**_HELP)
+def _pack_panels(a, ap):
+    """ap (nmp, k, UMR) = a (m, k) (any strides) in UMR-row micro-panels, rows past m zero."""
+    m, k = a.shape
+    nmp = ap.shape[0]
+    for ir in range(nmp):
+        pan = ap[ir]
+        for i in range(UMR):
+            row = ir * UMR + i
+            if row < m:
+                src = a[row]
+                for p in range(k):
+                    pan[p, i] = src[p]
+            else:
+                for p in range(k):
+                    pan[p, i] = 0
+
+
+@njit(**_HELP)
+def _pack_slivers(b, bp):
+    """bp (nsl, k, nr) = b (k, n) (any strides) in nr-column slivers, columns past n zero."""
+    k, n = b.shape
+    nsl, nr = bp.shape[0], bp.shape[2]
+    for jr in range(nsl):
+        j0 = jr * nr
+        jn = min(nr, n - j0)
+        sl = bp[jr]
+        for p in range(k):
+            d = sl[p]
+            d[:jn] = b[p, j0:j0 + jn]
+            d[jn:] = 0
+
+
+@njit(**_HELP)
+def _gemm_serial(ap, bp, c, accumulate, bias, cb):
+    """c (m, n) (=|+=) A @ B (+ bias[i] per row, bias.size 0: none), A packed by
+    _pack_panels (nmp, k, UMR), B by _pack_slivers (nsl, k, nr); cb: (nmp*UMR, nr) scratch."""
+    m, n = c.shape
+    nmp, k = ap.shape[0], ap.shape[1]
+    nsl, nr = bp.shape[0], bp.shape[2]
+    hasb = bias.size > 0
+    for jr in range(nsl):
+        cb[:] = 0
+        for p0 in range(0, k, UKC):
+            kc = min(UKC, k - p0)
+            for ir in range(nmp):
+                _tile_kernel(kc, ap, (ir * k + p0) * UMR, bp, (jr * k + p0) * nr, cb, ir * UMR * nr, nr)
+        j0 = jr * nr
+        jn = min(nr, n - j0)
+        for i in range(m):
+            d = c[i, j0:j0 + jn]
+            z = cb[i, :jn]
+            if accumulate:
+                for j in range(jn):
+                    d[j] += z[j]
+            elif hasb:
+                bv = bias[i]
+                for j in range(jn):
+                    d[j] = z[j] + bv
+            else:
+                d[:] = z
+
+
+@njit(**_JIT)
+def _conv_fwd(x, apk, out, bias, groups, nslots, nr, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """x (N, C*H*W) flat images; apk (G, nmp, C/G*R*S, UMR) packed weights; out (N, K, L)
+    (+ bias per channel; bias.size 0: none)."""
+    n, k, L = out.shape
+    crs = apk.shape[2]
+    cgp = crs // (kh * kw) * h * w  # one group's input, flat
+    kg = k // groups
+    nsl = (L + nr - 1) // nr
+    for t in prange(nslots):
+        cols = np.empty((crs, L), x.dtype)
+        bp = np.empty((nsl, crs, nr), x.dtype)
+        cb = np.empty((apk.shape[1] * UMR, nr), x.dtype)
+        for i in range(t, n, nslots):
+            for g in range(groups):
+                _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+                _pack_slivers(cols, bp)
+                _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg], False,
+                             bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
+
+
+@njit(**_JIT)
+def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """x, dx (N, C*H*W) flat images; apt (G, nmp, K/G, UMR): each W_g^T (C/G*R*S x K/G)
+    packed; gy (N, K, L); dwp (T, K, C/G*R*S) per-slot dW partials (written in full)."""
+    n, k, L = gy.shape
+    nslots = dwp.shape[0]
+    crs = dwp.shape[2]
+    cgp = crs // (kh * kw) * h * w
+    kg = k // groups
+    nsl_l = (L + nr - 1) // nr
+    nsl_c = (crs + nr - 1) // nr
+    nmp_k = (kg + UMR - 1) // UMR
+    for t in prange(nslots):
+        dwp[t] = 0
+        cols = np.empty((crs, L), x.dtype)
+        dcols = np.empty((crs, L), x.dtype)
+        bpl = np.empty((nsl_l, kg, nr), x.dtype)      # dy_g in slivers (depth K/G)
+        bpc = np.empty((nsl_c, L, nr), x.dtype)       # cols^T in slivers (depth L)
+        apg = np.empty((nmp_k, L, UMR), x.dtype)      # dy_g in panels (depth L)
+        cbw = np.empty((nmp_k * UMR, nr), x.dtype)
+        cbx = np.empty((apt.shape[1] * UMR, nr), x.dtype)
+        nob = np.empty(0, x.dtype)
+        for i in range(t, n, nslots):
+            for g in range(groups):
+                _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+                gyg = gy[i, g * kg:(g + 1) * kg]
+                _pack_panels(gyg, apg)
+                _pack_slivers(cols.T, bpc)
+                _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
+                _pack_slivers(gyg, bpl)
+                _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
+                _col2im_planes(dcols, dx[i, g * cgp:(g + 1) * cgp], h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
 def _run(kernel, src, dst, x_shape, geo):
     """kernel over flat views; x_shape (N, C, H, W), geo (R, S, sh, sw, ph, pw, dh, dw)."""
     n, c, h, w = x_shape
@@ -111,4 +281,55 @@ def _col2im_k(cols, x, geo):
     _run(_col2im, cols, x, x.shape, geo)
 
 
-_conv_im2col.register_backend("numba", _im2col_k, _col2im_k, _conv_im2col.matmul_with(gemm_into))
+_NR = 2 * VEC_BYTES  # bytes of one sliver row: 32 float32 / 16 float64 columns
+
+
+def _packed(w3, trans):
+    """(G, nmp, depth, UMR): each w3[g] (or its transpose) in micro-panels."""
+    g, m, k = w3.shape
+    if trans:
+        m, k = k, m
+    ap = np.empty((g, (m + UMR - 1) // UMR, k, UMR), w3.dtype)
+    for j in range(g):
+        _pack_panels(w3[j].T if trans else w3[j], ap[j])
+    return ap
+
+
+def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
+    sync_threads()
+    geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    slots = numba.get_num_threads()
+    if n < slots or n * c * h * w == 0:
+        return _conv_im2col.forward(_im2col_k, _gemm, x, weight, bias, stride, padding, dilation, groups)
+    out = _array.empty((n, k, oh, ow), x.dtype)
+    apk = _packed(weight.reshape(groups, k // groups, -1), False)
+    b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    _conv_fwd(x.reshape(n, -1), apk, out.reshape(n, k, oh * ow), b, groups, slots, _NR // x.itemsize,
+              h, w, *geo, oh, ow)
+    return out
+
+
+def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+    sync_threads()
+    geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    slots = numba.get_num_threads()
+    if n < slots or n * c * h * w == 0:
+        return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
+                                     dilation, groups)
+    w3 = weight.reshape(groups, k // groups, -1)
+    apt = _packed(w3, True)
+    dx = _array.empty(x.shape, x.dtype)
+    dwp = np.empty((slots, k, w3.shape[2]), x.dtype)
+    _conv_bwd(x.reshape(n, -1), apt, grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp, groups,
+              _NR // x.itemsize, h, w, *geo, oh, ow)
+    dw = dwp.sum(axis=0).reshape(weight.shape)
+    db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
+    return dx, dw, db
+
+
+_gemm = _conv_im2col.matmul_with(gemm_into)
+_conv_im2col.register_backend("numba", _im2col_k, _col2im_k, _gemm, _conv_forward, _conv_backward)
