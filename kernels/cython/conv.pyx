@@ -119,6 +119,12 @@ def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple 
 
 from cython.parallel cimport threadid
 
+cdef enum:
+    # below: one thread. One parallel region per conv call (not per GEMM), so the
+    # threshold is lower than the GEMM's GM_SERIAL_FLOPS (LeNet's 2.8 MFLOP first layer
+    # at N16 ran serially under that one)
+    CONV_SERIAL_FLOPS = 1 << 19
+
 # -- conv2d forward and backward, fused drivers ---------------------------------------------
 #
 # conv_forward / conv_backward run the whole conv2d in one nogil call: per image and group,
@@ -132,6 +138,45 @@ from cython.parallel cimport threadid
 # partial (summed at the end), dcols_g = W_g^T @ dy_g (transposes are strides: gm_gemm's
 # packing reads them), col2im into dx; 1x1/stride 1/pad 0 reads x and writes dx in place.
 
+cdef void conv_direct_image(const floating* x, const floating* w, floating* out, const floating* bias,
+                            Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t ow) noexcept nogil:
+    """Few filters per group (depthwise; LeNet's first layer, one channel, 6 filters): no columns; each output plane (L1-resident) is
+    bias + one pass per input channel and tap: row[lo:hi] += w * x_row[j*sw + off]."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, L = oh * ow
+    cdef Py_ssize_t kk, ci, r, s, o, j, ih, off, lo, hi, g
+    cdef floating* orow
+    cdef floating* d
+    cdef const floating* src
+    cdef floating wv
+    for kk in range(k):
+        g = kk // kg
+        orow = out + kk * L
+        wv = bias[kk] if bias != NULL else 0
+        for j in range(L):
+            orow[j] = wv
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    wv = w[((kk * cg + ci) * kh + r) * kw + s]
+                    off = s * dw - pw
+                    conv_valid(off, sw, wd, ow, &lo, &hi)
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        src = x + ((g * cg + ci) * h + ih) * wd + off
+                        d = orow + o * ow
+                        if sw == 1:
+                            for j in range(lo, hi):
+                                d[j] = d[j] + wv * src[j]
+                        else:
+                            for j in range(lo, hi):
+                                d[j] = d[j] + wv * src[j * sw]
+
+
 cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, const floating* bias,
                         floating* buf, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
                         Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -144,6 +189,9 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
     cdef floating* orow
     cdef floating bv
     cdef int rc
+    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+        conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        return 0
     for g in range(groups):
         if one:
             cols = x + g * cg * L
@@ -228,7 +276,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
     cdef floating* op = &out[0, 0, 0]
     cdef const floating* bp = &bias[0] if has_bias else NULL
     cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * L
-    if 2 * n * k * L * crs < GM_SERIAL_FLOPS:
+    if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1
@@ -278,7 +326,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
     cdef const floating* gp = &gy[0, 0, 0]
     cdef floating* dxp = &dx[0, 0, 0, 0]
     cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * L
-    if 2 * n * k * L * crs < GM_SERIAL_FLOPS:
+    if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1

@@ -16,7 +16,7 @@ from ... import _array
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from . import sync_threads
-from .gemm import UKC, UMR, VEC_BYTES, _tile_kernel, gemm_into
+from .gemm import SMALL_M, UKC, UMR, VEC_BYTES, _tile_kernel, gemm_into
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 _HELP = dict(cache=True, nogil=True, fastmath={"contract", "nsz"})
@@ -208,6 +208,50 @@ def _gemm_serial(ap, bp, c, accumulate, bias, cb):
                 d[:] = z
 
 
+@njit(**_HELP)
+def _direct_image(x, w2, out, bias, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """Few filters per group (depthwise): no columns. out (K, L) of one image x (C*H*W
+    flat): each output plane is bias + one pass per input channel and tap (row views)."""
+    k, L = out.shape
+    crs = w2.shape[1]
+    cg = crs // (kh * kw)
+    kg = k // groups
+    for kk in range(k):
+        g = kk // kg
+        orow = out[kk]
+        orow[:] = bias[kk] if bias.size else 0
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    wv = w2[kk, (ci * kh + r) * kw + s]
+                    off = s * dw - pw
+                    lo, hi = _valid(off, sw, w, ow)
+                    if hi <= lo:
+                        continue
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        s0 = ((g * cg + ci) * h + ih) * w + off + lo * sw
+                        d = orow[o * ow + lo:o * ow + hi]
+                        if sw == 1:
+                            sv = x[s0:s0 + hi - lo]
+                            for j in range(hi - lo):
+                                d[j] += wv * sv[j]
+                        else:
+                            sv = x[s0:]
+                            for j in range(hi - lo):
+                                d[j] += wv * sv[j * sw]
+
+
+@njit(**_JIT)
+def _conv_direct(x, w2, out, bias, groups, nslots, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    n = out.shape[0]
+    for t in prange(nslots):
+        for i in range(t, n, nslots):
+            _direct_image(x[i], w2, out[i], bias, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
 @njit(**_JIT)
 def _conv_fwd(x, apk, out, bias, groups, nslots, nr, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """x (N, C*H*W) flat images; apk (G, nmp, C/G*R*S, UMR) packed weights; out (N, K, L)
@@ -295,6 +339,12 @@ def _packed(w3, trans):
     return ap
 
 
+def _direct(cg, kg):
+    """The direct forward: few filters per group (depthwise, LeNet's first layer), where a
+    GEMM would have a handful of rows (the same rule as kernels/cython/conv.pyx)."""
+    return kg <= SMALL_M or (cg == 1 and kg <= 8)
+
+
 def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
     sync_threads()
     geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
@@ -304,8 +354,12 @@ def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
     if n < slots or n * c * h * w == 0:
         return _conv_im2col.forward(_im2col_k, _gemm, x, weight, bias, stride, padding, dilation, groups)
     out = _array.empty((n, k, oh, ow), x.dtype)
-    apk = _packed(weight.reshape(groups, k // groups, -1), False)
     b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    if _direct(c // groups, k // groups) and not _conv_im2col._is_1x1(weight, stride, padding):
+        _conv_direct(x.reshape(n, -1), weight.reshape(k, -1), out.reshape(n, k, oh * ow), b, groups, slots,
+                     h, w, *geo, oh, ow)
+        return out
+    apk = _packed(weight.reshape(groups, k // groups, -1), False)
     _conv_fwd(x.reshape(n, -1), apk, out.reshape(n, k, oh * ow), b, groups, slots, _NR // x.itemsize,
               h, w, *geo, oh, ow)
     return out
