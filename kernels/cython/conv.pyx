@@ -120,10 +120,11 @@ def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple 
 from cython.parallel cimport threadid
 
 cdef enum:
-    # below: one thread. One parallel region per conv call (not per GEMM), so the
-    # threshold is lower than the GEMM's GM_SERIAL_FLOPS (LeNet's 2.8 MFLOP first layer
-    # at N16 ran serially under that one)
-    CONV_SERIAL_FLOPS = 1 << 19
+    # below: one thread (as the GEMM's GM_SERIAL_FLOPS). 1 << 19 ran LeNet's layers (2.8 and
+    # 7.7 MFLOP at N16) on 2 threads: 0.24 -> 0.12 ms alone, but 50x slower (14 ms) in
+    # dev/conv/bench.py, where torch's own OpenMP pool spins between calls on the same 2
+    # cores and every region waits for a descheduled thread (dev/conv/jit.md)
+    CONV_SERIAL_FLOPS = 1 << 22
 
 # -- conv2d forward and backward, fused drivers ---------------------------------------------
 #

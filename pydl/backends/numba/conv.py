@@ -16,7 +16,7 @@ from ... import _array
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from . import sync_threads
-from .gemm import SMALL_M, UKC, UMR, VEC_BYTES, _tile_kernel, gemm_into
+from .gemm import SERIAL_FLOPS, SMALL_M, UKC, UMR, VEC_BYTES, _tile_kernel, gemm_into
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 _HELP = dict(cache=True, nogil=True, fastmath={"contract", "nsz"})
@@ -345,12 +345,35 @@ def _direct(cg, kg):
     return kg <= SMALL_M or (cg == 1 and kg <= 8)
 
 
+def _slots(n, flops):
+    """Image slots (threads) for the fused drivers: 1 below the GEMM's SERIAL_FLOPS (a
+    parallel launch costs more, far more on a busy machine), else the thread count."""
+    if flops < SERIAL_FLOPS:
+        numba.set_num_threads(1)
+        return 1
+    return numba.get_num_threads()
+
+
 def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
+    try:
+        return _forward(x, weight, bias, stride, padding, dilation, groups)
+    finally:
+        sync_threads()  # _slots may have set one thread
+
+
+def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+    try:
+        return _backward(grad, x, weight, bias, stride, padding, dilation, groups)
+    finally:
+        sync_threads()
+
+
+def _forward(x, weight, bias, stride, padding, dilation, groups):
     sync_threads()
     geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
     n, c, h, w = x.shape
     k = weight.shape[0]
-    slots = numba.get_num_threads()
+    slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
     if n < slots or n * c * h * w == 0:
         return _conv_im2col.forward(_im2col_k, _gemm, x, weight, bias, stride, padding, dilation, groups)
     out = _array.empty((n, k, oh, ow), x.dtype)
@@ -365,12 +388,12 @@ def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
     return out
 
 
-def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
     sync_threads()
     geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
     n, c, h, w = x.shape
     k = weight.shape[0]
-    slots = numba.get_num_threads()
+    slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
     if n < slots or n * c * h * w == 0:
         return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
                                      dilation, groups)
