@@ -244,6 +244,61 @@ def _direct_image(x, w2, out, bias, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw
                                 d[j] += wv * sv[j * sw]
 
 
+@njit(**_HELP)
+def _direct_bwd_image(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """The direct forward's backward for one image: dx (C*H*W flat, overwritten) gets
+    w * dy scattered back per tap (a transposed convolution), dwp (K, C/G*R*S) += the dot
+    products of dy with the tap's input rows."""
+    k, L = gy.shape
+    crs = w2.shape[1]
+    cg = crs // (kh * kw)
+    kg = k // groups
+    dx[:] = 0
+    for kk in range(k):
+        g = kk // kg
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    q = (ci * kh + r) * kw + s
+                    wv = w2[kk, q]
+                    off = s * dw - pw
+                    lo, hi = _valid(off, sw, w, ow)
+                    if hi <= lo:
+                        continue
+                    acc = 0.0
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        s0 = ((g * cg + ci) * h + ih) * w + off + lo * sw
+                        d = gy[kk, o * ow + lo:o * ow + hi]
+                        if sw == 1:
+                            sv = x[s0:s0 + hi - lo]
+                            dv = dx[s0:s0 + hi - lo]
+                            for j in range(hi - lo):
+                                acc += d[j] * sv[j]
+                            for j in range(hi - lo):
+                                dv[j] += wv * d[j]
+                        else:
+                            sv = x[s0:]
+                            dv = dx[s0:]
+                            for j in range(hi - lo):
+                                acc += d[j] * sv[j * sw]
+                                dv[j * sw] += wv * d[j]
+                    dwp[kk, q] += acc
+
+
+@njit(**_JIT)
+def _conv_direct_bwd(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    n = gy.shape[0]
+    nslots = dwp.shape[0]
+    for t in prange(nslots):
+        dwp[t] = 0
+        for i in range(t, n, nslots):
+            _direct_bwd_image(x[i], w2, gy[i], dx[i], dwp[t], groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                              oh, ow)
+
+
 @njit(**_JIT)
 def _conv_direct(x, w2, out, bias, groups, nslots, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     n = out.shape[0]
@@ -398,11 +453,14 @@ def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
         return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
                                      dilation, groups)
     w3 = weight.reshape(groups, k // groups, -1)
-    apt = _packed(w3, True)
     dx = _array.empty(x.shape, x.dtype)
     dwp = np.empty((slots, k, w3.shape[2]), x.dtype)
-    _conv_bwd(x.reshape(n, -1), apt, grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp, groups,
-              _NR // x.itemsize, h, w, *geo, oh, ow)
+    if _direct(c // groups, k // groups) and not _conv_im2col._is_1x1(weight, stride, padding):
+        _conv_direct_bwd(x.reshape(n, -1), weight.reshape(k, -1), grad.reshape(n, k, oh * ow), dx.reshape(n, -1),
+                         dwp, groups, h, w, *geo, oh, ow)
+    else:
+        _conv_bwd(x.reshape(n, -1), _packed(w3, True), grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp,
+                  groups, _NR // x.itemsize, h, w, *geo, oh, ow)
     dw = dwp.sum(axis=0).reshape(weight.shape)
     db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
     return dx, dw, db
