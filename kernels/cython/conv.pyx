@@ -214,6 +214,50 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
     return 0
 
 
+cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floating* gy, floating* dx,
+                                floating* dwp, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
+                                Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                                Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                                Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """conv_direct_image's backward for one image: dx (overwritten) gets w * dy scattered
+    back per tap (a transposed convolution); dwp (k x crs) += dot(dy row, the tap's x row)."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, L = oh * ow, crs = cg * kh * kw
+    cdef Py_ssize_t kk, ci, r, s, o, j, ih, off, lo, hi, g, q
+    cdef const floating* d
+    cdef const floating* src
+    cdef floating* dxr
+    cdef floating wv, acc
+    for j in range(c * h * wd):
+        dx[j] = 0
+    for kk in range(k):
+        g = kk // kg
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    q = (ci * kh + r) * kw + s
+                    wv = w[kk * crs + q]
+                    off = s * dw - pw
+                    conv_valid(off, sw, wd, ow, &lo, &hi)
+                    acc = 0
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        src = x + ((g * cg + ci) * h + ih) * wd + off
+                        dxr = dx + ((g * cg + ci) * h + ih) * wd + off
+                        d = gy + kk * L + o * ow
+                        if sw == 1:
+                            for j in range(lo, hi):
+                                acc = acc + d[j] * src[j]
+                            for j in range(lo, hi):
+                                dxr[j] = dxr[j] + wv * d[j]
+                        else:
+                            for j in range(lo, hi):
+                                acc = acc + d[j] * src[j * sw]
+                                dxr[j * sw] = dxr[j * sw] + wv * d[j]
+                    dwp[kk * crs + q] += acc
+
+
 cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy, floating* dx,
                         floating* dwp, floating* cbuf, floating* dbuf, Py_ssize_t c, Py_ssize_t h,
                         Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
@@ -225,6 +269,9 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
     cdef const floating* cols
     cdef floating* dcols
     cdef int rc
+    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+        conv_direct_bwd_image(x, w, gy, dx, dwp, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        return 0
     for g in range(groups):
         if one:
             cols = x + g * cg * L
