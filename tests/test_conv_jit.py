@@ -115,3 +115,20 @@ def test_empty_batch(backend):
     dx, dw, db = pydl.ops.conv2d_backward(np.zeros((0, 6, 8, 8), np.float32), x, wt, np.ones(6, np.float32),
                                           padding=1, backend=backend)
     assert dx.shape == x.shape and dw.shape == wt.shape and not dw.any() and not db.any()
+
+
+@pytest.mark.skipif("cython" not in JIT, reason="cython backend not built")
+@pytest.mark.parametrize("tile", [1, 3000, 1 << 16])
+@pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1", "1x1_grouped", "1x1_s2"])
+def test_cython_row_tiles(tile, sid, threads):
+    """conv_forward / conv_backward in tiles of output rows (1 byte: one row per tile;
+    windows of neighbouring tiles overlap in the input: col2im adds across tiles)."""
+    from pydl import _cython
+
+    old = _cython.conv_set_tile_bytes(tile)
+    try:
+        rng = np.random.default_rng(11)
+        for dtype in (np.float32, np.float64):
+            _check("cython", _args(rng, SHAPES[sid], dtype, bias=True), dtype, rng)
+    finally:
+        _cython.conv_set_tile_bytes(old)

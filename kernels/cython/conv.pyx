@@ -25,17 +25,18 @@ cdef inline void conv_valid(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t w, Py_
 
 cdef void conv_im2col_plane(const floating* x, floating* cols, Py_ssize_t h, Py_ssize_t w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
                             Py_ssize_t ow) noexcept nogil:
-    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi
+    """The column rows of output rows o0..o1 of one plane: cols (kh*kw, (o1-o0)*ow)."""
+    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi, nrow = o1 - o0
     cdef floating* d
     cdef const floating* src
     for r in range(kh):
         for s in range(kw):
             off = s * dw - pw
             conv_valid(off, sw, w, ow, &lo, &hi)
-            for o in range(oh):
-                d = cols + ((r * kw + s) * oh + o) * ow
+            for o in range(o0, o1):
+                d = cols + ((r * kw + s) * nrow + o - o0) * ow
                 ih = o * sh - ph + r * dh
                 if ih < 0 or ih >= h:
                     for j in range(ow):
@@ -56,22 +57,25 @@ cdef void conv_im2col_plane(const floating* x, floating* cols, Py_ssize_t h, Py_
 
 cdef void conv_col2im_plane(const floating* cols, floating* x, Py_ssize_t h, Py_ssize_t w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-                            Py_ssize_t ow) noexcept nogil:
-    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
+                            Py_ssize_t ow, bint zero) noexcept nogil:
+    """x (h, w) (= when zero, else +=) the column sums of output rows o0..o1 (cols as
+    conv_im2col_plane writes them)."""
+    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi, nrow = o1 - o0
     cdef floating* d
     cdef const floating* src
-    for j in range(h * w):
-        x[j] = 0
+    if zero:
+        for j in range(h * w):
+            x[j] = 0
     for r in range(kh):
         for s in range(kw):
             off = s * dw - pw
             conv_valid(off, sw, w, ow, &lo, &hi)
-            for o in range(oh):
+            for o in range(o0, o1):
                 ih = o * sh - ph + r * dh
                 if ih < 0 or ih >= h:
                     continue
-                src = cols + ((r * kw + s) * oh + o) * ow
+                src = cols + ((r * kw + s) * nrow + o - o0) * ow
                 d = x + ih * w + off
                 if sw == 1:
                     for j in range(lo, hi):
@@ -98,7 +102,7 @@ def conv_im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple 
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* cp = &cols[0, 0, 0]
     for p in prange(planes, nogil=True, schedule="static", num_threads=_threads()):
-        conv_im2col_plane(xp + p * hw, cp + p * crs, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        conv_im2col_plane(xp + p * hw, cp + p * crs, h, w, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow)
 
 
 def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geometry):
@@ -114,7 +118,7 @@ def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple 
     cdef const floating* cp = &cols[0, 0, 0]
     cdef floating* xp = &x[0, 0, 0, 0]
     for p in prange(planes, nogil=True, schedule="static", num_threads=_threads()):
-        conv_col2im_plane(cp + p * crs, xp + p * hw, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        conv_col2im_plane(cp + p * crs, xp + p * hw, h, w, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow, True)
 
 
 from cython.parallel cimport threadid
@@ -182,10 +186,11 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
                         floating* buf, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
                         Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-                        Py_ssize_t ow, bint one, int nthreads) noexcept nogil:
-    """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd). Returns gm_gemm's rc."""
+                        Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads) noexcept nogil:
+    """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd), in tiles of trows
+    output rows (buf: crs x trows*ow). Returns gm_gemm's rc."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
-    cdef Py_ssize_t g, ci, i, j
+    cdef Py_ssize_t g, ci, i, j, o0, o1, T
     cdef const floating* cols
     cdef floating* orow
     cdef floating bv
@@ -193,18 +198,23 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
     if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
         conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
-    for g in range(groups):
-        if one:
-            cols = x + g * cg * L
-        else:
-            for ci in range(cg):
-                conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * L,
-                                  h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-            cols = buf
-        rc = gm_gemm(kg, L, crs, w + g * kg * crs, crs, 1, cols, L, 1, out + g * kg * L, L,
-                     False, NULL, 0, NULL, 0, nthreads)
-        if rc != 0:
-            return rc
+    o0 = 0
+    while o0 < oh:
+        o1 = min(oh, o0 + trows)
+        T = (o1 - o0) * ow
+        for g in range(groups):
+            if one:  # x's rows are the columns (row stride L)
+                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, x + g * cg * L + o0 * ow, L, 1,
+                             out + g * kg * L + o0 * ow, L, False, NULL, 0, NULL, 0, nthreads)
+            else:
+                for ci in range(cg):
+                    conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
+                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, buf, T, 1, out + g * kg * L + o0 * ow, L,
+                             False, NULL, 0, NULL, 0, nthreads)
+            if rc != 0:
+                return rc
+        o0 = o1
     if bias != NULL:
         for i in range(k):
             orow = out + i * L
@@ -262,41 +272,72 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                         floating* dwp, floating* cbuf, floating* dbuf, Py_ssize_t c, Py_ssize_t h,
                         Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                        Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, int nthreads) noexcept nogil:
-    """For one image: dwp (k x crs) += gy @ im2col(x)^T per group; dx = col2im(W^T @ gy)."""
+                        Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, Py_ssize_t trows,
+                        int nthreads) noexcept nogil:
+    """For one image, in tiles of trows output rows: dwp (k x crs) += gy @ im2col(x)^T per
+    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow)."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
-    cdef Py_ssize_t g, ci
+    cdef Py_ssize_t g, ci, j, o0, o1, T, rsb, csb, ldd
     cdef const floating* cols
     cdef floating* dcols
     cdef int rc
     if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
         conv_direct_bwd_image(x, w, gy, dx, dwp, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
-    for g in range(groups):
-        if one:
-            cols = x + g * cg * L
-            dcols = dx + g * cg * L
-        else:
-            for ci in range(cg):
-                conv_im2col_plane(x + (g * cg + ci) * h * wd, cbuf + ci * kh * kw * L,
-                                  h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-            cols = cbuf
-            dcols = dbuf
-        # dW_g (kg x crs) += dy_g (kg x L) @ cols^T (L x crs: strides 1, L)
-        rc = gm_gemm(kg, crs, L, gy + g * kg * L, L, 1, cols, 1, L, dwp + g * kg * crs, crs,
-                     True, NULL, 0, NULL, 0, nthreads)
-        if rc != 0:
-            return rc
-        # dcols (crs x L) = W_g^T (crs x kg: strides 1, crs) @ dy_g (kg x L)
-        rc = gm_gemm(crs, L, kg, w + g * kg * crs, 1, crs, gy + g * kg * L, L, 1, dcols, L,
-                     False, NULL, 0, NULL, 0, nthreads)
-        if rc != 0:
-            return rc
-        if not one:
-            for ci in range(cg):
-                conv_col2im_plane(dbuf + ci * kh * kw * L, dx + (g * cg + ci) * h * wd,
-                                  h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    if not one:
+        for j in range(c * h * wd):
+            dx[j] = 0
+    o0 = 0
+    while o0 < oh:
+        o1 = min(oh, o0 + trows)
+        T = (o1 - o0) * ow
+        for g in range(groups):
+            if one:  # x and dx rows are the columns (row stride L)
+                cols = x + g * cg * L + o0 * ow
+                dcols = dx + g * cg * L + o0 * ow
+                ldd = L
+            else:
+                for ci in range(cg):
+                    conv_im2col_plane(x + (g * cg + ci) * h * wd, cbuf + ci * kh * kw * T,
+                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                cols = cbuf
+                dcols = dbuf
+                ldd = T
+            # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
+            rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
+                         True, NULL, 0, NULL, 0, nthreads)
+            if rc != 0:
+                return rc
+            # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
+            rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                         False, NULL, 0, NULL, 0, nthreads)
+            if rc != 0:
+                return rc
+            if not one:
+                for ci in range(cg):
+                    conv_col2im_plane(dbuf + ci * kh * kw * T, dx + (g * cg + ci) * h * wd,
+                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, False)
+        o0 = o1
     return 0
+
+
+cdef Py_ssize_t _CONV_TILE_BYTES = 2 << 20  # 0: whole images (no row tiles); 2 MB: dev/conv/jit.md
+
+
+def conv_set_tile_bytes(Py_ssize_t b):
+    """Column-tile budget of conv_forward / conv_backward in bytes (0: one tile per
+    image); returns the old one. A tuning hook (dev/conv/jit.md)."""
+    global _CONV_TILE_BYTES
+    old = _CONV_TILE_BYTES
+    _CONV_TILE_BYTES = b
+    return old
+
+
+cdef Py_ssize_t conv_tile_rows(Py_ssize_t crs, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t isz) noexcept:
+    """Output rows per tile: the column tile (crs x rows*ow) within _CONV_TILE_BYTES."""
+    if _CONV_TILE_BYTES <= 0:
+        return oh
+    return max(1, min(oh, _CONV_TILE_BYTES // max(1, crs * ow * isz)))
 
 
 cdef inline bint conv_is_1x1(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -323,7 +364,8 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
     cdef const floating* wp = &w[0, 0]
     cdef floating* op = &out[0, 0, 0]
     cdef const floating* bp = &bias[0] if has_bias else NULL
-    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * L
+    cdef Py_ssize_t trows = conv_tile_rows(crs, oh, ow, sizeof(floating))
+    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * trows * ow
     if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
@@ -336,11 +378,11 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
             for i in prange(n, num_threads=nt, schedule="dynamic"):
                 t = threadid()
                 rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * bsz, c, h, wd, k,
-                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, 1) != 0
+                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
         else:
             for i in range(n):
                 if conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs, c, h, wd, k, groups,
-                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, nt) != 0:
+                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt) != 0:
                     rc = -1
                     break
     free(bufs)
@@ -373,7 +415,8 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
     cdef const floating* wp = &w[0, 0]
     cdef const floating* gp = &gy[0, 0, 0]
     cdef floating* dxp = &dx[0, 0, 0, 0]
-    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * L
+    cdef Py_ssize_t trows = conv_tile_rows(crs, oh, ow, sizeof(floating))
+    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * trows * ow
     if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
@@ -391,12 +434,12 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
                 t = threadid()
                 rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + t * per + 2 * bsz,
                                      bufs + t * per, bufs + t * per + bsz, c, h, wd, k, groups,
-                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, 1) != 0
+                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
         else:
             for i in range(n):
                 if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + 2 * bsz, bufs,
                                   bufs + bsz, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw,
-                                  oh, ow, one, nt) != 0:
+                                  oh, ow, one, trows, nt) != 0:
                     rc = -1
                     break
         for q in range(nbuf):
