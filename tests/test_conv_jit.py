@@ -132,3 +132,19 @@ def test_cython_row_tiles(tile, sid, threads):
             _check("cython", _args(rng, SHAPES[sid], dtype, bias=True), dtype, rng)
     finally:
         _cython.conv_set_tile_bytes(old)
+
+
+@pytest.mark.skipif("numba" not in JIT, reason="numba backend not built")
+@pytest.mark.parametrize("tile", [1, 3000])
+@pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1_s2"])
+def test_numba_row_tiles(tile, sid):
+    """The numba fused drivers in tiles of output rows (numba/conv.py TILE_BYTES)."""
+    from pydl.backends.numba import conv as nconv
+
+    old, nconv.TILE_BYTES = nconv.TILE_BYTES, tile
+    try:
+        rng = np.random.default_rng(13)
+        for dtype in (np.float32, np.float64):
+            _check("numba", _args(rng, SHAPES[sid], dtype, bias=True), dtype, rng)
+    finally:
+        nconv.TILE_BYTES = old

@@ -1,12 +1,21 @@
 """numba adapters for the conv family: im2col, col2im, conv2d forward and backward.
 
-im2col / col2im: one ``prange`` over the (image, channel) planes; each plane's
+im2col / col2im ops: one ``prange`` over the (image, channel) planes; each plane's
 R*S column rows are written (read) row by row with the valid output range
-[lo, hi) computed once per tap, so the per-row copies and adds are
-branch-free loops in small njit helpers of their own (LLVM does not vectorize
-loops inside a prange body here). col2im owns each input plane, so the
-overlapping-window sums need no atomics. conv2d = these kernels + GEMM
-(pydl/backends/_conv_im2col.py), the numba GEMM (gemm.gemm_into).
+[lo, hi) computed once per tap, the copies and adds on row views (an offset
+index ``a[o + j]`` is not vectorized). col2im owns each input plane, so the
+overlapping-window sums need no atomics.
+
+conv2d (dev/conv/jit.md): with at least as many images as threads, one prange
+over image slots (one per thread); per image, tile of output rows (column tile
+within TILE_BYTES) and group: im2col into the slot's buffer, packed into
+slivers, and a serial GEMM on the register-tile kernel of gemm.py
+(``_tile_kernel``) with the weights packed once per call, stored straight into
+out with the bias. Backward per tile: dW_g += dy_g @ cols^T into the slot's
+partial, dcols = W_g^T @ dy_g, col2im into dx. Few filters per group
+(depthwise, LeNet's first layer): a direct forward and backward, no columns.
+Fewer images than threads: the chunked driver of _conv_im2col, whose GEMM
+(gemm.gemm_into) runs on every thread.
 """
 import numba
 import numpy as np
@@ -101,37 +110,38 @@ def _col2im(cols, x, planes, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
 
 
 @njit(**_HELP)
-def _im2col_planes(x, cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """cols (planes*kh*kw, oh*ow) = im2col of x (planes*h*w flat), one thread."""
-    L = oh * ow
+def _im2col_planes(x, cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
+    """cols (planes*kh*kw, (o1-o0)*ow) = im2col of output rows o0..o1 of x (planes*h*w
+    flat), one thread."""
+    T = (o1 - o0) * ow
     for p in range(x.size // (h * w)):
         for r in range(kh):
             for s in range(kw):
                 row = cols[(p * kh + r) * kw + s]
                 off = s * dw - pw
                 lo, hi = _valid(off, sw, w, ow)
-                for o in range(oh):
+                for o in range(o0, o1):
                     ih = o * sh - ph + r * dh
                     if ih < 0 or ih >= h:
-                        _zero_row(row, o * ow, ow)
+                        _zero_row(row, (o - o0) * ow, ow)
                     else:
-                        _copy_row(row, o * ow, x, (p * h + ih) * w + off, lo, hi, ow, sw)
+                        _copy_row(row, (o - o0) * ow, x, (p * h + ih) * w + off, lo, hi, ow, sw)
 
 
 @njit(**_HELP)
-def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """x (planes*h*w flat) = column sums of cols (planes*kh*kw, oh*ow), one thread."""
-    x[:] = 0
+def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
+    """x (planes*h*w flat) += the column sums of output rows o0..o1 (cols as
+    _im2col_planes writes them), one thread."""
     for p in range(x.size // (h * w)):
         for r in range(kh):
             for s in range(kw):
                 row = cols[(p * kh + r) * kw + s]
                 off = s * dw - pw
                 lo, hi = _valid(off, sw, w, ow)
-                for o in range(oh):
+                for o in range(o0, o1):
                     ih = o * sh - ph + r * dh
                     if ih >= 0 and ih < h:
-                        _add_row(x, (p * h + ih) * w + off, row, o * ow, lo, hi, sw)
+                        _add_row(x, (p * h + ih) * w + off, row, (o - o0) * ow, lo, hi, sw)
 
 
 # -- conv2d forward / backward: parallel over images, a serial tile GEMM per image --------
@@ -308,59 +318,76 @@ def _conv_direct(x, w2, out, bias, groups, nslots, h, w, kh, kw, sh, sw, ph, pw,
 
 
 @njit(**_JIT)
-def _conv_fwd(x, apk, out, bias, groups, nslots, nr, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """x (N, C*H*W) flat images; apk (G, nmp, C/G*R*S, UMR) packed weights; out (N, K, L)
-    (+ bias per channel; bias.size 0: none)."""
+    (+ bias per channel; bias.size 0: none); columns in tiles of trows output rows."""
     n, k, L = out.shape
     crs = apk.shape[2]
     cgp = crs // (kh * kw) * h * w  # one group's input, flat
     kg = k // groups
-    nsl = (L + nr - 1) // nr
+    tmax = trows * ow
     for t in prange(nslots):
-        cols = np.empty((crs, L), x.dtype)
-        bp = np.empty((nsl, crs, nr), x.dtype)
+        colsf = np.empty(crs * tmax, x.dtype)
+        bpf = np.empty((tmax + nr - 1) // nr * crs * nr, x.dtype)
         cb = np.empty((apk.shape[1] * UMR, nr), x.dtype)
         for i in range(t, n, nslots):
-            for g in range(groups):
-                _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-                _pack_slivers(cols, bp)
-                _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg], False,
-                             bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
+            for o0 in range(0, oh, trows):
+                o1 = min(oh, o0 + trows)
+                T = (o1 - o0) * ow
+                cols = colsf[:crs * T].reshape((crs, T))
+                bp = bpf[:(T + nr - 1) // nr * crs * nr].reshape(((T + nr - 1) // nr, crs, nr))
+                for g in range(groups):
+                    _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   o0, o1, ow)
+                    _pack_slivers(cols, bp)
+                    _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow], False,
+                                 bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
 
 
 @njit(**_JIT)
-def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """x, dx (N, C*H*W) flat images; apt (G, nmp, K/G, UMR): each W_g^T (C/G*R*S x K/G)
-    packed; gy (N, K, L); dwp (T, K, C/G*R*S) per-slot dW partials (written in full)."""
+    packed; gy (N, K, L); dwp (T, K, C/G*R*S) per-slot dW partials (written in full);
+    columns in tiles of trows output rows."""
     n, k, L = gy.shape
     nslots = dwp.shape[0]
     crs = dwp.shape[2]
     cgp = crs // (kh * kw) * h * w
     kg = k // groups
-    nsl_l = (L + nr - 1) // nr
+    tmax = trows * ow
     nsl_c = (crs + nr - 1) // nr
     nmp_k = (kg + UMR - 1) // UMR
     for t in prange(nslots):
         dwp[t] = 0
-        cols = np.empty((crs, L), x.dtype)
-        dcols = np.empty((crs, L), x.dtype)
-        bpl = np.empty((nsl_l, kg, nr), x.dtype)      # dy_g in slivers (depth K/G)
-        bpc = np.empty((nsl_c, L, nr), x.dtype)       # cols^T in slivers (depth L)
-        apg = np.empty((nmp_k, L, UMR), x.dtype)      # dy_g in panels (depth L)
+        colsf = np.empty(crs * tmax, x.dtype)
+        dcolsf = np.empty(crs * tmax, x.dtype)
+        bplf = np.empty((tmax + nr - 1) // nr * kg * nr, x.dtype)   # dy_g tile in slivers (depth K/G)
+        bpcf = np.empty(nsl_c * tmax * nr, x.dtype)                  # cols^T in slivers (depth T)
+        apgf = np.empty(nmp_k * tmax * UMR, x.dtype)                 # dy_g tile in panels (depth T)
         cbw = np.empty((nmp_k * UMR, nr), x.dtype)
         cbx = np.empty((apt.shape[1] * UMR, nr), x.dtype)
         nob = np.empty(0, x.dtype)
         for i in range(t, n, nslots):
-            for g in range(groups):
-                _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-                gyg = gy[i, g * kg:(g + 1) * kg]
-                _pack_panels(gyg, apg)
-                _pack_slivers(cols.T, bpc)
-                _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
-                _pack_slivers(gyg, bpl)
-                _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
-                _col2im_planes(dcols, dx[i, g * cgp:(g + 1) * cgp], h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
-
+            dx[i] = 0
+            for o0 in range(0, oh, trows):
+                o1 = min(oh, o0 + trows)
+                T = (o1 - o0) * ow
+                cols = colsf[:crs * T].reshape((crs, T))
+                dcols = dcolsf[:crs * T].reshape((crs, T))
+                bpl = bplf[:(T + nr - 1) // nr * kg * nr].reshape(((T + nr - 1) // nr, kg, nr))
+                bpc = bpcf[:nsl_c * T * nr].reshape((nsl_c, T, nr))
+                apg = apgf[:nmp_k * T * UMR].reshape((nmp_k, T, UMR))
+                for g in range(groups):
+                    _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   o0, o1, ow)
+                    gyg = gy[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow]
+                    _pack_panels(gyg, apg)
+                    _pack_slivers(cols.T, bpc)
+                    _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
+                    _pack_slivers(gyg, bpl)
+                    _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
+                    _col2im_planes(dcols, dx[i, g * cgp:(g + 1) * cgp], h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   o0, o1, ow)
 
 def _run(kernel, src, dst, x_shape, geo):
     """kernel over flat views; x_shape (N, C, H, W), geo (R, S, sh, sw, ph, pw, dh, dw)."""
@@ -394,6 +421,17 @@ def _packed(w3, trans):
     return ap
 
 
+#: column-tile budget of the fused drivers (bytes; 0: whole images), as the cython one
+TILE_BYTES = 2 << 20
+
+
+def _tile_rows(crs, oh, ow, itemsize):
+    """Output rows per column tile (crs x rows*ow within TILE_BYTES)."""
+    if TILE_BYTES <= 0:
+        return oh
+    return max(1, min(oh, TILE_BYTES // max(1, crs * ow * itemsize)))
+
+
 def _direct(cg, kg):
     """The direct forward: few filters per group (depthwise, LeNet's first layer), where a
     GEMM would have a handful of rows (the same rule as kernels/cython/conv.pyx)."""
@@ -401,8 +439,9 @@ def _direct(cg, kg):
 
 
 def _slots(n, flops):
-    """Image slots (threads) for the fused drivers: 1 below the GEMM's SERIAL_FLOPS (a
-    parallel launch costs more, far more on a busy machine), else the thread count."""
+    """Image slots for the fused drivers (slot t runs images t, t+slots, ...): 1 below the
+    GEMM's SERIAL_FLOPS (a parallel launch costs more, far more on a busy machine), else
+    one per thread."""
     if flops < SERIAL_FLOPS:
         numba.set_num_threads(1)
         return 1
@@ -429,7 +468,7 @@ def _forward(x, weight, bias, stride, padding, dilation, groups):
     n, c, h, w = x.shape
     k = weight.shape[0]
     slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
-    if n < slots or n * c * h * w == 0:
+    if n < numba.get_num_threads() or n * c * h * w == 0:
         return _conv_im2col.forward(_im2col_k, _gemm, x, weight, bias, stride, padding, dilation, groups)
     out = _array.empty((n, k, oh, ow), x.dtype)
     b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
@@ -439,7 +478,7 @@ def _forward(x, weight, bias, stride, padding, dilation, groups):
         return out
     apk = _packed(weight.reshape(groups, k // groups, -1), False)
     _conv_fwd(x.reshape(n, -1), apk, out.reshape(n, k, oh * ow), b, groups, slots, _NR // x.itemsize,
-              h, w, *geo, oh, ow)
+              _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow)
     return out
 
 
@@ -449,7 +488,7 @@ def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
     n, c, h, w = x.shape
     k = weight.shape[0]
     slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
-    if n < slots or n * c * h * w == 0:
+    if n < numba.get_num_threads() or n * c * h * w == 0:
         return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
                                      dilation, groups)
     w3 = weight.reshape(groups, k // groups, -1)
@@ -460,7 +499,7 @@ def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
                          dwp, groups, h, w, *geo, oh, ow)
     else:
         _conv_bwd(x.reshape(n, -1), _packed(w3, True), grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp,
-                  groups, _NR // x.itemsize, h, w, *geo, oh, ow)
+                  groups, _NR // x.itemsize, _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow)
     dw = dwp.sum(axis=0).reshape(weight.shape)
     db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
     return dx, dw, db
