@@ -5,8 +5,10 @@
 # tuple (R, S, sh, sw, ph, pw, dh, dw). One prange over the N*C planes (each thread owns whole
 # planes, so col2im's overlapping-window sums need no atomics); per kernel tap the valid output
 # columns [lo, hi) are computed once, so each row is a zero fill, a branch-free copy (or add)
-# that GCC vectorizes when the stride is 1, and a zero fill. conv2d = these + GEMM
-# (pydl/backends/_conv_im2col.py, the GEMM chosen in pydl/backends/cython/conv.py `_gemm`).
+# that GCC vectorizes when the stride is 1, and a zero fill. conv2d: conv_forward /
+# conv_backward below (per image: row tiles of columns + gm_gemm, or the direct path for
+# few filters per group; parallel over images), adapters in pydl/backends/cython/conv.py,
+# figures in dev/conv/jit.md.
 # Napkin math: im2col writes R*S times the input; 3x3 over N32 C64 56x56 float32 is 231 MB of
 # writes, ~8 ms at the 29 GB/s copy bandwidth.
 

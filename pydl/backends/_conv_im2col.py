@@ -10,7 +10,10 @@ go in chunks whose column matrix stays under ``WORKSPACE_BYTES``, so memory
 is bounded whatever the batch; 1x1 / stride 1 / padding 0 convolutions use x
 itself as the column matrix. Backward, per chunk: dW_g += dy_g @ cols_g^T as
 one GEMM over the chunk's images (L*images deep), dcols_g = W_g^T @ dy_g,
-then col2im into dx; db = sum of dy.
+then col2im into dx; db = sum of dy. These chunked drivers are the fallback:
+cython and numba pass their own whole-conv drivers to ``register_backend``
+(per image, row tiles of columns, a serial GEMM into out; dev/conv/jit.md) and
+numba uses these only with fewer images than threads.
 """
 import numpy as np
 
