@@ -5,8 +5,10 @@
 # tuple (R, S, sh, sw, ph, pw, dh, dw). One prange over the N*C planes (each thread owns whole
 # planes, so col2im's overlapping-window sums need no atomics); per kernel tap the valid output
 # columns [lo, hi) are computed once, so each row is a zero fill, a branch-free copy (or add)
-# that GCC vectorizes when the stride is 1, and a zero fill. conv2d = these + GEMM
-# (pydl/backends/_conv_im2col.py, the GEMM chosen in pydl/backends/cython/conv.py `_gemm`).
+# that GCC vectorizes when the stride is 1, and a zero fill. conv2d: conv_forward /
+# conv_backward below (per image: row tiles of columns + gm_gemm, or the direct path for
+# few filters per group; parallel over images), adapters in pydl/backends/cython/conv.py,
+# figures in dev/conv/jit.md.
 # Napkin math: im2col writes R*S times the input; 3x3 over N32 C64 56x56 float32 is 231 MB of
 # writes, ~8 ms at the 29 GB/s copy bandwidth.
 
@@ -25,17 +27,18 @@ cdef inline void conv_valid(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t w, Py_
 
 cdef void conv_im2col_plane(const floating* x, floating* cols, Py_ssize_t h, Py_ssize_t w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
                             Py_ssize_t ow) noexcept nogil:
-    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi
+    """The column rows of output rows o0..o1 of one plane: cols (kh*kw, (o1-o0)*ow)."""
+    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi, nrow = o1 - o0
     cdef floating* d
     cdef const floating* src
     for r in range(kh):
         for s in range(kw):
             off = s * dw - pw
             conv_valid(off, sw, w, ow, &lo, &hi)
-            for o in range(oh):
-                d = cols + ((r * kw + s) * oh + o) * ow
+            for o in range(o0, o1):
+                d = cols + ((r * kw + s) * nrow + o - o0) * ow
                 ih = o * sh - ph + r * dh
                 if ih < 0 or ih >= h:
                     for j in range(ow):
@@ -56,22 +59,25 @@ cdef void conv_im2col_plane(const floating* x, floating* cols, Py_ssize_t h, Py_
 
 cdef void conv_col2im_plane(const floating* cols, floating* x, Py_ssize_t h, Py_ssize_t w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-                            Py_ssize_t ow) noexcept nogil:
-    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
+                            Py_ssize_t ow, bint zero) noexcept nogil:
+    """x (h, w) (= when zero, else +=) the column sums of output rows o0..o1 (cols as
+    conv_im2col_plane writes them)."""
+    cdef Py_ssize_t r, s, o, j, ih, off, lo, hi, nrow = o1 - o0
     cdef floating* d
     cdef const floating* src
-    for j in range(h * w):
-        x[j] = 0
+    if zero:
+        for j in range(h * w):
+            x[j] = 0
     for r in range(kh):
         for s in range(kw):
             off = s * dw - pw
             conv_valid(off, sw, w, ow, &lo, &hi)
-            for o in range(oh):
+            for o in range(o0, o1):
                 ih = o * sh - ph + r * dh
                 if ih < 0 or ih >= h:
                     continue
-                src = cols + ((r * kw + s) * oh + o) * ow
+                src = cols + ((r * kw + s) * nrow + o - o0) * ow
                 d = x + ih * w + off
                 if sw == 1:
                     for j in range(lo, hi):
@@ -98,7 +104,7 @@ def conv_im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple 
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* cp = &cols[0, 0, 0]
     for p in prange(planes, nogil=True, schedule="static", num_threads=_threads()):
-        conv_im2col_plane(xp + p * hw, cp + p * crs, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        conv_im2col_plane(xp + p * hw, cp + p * crs, h, w, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow)
 
 
 def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geometry):
@@ -114,4 +120,333 @@ def conv_col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple 
     cdef const floating* cp = &cols[0, 0, 0]
     cdef floating* xp = &x[0, 0, 0, 0]
     for p in prange(planes, nogil=True, schedule="static", num_threads=_threads()):
-        conv_col2im_plane(cp + p * crs, xp + p * hw, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        conv_col2im_plane(cp + p * crs, xp + p * hw, h, w, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow, True)
+
+
+from cython.parallel cimport threadid
+
+cdef enum:
+    # below: one thread (as the GEMM's GM_SERIAL_FLOPS). 1 << 19 ran LeNet's layers (2.8 and
+    # 7.7 MFLOP at N16) on 2 threads: 0.24 -> 0.12 ms alone, but 50x slower (14 ms) in
+    # dev/conv/bench.py, where torch's own OpenMP pool spins between calls on the same 2
+    # cores and every region waits for a descheduled thread (dev/conv/jit.md)
+    CONV_SERIAL_FLOPS = 1 << 22
+
+# -- conv2d forward and backward, fused drivers ---------------------------------------------
+#
+# conv_forward / conv_backward run the whole conv2d in one nogil call: per image and group,
+# im2col of the group's C/G planes into a per-thread column buffer (C/G*R*S x L: 113 KB for
+# the 3x3 depthwise shape, so it stays in L2), then gm_gemm writes W_g @ cols straight into
+# out (no temporary, no copy), the bias added per row while the image is in cache. With at
+# least as many images as threads: one prange over images, each GEMM serial (nthreads=1):
+# no barrier inside an image, no idle thread in im2col/col2im, the weights' packing is the
+# only repeated work. Fewer images than threads: images one after another, each GEMM on all
+# threads. Backward, per image and group: dW_g += dy_g @ cols_g^T into a per-thread dW
+# partial (summed at the end), dcols_g = W_g^T @ dy_g (transposes are strides: gm_gemm's
+# packing reads them), col2im into dx; 1x1/stride 1/pad 0 reads x and writes dx in place.
+
+cdef void conv_direct_image(const floating* x, const floating* w, floating* out, const floating* bias,
+                            Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                            Py_ssize_t ow) noexcept nogil:
+    """Few filters per group (depthwise; LeNet's first layer, one channel, 6 filters): no columns; each output plane (L1-resident) is
+    bias + one pass per input channel and tap: row[lo:hi] += w * x_row[j*sw + off]."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, L = oh * ow
+    cdef Py_ssize_t kk, ci, r, s, o, j, ih, off, lo, hi, g
+    cdef floating* orow
+    cdef floating* d
+    cdef const floating* src
+    cdef floating wv
+    for kk in range(k):
+        g = kk // kg
+        orow = out + kk * L
+        wv = bias[kk] if bias != NULL else 0
+        for j in range(L):
+            orow[j] = wv
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    wv = w[((kk * cg + ci) * kh + r) * kw + s]
+                    off = s * dw - pw
+                    conv_valid(off, sw, wd, ow, &lo, &hi)
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        src = x + ((g * cg + ci) * h + ih) * wd + off
+                        d = orow + o * ow
+                        if sw == 1:
+                            for j in range(lo, hi):
+                                d[j] = d[j] + wv * src[j]
+                        else:
+                            for j in range(lo, hi):
+                                d[j] = d[j] + wv * src[j * sw]
+
+
+cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, const floating* bias,
+                        floating* buf, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
+                        Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                        Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads) noexcept nogil:
+    """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd), in tiles of trows
+    output rows (buf: crs x trows*ow). Returns gm_gemm's rc."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
+    cdef Py_ssize_t g, ci, i, j, o0, o1, T
+    cdef const floating* cols
+    cdef floating* orow
+    cdef floating bv
+    cdef int rc
+    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+        conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        return 0
+    o0 = 0
+    while o0 < oh:
+        o1 = min(oh, o0 + trows)
+        T = (o1 - o0) * ow
+        for g in range(groups):
+            if one:  # x's rows are the columns (row stride L)
+                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, x + g * cg * L + o0 * ow, L, 1,
+                             out + g * kg * L + o0 * ow, L, False, NULL, 0, NULL, 0, nthreads)
+            else:
+                for ci in range(cg):
+                    conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
+                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, buf, T, 1, out + g * kg * L + o0 * ow, L,
+                             False, NULL, 0, NULL, 0, nthreads)
+            if rc != 0:
+                return rc
+        o0 = o1
+    if bias != NULL:
+        for i in range(k):
+            orow = out + i * L
+            bv = bias[i]
+            for j in range(L):
+                orow[j] = orow[j] + bv
+    return 0
+
+
+cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floating* gy, floating* dx,
+                                floating* dwp, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
+                                Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                                Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                                Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """conv_direct_image's backward for one image: dx (overwritten) gets w * dy scattered
+    back per tap (a transposed convolution); dwp (k x crs) += dot(dy row, the tap's x row)."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, L = oh * ow, crs = cg * kh * kw
+    cdef Py_ssize_t kk, ci, r, s, o, j, ih, off, lo, hi, g, q
+    cdef const floating* d
+    cdef const floating* src
+    cdef floating* dxr
+    cdef floating wv, acc
+    for j in range(c * h * wd):
+        dx[j] = 0
+    for kk in range(k):
+        g = kk // kg
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    q = (ci * kh + r) * kw + s
+                    wv = w[kk * crs + q]
+                    off = s * dw - pw
+                    conv_valid(off, sw, wd, ow, &lo, &hi)
+                    acc = 0
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        src = x + ((g * cg + ci) * h + ih) * wd + off
+                        dxr = dx + ((g * cg + ci) * h + ih) * wd + off
+                        d = gy + kk * L + o * ow
+                        if sw == 1:
+                            for j in range(lo, hi):
+                                acc = acc + d[j] * src[j]
+                            for j in range(lo, hi):
+                                dxr[j] = dxr[j] + wv * d[j]
+                        else:
+                            for j in range(lo, hi):
+                                acc = acc + d[j] * src[j * sw]
+                                dxr[j * sw] = dxr[j * sw] + wv * d[j]
+                    dwp[kk * crs + q] += acc
+
+
+cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy, floating* dx,
+                        floating* dwp, floating* cbuf, floating* dbuf, Py_ssize_t c, Py_ssize_t h,
+                        Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                        Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, Py_ssize_t trows,
+                        int nthreads) noexcept nogil:
+    """For one image, in tiles of trows output rows: dwp (k x crs) += gy @ im2col(x)^T per
+    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow)."""
+    cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
+    cdef Py_ssize_t g, ci, j, o0, o1, T, rsb, csb, ldd
+    cdef const floating* cols
+    cdef floating* dcols
+    cdef int rc
+    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+        conv_direct_bwd_image(x, w, gy, dx, dwp, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        return 0
+    if not one:
+        for j in range(c * h * wd):
+            dx[j] = 0
+    o0 = 0
+    while o0 < oh:
+        o1 = min(oh, o0 + trows)
+        T = (o1 - o0) * ow
+        for g in range(groups):
+            if one:  # x and dx rows are the columns (row stride L)
+                cols = x + g * cg * L + o0 * ow
+                dcols = dx + g * cg * L + o0 * ow
+                ldd = L
+            else:
+                for ci in range(cg):
+                    conv_im2col_plane(x + (g * cg + ci) * h * wd, cbuf + ci * kh * kw * T,
+                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                cols = cbuf
+                dcols = dbuf
+                ldd = T
+            # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
+            rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
+                         True, NULL, 0, NULL, 0, nthreads)
+            if rc != 0:
+                return rc
+            # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
+            rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                         False, NULL, 0, NULL, 0, nthreads)
+            if rc != 0:
+                return rc
+            if not one:
+                for ci in range(cg):
+                    conv_col2im_plane(dbuf + ci * kh * kw * T, dx + (g * cg + ci) * h * wd,
+                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, False)
+        o0 = o1
+    return 0
+
+
+cdef Py_ssize_t _CONV_TILE_BYTES = 2 << 20  # 0: whole images (no row tiles); 2 MB: dev/conv/jit.md
+
+
+def conv_set_tile_bytes(Py_ssize_t b):
+    """Column-tile budget of conv_forward / conv_backward in bytes (0: one tile per
+    image); returns the old one. A tuning hook (dev/conv/jit.md)."""
+    global _CONV_TILE_BYTES
+    old = _CONV_TILE_BYTES
+    _CONV_TILE_BYTES = b
+    return old
+
+
+cdef Py_ssize_t conv_tile_rows(Py_ssize_t crs, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t isz) noexcept:
+    """Output rows per tile: the column tile (crs x rows*ow) within _CONV_TILE_BYTES."""
+    if _CONV_TILE_BYTES <= 0:
+        return oh
+    return max(1, min(oh, _CONV_TILE_BYTES // max(1, crs * ow * isz)))
+
+
+cdef inline bint conv_is_1x1(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
+    return kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+
+
+def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, floating[:, :, ::1] out,
+                 const floating[::1] bias, bint has_bias, tuple geometry, Py_ssize_t groups):
+    """out (N, K, OH*OW) = conv2d(x, w) (+ bias), w as (K, C/G*R*S); all C-contiguous."""
+    cdef Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+    kh, kw, sh, sw, ph, pw, dh, dw = geometry
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], k = w.shape[0]
+    cdef Py_ssize_t oh = conv_out(h, kh, sh, ph, dh), ow = conv_out(wd, kw, sw, pw, dw)
+    cdef Py_ssize_t L = oh * ow, crs = w.shape[1], i
+    cdef int nt = _threads(), rc = 0, t
+    cdef bint one = conv_is_1x1(kh, kw, sh, sw, ph, pw)
+    if (groups < 1 or c % groups or k % groups or crs != c // groups * kh * kw or oh < 1 or ow < 1
+            or tuple(out.shape)[:3] != (n, k, L) or (has_bias and bias.shape[0] != k)):
+        raise ValueError("conv_forward: inconsistent shapes")
+    if n == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &w[0, 0]
+    cdef floating* op = &out[0, 0, 0]
+    cdef const floating* bp = &bias[0] if has_bias else NULL
+    cdef Py_ssize_t trows = conv_tile_rows(crs, oh, ow, sizeof(floating))
+    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * trows * ow
+    if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
+        nt = 1
+    cdef bint per_image = n >= nt and nt > 1
+    cdef Py_ssize_t nbuf = nt if per_image else 1
+    cdef floating* bufs = <floating*> malloc(nbuf * bsz * sizeof(floating))
+    if bufs == NULL:
+        raise MemoryError("conv_forward: cannot allocate the column buffers")
+    with nogil:
+        if per_image:
+            for i in prange(n, num_threads=nt, schedule="dynamic"):
+                t = threadid()
+                rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * bsz, c, h, wd, k,
+                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
+        else:
+            for i in range(n):
+                if conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs, c, h, wd, k, groups,
+                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt) != 0:
+                    rc = -1
+                    break
+    free(bufs)
+    if rc != 0:
+        raise MemoryError("conv_forward: cannot allocate the GEMM's packing buffers")
+
+
+def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, const floating[:, :, ::1] gy,
+                  floating[:, :, :, ::1] dx, floating[:, ::1] dw_out, tuple geometry, Py_ssize_t groups):
+    """dx (N, C, H, W) and dw_out (K, C/G*R*S) of conv2d (both written in full) from gy
+    (N, K, OH*OW); w as (K, C/G*R*S); all C-contiguous."""
+    cdef Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+    kh, kw, sh, sw, ph, pw, dh, dw = geometry
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], k = w.shape[0]
+    cdef Py_ssize_t oh = conv_out(h, kh, sh, ph, dh), ow = conv_out(wd, kw, sw, pw, dw)
+    cdef Py_ssize_t L = oh * ow, crs = w.shape[1], i, j, q
+    cdef int nt = _threads(), rc = 0, t
+    cdef bint one = conv_is_1x1(kh, kw, sh, sw, ph, pw)
+    if (groups < 1 or c % groups or k % groups or crs != c // groups * kh * kw or oh < 1 or ow < 1
+            or tuple(gy.shape)[:3] != (n, k, L) or tuple(dx.shape)[:4] != (n, c, h, wd)
+            or tuple(dw_out.shape)[:2] != (k, crs)):
+        raise ValueError("conv_backward: inconsistent shapes")
+    cdef floating* dwo = &dw_out[0, 0]
+    cdef Py_ssize_t wsz = k * crs
+    for j in range(wsz):
+        dwo[j] = 0
+    if n == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &w[0, 0]
+    cdef const floating* gp = &gy[0, 0, 0]
+    cdef floating* dxp = &dx[0, 0, 0, 0]
+    cdef Py_ssize_t trows = conv_tile_rows(crs, oh, ow, sizeof(floating))
+    cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * trows * ow
+    if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
+        nt = 1
+    cdef bint per_image = n >= nt and nt > 1
+    cdef Py_ssize_t nbuf = nt if per_image else 1
+    # per thread: columns, column gradients, a dW partial
+    cdef Py_ssize_t per = 2 * bsz + wsz
+    cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
+    if bufs == NULL:
+        raise MemoryError("conv_backward: cannot allocate the column buffers")
+    with nogil:
+        for j in range(nbuf * per):
+            bufs[j] = 0
+        if per_image:
+            for i in prange(n, num_threads=nt, schedule="dynamic"):
+                t = threadid()
+                rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + t * per + 2 * bsz,
+                                     bufs + t * per, bufs + t * per + bsz, c, h, wd, k, groups,
+                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
+        else:
+            for i in range(n):
+                if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + 2 * bsz, bufs,
+                                  bufs + bsz, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw,
+                                  oh, ow, one, trows, nt) != 0:
+                    rc = -1
+                    break
+        for q in range(nbuf):
+            for j in range(wsz):
+                dwo[j] = dwo[j] + bufs[q * per + 2 * bsz + j]
+    free(bufs)
+    if rc != 0:
+        raise MemoryError("conv_backward: cannot allocate the GEMM's packing buffers")

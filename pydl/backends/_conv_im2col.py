@@ -10,7 +10,10 @@ go in chunks whose column matrix stays under ``WORKSPACE_BYTES``, so memory
 is bounded whatever the batch; 1x1 / stride 1 / padding 0 convolutions use x
 itself as the column matrix. Backward, per chunk: dW_g += dy_g @ cols_g^T as
 one GEMM over the chunk's images (L*images deep), dcols_g = W_g^T @ dy_g,
-then col2im into dx; db = sum of dy.
+then col2im into dx; db = sum of dy. These chunked drivers are the fallback:
+cython and numba pass their own whole-conv drivers to ``register_backend``
+(per image, row tiles of columns, a serial GEMM into out; dev/conv/jit.md) and
+numba uses these only with fewer images than threads.
 """
 import numpy as np
 
@@ -99,10 +102,15 @@ def matmul_with(gemm_into):
     return gemm
 
 
-def register_backend(backend, im2col_k, col2im_k, gemm):
+def register_backend(backend, im2col_k, col2im_k, gemm, conv_forward=None, conv_backward=None):
     """Register im2col, col2im and conv2d (forward and backward) for ``backend``
     on its kernels ``im2col_k(x, cols, geo)``, ``col2im_k(cols, x, geo)`` and
-    ``gemm(a, b)``; the adapters are the same for every such backend."""
+    ``gemm(a, b)``; the adapters are the same for every such backend. A backend
+    with whole-conv drivers passes them as ``conv_forward`` / ``conv_backward``
+    (same signatures as :func:`forward` / :func:`backward` less the kernels);
+    they replace the chunked drivers here."""
+    fwd = conv_forward or (lambda *a: forward(im2col_k, gemm, *a))
+    bwd = conv_backward or (lambda *a: backward(im2col_k, col2im_k, gemm, *a))
     from .. import registry
     from ._shared import contiguous
 
@@ -136,9 +144,8 @@ def register_backend(backend, im2col_k, col2im_k, gemm):
 
     @registry.register("conv2d", backend)
     def conv2d(x, weight, bias, stride, padding, dilation, groups):
-        return forward(im2col_k, gemm, contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups)
+        return fwd(contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups)
 
     @registry.register("conv2d_backward", backend)
     def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
-        return backward(im2col_k, col2im_k, gemm, contiguous(grad), contiguous(x), contiguous(weight), bias,
-                        stride, padding, dilation, groups)
+        return bwd(contiguous(grad), contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups)

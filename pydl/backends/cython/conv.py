@@ -1,10 +1,14 @@
 """cython adapters for the conv family: im2col, col2im, conv2d forward and backward.
 
-Kernels: ``conv_im2col`` / ``conv_col2im`` of kernels/cython/conv.pyx (prange over
-the N*C planes). conv2d = those + GEMM (pydl/backends/_conv_im2col.py), the
-cython GEMM (gemm.gemm_into).
+Kernels (kernels/cython/conv.pyx): ``conv_im2col`` / ``conv_col2im`` (prange over
+the N*C planes) for the im2col and col2im ops; conv2d forward and backward are
+one nogil call each, ``conv_forward`` / ``conv_backward``: per image and group,
+im2col into a per-thread buffer and the cython GEMM (gm_gemm) writing straight
+into out / dW partials / dx, parallel over images (dev/conv/jit.md).
 """
-from ... import _cython
+import numpy as np
+
+from ... import _array, _cython
 from .. import _conv_im2col
 from .gemm import gemm_into
 
@@ -19,4 +23,31 @@ def _col2im_k(cols, x, geo):
         _cython.conv_col2im(cols, x, geo)
 
 
-_conv_im2col.register_backend("cython", _im2col_k, _col2im_k, _conv_im2col.matmul_with(gemm_into))
+def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
+    geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
+    n, k = x.shape[0], weight.shape[0]
+    out = _array.empty((n, k, oh, ow), x.dtype)
+    if out.size:
+        b = np.ascontiguousarray(bias) if bias is not None else np.zeros(1, x.dtype)
+        _cython.conv_forward(x, weight.reshape(k, -1), out.reshape(n, k, oh * ow), b, bias is not None,
+                             geo, groups)
+    return out
+
+
+def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+    geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
+    n, k = x.shape[0], weight.shape[0]
+    dx = _array.empty(x.shape, x.dtype)
+    dw = _array.empty(weight.shape, weight.dtype)
+    if oh * ow == 0 or k == 0:  # no output: every gradient is 0
+        dx[...] = 0
+        dw[...] = 0
+    else:
+        _cython.conv_backward(x, weight.reshape(k, -1), grad.reshape(n, k, oh * ow), dx, dw.reshape(k, -1),
+                              geo, groups)
+    db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
+    return dx, dw, db
+
+
+_conv_im2col.register_backend("cython", _im2col_k, _col2im_k, _conv_im2col.matmul_with(gemm_into),
+                              _conv_forward, _conv_backward)

@@ -1,20 +1,31 @@
 """numba adapters for the conv family: im2col, col2im, conv2d forward and backward.
 
-im2col / col2im: one ``prange`` over the (image, channel) planes; each plane's
+im2col / col2im ops: one ``prange`` over the (image, channel) planes; each plane's
 R*S column rows are written (read) row by row with the valid output range
-[lo, hi) computed once per tap, so the per-row copies and adds are
-branch-free loops in small njit helpers of their own (LLVM does not vectorize
-loops inside a prange body here). col2im owns each input plane, so the
-overlapping-window sums need no atomics. conv2d = these kernels + GEMM
-(pydl/backends/_conv_im2col.py), the numba GEMM (gemm.gemm_into).
+[lo, hi) computed once per tap, the copies and adds on row views (an offset
+index ``a[o + j]`` is not vectorized). col2im owns each input plane, so the
+overlapping-window sums need no atomics.
+
+conv2d (dev/conv/jit.md): with at least as many images as threads, one prange
+over image slots (one per thread); per image, tile of output rows (column tile
+within TILE_BYTES) and group: im2col into the slot's buffer, packed into
+slivers, and a serial GEMM on the register-tile kernel of gemm.py
+(``_tile_kernel``) with the weights packed once per call, stored straight into
+out with the bias. Backward per tile: dW_g += dy_g @ cols^T into the slot's
+partial, dcols = W_g^T @ dy_g, col2im into dx. Few filters per group
+(depthwise, LeNet's first layer): a direct forward and backward, no columns.
+Fewer images than threads: the chunked driver of _conv_im2col, whose GEMM
+(gemm.gemm_into) runs on every thread.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
+from ... import _array
 from ...ops.conv import output_hw
 from .. import _conv_im2col
 from . import sync_threads
-from .gemm import gemm_into
+from .gemm import SERIAL_FLOPS, SMALL_M, UKC, UMR, VEC_BYTES, _tile_kernel, gemm_into
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 _HELP = dict(cache=True, nogil=True, fastmath={"contract", "nsz"})
@@ -30,32 +41,37 @@ def _valid(off, stride, w, ow):
 
 @njit(**_HELP)
 def _copy_row(dst, d0, src, s0, lo, hi, ow, sw):
+    # row views, not dst[d0 + j]: an offset index is not vectorized (the negative-index wrap)
+    d = dst[d0:d0 + ow]
     for j in range(lo):
-        dst[d0 + j] = 0
+        d[j] = 0
     if sw == 1:
-        for j in range(lo, hi):
-            dst[d0 + j] = src[s0 + j]
+        d[lo:hi] = src[s0 + lo:s0 + hi]
     else:
-        for j in range(lo, hi):
-            dst[d0 + j] = src[s0 + j * sw]
+        sv = src[s0 + lo * sw:]  # s0 itself may be negative (left padding)
+        for j in range(hi - lo):
+            d[lo + j] = sv[j * sw]
     for j in range(hi, ow):
-        dst[d0 + j] = 0
+        d[j] = 0
 
 
 @njit(**_HELP)
 def _zero_row(dst, d0, ow):
-    for j in range(ow):
-        dst[d0 + j] = 0
+    dst[d0:d0 + ow] = 0
 
 
 @njit(**_HELP)
 def _add_row(dst, d0, src, s0, lo, hi, sw):
     if sw == 1:
-        for j in range(lo, hi):
-            dst[d0 + j] += src[s0 + j]
+        d = dst[d0 + lo:d0 + hi]
+        sv = src[s0 + lo:s0 + hi]
+        for j in range(hi - lo):
+            d[j] += sv[j]
     else:
-        for j in range(lo, hi):
-            dst[d0 + j * sw] += src[s0 + j]
+        dv = dst[d0 + lo * sw:]
+        sv = src[s0 + lo:s0 + hi]
+        for j in range(hi - lo):
+            dv[j * sw] += sv[j]
 
 
 @njit(**_JIT)
@@ -93,6 +109,286 @@ def _col2im(cols, x, planes, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
                         _add_row(x, (p * h + ih) * w + off, cols, row + o * ow, lo, hi, sw)
 
 
+@njit(**_HELP)
+def _im2col_planes(x, cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
+    """cols (planes*kh*kw, (o1-o0)*ow) = im2col of output rows o0..o1 of x (planes*h*w
+    flat), one thread."""
+    T = (o1 - o0) * ow
+    for p in range(x.size // (h * w)):
+        for r in range(kh):
+            for s in range(kw):
+                row = cols[(p * kh + r) * kw + s]
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(o0, o1):
+                    ih = o * sh - ph + r * dh
+                    if ih < 0 or ih >= h:
+                        _zero_row(row, (o - o0) * ow, ow)
+                    else:
+                        _copy_row(row, (o - o0) * ow, x, (p * h + ih) * w + off, lo, hi, ow, sw)
+
+
+@njit(**_HELP)
+def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
+    """x (planes*h*w flat) += the column sums of output rows o0..o1 (cols as
+    _im2col_planes writes them), one thread."""
+    for p in range(x.size // (h * w)):
+        for r in range(kh):
+            for s in range(kw):
+                row = cols[(p * kh + r) * kw + s]
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(o0, o1):
+                    ih = o * sh - ph + r * dh
+                    if ih >= 0 and ih < h:
+                        _add_row(x, (p * h + ih) * w + off, row, (o - o0) * ow, lo, hi, sw)
+
+
+# -- conv2d forward / backward: parallel over images, a serial tile GEMM per image --------
+#
+# The chunked driver (_conv_im2col.forward) calls gemm_into once per chunk and group: every
+# call re-packs the weights, runs three parallel loops (two packings, the tiles) and the
+# result is copied into out. Here one prange runs over slots of images (slot t takes
+# images t, t+T, ...); per image and group: im2col into the slot's buffer, the columns
+# packed into UNR-wide slivers, then gemm_serial with the weights packed ONCE per call,
+# stored straight into out (bias added in the store). Backward: dW_g += dy_g @ cols^T into
+# the slot's dW partial, dcols = W_g^T @ dy_g (W^T packed once per call), col2im into dx.
+
+
+@njit(**_HELP)
+def _pack_panels(a, ap):
+    """ap (nmp, k, UMR) = a (m, k) (any strides) in UMR-row micro-panels, rows past m zero."""
+    m, k = a.shape
+    nmp = ap.shape[0]
+    for ir in range(nmp):
+        pan = ap[ir]
+        for i in range(UMR):
+            row = ir * UMR + i
+            if row < m:
+                src = a[row]
+                for p in range(k):
+                    pan[p, i] = src[p]
+            else:
+                for p in range(k):
+                    pan[p, i] = 0
+
+
+@njit(**_HELP)
+def _pack_slivers(b, bp):
+    """bp (nsl, k, nr) = b (k, n) (any strides) in nr-column slivers, columns past n zero."""
+    k, n = b.shape
+    nsl, nr = bp.shape[0], bp.shape[2]
+    for jr in range(nsl):
+        j0 = jr * nr
+        jn = min(nr, n - j0)
+        sl = bp[jr]
+        for p in range(k):
+            d = sl[p]
+            d[:jn] = b[p, j0:j0 + jn]
+            d[jn:] = 0
+
+
+@njit(**_HELP)
+def _gemm_serial(ap, bp, c, accumulate, bias, cb):
+    """c (m, n) (=|+=) A @ B (+ bias[i] per row, bias.size 0: none), A packed by
+    _pack_panels (nmp, k, UMR), B by _pack_slivers (nsl, k, nr); cb: (nmp*UMR, nr) scratch."""
+    m, n = c.shape
+    nmp, k = ap.shape[0], ap.shape[1]
+    nsl, nr = bp.shape[0], bp.shape[2]
+    hasb = bias.size > 0
+    for jr in range(nsl):
+        cb[:] = 0
+        for p0 in range(0, k, UKC):
+            kc = min(UKC, k - p0)
+            for ir in range(nmp):
+                _tile_kernel(kc, ap, (ir * k + p0) * UMR, bp, (jr * k + p0) * nr, cb, ir * UMR * nr, nr)
+        j0 = jr * nr
+        jn = min(nr, n - j0)
+        for i in range(m):
+            d = c[i, j0:j0 + jn]
+            z = cb[i, :jn]
+            if accumulate:
+                for j in range(jn):
+                    d[j] += z[j]
+            elif hasb:
+                bv = bias[i]
+                for j in range(jn):
+                    d[j] = z[j] + bv
+            else:
+                d[:] = z
+
+
+@njit(**_HELP)
+def _direct_image(x, w2, out, bias, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """Few filters per group (depthwise): no columns. out (K, L) of one image x (C*H*W
+    flat): each output plane is bias + one pass per input channel and tap (row views)."""
+    k, L = out.shape
+    crs = w2.shape[1]
+    cg = crs // (kh * kw)
+    kg = k // groups
+    for kk in range(k):
+        g = kk // kg
+        orow = out[kk]
+        orow[:] = bias[kk] if bias.size else 0
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    wv = w2[kk, (ci * kh + r) * kw + s]
+                    off = s * dw - pw
+                    lo, hi = _valid(off, sw, w, ow)
+                    if hi <= lo:
+                        continue
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        s0 = ((g * cg + ci) * h + ih) * w + off + lo * sw
+                        d = orow[o * ow + lo:o * ow + hi]
+                        if sw == 1:
+                            sv = x[s0:s0 + hi - lo]
+                            for j in range(hi - lo):
+                                d[j] += wv * sv[j]
+                        else:
+                            sv = x[s0:]
+                            for j in range(hi - lo):
+                                d[j] += wv * sv[j * sw]
+
+
+@njit(**_HELP)
+def _direct_bwd_image(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """The direct forward's backward for one image: dx (C*H*W flat, overwritten) gets
+    w * dy scattered back per tap (a transposed convolution), dwp (K, C/G*R*S) += the dot
+    products of dy with the tap's input rows."""
+    k, L = gy.shape
+    crs = w2.shape[1]
+    cg = crs // (kh * kw)
+    kg = k // groups
+    dx[:] = 0
+    for kk in range(k):
+        g = kk // kg
+        for ci in range(cg):
+            for r in range(kh):
+                for s in range(kw):
+                    q = (ci * kh + r) * kw + s
+                    wv = w2[kk, q]
+                    off = s * dw - pw
+                    lo, hi = _valid(off, sw, w, ow)
+                    if hi <= lo:
+                        continue
+                    acc = 0.0
+                    for o in range(oh):
+                        ih = o * sh - ph + r * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        s0 = ((g * cg + ci) * h + ih) * w + off + lo * sw
+                        d = gy[kk, o * ow + lo:o * ow + hi]
+                        if sw == 1:
+                            sv = x[s0:s0 + hi - lo]
+                            dv = dx[s0:s0 + hi - lo]
+                            for j in range(hi - lo):
+                                acc += d[j] * sv[j]
+                            for j in range(hi - lo):
+                                dv[j] += wv * d[j]
+                        else:
+                            sv = x[s0:]
+                            dv = dx[s0:]
+                            for j in range(hi - lo):
+                                acc += d[j] * sv[j * sw]
+                                dv[j * sw] += wv * d[j]
+                    dwp[kk, q] += acc
+
+
+@njit(**_JIT)
+def _conv_direct_bwd(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    n = gy.shape[0]
+    nslots = dwp.shape[0]
+    for t in prange(nslots):
+        dwp[t] = 0
+        for i in range(t, n, nslots):
+            _direct_bwd_image(x[i], w2, gy[i], dx[i], dwp[t], groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                              oh, ow)
+
+
+@njit(**_JIT)
+def _conv_direct(x, w2, out, bias, groups, nslots, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    n = out.shape[0]
+    for t in prange(nslots):
+        for i in range(t, n, nslots):
+            _direct_image(x[i], w2, out[i], bias, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+@njit(**_JIT)
+def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """x (N, C*H*W) flat images; apk (G, nmp, C/G*R*S, UMR) packed weights; out (N, K, L)
+    (+ bias per channel; bias.size 0: none); columns in tiles of trows output rows."""
+    n, k, L = out.shape
+    crs = apk.shape[2]
+    cgp = crs // (kh * kw) * h * w  # one group's input, flat
+    kg = k // groups
+    tmax = trows * ow
+    for t in prange(nslots):
+        colsf = np.empty(crs * tmax, x.dtype)
+        bpf = np.empty((tmax + nr - 1) // nr * crs * nr, x.dtype)
+        cb = np.empty((apk.shape[1] * UMR, nr), x.dtype)
+        for i in range(t, n, nslots):
+            for o0 in range(0, oh, trows):
+                o1 = min(oh, o0 + trows)
+                T = (o1 - o0) * ow
+                cols = colsf[:crs * T].reshape((crs, T))
+                bp = bpf[:(T + nr - 1) // nr * crs * nr].reshape(((T + nr - 1) // nr, crs, nr))
+                for g in range(groups):
+                    _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   o0, o1, ow)
+                    _pack_slivers(cols, bp)
+                    _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow], False,
+                                 bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
+
+
+@njit(**_JIT)
+def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """x, dx (N, C*H*W) flat images; apt (G, nmp, K/G, UMR): each W_g^T (C/G*R*S x K/G)
+    packed; gy (N, K, L); dwp (T, K, C/G*R*S) per-slot dW partials (written in full);
+    columns in tiles of trows output rows."""
+    n, k, L = gy.shape
+    nslots = dwp.shape[0]
+    crs = dwp.shape[2]
+    cgp = crs // (kh * kw) * h * w
+    kg = k // groups
+    tmax = trows * ow
+    nsl_c = (crs + nr - 1) // nr
+    nmp_k = (kg + UMR - 1) // UMR
+    for t in prange(nslots):
+        dwp[t] = 0
+        colsf = np.empty(crs * tmax, x.dtype)
+        dcolsf = np.empty(crs * tmax, x.dtype)
+        bplf = np.empty((tmax + nr - 1) // nr * kg * nr, x.dtype)   # dy_g tile in slivers (depth K/G)
+        bpcf = np.empty(nsl_c * tmax * nr, x.dtype)                  # cols^T in slivers (depth T)
+        apgf = np.empty(nmp_k * tmax * UMR, x.dtype)                 # dy_g tile in panels (depth T)
+        cbw = np.empty((nmp_k * UMR, nr), x.dtype)
+        cbx = np.empty((apt.shape[1] * UMR, nr), x.dtype)
+        nob = np.empty(0, x.dtype)
+        for i in range(t, n, nslots):
+            dx[i] = 0
+            for o0 in range(0, oh, trows):
+                o1 = min(oh, o0 + trows)
+                T = (o1 - o0) * ow
+                cols = colsf[:crs * T].reshape((crs, T))
+                dcols = dcolsf[:crs * T].reshape((crs, T))
+                bpl = bplf[:(T + nr - 1) // nr * kg * nr].reshape(((T + nr - 1) // nr, kg, nr))
+                bpc = bpcf[:nsl_c * T * nr].reshape((nsl_c, T, nr))
+                apg = apgf[:nmp_k * T * UMR].reshape((nmp_k, T, UMR))
+                for g in range(groups):
+                    _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   o0, o1, ow)
+                    gyg = gy[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow]
+                    _pack_panels(gyg, apg)
+                    _pack_slivers(cols.T, bpc)
+                    _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
+                    _pack_slivers(gyg, bpl)
+                    _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
+                    _col2im_planes(dcols, dx[i, g * cgp:(g + 1) * cgp], h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                   o0, o1, ow)
+
 def _run(kernel, src, dst, x_shape, geo):
     """kernel over flat views; x_shape (N, C, H, W), geo (R, S, sh, sw, ph, pw, dh, dw)."""
     n, c, h, w = x_shape
@@ -111,4 +407,103 @@ def _col2im_k(cols, x, geo):
     _run(_col2im, cols, x, x.shape, geo)
 
 
-_conv_im2col.register_backend("numba", _im2col_k, _col2im_k, _conv_im2col.matmul_with(gemm_into))
+_NR = 2 * VEC_BYTES  # bytes of one sliver row: 32 float32 / 16 float64 columns
+
+
+def _packed(w3, trans):
+    """(G, nmp, depth, UMR): each w3[g] (or its transpose) in micro-panels."""
+    g, m, k = w3.shape
+    if trans:
+        m, k = k, m
+    ap = np.empty((g, (m + UMR - 1) // UMR, k, UMR), w3.dtype)
+    for j in range(g):
+        _pack_panels(w3[j].T if trans else w3[j], ap[j])
+    return ap
+
+
+#: column-tile budget of the fused drivers (bytes; 0: whole images), as the cython one
+TILE_BYTES = 2 << 20
+
+
+def _tile_rows(crs, oh, ow, itemsize):
+    """Output rows per column tile (crs x rows*ow within TILE_BYTES)."""
+    if TILE_BYTES <= 0:
+        return oh
+    return max(1, min(oh, TILE_BYTES // max(1, crs * ow * itemsize)))
+
+
+def _direct(cg, kg):
+    """The direct forward: few filters per group (depthwise, LeNet's first layer), where a
+    GEMM would have a handful of rows (the same rule as kernels/cython/conv.pyx)."""
+    return kg <= SMALL_M or (cg == 1 and kg <= 8)
+
+
+def _slots(n, flops):
+    """Image slots for the fused drivers (slot t runs images t, t+slots, ...): 1 below the
+    GEMM's SERIAL_FLOPS (a parallel launch costs more, far more on a busy machine), else
+    one per thread."""
+    if flops < SERIAL_FLOPS:
+        numba.set_num_threads(1)
+        return 1
+    return numba.get_num_threads()
+
+
+def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
+    try:
+        return _forward(x, weight, bias, stride, padding, dilation, groups)
+    finally:
+        sync_threads()  # _slots may have set one thread
+
+
+def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+    try:
+        return _backward(grad, x, weight, bias, stride, padding, dilation, groups)
+    finally:
+        sync_threads()
+
+
+def _forward(x, weight, bias, stride, padding, dilation, groups):
+    sync_threads()
+    geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
+    if n < numba.get_num_threads() or n * c * h * w == 0:
+        return _conv_im2col.forward(_im2col_k, _gemm, x, weight, bias, stride, padding, dilation, groups)
+    out = _array.empty((n, k, oh, ow), x.dtype)
+    b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    if _direct(c // groups, k // groups) and not _conv_im2col._is_1x1(weight, stride, padding):
+        _conv_direct(x.reshape(n, -1), weight.reshape(k, -1), out.reshape(n, k, oh * ow), b, groups, slots,
+                     h, w, *geo, oh, ow)
+        return out
+    apk = _packed(weight.reshape(groups, k // groups, -1), False)
+    _conv_fwd(x.reshape(n, -1), apk, out.reshape(n, k, oh * ow), b, groups, slots, _NR // x.itemsize,
+              _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow)
+    return out
+
+
+def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
+    sync_threads()
+    geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
+    if n < numba.get_num_threads() or n * c * h * w == 0:
+        return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
+                                     dilation, groups)
+    w3 = weight.reshape(groups, k // groups, -1)
+    dx = _array.empty(x.shape, x.dtype)
+    dwp = np.empty((slots, k, w3.shape[2]), x.dtype)
+    if _direct(c // groups, k // groups) and not _conv_im2col._is_1x1(weight, stride, padding):
+        _conv_direct_bwd(x.reshape(n, -1), weight.reshape(k, -1), grad.reshape(n, k, oh * ow), dx.reshape(n, -1),
+                         dwp, groups, h, w, *geo, oh, ow)
+    else:
+        _conv_bwd(x.reshape(n, -1), _packed(w3, True), grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp,
+                  groups, _NR // x.itemsize, _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow)
+    dw = dwp.sum(axis=0).reshape(weight.shape)
+    db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
+    return dx, dw, db
+
+
+_gemm = _conv_im2col.matmul_with(gemm_into)
+_conv_im2col.register_backend("numba", _im2col_k, _col2im_k, _gemm, _conv_forward, _conv_backward)
