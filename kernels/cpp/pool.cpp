@@ -137,6 +137,13 @@ struct V512 {
     _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
     _mm512_storeu_si512(p + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
   }
+  // p[2i] = a[i], p[2i + 1] = b[i] for i < 16
+  static void store_interleaved(float* p, R a, R b) {
+    const I lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const I hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(p, _mm512_permutex2var_ps(a, lo, b));
+    _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(a, hi, b));
+  }
 };
 #endif
 
@@ -186,6 +193,11 @@ struct V256 {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4),
                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+  }
+  static void store_interleaved(float* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 8
+    const R lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);  // a0b0a1b1|a4b4a5b5, a2..|a6..
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
   }
 };
 #endif
@@ -491,6 +503,41 @@ struct AvgBwdBuf {
   std::vector<T> q, t;
 };
 
+// The horizontal gather t[w] = sum of q over the windows holding column w, for uniform windows of
+// stride 1 or 2 (no gather instruction): with w = s*m + e, the windows holding w are o = m + d for
+// d in [dlo[e], dhi[e]] (constants per phase e), so t at phase e is a sum of shifted loads of q,
+// and for stride 2 the two phases are interleaved on the store. Valid for m in [mlo, mhi): every
+// such o is a real window and s*m + s - 1 < W; checked against the inverse tables once per call.
+struct Shifts {
+  int s = 0, dlo[2] = {0, 0}, dhi[2] = {-1, -1}, mlo = 0, mhi = 0;
+  bool ok = false;
+};
+
+inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vector<int32_t>& n) {
+  Shifts r;
+  if (a.stride != 1 && a.stride != 2) return r;
+  r.s = a.stride;
+  int lowest = 0, highest = 0;
+  for (int e = 0; e < r.s; ++e) {
+    // o holds w = s*m + e iff 0 <= w + pad - s*o <= kernel - 1
+    r.dlo[e] = -floor_div(-(e + a.pad - a.kernel + 1), r.s);
+    r.dhi[e] = floor_div(e + a.pad, r.s);
+    lowest = std::min(lowest, r.dlo[e]), highest = std::max(highest, r.dhi[e]);
+  }
+  r.mlo = -lowest;
+  r.mhi = std::min(a.out() - highest, a.n / r.s);
+  if (r.mhi <= r.mlo) return r;
+  for (int m = r.mlo; m < r.mhi; ++m)
+    for (int e = 0; e < r.s; ++e) {
+      const int w = r.s * m + e, cnt = std::max(0, r.dhi[e] - r.dlo[e] + 1);
+      if (n[w] != cnt || (cnt > 0 && lo[w] != m + r.dlo[e])) return r;
+    }
+  r.ok = true;
+  return r;
+}
+
 template <class T>
 void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis& aw, const Array<T>& dvh,
                   const Array<T>& dvw) {
@@ -512,6 +559,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
   int hmost, wmost;
   inverse(ah, hlo, hn, hmost);
   inverse(aw, wlo, wn, wmost);
+  const Shifts sh = shifts_of(aw, wlo, wn);
   const T* gp = grad.data();
   const T* dh = dvh.data();
   const T* dw = dvw.data();
@@ -542,6 +590,21 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         };
         if constexpr (std::is_same_v<V, Scalar>) {
           for (int w = 0; w < W; ++w) one(w);
+        } else if (sh.ok) {
+          const int s = sh.s;
+          for (int w = 0; w < s * sh.mlo; ++w) one(w);
+          auto sum = [&](int m, int e) {
+            typename V::R a = V::zero();
+            for (int d = sh.dlo[e]; d <= sh.dhi[e]; ++d) a = V::add(a, V::load(q + m + d));
+            return a;
+          };
+          vectors<V::W>(sh.mlo, sh.mhi, [&](int m) {
+            if (s == 1) V::store(t + m, sum(m, 0));
+            else V::store_interleaved(t + 2 * m, sum(m, 0), sum(m, 1));
+          }, [&](int m) {
+            for (int e = 0; e < s; ++e) one(s * m + e);
+          });
+          for (int w = s * sh.mhi; w < W; ++w) one(w);
         } else {
           vectors<V::W>(0, W, [&](int w) {
             const typename V::I lo = V::loadi(&wlo[w]), n = V::loadi(&wn[w]);
@@ -560,8 +623,13 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
           continue;
         }
         const T* t0 = buf.t.data() + size_t(hlo[h]) * W;
-        std::copy(t0, t0 + W, dr);
-        for (int j = 1; j < hn[h]; ++j) {
+        if (hn[h] == 1) {
+          std::copy(t0, t0 + W, dr);
+          continue;
+        }
+        const T* t1 = t0 + W;
+        for (int w = 0; w < W; ++w) dr[w] = t0[w] + t1[w];
+        for (int j = 2; j < hn[h]; ++j) {
           const T* tj = t0 + size_t(j) * W;
           for (int w = 0; w < W; ++w) dr[w] += tj[w];
         }
