@@ -208,23 +208,28 @@ struct V256 {
 
 struct Scalar {};  // marker: no SIMD
 
-// Software prefetch of a sequential read stream, kAhead bytes in front of the reader. Each thread
+// Software prefetch of a sequential stream, kAhead bytes in front of the reader (Ahead<>) or the
+// writer (AheadW: prefetchw, the line fetched for ownership before the store needs it). Each thread
 // walks its planes row by row; at the start of every row the hardware prefetchers had not caught
 // up (perf: ~40% of max forward's samples on the first load of an input row). upto(p): every line
-// below p + kAhead has been prefetched. Prefetches never fault, so running past the array is safe.
-// Measured (2 threads, N32 C64 112x112, medians of 11, one process): max 2x2/2 fwd 27.1 -> 15.0 ms,
-// 3x3/2 p1 30.0 -> 19.5, avg 2x2/2 13.0 -> 6.8, avg 3x3/2 p1 8.4 -> 7.2; 4 KB and 8 KB ahead within
-// noise, 16 KB slightly worse.
+// below p + kAhead has been prefetched. Prefetches never fault, so running past the array is safe
+// (and a write prefetch into a page not yet mapped does nothing: fresh outputs gain little).
+// Measured (2 threads, N32 C64 112x112, medians of 11, one process): reads: max 2x2/2 fwd
+// 27.1 -> 15.0 ms, 3x3/2 p1 30.0 -> 19.5, avg 2x2/2 13.0 -> 6.8, avg 3x3/2 p1 8.4 -> 7.2 (4 KB and
+// 8 KB ahead within noise, 16 KB slightly worse); writes on top: avg bwd into a gx written before
+// 8.9 -> 6.1 ms (into a fresh gx 11.0 -> 10.4), avg fwd 5.0 -> 4.4, max unchanged.
 constexpr ptrdiff_t kAhead = 8192;
+template <bool Write = false>
 struct Ahead {
   const char* next;
   explicit Ahead(const void* start)
       : next(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(start) & ~uintptr_t(63))) {}
   void upto(const void* p) {
     const char* end = static_cast<const char*>(p) + kAhead;
-    for (; next < end; next += 64) _mm_prefetch(next, _MM_HINT_T0);
+    for (; next < end; next += 64) _mm_prefetch(next, Write ? _MM_HINT_ET0 : _MM_HINT_T0);
   }
 };
+using AheadW = Ahead<true>;
 
 // f(V{}) with the SIMD wrapper for T at the current level (float64: Scalar)
 template <class T, class F>
@@ -347,7 +352,8 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
       buf.v.resize(size_t(H) * OW);
       buf.col.resize(size_t(H) * OW);
       const T* xpl = xp + p * H * W;
-      Ahead ahead(xpl);
+      Ahead<> ahead(xpl);
+      AheadW ao(op + p * OH * OW), ai(ip + p * OH * OW);
       for (int h = 0; h < H; ++h) {
         ahead.upto(xpl + ptrdiff_t(h + 1) * W);
         max_row<V>(xpl + ptrdiff_t(h) * W, aw, &buf.v[size_t(h) * OW], &buf.col[size_t(h) * OW]);
@@ -355,6 +361,7 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
       for (int oh = 0; oh < OH; ++oh) {
         T* orow = op + (p * OH + oh) * OW;
         int64_t* irow = ip + (p * OH + oh) * OW;
+        ao.upto(orow + OW), ai.upto(irow + OW);
         const int c = ah.count[oh], h0 = ah.start[oh], dh = ah.step;
         if (c == 0) {
           std::fill(orow, orow + OW, -std::numeric_limits<T>::infinity());
@@ -417,10 +424,15 @@ void max_backward(const Array<T>& grad, const py::array_t<int64_t, py::array::c_
 #pragma omp parallel for schedule(dynamic, 8) num_threads(num_threads()) if (planes > 1) reduction(|| : bad)
     for (ptrdiff_t p = 0; p < planes; ++p) {
       T* d = dp + p * hw;
-      std::fill(d, d + hw, T(0));
+      AheadW ad(d);
+      for (ptrdiff_t i0 = 0; i0 < hw; i0 += 256) {
+        const ptrdiff_t i1 = std::min(hw, i0 + 256);
+        ad.upto(d + i1);
+        std::fill(d + i0, d + i1, T(0));
+      }
       const T* g = gp + p * ohw;
       const int64_t* ix = ip + p * ohw;
-      Ahead ag(g), ai(ix);
+      Ahead<> ag(g), ai(ix);
       for (ptrdiff_t i0 = 0; i0 < ohw; i0 += 64) {
         const ptrdiff_t i1 = std::min(ohw, i0 + 64);
         ag.upto(g + i1), ai.upto(ix + i1);
@@ -480,7 +492,8 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
     for_planes<std::vector<T>>(planes, [&](ptrdiff_t p, std::vector<T>& rs) {
       rs.resize(W);
       const T* xpl = xp + p * H * W;
-      Ahead ahead(xpl);
+      Ahead<> ahead(xpl);
+      AheadW ao(op + p * OH * OW);
       for (int oh = 0; oh < OH; ++oh) {
         // vertical: rs = sum of the window's rows (contiguous; vectorized by the compiler)
         const T* r0 = xpl + ptrdiff_t(ah.start[oh]) * W;
@@ -491,6 +504,7 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
           for (int w = 0; w < W; ++w) rs[w] += r[w];
         }
         T* orow = op + (p * OH + oh) * OW;
+        ao.upto(orow + OW);
         const T d0 = dh[oh];
         auto one = [&](int o) {
           const T* q = rs.data() + aw.start[o];
@@ -609,7 +623,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
     for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
       buf.q.resize(size_t(OW) + 1);
       buf.t.resize(size_t(OH) * W + 1);
-      Ahead ahead(gp + p * OH * OW);
+      Ahead<> ahead(gp + p * OH * OW);
       for (int oh = 0; oh < OH; ++oh) {
         // q = grad / divisor for this output row; t[oh, w] = sum of q over the windows holding w
         const T* g = gp + (p * OH + oh) * OW;
@@ -650,8 +664,10 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
       }
       // gx[h, :] = sum of t over the output rows whose window holds h (contiguous)
       T* d = dp + p * H * W;
+      AheadW aw_(d);
       for (int h = 0; h < H; ++h) {
         T* dr = d + ptrdiff_t(h) * W;
+        aw_.upto(dr + W);
         if (hn[h] == 0) {
           std::fill(dr, dr + W, T(0));
           continue;
