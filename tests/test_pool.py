@@ -161,3 +161,32 @@ def test_cpp_simd_levels(level):
             _check("max_pool2d", "cpp", xs, hp, np.float32, rng, x=x)
     finally:
         _cpp.set_simd_level(before)
+
+
+WIDE = [  # rows long enough for the cpp shifted-load avg backward (stride 1 and 2) at 16 lanes
+    ((1, 2, 7, 101), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 2, 6, 70), dict(kernel_size=2, stride=2)),
+    ((1, 2, 5, 67), dict(kernel_size=4, stride=2, padding=2, ceil_mode=True)),
+    ((1, 2, 5, 80), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    ((1, 2, 4, 75), dict(kernel_size=(1, 1), stride=(1, 2))),
+    ((1, 2, 6, 66), dict(kernel_size=(2, 5), stride=(1, 2), padding=(0, 2), divisor_override=3)),
+]
+
+
+@pytest.mark.parametrize("level", _simd_levels())
+def test_cpp_wide(level):
+    """The cpp vector interiors (the shifted-load avg backward at stride 1 and 2 included) at
+    every SIMD level, on rows wide enough for several vectors plus a scalar border."""
+    from pydl import _cpp
+    before = _cpp.simd_level()
+    _cpp.set_simd_level(level)
+    try:
+        rng = np.random.default_rng(6)
+        for op in ("max_pool2d", "avg_pool2d"):
+            for xs, hp in WIDE:
+                if op == "max_pool2d":
+                    hp = {k: v for k, v in hp.items() if k not in ("count_include_pad", "divisor_override")}
+                for dtype in DTYPES:
+                    _check(op, "cpp", xs, hp, dtype, rng)
+    finally:
+        _cpp.set_simd_level(before)

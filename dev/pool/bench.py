@@ -2,6 +2,16 @@
 to PyTorch CPU, side by side in one process (medians of repeats).
 
     python dev/pool/bench.py [--backends cpp,cython,numba] [--batch 32] [--repeat 7]
+
+Bytes, the same rule for every row and for both columns: forward = input read + output written
+(+ int64 indices written, max); backward = grad read + gx written (+ indices read, max);
+fwd+bwd GB/s = (forward + backward bytes) / (forward + backward time).
+
+Two copy references: "copy" is np.copyto into an array written before (no page faults);
+"fresh copy" is np.copy, whose destination is new memory: the kernel maps and zero-fills each
+4 KB page on first touch (THP is madvise-only and NumPy does not madvise). Every pooling call,
+pydl's and torch's, returns fresh arrays and pays that too (dev/pool/faults.py measures how
+much); "%fcopy" is the f+b rate against the fresh copy.
 """
 import argparse
 import os
@@ -30,10 +40,12 @@ def median_time(f, repeat):
 
 
 def copy_gbps(repeat):
-    a = np.random.default_rng(0).standard_normal(2 ** 26).astype(np.float32)  # 256 MiB
+    """(copy into a warm destination, copy into a fresh one), GB/s read + write, 256 MiB"""
+    a = np.random.default_rng(0).standard_normal(2 ** 26).astype(np.float32)
     b = np.empty_like(a)
     t = median_time(lambda: np.copyto(b, a), repeat)
-    return 2 * a.nbytes / t / 1e9
+    tf = median_time(lambda: np.copy(a), repeat)
+    return 2 * a.nbytes / t / 1e9, 2 * a.nbytes / tf / 1e9
 
 
 def shapes(batch):
@@ -66,10 +78,11 @@ def main():
     if args.threads:
         pydl.set_num_threads(args.threads)
     torch.set_num_threads(pydl.get_num_threads())
-    copy = copy_gbps(args.repeat)
-    print(f"copy bandwidth (np.copyto 256 MiB): {copy:.1f} GB/s   torch threads {torch.get_num_threads()}")
+    copy, fcopy = copy_gbps(args.repeat)
+    print(f"copy bandwidth (256 MiB, 1 thread): np.copyto {copy:.1f} GB/s, into fresh memory (np.copy) "
+          f"{fcopy:.1f} GB/s   torch threads {torch.get_num_threads()}")
     print(f"{'op':20s} {'shape':24s} {'backend':8s} {'fwd ms':>8s} {'GB/s':>6s} {'%copy':>6s} {'xtorch':>6s}"
-          f" {'f+b ms':>8s} {'GB/s':>6s} {'%copy':>6s} {'xtorch':>6s}")
+          f" {'f+b ms':>8s} {'GB/s':>6s} {'%copy':>6s} {'%fcopy':>6s} {'xtorch':>6s}")
     rng = np.random.default_rng(0)
     for op, label, xs, hp in shapes(args.batch):
         if args.only and args.only not in op:
@@ -108,7 +121,7 @@ def main():
             gf = fwd_bytes / tf_ / 1e9
             gfb = (fwd_bytes + bwd_bytes) / tfb_ / 1e9
             print(f"{op:20s} {label:24s} {b:8s} {tf_*1e3:8.2f} {gf:6.1f} {100*gf/copy:5.0f}% {t_fwd/tf_:6.2f}"
-                  f" {tfb_*1e3:8.2f} {gfb:6.1f} {100*gfb/copy:5.0f}% {t_fb/tfb_:6.2f}")
+                  f" {tfb_*1e3:8.2f} {gfb:6.1f} {100*gfb/copy:5.0f}% {100*gfb/fcopy:5.0f}% {t_fb/tfb_:6.2f}")
 
 
 if __name__ == "__main__":
