@@ -145,17 +145,16 @@ i64 tile_rows(const Geom& q) {
   return std::max<i64>(1, std::min<i64>(q.oh, kTileBytes / std::max<i64>(per_row, 1)));
 }
 
-// The measured heuristic (dev/conv/README.md): one input channel per group (depthwise, LeNet's
-// first layer) -> direct (a GEMM of depth R*S is all overhead); <= 128 filters per group ->
-// smallk (1.1-3x im2col/gemm1x1 on every such bench shape, 1x1 included; at Kg = 256 its four
-// filter blocks each re-read the taps and it lost to im2col); 1x1/stride 1/pad 0 -> GEMM on x
-// itself; else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
+// The measured heuristic (dev/conv/README.md): depthwise (groups, one input channel per group,
+// <= 8 filters each) -> direct (a GEMM of depth R*S is all overhead); <= 256 filters per group ->
+// smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every such bench shape, 1x1
+// included, one thread); 1x1/stride 1/pad 0 -> GEMM on x itself; else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
 // to 4 MB im2col tiles on every measured shape, so only its variant reaches it.
 int choose_path(const Geom& q, int forced) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   if (forced != kAuto) return forced;
-  if (q.cg() == 1 && q.kg() <= 8) return kDirect;
-  if (q.kg() <= 128) return kSmallK;
+  if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
+  if (q.kg() <= 256) return kSmallK;
   if (q.is1x1()) return kGemm1x1;
   return kIm2col;
 }
@@ -269,13 +268,13 @@ void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* ou
 // row's taps span R rows of Cg padded planes); wp rows are the packed W^T (taps x kpad).
 template <class T, Simd S, int MR, int NV>
 void smallk_tile(const T* x, const i64* base, const i64* toff, i64 taps, const T* wp, i64 kpad, T* tile,
-                 i64 ldt) {
+                 i64 ldt, bool add) {
   using K = gemm::detail::KT<T, S>;
   using R = typename K::R;
   constexpr int W = K::W;
   R acc[MR][NV];
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = K::zero();
+    for (int v = 0; v < NV; ++v) acc[i][v] = add ? K::load(tile + i * ldt + v * W) : K::zero();
   const T* xs[MR];
   for (int i = 0; i < MR; ++i) xs[i] = x + base[i];
   for (i64 t = 0; t < taps; ++t) {
@@ -305,15 +304,29 @@ template <class T, Simd S>
 struct SmallK {
   static constexpr int W = gemm::detail::KT<T, S>::W;
   static constexpr int kMaxMR = smallk_mr<S>(1);
-  using Fn = void (*)(const T*, const i64*, const i64*, i64, const T*, i64, T*, i64);
-  static Fn fn(int nv) {
+  using Fn = void (*)(const T*, const i64*, const i64*, i64, const T*, i64, T*, i64, bool);
+  // the kernel for nv vectors with the rows of the tile's first (widest, nv0) block
+  template <int MR>
+  static Fn fn_mr(int nv) {
     switch (nv) {
-      case 1: return smallk_tile<T, S, smallk_mr<S>(1), 1>;
-      case 2: return smallk_tile<T, S, smallk_mr<S>(2), 2>;
-      case 3: return smallk_tile<T, S, smallk_mr<S>(3), 3>;
-      default: return smallk_tile<T, S, smallk_mr<S>(4), 4>;
+      case 1: return smallk_tile<T, S, MR, 1>;
+      case 2: return smallk_tile<T, S, MR, 2>;
+      case 3: return smallk_tile<T, S, MR, 3>;
+      default: return smallk_tile<T, S, MR, 4>;
     }
   }
+  static Fn fn(int nv0, int nv) {
+    switch (nv0) {
+      case 1: return fn_mr<smallk_mr<S>(1)>(nv);
+      case 2: return fn_mr<smallk_mr<S>(2)>(nv);
+      case 3: return fn_mr<smallk_mr<S>(3)>(nv);
+      default: return fn_mr<smallk_mr<S>(4)>(nv);
+    }
+  }
+  // depth (taps) per block: the block's packed weights (kDepth x 4 vectors) stay in L2 and the
+  // image lines a tile's taps touch (kDepth / (R*S) channels x R rows) in L1; only deeper
+  // products (ResNet C >= 64 3x3) are split, through a per-call accumulator buffer
+  static constexpr i64 kDepth = 256;
 
   // Rows [r0, r1) of out^T-like products: tile row i sums over the `depth` entries j of
   // x[rows[i] + cols[j]] * wpk[j*kpad + lane], for every block of <= 4 vectors of lanes; emit(row0,
@@ -327,20 +340,46 @@ struct SmallK {
     const int nv0 = int(std::min<i64>(nvec, 4));
     const int mr = smallk_mr<S>(nv0);
     constexpr i64 ldt = 4 * W;  // tile row: one block of <= 4 vectors
-    alignas(64) T tile[kMaxMR * ldt];
     i64 base[kMaxMR];
-    for (i64 pt = r0; pt < r1; pt += mr) {
-      const int cnt = int(std::min<i64>(mr, r1 - pt));
-      // rows past the end repeat the last one (valid addresses; results dropped)
-      for (int i = 0; i < kMaxMR; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];
-      for (i64 v0 = 0; v0 < nvec; v0 += 4) {
-        const int nv = int(std::min<i64>(nvec - v0, 4));  // a narrower tail block runs more rows
-        fn(nv)(xg, base, cols, depth, wpk + v0 * W, kpad, tile, ldt);
-        emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(tile), ldt);
+    auto bases = [&](i64 pt, int cnt) {  // rows past the end repeat the last one (results dropped)
+      for (int i = 0; i < mr; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];
+    };
+    if (depth <= kDepth) {
+      alignas(64) T tile[kMaxMR * ldt];
+      for (i64 pt = r0; pt < r1; pt += mr) {
+        const int cnt = int(std::min<i64>(mr, r1 - pt));
+        bases(pt, cnt);
+        for (i64 v0 = 0; v0 < nvec; v0 += 4) {
+          const int nv = int(std::min<i64>(nvec - v0, 4));
+          fn(nv0, nv)(xg, base, cols, depth, wpk + v0 * W, kpad, tile, ldt, false);
+          emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(tile), ldt);
+        }
+      }
+      return;
+    }
+    // deep: per block of lanes, depth blocks outer, tiles inner, sums in acc (rows x ldt)
+    const i64 nrows = r1 - r0;
+    std::vector<T> acc(static_cast<size_t>((nrows + mr) * ldt));
+    for (i64 v0 = 0; v0 < nvec; v0 += 4) {
+      const int nv = int(std::min<i64>(nvec - v0, 4));
+      const auto f = fn(nv0, nv);
+      for (i64 d0 = 0; d0 < depth; d0 += kDepth) {
+        const i64 dc = std::min(kDepth, depth - d0);
+        for (i64 pt = r0; pt < r1; pt += mr) {
+          const int cnt = int(std::min<i64>(mr, r1 - pt));
+          bases(pt, cnt);
+          f(xg, base, cols + d0, dc, wpk + d0 * kpad + v0 * W, kpad, acc.data() + (pt - r0) * ldt, ldt, d0 > 0);
+        }
+      }
+      for (i64 pt = r0; pt < r1; pt += mr) {
+        const int cnt = int(std::min<i64>(mr, r1 - pt));
+        emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(acc.data() + (pt - r0) * ldt),
+             ldt);
       }
     }
   }
 };
+
 // W_g^T packed: (taps x kpad), kpad = Kg rounded up to the SIMD width, zero lanes past Kg.
 template <class T>
 void smallk_pack_w(const Geom& q, const T* wg, i64 kpad, T* dst) {
