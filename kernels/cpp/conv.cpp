@@ -295,7 +295,7 @@ void smallk_tile(const T* x, const i64* base, const i64* toff, i64 taps, const T
 // register file: 32 zmm, 16 ymm).
 template <Simd S>
 constexpr int smallk_mr(int nv) {
-  if constexpr (S == Simd::avx512) return nv == 1 ? 16 : nv == 2 ? 12 : nv == 3 ? 8 : 6;
+  if constexpr (S == Simd::avx512) return nv == 1 ? 10 : nv == 2 ? 12 : nv == 3 ? 8 : 6;
   else if constexpr (S == Simd::avx2) return nv == 1 ? 8 : nv == 2 ? 6 : nv == 3 ? 4 : 3;
   else return 4;
 }
@@ -303,7 +303,7 @@ constexpr int smallk_mr(int nv) {
 template <class T, Simd S>
 struct SmallK {
   static constexpr int W = gemm::detail::KT<T, S>::W;
-  static constexpr int kMaxMR = smallk_mr<S>(1);
+  static constexpr int kMaxMR = 16;  // >= smallk_mr(nv) for every nv
   using Fn = void (*)(const T*, const i64*, const i64*, i64, const T*, i64, T*, i64, bool);
   // the kernel for nv vectors with the rows of the tile's first (widest, nv0) block
   template <int MR>
