@@ -14,7 +14,7 @@ from pydl.testing import assert_close
 backends.load()
 SPEC = registry.SPECS["conv2d"]
 CPU = [b for b in ("cpp", "cython", "numba") if backends.unavailable_reason(b) is None]
-CPP_PATHS = ["gemm1x1", "im2col", "implicit", "direct"]
+CPP_PATHS = ["gemm1x1", "im2col", "implicit", "direct", "smallk"]
 needs_cpp = pytest.mark.skipif("cpp" not in CPU, reason="cpp backend not built")
 # (rtol, atol) per dtype, atol scaled by sqrt of the accumulation length below
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -93,13 +93,36 @@ def test_cpp_forced_paths_taken(path):
 
 
 @needs_cpp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
+def test_cpp_smallk_blocks(dtype, level):
+    """smallk beyond the random sweep's sizes: products deeper than one depth block (C*R*S > 256
+    taps forward, > 256 pixels for dW), several lane blocks with a narrower tail (Kg = 70, 130),
+    groups, stride/padding/dilation, one image on two threads (dW split over taps)."""
+    from pydl import _cpp
+    rng = np.random.default_rng(9)
+    _cpp.set_simd_level(level)
+    try:
+        for sh in [(2, 30, 9, 11, 20, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                   (1, 4, 21, 19, 5, 2, 3, 1, (1, 1), (0, 1), (1, 1)),
+                   (2, 60, 6, 5, 6, 3, 3, 2, (2, 1), (1, 0), (1, 2)),
+                   (1, 3, 5, 6, 70, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                   (3, 2, 7, 4, 130, 1, 2, 1, (1, 2), (0, 1), (2, 1))]:
+            _check("cpp:smallk", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
+    finally:
+        _cpp.set_simd_level("avx512")
+
+
+@needs_cpp
 def test_cpp_heuristic():
     from pydl.backends.cpp import conv as cc
     rng = np.random.default_rng(6)
-    for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "gemm1x1"),
+    for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "smallk"),
                      ((2, 8, 6, 6, 8, 3, 3, 8, (1, 1), (1, 1), (1, 1)), "direct"),
-                     ((2, 8, 6, 6, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)), "im2col"),
-                     ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), "im2col")]:
+                     ((2, 8, 6, 6, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)), "smallk"),
+                     ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), "smallk"),
+                     ((1, 3, 5, 5, 260, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "gemm1x1"),
+                     ((1, 3, 5, 4, 260, 3, 2, 1, (1, 1), (1, 0), (1, 1)), "im2col")]:
         _check("cpp", _args(rng, sh, np.float32), np.float32, rng)
         assert cc.last_path["forward"] == want, sh
 

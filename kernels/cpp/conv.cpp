@@ -21,6 +21,8 @@
 // threads run over images, summed at the end); dcols_g = W_g^T @ dy_g then col2im of the tile
 // into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c) as a transposed conv
 // (scatter along the width), dW per (k, c', r, s) as a dot product over n, oh, ow.
+// smallk: dW^T (taps x Kg) by the smallk tiles with rows = taps and depth = pixels (B = dy^T of
+// one image), dx by the 1x1 or im2col path's W^T @ dy (+ col2im) without their dW GEMM.
 //
 // Napkin math (Zen 5, 2 cores, ~460 GFLOP/s fp32 peak, 29 GB/s): ResNet N32 C64 56x56 K64 3x3 is
 // 7.4 GFLOP -> 16 ms at peak; its im2col writes 9x the input (231 MB for the batch if it were
@@ -48,8 +50,9 @@ namespace {
 
 using i64 = int64_t;
 
-enum Path : int { kAuto = 0, kGemm1x1 = 1, kIm2col = 2, kImplicit = 3, kDirect = 4 };
-const char* const kPathNames[] = {"auto", "gemm1x1", "im2col", "implicit", "direct"};
+enum Path : int { kAuto = 0, kGemm1x1 = 1, kIm2col = 2, kImplicit = 3, kDirect = 4, kSmallK = 5 };
+const char* const kPathNames[] = {"auto", "gemm1x1", "im2col", "implicit", "direct", "smallk"};
+constexpr int kNumPaths = 6;
 
 // im2col tile budget per thread (conv_set_tile_bytes). Measured (dev/conv/README.md): 512 KB tiles
 // (3 output rows of ResNet 3x3 C64) starve the packed GEMM of columns (N = 168, or 42 at 14x14);
@@ -144,15 +147,17 @@ i64 tile_rows(const Geom& q) {
   return std::max<i64>(1, std::min<i64>(q.oh, kTileBytes / std::max<i64>(per_row, 1)));
 }
 
-// The measured heuristic (dev/conv/README.md): 1x1/stride 1/pad 0 -> GEMM on x itself; one input
-// channel per group (depthwise, LeNet's first layer) -> direct (a GEMM of depth R*S is all
-// overhead); else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
+// The measured heuristic (dev/conv/README.md): depthwise (groups, one input channel per group,
+// <= 8 filters each) -> direct (a GEMM of depth R*S is all overhead); <= 256 filters per group ->
+// smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every such bench shape, 1x1
+// included, one thread); 1x1/stride 1/pad 0 -> GEMM on x itself; else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
 // to 4 MB im2col tiles on every measured shape, so only its variant reaches it.
 int choose_path(const Geom& q, int forced) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   if (forced != kAuto) return forced;
+  if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
+  if (q.kg() <= 256) return kSmallK;
   if (q.is1x1()) return kGemm1x1;
-  if (q.cg() == 1 && q.kg() <= 8) return kDirect;
   return kIm2col;
 }
 
@@ -257,6 +262,301 @@ void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* ou
   }
 }
 
+
+// -- small-K forward (filters in the SIMD lanes) -------------------------------------
+
+// MR output pixels x NV vectors of filters, summed over `taps` taps: tile[i][v*W + l] =
+// sum_t x[base[i] + toff[t]] * wp[t*kpad + v*W + l]. x reads are broadcasts (L1: one output
+// row's taps span R rows of Cg padded planes); wp rows are the packed W^T (taps x kpad).
+template <class T, Simd S, int MR, int NV>
+void smallk_tile(const T* x, const i64* base, const i64* toff, i64 taps, const T* wp, i64 kpad, T* tile,
+                 i64 ldt, bool add) {
+  using K = gemm::detail::KT<T, S>;
+  using R = typename K::R;
+  constexpr int W = K::W;
+  R acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = add ? K::load(tile + i * ldt + v * W) : K::zero();
+  const T* xs[MR];
+  for (int i = 0; i < MR; ++i) xs[i] = x + base[i];
+  for (i64 t = 0; t < taps; ++t) {
+    const i64 o = toff[t];
+    const T* w = wp + t * kpad;
+    R b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = K::load(w + v * W);
+    for (int i = 0; i < MR; ++i) {
+      const R a = K::bcast(xs[i] + o);
+      for (int v = 0; v < NV; ++v) acc[i][v] = K::fma(a, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) K::store_n(tile + i * ldt + v * W, acc[i][v], W);
+}
+
+// Register-tile rows per level and NV (accumulators + NV weight vectors + a broadcast within the
+// register file: 32 zmm, 16 ymm).
+template <Simd S>
+constexpr int smallk_mr(int nv) {
+  if constexpr (S == Simd::avx512) return nv == 1 ? 10 : nv == 2 ? 12 : nv == 3 ? 8 : 6;
+  else if constexpr (S == Simd::avx2) return nv == 1 ? 8 : nv == 2 ? 6 : nv == 3 ? 4 : 3;
+  else return 4;
+}
+
+template <class T, Simd S>
+struct SmallK {
+  static constexpr int W = gemm::detail::KT<T, S>::W;
+  static constexpr int kMaxMR = 16;  // >= smallk_mr(nv) for every nv
+  using Fn = void (*)(const T*, const i64*, const i64*, i64, const T*, i64, T*, i64, bool);
+  // the kernel for nv vectors with the rows of the tile's first (widest, nv0) block
+  template <int MR>
+  static Fn fn_mr(int nv) {
+    switch (nv) {
+      case 1: return smallk_tile<T, S, MR, 1>;
+      case 2: return smallk_tile<T, S, MR, 2>;
+      case 3: return smallk_tile<T, S, MR, 3>;
+      default: return smallk_tile<T, S, MR, 4>;
+    }
+  }
+  static Fn fn(int nv0, int nv) {
+    switch (nv0) {
+      case 1: return fn_mr<smallk_mr<S>(1)>(nv);
+      case 2: return fn_mr<smallk_mr<S>(2)>(nv);
+      case 3: return fn_mr<smallk_mr<S>(3)>(nv);
+      default: return fn_mr<smallk_mr<S>(4)>(nv);
+    }
+  }
+  // depth (taps) per block: the block's packed weights (kDepth x 4 vectors) stay in L2 and the
+  // image lines a tile's taps touch (kDepth / (R*S) channels x R rows) in L1; only deeper
+  // products (ResNet C >= 64 3x3) are split, through a per-call accumulator buffer
+  static constexpr i64 kDepth = 256;
+
+  // Rows [r0, r1) of out^T-like products: tile row i sums over the `depth` entries j of
+  // x[rows[i] + cols[j]] * wpk[j*kpad + lane], for every block of <= 4 vectors of lanes; emit(row0,
+  // cnt, k0, k1, tile, ldt) takes the finished tile (cnt rows, lanes [k0, k1) of the kg used, lane
+  // k at tile[i*ldt + k - k0]). Forward: rows = output pixels' bases, cols = taps' offsets;
+  // dW: rows = taps' offsets, cols = pixels' bases, wpk = dy^T.
+  template <class Emit>
+  static void tiles(const T* xg, const i64* rows, i64 r0, i64 r1, const i64* cols, i64 depth,
+                    const T* wpk, i64 kpad, i64 kg, Emit&& emit) {
+    const i64 nvec = kpad / W;
+    const int nv0 = int(std::min<i64>(nvec, 4));
+    const int mr = smallk_mr<S>(nv0);
+    constexpr i64 ldt = 4 * W;  // tile row: one block of <= 4 vectors
+    i64 base[kMaxMR];
+    auto bases = [&](i64 pt, int cnt) {  // rows past the end repeat the last one (results dropped)
+      for (int i = 0; i < mr; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];
+    };
+    if (depth <= kDepth) {
+      alignas(64) T tile[kMaxMR * ldt];
+      for (i64 pt = r0; pt < r1; pt += mr) {
+        const int cnt = int(std::min<i64>(mr, r1 - pt));
+        bases(pt, cnt);
+        for (i64 v0 = 0; v0 < nvec; v0 += 4) {
+          const int nv = int(std::min<i64>(nvec - v0, 4));
+          fn(nv0, nv)(xg, base, cols, depth, wpk + v0 * W, kpad, tile, ldt, false);
+          emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(tile), ldt);
+        }
+      }
+      return;
+    }
+    // deep: per block of lanes, depth blocks outer, tiles inner, sums in acc (rows x ldt)
+    const i64 nrows = r1 - r0;
+    std::vector<T> acc(static_cast<size_t>((nrows + mr) * ldt));
+    for (i64 v0 = 0; v0 < nvec; v0 += 4) {
+      const int nv = int(std::min<i64>(nvec - v0, 4));
+      const auto f = fn(nv0, nv);
+      for (i64 d0 = 0; d0 < depth; d0 += kDepth) {
+        const i64 dc = std::min(kDepth, depth - d0);
+        for (i64 pt = r0; pt < r1; pt += mr) {
+          const int cnt = int(std::min<i64>(mr, r1 - pt));
+          bases(pt, cnt);
+          f(xg, base, cols + d0, dc, wpk + d0 * kpad + v0 * W, kpad, acc.data() + (pt - r0) * ldt, ldt, d0 > 0);
+        }
+      }
+      for (i64 pt = r0; pt < r1; pt += mr) {
+        const int cnt = int(std::min<i64>(mr, r1 - pt));
+        emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(acc.data() + (pt - r0) * ldt),
+             ldt);
+      }
+    }
+  }
+};
+
+// W_g^T packed: (taps x kpad), kpad = Kg rounded up to the SIMD width, zero lanes past Kg.
+template <class T>
+void smallk_pack_w(const Geom& q, const T* wg, i64 kpad, T* dst) {
+  const i64 taps = q.crs();
+  std::fill(dst, dst + taps * kpad, T(0));
+  for (i64 k = 0; k < q.kg(); ++k)
+    for (i64 t = 0; t < taps; ++t) dst[t * kpad + k] = wg[k * taps + t];
+}
+
+// Geometry shared by the smallk forward and dW: packed widths, tap offsets into the group's
+// (padded) planes, output pixels' base offsets, and the padded planes themselves.
+template <class T, Simd S>
+struct SmallKGeom {
+  const Geom& q;
+  i64 kpad, taps, L, wpw, plane;
+  bool pad;
+  std::vector<i64> toff, pb;
+  explicit SmallKGeom(const Geom& g) : q(g) {
+    constexpr int W = SmallK<T, S>::W;
+    kpad = (q.kg() + W - 1) / W * W;
+    taps = q.crs();
+    L = q.l();
+    pad = q.ph > 0 || q.pw > 0;
+    wpw = q.w + 2 * q.pw;
+    plane = (q.h + 2 * q.ph) * wpw;
+    toff.resize(static_cast<size_t>(taps));
+    for (i64 c = 0, t = 0; c < q.cg(); ++c)
+      for (i64 r = 0; r < q.r; ++r)
+        for (i64 s = 0; s < q.s; ++s) toff[t++] = c * plane + r * q.dh * wpw + s * q.dw;
+    pb.resize(static_cast<size_t>(L));
+    for (i64 p = 0; p < L; ++p) pb[p] = (p / q.ow) * q.sh * wpw + (p % q.ow) * q.sw;
+  }
+  // the planes of image n, group g, zero-padded into buf when there is padding
+  const T* planes(const T* x, i64 n, i64 g, std::vector<T>& buf) const {
+    const T* xg = x + (n * q.c + g * q.cg()) * q.h * q.w;
+    if (!pad) return xg;
+    buf.resize(static_cast<size_t>(q.cg() * plane));
+    for (i64 c = 0; c < q.cg(); ++c) pad_plane(q, xg + c * q.h * q.w, buf.data() + c * plane);
+    return buf.data();
+  }
+};
+
+template <class T, Simd S>
+void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
+  using SK = SmallK<T, S>;
+  const SmallKGeom<T, S> sg(q);
+  const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
+  std::vector<T> wpk(static_cast<size_t>(q.g * taps * kpad));
+  for (i64 g = 0; g < q.g; ++g) smallk_pack_w(q, wt + g * kg * taps, kpad, wpk.data() + g * taps * kpad);
+  auto run = [&](i64 n, i64 g, const T* xg, i64 p0, i64 p1) {
+    const T* bg = bias ? bias + g * kg : nullptr;
+    T* og = out + (n * q.k + g * kg) * L;
+    // the tile written transposed into NCHW, with the bias
+    SK::tiles(xg, sg.pb.data(), p0, p1, sg.toff.data(), taps, wpk.data() + g * taps * kpad, kpad, kg,
+              [&](i64 pt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
+                for (i64 k = k0; k < k1; ++k) {
+                  T* d = og + k * L + pt;
+                  const T bk = bg ? bg[k] : T(0);
+                  const T* sp = tile + (k - k0);
+                  for (int i = 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
+                }
+              });
+  };
+  const int nt = num_threads();
+  if (q.n * q.g >= nt) {
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<T> buf;
+#pragma omp for schedule(static)
+      for (i64 ng = 0; ng < q.n * q.g; ++ng) {
+        const i64 n = ng / q.g, g = ng % q.g;
+        run(n, g, sg.planes(x, n, g, buf), 0, L);
+      }
+    }
+  } else {
+    std::vector<T> buf;
+    for (i64 ng = 0; ng < q.n * q.g; ++ng) {
+      const i64 n = ng / q.g, g = ng % q.g;
+      const T* xg = sg.planes(x, n, g, buf);
+      const i64 chunk = (L + nt - 1) / nt;
+#pragma omp parallel for schedule(static) num_threads(nt)
+      for (int t = 0; t < nt; ++t) run(n, g, xg, std::min(L, t * chunk), std::min(L, (t + 1) * chunk));
+    }
+  }
+}
+
+// dW by the same tiles with the roles swapped: dW_g^T (taps x Kg) = sum over images and pixels of
+// x[tap offset + pixel base] * dy^T[pixel][k]; per image dy_g is transposed into (L x kpad) rows.
+// Threads over taps when one image and group, else over (image, group) with per-thread partials.
+template <class T, Simd S>
+void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
+  using SK = SmallK<T, S>;
+  const SmallKGeom<T, S> sg(q);
+  const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg(), part = q.g * taps * kpad;
+  const int nt = num_threads();
+  const bool split_taps = q.n * q.g < nt;
+  const int nparts = split_taps ? 1 : nt;
+  std::vector<T> parts(static_cast<size_t>(nparts * part), T(0));
+  auto transpose_dy = [&](i64 n, i64 g, std::vector<T>& dyt) {
+    dyt.assign(static_cast<size_t>(L * kpad), T(0));
+    const T* gy = dy + (n * q.k + g * kg) * L;
+    for (i64 k = 0; k < kg; ++k)
+      for (i64 p = 0; p < L; ++p) dyt[p * kpad + k] = gy[k * L + p];
+  };
+  auto run = [&](const T* xg, const T* dyt, T* acc, i64 t0, i64 t1) {
+    SK::tiles(xg, sg.toff.data(), t0, t1, sg.pb.data(), L, dyt, kpad, kg,
+              [&](i64 tt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
+                for (int i = 0; i < cnt; ++i) {
+                  T* d = acc + (tt + i) * kpad;
+                  const T* sp = tile + i * ldt - k0;
+                  for (i64 k = k0; k < k1; ++k) d[k] += sp[k];
+                }
+              });
+  };
+  if (!split_taps) {
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<T> buf, dyt;
+      T* mine = parts.data() + omp_get_thread_num() * part;
+#pragma omp for schedule(static)
+      for (i64 ng = 0; ng < q.n * q.g; ++ng) {
+        const i64 n = ng / q.g, g = ng % q.g;
+        transpose_dy(n, g, dyt);
+        run(sg.planes(x, n, g, buf), dyt.data(), mine + g * taps * kpad, 0, taps);
+      }
+    }
+  } else {
+    std::vector<T> buf, dyt;
+    for (i64 ng = 0; ng < q.n * q.g; ++ng) {
+      const i64 n = ng / q.g, g = ng % q.g;
+      transpose_dy(n, g, dyt);
+      const T* xg = sg.planes(x, n, g, buf);
+      const i64 chunk = (taps + nt - 1) / nt;
+#pragma omp parallel for schedule(static) num_threads(nt)
+      for (int t = 0; t < nt; ++t)
+        run(xg, dyt.data(), parts.data() + g * taps * kpad, std::min(taps, t * chunk),
+            std::min(taps, (t + 1) * chunk));
+    }
+  }
+  // dW[g*kg + k][t] = sum over partials of dW^T[g][t][k]
+  for (i64 g = 0; g < q.g; ++g)
+    for (i64 k = 0; k < kg; ++k)
+      for (i64 t = 0; t < taps; ++t) {
+        T sum = T(0);
+        for (int pi = 0; pi < nparts; ++pi) sum += parts[pi * part + (g * taps + t) * kpad + k];
+        dwt[(g * kg + k) * taps + t] = sum;
+      }
+}
+
+template <class T>
+void smallk_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
+  switch (simd_level()) {
+#if defined(__AVX512F__)
+    case Simd::avx512: return smallk_dw_s<T, Simd::avx512>(q, dy, x, dwt);
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case Simd::avx2: return smallk_dw_s<T, Simd::avx2>(q, dy, x, dwt);
+#endif
+    default: return smallk_dw_s<T, Simd::scalar>(q, dy, x, dwt);
+  }
+}
+
+template <class T>
+void smallk_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
+  switch (simd_level()) {
+#if defined(__AVX512F__)
+    case Simd::avx512: return smallk_forward_s<T, Simd::avx512>(q, x, wt, bias, out);
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case Simd::avx2: return smallk_forward_s<T, Simd::avx2>(q, x, wt, bias, out);
+#endif
+    default: return smallk_forward_s<T, Simd::scalar>(q, x, wt, bias, out);
+  }
+}
+
 // One image, one group: the GEMM by the chosen path. nt: GEMM threads (1 inside our region).
 template <class T>
 void forward_group(const Geom& q, int path, const T* xg, const T* wg, const T* bg, T* og,
@@ -309,6 +609,7 @@ template <class T>
 void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T* out) {
   if (q.n == 0) return;
   if (path == kDirect) return direct_forward(q, x, wt, bias, out);
+  if (path == kSmallK) return smallk_forward(q, x, wt, bias, out);
   auto image = [&](i64 n, std::vector<T>& buf, int nt) {
     for (i64 g = 0; g < q.g; ++g)
       forward_group(q, path, x + (n * q.c + g * q.cg()) * q.h * q.w, wt + g * q.kg() * q.crs(),
@@ -402,24 +703,26 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
 // One image, one group: dW_g += dy_g @ cols_g^T and dx_g += col2im(W_g^T @ dy_g), by row tiles.
 template <class T>
 void backward_group(const Geom& q, int path, const T* gy, const T* xg, const T* wg, T* dxg, T* dwg,
-                    std::vector<T>& buf, std::vector<T>& dbuf, int nt) {
+                    std::vector<T>& buf, std::vector<T>& dbuf, int nt, bool with_dw) {
   const i64 M = q.kg(), L = q.l(), K = q.crs();
   gemm::Epilogue<T> acc;
   acc.accumulate = true;
   const gemm::View<T> wT{wg, 1, K};  // W_g^T (K x M)
   if (path == kGemm1x1) {
-    gemm::gemm<T>(M, K, L, gemm::View<T>{gy, L, 1}, gemm::View<T>{xg, 1, L}, dwg, K, acc, nt);
+    if (with_dw) gemm::gemm<T>(M, K, L, gemm::View<T>{gy, L, 1}, gemm::View<T>{xg, 1, L}, dwg, K, acc, nt);
     gemm::gemm<T>(K, L, M, wT, gemm::View<T>{gy, L, 1}, dxg, L, {}, nt);
     return;
   }
   const i64 rows = tile_rows<T>(q);
-  buf.resize(static_cast<size_t>(K * rows * q.ow));
-  dbuf.resize(buf.size());
+  if (with_dw) buf.resize(static_cast<size_t>(K * rows * q.ow));
+  dbuf.resize(static_cast<size_t>(K * rows * q.ow));
   for (i64 oh0 = 0; oh0 < q.oh; oh0 += rows) {
     const i64 oh1 = std::min(q.oh, oh0 + rows), tl = (oh1 - oh0) * q.ow;
     const gemm::View<T> gt{gy + oh0 * q.ow, L, 1};  // dy_g columns of the tile (M x tl)
-    im2col_rows(q, xg, q.cg(), oh0, oh1, buf.data(), tl);
-    gemm::gemm<T>(M, K, tl, gt, gemm::View<T>{buf.data(), 1, tl}, dwg, K, acc, nt);
+    if (with_dw) {
+      im2col_rows(q, xg, q.cg(), oh0, oh1, buf.data(), tl);
+      gemm::gemm<T>(M, K, tl, gt, gemm::View<T>{buf.data(), 1, tl}, dwg, K, acc, nt);
+    }
     gemm::gemm<T>(K, tl, M, wT, gt, dbuf.data(), tl, {}, nt);
     col2im_rows(q, dbuf.data(), tl, q.cg(), oh0, oh1, dxg);
   }
@@ -447,15 +750,28 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
     return;
   }
   if (path == kDirect) return direct_backward(q, dy, x, wt, dx, dwt);
+  // smallk: dW by its own tiles, dx by the GEMM of the 1x1 or im2col path without their dW
+  const bool with_dw = path != kSmallK;
+  if (!with_dw) {
+    smallk_dw(q, dy, x, dwt);
+    path = q.is1x1() ? kGemm1x1 : kIm2col;
+  }
   if (path != kGemm1x1) std::fill(dx, dx + q.n * q.c * q.h * q.w, T(0));
   auto image = [&](i64 n, T* dw_acc, std::vector<T>& buf, std::vector<T>& dbuf, int nt) {
     for (i64 g = 0; g < q.g; ++g) {
       const i64 xo = (n * q.c + g * q.cg()) * q.h * q.w;
       backward_group(q, path, dy + (n * q.k + g * q.kg()) * L, x + xo, wt + g * q.kg() * q.crs(),
-                     dx + xo, dw_acc + g * q.kg() * q.crs(), buf, dbuf, nt);
+                     dx + xo, dw_acc ? dw_acc + g * q.kg() * q.crs() : nullptr, buf, dbuf, nt, with_dw);
     }
   };
-  if (over_images(q)) {
+  if (over_images(q) && !with_dw) {
+#pragma omp parallel num_threads(num_threads())
+    {
+      std::vector<T> buf, dbuf;
+#pragma omp for schedule(static)
+      for (i64 n = 0; n < q.n; ++n) image(n, nullptr, buf, dbuf, 1);
+    }
+  } else if (over_images(q)) {
     const int nt = num_threads();
     std::vector<T> parts(static_cast<size_t>(nt * wsize), T(0));
 #pragma omp parallel num_threads(nt)
@@ -471,9 +787,9 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
       dwt[i] = s;
     }
   } else {
-    std::fill(dwt, dwt + wsize, T(0));
+    if (with_dw) std::fill(dwt, dwt + wsize, T(0));
     std::vector<T> buf, dbuf;
-    for (i64 n = 0; n < q.n; ++n) image(n, dwt, buf, dbuf, 0);
+    for (i64 n = 0; n < q.n; ++n) image(n, with_dw ? dwt : nullptr, buf, dbuf, 0);
   }
 }
 
@@ -559,7 +875,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
         },
         py::arg("cols").noconvert(), py::arg("out").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"),
         py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"));
-  // Returns the path taken (0-4 as Path).
+  // Returns the path taken (a Path number).
   m.def(("conv_conv2d_" + sfx).c_str(),
         [](A x, A wt, py::object bias, A out, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 g, int path) {
           PYDL_CHECK(x.ndim() == 4 && wt.ndim() == 4, "x, weight: expected 4 dimensions");
@@ -569,7 +885,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           const T* wp = in_ptr(wt, "weight", {q.k, q.cg(), q.r, q.s});
           const T* bp = opt_ptr<T>(bias, "bias", q.k);
           T* op = out_ptr(out, "out", {q.n, q.k, q.oh, q.ow});
-          PYDL_CHECK(path >= 0 && path <= 4, "path: expected 0..4, got " << path);
+          PYDL_CHECK(path >= 0 && path < kNumPaths, "path: expected 0.." << kNumPaths - 1 << ", got " << path);
           const int chosen = choose_path(q, path);
           py::gil_scoped_release nogil;
           forward(q, chosen, xp, wp, bp, op);
@@ -592,7 +908,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
             dba = db.cast<A>();
             dbp = out_ptr(dba, "dbias", {q.k});
           }
-          PYDL_CHECK(path >= 0 && path <= 4, "path: expected 0..4, got " << path);
+          PYDL_CHECK(path >= 0 && path < kNumPaths, "path: expected 0.." << kNumPaths - 1 << ", got " << path);
           // implicit has no backward of its own: the im2col tiles serve it
           int chosen = choose_path(q, path);
           if (chosen == kImplicit) chosen = kIm2col;
@@ -620,8 +936,9 @@ void bind_conv(py::module_& m) {
     kTileBytes = b;
     return old;
   }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
-  m.attr("CONV_PATHS") = py::make_tuple(kPathNames[0], kPathNames[1], kPathNames[2], kPathNames[3],
-                                        kPathNames[4]);
+  py::tuple names(kNumPaths);
+  for (int i = 0; i < kNumPaths; ++i) names[i] = kPathNames[i];
+  m.attr("CONV_PATHS") = names;
 }
 
 }  // namespace pydl

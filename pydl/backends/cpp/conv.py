@@ -5,15 +5,17 @@ into outputs allocated here: ``conv_im2col_<f32|f64>``, ``conv_col2im_*``,
 ``conv_conv2d_*`` and ``conv_conv2d_backward_*`` (the last two take a path
 number and return the path they took). The default ``conv2d`` picks its path
 by the measured heuristic of ``choose_path`` in conv.cpp (dev/conv/README.md);
-the named variants force one: ``cpp:im2col``, ``cpp:implicit``, ``cpp:direct``
-and ``cpp:gemm1x1`` (im2col where the convolution is not 1x1/stride 1/pad 0).
+the named variants force one: ``cpp:im2col``, ``cpp:implicit``, ``cpp:direct``,
+``cpp:smallk`` (filters in the SIMD lanes, taps broadcast from the padded image;
+its backward computes dW the same way and dx by the im2col/1x1 GEMM) and
+``cpp:gemm1x1`` (im2col where the convolution is not 1x1/stride 1/pad 0).
 ``implicit`` has no backward of its own and uses the im2col tiles.
 """
 from ... import _array, _cpp
 from ...registry import register
 from .._shared import SUFFIX, contiguous
 
-PATHS = tuple(_cpp.CONV_PATHS)   # ("auto", "gemm1x1", "im2col", "implicit", "direct")
+PATHS = tuple(_cpp.CONV_PATHS)   # ("auto", "gemm1x1", "im2col", "implicit", "direct", "smallk")
 #: the path the last conv2d / conv2d_backward call took (for tests and the benchmark notes)
 last_path = {"forward": None, "backward": None}
 
