@@ -117,7 +117,7 @@ def test_cpp_smallk_blocks(dtype, level):
 def test_cpp_heuristic():
     from pydl.backends.cpp import conv as cc
     rng = np.random.default_rng(6)
-    for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "smallk"),
+    for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "gemm1x1"),
                      ((2, 8, 6, 6, 8, 3, 3, 8, (1, 1), (1, 1), (1, 1)), "direct"),
                      ((2, 8, 6, 6, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)), "smallk"),
                      ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), "smallk"),

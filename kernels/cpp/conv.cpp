@@ -40,6 +40,7 @@
 
 #include "check.hpp"
 #include "gemm.hpp"
+#include "ndarray.hpp"
 #include "simd.hpp"
 #include "simd_math.hpp"
 
@@ -156,8 +157,8 @@ int choose_path(const Geom& q, int forced) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   if (forced != kAuto) return forced;
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
+  if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
   if (q.kg() <= 256) return kSmallK;
-  if (q.is1x1()) return kGemm1x1;
   return kIm2col;
 }
 
@@ -796,7 +797,7 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
 // -- bindings ------------------------------------------------------------------------
 
 template <class T>
-using Array = py::array_t<T, 0>;
+using Array = NdArray<T>;  // exact dtype, any strides, never converted (ndarray.hpp)
 
 template <class T>
 const T* in_ptr(const Array<T>& a, const char* name, std::initializer_list<i64> shape) {
