@@ -995,10 +995,10 @@ void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, 
   };
   const bool direct_ok = (B.cs == 1 || B.rs == 1) && M <= 8;
   if (algo == Algo::naive) return detail::naive(M, N, K, A, pack, nr, C, ldc, ep, nt);
-  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(M, N, K, B)))
-    return detail::run_unpacked_at(level, M, N, K, A, B, C, ldc, ep, nt);
   if (algo == Algo::direct ? direct_ok : (algo == Algo::automatic && direct_ok && M <= tuning().direct_max_m))
     return detail::run_direct_at(level, M, N, K, A, B, C, ldc, ep, nt);
+  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(M, N, K, B)))
+    return detail::run_unpacked_at(level, M, N, K, A, B, C, ldc, ep, nt);
   detail::run_packed_at(level, M, N, K, A, pack, C, ldc, ep, nt);
 }
 
