@@ -118,6 +118,25 @@ def test_unpacked_path(level, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_output_allocated_by_the_kernel(dtype):
+    # outside poisoned() the adapter lets the kernel allocate its output (gemm_matmul_new)
+    rng = np.random.default_rng(12)
+    for sa, sb in [((33, 65), (65, 17)), ((1, 1), (1, 1)), ((4, 5, 6), (6, 7)), ((5, 6), (4, 6, 3)),
+                   ((2, 3, 9), (2, 9, 4)), ((0, 5), (5, 3))]:
+        a = rng.standard_normal(sa).astype(dtype)
+        b = rng.standard_normal(sb).astype(dtype)
+        out = ops.matmul(a, b, backend="cpp")
+        assert out.flags.c_contiguous and out.dtype == dtype
+        close(out, a, b, sa[-1])
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        _cpp.gemm_matmul_new_f32(np.ones(3, np.float32), np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="inner dimension"):
+        _cpp.gemm_matmul_new_f32(np.ones((2, 3), np.float32), np.ones((4, 2), np.float32))
+    with pytest.raises(TypeError):
+        _cpp.gemm_matmul_new_f32(np.ones((2, 3)), np.ones((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batched_and_backward(dtype):
     rng = np.random.default_rng(4)
     with _array.poisoned():

@@ -178,6 +178,22 @@ void matmul(const Array<T>& a, const Array<T>& b, Array<T>& out, const std::stri
              [&](int64_t i) { return B.view(i); }, C, M * N, {});
 }
 
+// matmul into a new C-contiguous array allocated here (the adapter's fast path for small
+// products: one Python-level allocation and call fewer, ~0.3 us of a 2.5 us 33x65x17 call).
+template <class T>
+py::array matmul_new(const Array<T>& a, const Array<T>& b) {
+  const auto nd_a = a.ndim(), nd_b = b.ndim();
+  PYDL_CHECK((nd_a == 2 || nd_a == 3) && (nd_b == 2 || nd_b == 3),
+             "a, b: expected 2-D or 3-D arrays, got shapes " << shape_str(a) << " and " << shape_str(b));
+  std::vector<py::ssize_t> shape;
+  if (nd_a == 3 || nd_b == 3) shape.push_back(nd_a == 3 ? a.shape(0) : b.shape(0));
+  shape.push_back(a.shape(nd_a - 2));
+  shape.push_back(b.shape(nd_b - 1));
+  Array<T> out = py::reinterpret_steal<Array<T>>(py::array(py::dtype::of<T>(), shape).release());
+  matmul<T>(a, b, out, "", "");
+  return std::move(out);
+}
+
 template <class T>
 void matmul_backward(const Array<T>& g, const Array<T>& a, const Array<T>& b, Array<T>& da,
                      Array<T>& db, const std::string& simd, const std::string& algo_s) {
@@ -276,6 +292,8 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
   const auto simd = py::arg("simd") = "", algo = py::arg("algo") = "";
   m.def(("gemm_matmul_" + sfx).c_str(), &matmul<T>, py::arg("a").noconvert(), py::arg("b").noconvert(),
         py::arg("out").noconvert(), simd, algo);
+  m.def(("gemm_matmul_new_" + sfx).c_str(), &matmul_new<T>, py::arg("a").noconvert(), py::arg("b").noconvert(),
+        "matmul into a new C-contiguous array (checks as gemm_matmul).");
   m.def(("gemm_matmul_backward_" + sfx).c_str(), &matmul_backward<T>, py::arg("grad").noconvert(),
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("da").noconvert(),
         py::arg("db").noconvert(), simd, algo);

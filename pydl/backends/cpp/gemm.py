@@ -24,10 +24,16 @@ _ACT_KERNEL = {"gelu": "gelu", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "re
 
 
 _MATMUL = {"f": _cpp.gemm_matmul_f32, "d": _cpp.gemm_matmul_f64}
+_MATMUL_NEW = {"f": _cpp.gemm_matmul_new_f32, "d": _cpp.gemm_matmul_new_f64}
+_POISON = _array._POISON
 
 
 def _matmul(a, b, simd="", algo=""):
-    # (the per-call Python here is part of a small product's time: kept to a dict hit)
+    # The per-call Python here is part of a small product's time: the usual call is one dict
+    # hit and a kernel that allocates its own output (under poisoned(), outputs come NaN-filled
+    # from _array.empty so the tests see any element a kernel forgets to write).
+    if not (simd or algo or _POISON.get()):
+        return _MATMUL_NEW[a.dtype.char](a, b)
     if a.ndim == 2 and b.ndim == 2:
         shape = (a.shape[0], b.shape[1])
     else:
