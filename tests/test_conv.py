@@ -11,13 +11,13 @@ import pydl
 from pydl import _array, backends, registry
 from pydl.testing import assert_close
 
+from conv_check import TOL, check as _check
+
 backends.load()
 SPEC = registry.SPECS["conv2d"]
 CPU = [b for b in ("cpp", "cython", "numba") if backends.unavailable_reason(b) is None]
 CPP_PATHS = ["gemm1x1", "im2col", "implicit", "direct", "smallk"]
 needs_cpp = pytest.mark.skipif("cpp" not in CPU, reason="cpp backend not built")
-# (rtol, atol) per dtype, atol scaled by sqrt of the accumulation length below
-TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
 def _random_case(rng):
@@ -46,25 +46,6 @@ def _args(rng, shape_hp, dtype, bias=True):
                 stride=st, padding=p, dilation=d, groups=g)
 
 
-def _check(backend, a, dtype, rng):
-    """Forward and backward on ``backend`` (poisoned outputs) vs the float64 reference."""
-    a64 = {kk: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for kk, v in a.items()}
-    ref = pydl.ops.conv2d(**a64, backend="numpy")
-    gy = rng.standard_normal(ref.shape)
-    refs = pydl.ops.conv2d_backward(gy, **a64, backend="numpy")
-    with _array.poisoned():
-        out = pydl.ops.conv2d(**a, backend=backend)
-        grads = pydl.ops.conv2d_backward(gy.astype(dtype), **a, backend=backend)
-    assert out.dtype == dtype
-    k, cg, r, s = a["weight"].shape
-    depth = max(cg * r * s, a["x"].shape[0] * ref.shape[2] * ref.shape[3], 1)
-    tol = TOL[dtype]
-    for name, o, rf in [("out", out, ref)] + list(zip(("dx", "dweight", "dbias"), grads, refs)):
-        assert (o is None) == (rf is None), name
-        if o is not None:
-            assert o.dtype == dtype, name
-            scale = max(float(np.abs(rf).max(initial=0.0)), 1.0)
-            assert_close(f"{backend} {name}", o, rf, tol, tol * np.sqrt(depth) * scale)
 
 
 @pytest.mark.parametrize("backend", CPU + [f"cpp:{p}" for p in CPP_PATHS if "cpp" in CPU])

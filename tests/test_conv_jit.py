@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 import pydl
-from pydl import _array, backends
+from pydl import backends
 from pydl.testing import assert_close
+
+from conv_check import check as _check
 
 backends.load()
 JIT = [b for b in ("cython", "numba") if backends.unavailable_reason(b) is None]
-TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 # id -> (N, C, H, W, K, (R, S), stride, padding, dilation, groups)
 SHAPES = {
@@ -41,23 +42,6 @@ def _args(rng, shape, dtype, bias):
                 stride=st, padding=p, dilation=d, groups=g)
 
 
-def _check(backend, a, dtype, rng):
-    a64 = {kk: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for kk, v in a.items()}
-    ref = pydl.ops.conv2d(**a64, backend="numpy")
-    gy = rng.standard_normal(ref.shape)
-    refs = pydl.ops.conv2d_backward(gy, **a64, backend="numpy")
-    with _array.poisoned():
-        out = pydl.ops.conv2d(**a, backend=backend)
-        grads = pydl.ops.conv2d_backward(gy.astype(dtype), **a, backend=backend)
-    k, cg, r, s = a["weight"].shape
-    depth = max(cg * r * s, a["x"].shape[0] * ref.shape[2] * ref.shape[3], k // a["groups"] * r * s)
-    tol = TOL[dtype]
-    for name, o, rf in [("out", out, ref)] + list(zip(("dx", "dweight", "dbias"), grads, refs)):
-        assert (o is None) == (rf is None), name
-        if o is not None:
-            assert o.dtype == dtype and o.shape == rf.shape, name
-            scale = max(float(np.abs(rf).max(initial=0.0)), 1.0)
-            assert_close(f"{backend} {name}", o, rf, tol, tol * np.sqrt(depth) * scale)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
