@@ -589,8 +589,7 @@ void empty_k(int64_t M, int64_t N, T* C, int64_t ldc, const Epilogue<T>& ep, Sim
 
 // Whether the unpacked-B path beats packing B (measured: dev/gemm/README.md).
 template <class T>
-inline bool unpacked_pays(int64_t M, int64_t N, int64_t K, View<T> B) {
-  (void)N;
+inline bool unpacked_pays(int64_t M, int64_t K, View<T> B) {
   // few rows, or a shallow product (conv's W^T @ dy: 2304 x 256 x 392 unpacked 329 vs packed 225
   // GFLOP/s); not deep and tall ones (1024^3: packed 291 vs 274); the packed A stays <= 8 MB
   const int64_t lim = tuning().unpacked_max_m;
@@ -918,48 +917,6 @@ void naive(int64_t M, int64_t N, int64_t K, View<T> A, PackB&& pack_b, int nr, T
   }
 }
 
-template <class T, class PackB>
-void run_packed_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C,
-                   int64_t ldc, const Epilogue<T>& ep, int nt) {
-  switch (level) {
-#if defined(__AVX512F__)
-    case Simd::avx512: packed<T, Simd::avx512>(M, N, K, A, pack_b, C, ldc, ep, nt); return;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case Simd::avx2: packed<T, Simd::avx2>(M, N, K, A, pack_b, C, ldc, ep, nt); return;
-#endif
-    default: packed<T, Simd::scalar>(M, N, K, A, pack_b, C, ldc, ep, nt); return;
-  }
-}
-
-template <class T>
-void run_unpacked_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C,
-                     int64_t ldc, const Epilogue<T>& ep, int nt) {
-  switch (level) {
-#if defined(__AVX512F__)
-    case Simd::avx512: unpacked<T, Simd::avx512>(M, N, K, A, B, C, ldc, ep, nt); return;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case Simd::avx2: unpacked<T, Simd::avx2>(M, N, K, A, B, C, ldc, ep, nt); return;
-#endif
-    default: unpacked<T, Simd::scalar>(M, N, K, A, B, C, ldc, ep, nt); return;
-  }
-}
-
-template <class T>
-void run_direct_at(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C,
-                   int64_t ldc, const Epilogue<T>& ep, int nt) {
-  switch (level) {
-#if defined(__AVX512F__)
-    case Simd::avx512: direct<T, Simd::avx512>(M, N, K, A, B, C, ldc, ep, nt); return;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case Simd::avx2: direct<T, Simd::avx2>(M, N, K, A, B, C, ldc, ep, nt); return;
-#endif
-    default: direct<T, Simd::scalar>(M, N, K, A, B, C, ldc, ep, nt); return;
-  }
-}
-
 }  // namespace detail
 
 // Packs B[k0:k0+kc, n0:n0+nc] of a strided view into panels (the default packer).
@@ -976,7 +933,7 @@ void gemm_packed_b(int64_t M, int64_t N, int64_t K, View<T> A, PackB&& pack_b, T
   const Simd level = simd_level();
   if (K <= 0) return detail::empty_k(M, N, C, ldc, ep, level);
   const int nt = detail::resolve_threads<T>(nthreads, M, N, K);
-  detail::run_packed_at(level, M, N, K, A, pack_b, C, ldc, ep, nt);
+  with_level(level, [&](auto s) { detail::packed<T, decltype(s)::value>(M, N, K, A, pack_b, C, ldc, ep, nt); });
 }
 
 // gemm at an explicit SIMD level (clamped to the current one) and algorithm:
@@ -996,10 +953,10 @@ void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, 
   const bool direct_ok = (B.cs == 1 || B.rs == 1) && M <= 8;
   if (algo == Algo::naive) return detail::naive(M, N, K, A, pack, nr, C, ldc, ep, nt);
   if (algo == Algo::direct ? direct_ok : (algo == Algo::automatic && direct_ok && M <= tuning().direct_max_m))
-    return detail::run_direct_at(level, M, N, K, A, B, C, ldc, ep, nt);
-  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(M, N, K, B)))
-    return detail::run_unpacked_at(level, M, N, K, A, B, C, ldc, ep, nt);
-  detail::run_packed_at(level, M, N, K, A, pack, C, ldc, ep, nt);
+    return with_level(level, [&](auto s) { detail::direct<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
+  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(M, K, B)))
+    return with_level(level, [&](auto s) { detail::unpacked<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
+  with_level(level, [&](auto s) { detail::packed<T, decltype(s)::value>(M, N, K, A, pack, C, ldc, ep, nt); });
 }
 
 template <class T>

@@ -5,6 +5,7 @@
 // exercise the AVX2 and scalar paths on an AVX-512 machine.
 #pragma once
 #include <string>
+#include <type_traits>
 
 namespace pydl {
 
@@ -29,5 +30,24 @@ const char* simd_name(Simd level);
 // other than the one that called pydl.set_num_threads would not see it.
 int num_threads();
 Simd simd_from_name(const std::string& name);  // throws std::invalid_argument
+
+template <Simd S>
+using SimdTag = std::integral_constant<Simd, S>;
+
+// f(SimdTag<level>{}) for a level compiled into this build (scalar for one that is not):
+// the one switch from a run-time level to a kernel template, e.g.
+//   with_level(level, [&](auto s) { kernel<T, decltype(s)::value>(...); });
+template <class F>
+decltype(auto) with_level(Simd level, F&& f) {
+  switch (level) {
+#if defined(__AVX512F__)
+    case Simd::avx512: return f(SimdTag<Simd::avx512>{});
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case Simd::avx2: return f(SimdTag<Simd::avx2>{});
+#endif
+    default: return f(SimdTag<Simd::scalar>{});
+  }
+}
 
 }  // namespace pydl

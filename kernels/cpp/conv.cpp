@@ -534,28 +534,12 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
 
 template <class T>
 void smallk_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
-  switch (simd_level()) {
-#if defined(__AVX512F__)
-    case Simd::avx512: return smallk_dw_s<T, Simd::avx512>(q, dy, x, dwt);
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case Simd::avx2: return smallk_dw_s<T, Simd::avx2>(q, dy, x, dwt);
-#endif
-    default: return smallk_dw_s<T, Simd::scalar>(q, dy, x, dwt);
-  }
+  with_level(simd_level(), [&](auto s) { smallk_dw_s<T, decltype(s)::value>(q, dy, x, dwt); });
 }
 
 template <class T>
 void smallk_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
-  switch (simd_level()) {
-#if defined(__AVX512F__)
-    case Simd::avx512: return smallk_forward_s<T, Simd::avx512>(q, x, wt, bias, out);
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case Simd::avx2: return smallk_forward_s<T, Simd::avx2>(q, x, wt, bias, out);
-#endif
-    default: return smallk_forward_s<T, Simd::scalar>(q, x, wt, bias, out);
-  }
+  with_level(simd_level(), [&](auto s) { smallk_forward_s<T, decltype(s)::value>(q, x, wt, bias, out); });
 }
 
 // One image, one group: the GEMM by the chosen path. nt: GEMM threads (1 inside our region).

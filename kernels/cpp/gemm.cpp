@@ -189,7 +189,7 @@ py::array matmul_new(const Array<T>& a, const Array<T>& b) {
   if (nd_a == 3 || nd_b == 3) shape.push_back(nd_a == 3 ? a.shape(0) : b.shape(0));
   shape.push_back(a.shape(nd_a - 2));
   shape.push_back(b.shape(nd_b - 1));
-  Array<T> out = py::reinterpret_steal<Array<T>>(py::array(py::dtype::of<T>(), shape).release());
+  Array<T> out(py::dtype::of<T>(), shape);
   matmul<T>(a, b, out, "", "");
   return std::move(out);
 }
