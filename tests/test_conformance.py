@@ -40,9 +40,15 @@ def _params(direction="", dtypes=True):
             if b not in impls:
                 continue
             marks = [pytest.mark.gpu] if b == "cuda" else []
-            for dt in spec.dtypes if dtypes else (None,):
-                pid = f"{name}-{b}" + (f"-{dt}" if dt else "")
-                out.append(pytest.param(name, b, dt, id=pid, marks=marks))
+            # the backend's default and each named CPU variant (cpp:unpacked, cpp:smallk, ...): every
+            # path a user can select meets the same contract (the GPU's cuda:bf16 has its own
+            # tolerances: tests/test_cuda.py)
+            names = [b] + ([] if b == "cuda" else
+                           [f"{b}:{v}" for v in sorted(registry.VARIANTS.get(name + direction, {}).get(b, {}))])
+            for bv in names:
+                for dt in spec.dtypes if dtypes else (None,):
+                    pid = f"{name}-{bv}" + (f"-{dt}" if dt else "")
+                    out.append(pytest.param(name, bv, dt, id=pid, marks=marks))
     return out
 
 
