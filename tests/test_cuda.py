@@ -453,6 +453,25 @@ def _cdiv(a, b):  # C's truncating division
     return q if (a >= 0) == (b > 0) else -q
 
 
+def _taps_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
+    """cuda_helpers.cuh for_each_tap_reaching: (r, s, oh, ow) whose window reads (h, w)."""
+    for r in range(kh):
+        th = h + ph - r * dh
+        if th < 0 or th % sh:
+            continue
+        oh = th // sh
+        if oh >= OH:
+            continue
+        for s in range(kw):
+            tw = w + pw - s * dw
+            if tw < 0 or tw % sw:
+                continue
+            ow = tw // sw
+            if ow >= OW:
+                continue
+            yield r, s, oh, ow
+
+
 def _k_max_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW):
     P, H, W = x.shape
     y, idx = np.empty((P, OH, OW), x.dtype), np.empty((P, OH, OW), np.int64)
@@ -482,22 +501,9 @@ def _k_max_bwd(g, idx, H, W, kh, kw, sh, sw, ph, pw, dh, dw):
         for h in range(H):
             for w in range(W):
                 acc = 0.0
-                for r in range(kh):
-                    th = h + ph - r * dh
-                    if th < 0 or th % sh:
-                        continue
-                    oh = th // sh
-                    if oh >= OH:
-                        continue
-                    for s in range(kw):
-                        tw = w + pw - s * dw
-                        if tw < 0 or tw % sw:
-                            continue
-                        ow = tw // sw
-                        if ow >= OW:
-                            continue
-                        if idx[p, oh, ow] == h * W + w:
-                            acc += g[p, oh, ow]
+                for _, _, oh, ow in _taps_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
+                    if idx[p, oh, ow] == h * W + w:
+                        acc += g[p, oh, ow]
                 dx[p, h, w] = acc
     return dx
 
@@ -582,21 +588,8 @@ def _k_col2im(cols, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
         for h in range(H):
             for w in range(W):
                 acc = 0.0
-                for r in range(kh):
-                    th = h + ph - r * dh
-                    if th < 0 or th % sh:
-                        continue
-                    oh = th // sh
-                    if oh >= OH:
-                        continue
-                    for s in range(kw):
-                        tw = w + pw - s * dw
-                        if tw < 0 or tw % sw:
-                            continue
-                        ow = tw // sw
-                        if ow >= OW:
-                            continue
-                        acc += cols[p, r * kw + s, oh * OW + ow]
+                for r, s, oh, ow in _taps_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
+                    acc += cols[p, r * kw + s, oh * OW + ow]
                 x[p, h, w] = acc
     return x
 

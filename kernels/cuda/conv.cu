@@ -38,19 +38,9 @@ __global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, long long 
     const long long p = i / ((long long)H * W);
     const T* base = cols + p * kh * kw * L;
     T acc = T(0);
-    for (int r = 0; r < kh; ++r) {
-      const int th = h + ph - r * dh;
-      if (th < 0 || th % sh) continue;
-      const int oh = th / sh;
-      if (oh >= OH) continue;
-      for (int s = 0; s < kw; ++s) {
-        const int tw = w + pw - s * dw;
-        if (tw < 0 || tw % sw) continue;
-        const int ow = tw / sw;
-        if (ow >= OW) continue;
-        acc += base[((long long)r * kw + s) * L + (long long)oh * OW + ow];
-      }
-    }
+    pydl::for_each_tap_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, [&](int r, int s, int oh, int ow) {
+      acc += base[((long long)r * kw + s) * L + (long long)oh * OW + ow];
+    });
     x[i] = acc;
   }
 }

@@ -56,20 +56,10 @@ __global__ void max_pool2d_bwd(const T* __restrict__ g, const long long* __restr
     const long long p = i / ((long long)H * W);
     const long long self = (long long)h * W + w, base = p * OH * OW;
     T acc = T(0);
-    for (int r = 0; r < kh; ++r) {
-      const int th = h + ph - r * dh;
-      if (th < 0 || th % sh) continue;
-      const int oh = th / sh;
-      if (oh >= OH) continue;
-      for (int s = 0; s < kw; ++s) {
-        const int tw = w + pw - s * dw;
-        if (tw < 0 || tw % sw) continue;
-        const int ow = tw / sw;
-        if (ow >= OW) continue;
-        const long long o = base + (long long)oh * OW + ow;
-        if (idx[o] == self) acc += g[o];
-      }
-    }
+    pydl::for_each_tap_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, [&](int, int, int oh, int ow) {
+      const long long o = base + (long long)oh * OW + ow;
+      if (idx[o] == self) acc += g[o];
+    });
     dx[i] = acc;
   }
 }
