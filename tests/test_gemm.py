@@ -79,7 +79,8 @@ def test_threads_and_blocks(nt):
     # large enough to split over threads, several KC and MC blocks and N blocks
     rng = np.random.default_rng(2)
     with threads(nt), _array.poisoned():
-        for m, n, k in [(301, 4099, 517), (700, 70, 1030), (3, 5000, 300), (33, 9000, 17)]:
+        for m, n, k in [(301, 4099, 517), (700, 70, 1030), (3, 5000, 300), (33, 9000, 17),
+                        (70, 20, 1000), (71, 60, 900)]:  # unpacked, tiles shared by threads, K > KC
             a = rng.standard_normal((m, k)).astype(np.float32)
             b = rng.standard_normal((k, n)).astype(np.float32)
             close(ops.matmul(a, b, backend="cpp"), a, b, k)

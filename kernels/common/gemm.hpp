@@ -714,7 +714,6 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
     }
     const bool by_cols = tiles_n >= nth;
     const int64_t t0 = by_cols ? tiles_n * tid / nth : 0, t1 = by_cols ? tiles_n * (tid + 1) / nth : tiles_n;
-    int64_t item = 0;
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const Epilogue<T>* l = pc + kc == K ? &ep : nullptr;
@@ -723,8 +722,9 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
         const int64_t col = t * NR;
         const int n = static_cast<int>(std::min<int64_t>(NR, N - col));
         const T* b = B.p + pc * B.rs + col;
-        for (int64_t r = 0; r < tiles_m; ++r, ++item) {
-          if (!by_cols && item % nth != tid) continue;
+        for (int64_t r = 0; r < tiles_m; ++r) {
+          // a C tile belongs to one thread in every KC block (it reads what the last block wrote)
+          if (!by_cols && (t * tiles_m + r) % nth != tid) continue;
           const int64_t row = r * MR;
           const int m = static_cast<int>(std::min<int64_t>(MR, M - row));
           T* c = C + row * ldc + col;
