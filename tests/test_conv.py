@@ -194,3 +194,33 @@ def test_adjoint_identity():
         y = rng.standard_normal(cols.shape)
         back = pydl.ops.col2im(y, (9, 8), **hp, backend=backend)
         assert np.isclose(np.vdot(cols, y), np.vdot(x, back), rtol=1e-12)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
+@pytest.mark.parametrize("block,depth", [(1, 384), (2, 7), (3, 64), (4, 384), (2, 384)])
+def test_cpp_smallk_row_tiles(dtype, level, block, depth):
+    """The smallk forward's row tiles at every lane block and at depth blocks that split the
+    taps unevenly: width strides 1-3 (the phase-split planes), dilation, rows narrower and wider
+    than a tile (the tile past a row's end reads into the next row: results dropped), no padding
+    (planes copied anyway), Kg not a multiple of the block, groups, one image on two threads."""
+    from pydl import _cpp
+    rng = np.random.default_rng(10)
+    _cpp.set_simd_level(level)
+    old = _cpp.conv_set_smallk_block(block, depth)
+    before = pydl.get_num_threads()
+    try:
+        for threads in (1, 2):
+            pydl.set_num_threads(threads)
+            for sh in [(2, 5, 9, 31, 37, 3, 3, 1, (1, 3), (1, 2), (1, 1)),
+                       (1, 4, 7, 12, 40, 3, 2, 2, (2, 2), (0, 1), (2, 1)),
+                       (3, 3, 6, 1, 20, 1, 1, 1, (1, 1), (0, 0), (1, 1)),
+                       (2, 12, 5, 17, 70, 2, 3, 1, (1, 1), (0, 0), (1, 2)),
+                       (1, 8, 10, 9, 6, 5, 5, 2, (1, 1), (2, 2), (1, 1)),
+                       (2, 2, 4, 45, 18, 3, 3, 1, (1, 1), (1, 1), (1, 1))]:
+                _check("cpp:smallk", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
+    finally:
+        pydl.set_num_threads(before)
+        _cpp.conv_set_smallk_block(*old)
+        _cpp.set_simd_level("avx512")

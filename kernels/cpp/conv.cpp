@@ -294,6 +294,32 @@ void smallk_tile(const T* x, const i64* base, const i64* toff, i64 taps, const T
     for (int v = 0; v < NV; ++v) K::store_n(tile + i * ldt + v * W, acc[i][v], W);
 }
 
+// The forward's tile: MR CONSECUTIVE output pixels of one row (phase_plane makes their taps
+// consecutive addresses: x[t] for pixel i is x + toff[t] + i, so one pointer per tap and the
+// broadcasts at fixed offsets; no per-pixel pointers to keep in registers), NV vectors of
+// filters from a lane block of the packed W^T (taps x ldw).
+template <class T, Simd S, int MR, int NV>
+void smallk_row_tile(const T* x, const i64* toff, i64 taps, const T* wp, i64 ldw, T* tile, i64 ldt, bool add) {
+  using K = gemm::detail::KT<T, S>;
+  using R = typename K::R;
+  constexpr int W = K::W;
+  R acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = add ? K::load(tile + i * ldt + v * W) : K::zero();
+  for (i64 t = 0; t < taps; ++t) {
+    const T* xp = x + toff[t];
+    const T* w = wp + t * ldw;
+    R b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = K::load(w + v * W);
+    for (int i = 0; i < MR; ++i) {
+      const R a = K::bcast(xp + i);
+      for (int v = 0; v < NV; ++v) acc[i][v] = K::fma(a, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) K::store_n(tile + i * ldt + v * W, acc[i][v], W);
+}
+
 // Register-tile rows per level and NV (accumulators + NV weight vectors + a broadcast within the
 // register file: 32 zmm, 16 ymm).
 template <Simd S>
@@ -303,10 +329,25 @@ constexpr int smallk_mr(int nv) {
   else return 4;
 }
 
+// Rows of the forward's row tile (smallk_row_tile) per level and NV: one pointer per tap, so the
+// register file alone bounds it (AVX-512: 28 accumulators + 2 weight vectors + a broadcast at NV 2).
+template <Simd S>
+constexpr int smallk_row_mr(int nv) {
+  if constexpr (S == Simd::avx512) return nv == 1 ? 12 : nv == 2 ? 14 : nv == 3 ? 8 : 6;
+  else if constexpr (S == Simd::avx2) return nv == 1 ? 8 : nv == 2 ? 6 : nv == 3 ? 4 : 3;
+  else return 4;
+}
+
+// Lanes per block of the smallk forward, in vectors (conv_set_smallk_block; 0 = the measured
+// default of smallk_block()).
+int kSmallkBlock = 0;
+// Depth (taps) per block of the smallk forward's row tiles (conv_set_smallk_block's second value).
+long long kSmallkDepth = 384;
+
 template <class T, Simd S>
 struct SmallK {
   static constexpr int W = gemm::detail::KT<T, S>::W;
-  static constexpr int kMaxMR = 16;  // >= smallk_mr(nv) for every nv
+  static constexpr int kMaxMR = 16;  // >= smallk_mr(nv) and smallk_row_mr(nv) for every nv
   using Fn = void (*)(const T*, const i64*, const i64*, i64, const T*, i64, T*, i64, bool);
   // the kernel for nv vectors with the rows of the tile's first (widest, nv0) block
   template <int MR>
@@ -324,6 +365,24 @@ struct SmallK {
       case 2: return fn_mr<smallk_mr<S>(2)>(nv);
       case 3: return fn_mr<smallk_mr<S>(3)>(nv);
       default: return fn_mr<smallk_mr<S>(4)>(nv);
+    }
+  }
+  using RowFn = void (*)(const T*, const i64*, i64, const T*, i64, T*, i64, bool);
+  template <int MR>
+  static RowFn row_fn_mr(int nv) {
+    switch (nv) {
+      case 1: return smallk_row_tile<T, S, MR, 1>;
+      case 2: return smallk_row_tile<T, S, MR, 2>;
+      case 3: return smallk_row_tile<T, S, MR, 3>;
+      default: return smallk_row_tile<T, S, MR, 4>;
+    }
+  }
+  static RowFn row_fn(int nvb, int nv) {
+    switch (nvb) {
+      case 1: return row_fn_mr<smallk_row_mr<S>(1)>(nv);
+      case 2: return row_fn_mr<smallk_row_mr<S>(2)>(nv);
+      case 3: return row_fn_mr<smallk_row_mr<S>(3)>(nv);
+      default: return row_fn_mr<smallk_row_mr<S>(4)>(nv);
     }
   }
   // depth (taps) per block: the block's packed weights (kDepth x 4 vectors) stay in L2 and the
@@ -381,46 +440,144 @@ struct SmallK {
       }
     }
   }
+
+  // The forward: output rows [oh0, oh1) of `ow` pixels (row oh's first pixel at xg + rowbase[oh];
+  // the pixels of a row consecutive, phase_plane), tiles of mr pixels within a row (the last one
+  // of a row reads past it: results dropped), lanes in blocks of nvb vectors (block at lane v0*W
+  // is packed (depth x nv*W) at wpk + v0*W*depth, smallk_pack_w). Products deeper than kDepth go
+  // depth block by depth block through acc (one slot of mr rows per tile), each depth block's
+  // weights (kDepth x nvb vectors: 32 KB at nvb = 2) staying in L1 across the tiles. emit as tiles().
+  template <class Emit>
+  static void row_tiles(const T* xg, const i64* rowbase, i64 ow, i64 oh0, i64 oh1, const i64* toff, i64 depth,
+                        const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
+    const i64 nvec = kpad / W;
+    const int mr = smallk_row_mr<S>(nvb);
+    const i64 tpr = (ow + mr - 1) / mr;
+    constexpr i64 ldt = 4 * W;
+    const i64 dmax = kSmallkDepth;
+    const bool deep = depth > dmax;
+    if (deep) acc.resize(static_cast<size_t>((oh1 - oh0) * tpr * mr * ldt));
+    alignas(64) T tile[kMaxMR * ldt];
+    for (i64 v0 = 0; v0 < nvec; v0 += nvb) {
+      const int nv = int(std::min<i64>(nvec - v0, nvb));
+      const auto f = row_fn(nvb, nv);
+      const T* wb = wpk + v0 * W * depth;
+      const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
+      for (i64 d0 = 0; d0 < depth; d0 += dmax) {
+        const i64 dc = deep ? std::min(dmax, depth - d0) : depth;
+        for (i64 oh = oh0; oh < oh1; ++oh)
+          for (i64 j = 0; j < tpr; ++j) {
+            const T* xt = xg + rowbase[oh] + j * mr;
+            const int cnt = int(std::min<i64>(mr, ow - j * mr));
+            if (!deep) {
+              f(xt, toff, dc, wb, ldw, tile, ldt, false);
+              emit(oh * ow + j * mr, cnt, k0, k1, static_cast<const T*>(tile), ldt);
+            } else {
+              f(xt, toff + d0, dc, wb + d0 * ldw, ldw, acc.data() + ((oh - oh0) * tpr + j) * mr * ldt, ldt, d0 > 0);
+            }
+          }
+        if (!deep) break;
+      }
+      if (deep)
+        for (i64 oh = oh0; oh < oh1; ++oh)
+          for (i64 j = 0; j < tpr; ++j)
+            emit(oh * ow + j * mr, int(std::min<i64>(mr, ow - j * mr)), k0, k1,
+                 static_cast<const T*>(acc.data() + ((oh - oh0) * tpr + j) * mr * ldt), ldt);
+    }
+  }
 };
 
-// W_g^T packed: (taps x kpad), kpad = Kg rounded up to the SIMD width, zero lanes past Kg.
+// Lane-block width (vectors) of the smallk forward for kpad lanes. Measured on one Zen 5 thread
+// (dev/conv/README.md, "row tiles"): AVX-512 blocks of 2 (14 x 2 tiles, 32 KB of weights per
+// depth block in L1) beat 3 and 4 by 5-25% on every ResNet/AlexNet shape; AVX2 ran best at 1
+// (8 x 1 tiles: 61-72 vs 45-56 GFLOP/s at 2-4).
+template <Simd S>
+int smallk_block(i64 nvec) {
+  if (kSmallkBlock > 0) return int(std::min<i64>(kSmallkBlock, 4));
+  if constexpr (S == Simd::avx512) return nvec >= 2 ? 2 : 1;
+  else return 1;
+}
+
+// W_g^T packed for the forward's lane blocks of nvb vectors of W lanes: the block at lane v0*W is
+// (taps x nv*W), nv = min(nvb, vectors left), at dst + v0*W*taps; zero lanes past Kg.
 template <class T>
-void smallk_pack_w(const Geom& q, const T* wg, i64 kpad, T* dst) {
+void smallk_pack_w(const Geom& q, const T* wg, i64 kpad, int w, int nvb, T* dst) {
   const i64 taps = q.crs();
   std::fill(dst, dst + taps * kpad, T(0));
-  for (i64 k = 0; k < q.kg(); ++k)
-    for (i64 t = 0; t < taps; ++t) dst[t * kpad + k] = wg[k * taps + t];
+  for (i64 k0 = 0; k0 < kpad; k0 += i64(nvb) * w) {
+    const i64 bw = std::min<i64>(i64(nvb) * w, kpad - k0);
+    T* blk = dst + k0 * taps;
+    for (i64 k = k0; k < std::min(q.kg(), k0 + bw); ++k)
+      for (i64 t = 0; t < taps; ++t) blk[t * bw + (k - k0)] = wg[k * taps + t];
+  }
+}
+
+// x plane (H, W) into dst as the smallk kernels read it: zero-padded, and along the width split
+// into its sw phases: padded row y is stored as sw segments of wph elements, segment p holding
+// the padded columns p, p + sw, p + 2sw, ... Output pixels along a row then read CONSECUTIVE
+// addresses for every tap (ow*sw + s*dw is phase (s*dw) % sw, index ow + (s*dw) / sw), whatever
+// the stride: the row kernel broadcasts at fixed offsets from one pointer. sw = 1: plain padding.
+template <class T>
+void phase_plane(const Geom& q, i64 wph, const T* x, T* dst) {
+  const i64 hp = q.h + 2 * q.ph, wq = q.sw * wph;
+  for (i64 y = 0; y < hp; ++y) {
+    T* d = dst + y * wq;
+    const i64 iy = y - q.ph;
+    if (iy < 0 || iy >= q.h) {
+      std::fill(d, d + wq, T(0));
+      continue;
+    }
+    const T* src = x + iy * q.w;
+    if (q.sw == 1) {
+      std::fill(d, d + q.pw, T(0));
+      std::memcpy(d + q.pw, src, sizeof(T) * q.w);
+      std::fill(d + q.pw + q.w, d + wq, T(0));
+      continue;
+    }
+    for (i64 p = 0; p < q.sw; ++p)
+      for (i64 j = 0; j < wph; ++j) {
+        const i64 ix = j * q.sw + p - q.pw;
+        d[p * wph + j] = ix >= 0 && ix < q.w ? src[ix] : T(0);
+      }
+  }
 }
 
 // Geometry shared by the smallk forward and dW: packed widths, tap offsets into the group's
-// (padded) planes, output pixels' base offsets, and the padded planes themselves.
+// phase-split planes (phase_plane), output pixels' base offsets, and the planes themselves.
 template <class T, Simd S>
 struct SmallKGeom {
   const Geom& q;
-  i64 kpad, taps, L, wpw, plane;
-  bool pad;
+  i64 kpad, taps, L, wph, wq, plane;
+  bool copy;  // planes are copied (padding or stride > 1 along the width), else read in place
   std::vector<i64> toff, pb;
   explicit SmallKGeom(const Geom& g) : q(g) {
     constexpr int W = SmallK<T, S>::W;
     kpad = (q.kg() + W - 1) / W * W;
     taps = q.crs();
     L = q.l();
-    pad = q.ph > 0 || q.pw > 0;
-    wpw = q.w + 2 * q.pw;
-    plane = (q.h + 2 * q.ph) * wpw;
+    copy = q.ph > 0 || q.pw > 0 || q.sw > 1;
+    wph = (q.w + 2 * q.pw + q.sw - 1) / q.sw;
+    wq = q.sw * wph;
+    plane = (q.h + 2 * q.ph) * wq;
     toff.resize(static_cast<size_t>(taps));
     for (i64 c = 0, t = 0; c < q.cg(); ++c)
       for (i64 r = 0; r < q.r; ++r)
-        for (i64 s = 0; s < q.s; ++s) toff[t++] = c * plane + r * q.dh * wpw + s * q.dw;
+        for (i64 s = 0; s < q.s; ++s)
+          toff[t++] = c * plane + r * q.dh * wq + (s * q.dw) % q.sw * wph + (s * q.dw) / q.sw;
     pb.resize(static_cast<size_t>(L));
-    for (i64 p = 0; p < L; ++p) pb[p] = (p / q.ow) * q.sh * wpw + (p % q.ow) * q.sw;
+    for (i64 p = 0; p < L; ++p) pb[p] = (p / q.ow) * q.sh * wq + p % q.ow;
   }
-  // the planes of image n, group g, zero-padded into buf when there is padding
-  const T* planes(const T* x, i64 n, i64 g, std::vector<T>& buf) const {
+  // Elements past the last plane a row tile may read (its pixels past the row end: results
+  // dropped, reads kept inside the buffer).
+  static constexpr i64 kSlack = 64;
+  // the planes of image n, group g, as phase_plane lays them out; copied into buf when `copy` or
+  // `always` (the row kernels read up to kSlack elements past the end)
+  const T* planes(const T* x, i64 n, i64 g, std::vector<T>& buf, bool always) const {
     const T* xg = x + (n * q.c + g * q.cg()) * q.h * q.w;
-    if (!pad) return xg;
-    buf.resize(static_cast<size_t>(q.cg() * plane));
-    for (i64 c = 0; c < q.cg(); ++c) pad_plane(q, xg + c * q.h * q.w, buf.data() + c * plane);
+    if (!copy && !always) return xg;
+    buf.resize(static_cast<size_t>(q.cg() * plane + kSlack));
+    for (i64 c = 0; c < q.cg(); ++c) phase_plane(q, wph, xg + c * q.h * q.w, buf.data() + c * plane);
+    std::fill(buf.end() - kSlack, buf.end(), T(0));
     return buf.data();
   }
 };
@@ -430,41 +587,49 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
   using SK = SmallK<T, S>;
   const SmallKGeom<T, S> sg(q);
   const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
+  const int nvb = smallk_block<S>(kpad / SK::W);
   std::vector<T> wpk(static_cast<size_t>(q.g * taps * kpad));
-  for (i64 g = 0; g < q.g; ++g) smallk_pack_w(q, wt + g * kg * taps, kpad, wpk.data() + g * taps * kpad);
-  auto run = [&](i64 n, i64 g, const T* xg, i64 p0, i64 p1) {
+  for (i64 g = 0; g < q.g; ++g)
+    smallk_pack_w(q, wt + g * kg * taps, kpad, SK::W, nvb, wpk.data() + g * taps * kpad);
+  std::vector<i64> rowbase(static_cast<size_t>(q.oh));
+  for (i64 oh = 0; oh < q.oh; ++oh) rowbase[oh] = oh * q.sh * sg.wq;
+  auto run = [&](i64 n, i64 g, const T* xg, i64 oh0, i64 oh1, std::vector<T>& acc) {
     const T* bg = bias ? bias + g * kg : nullptr;
     T* og = out + (n * q.k + g * kg) * L;
     // the tile written transposed into NCHW, with the bias
-    SK::tiles(xg, sg.pb.data(), p0, p1, sg.toff.data(), taps, wpk.data() + g * taps * kpad, kpad, kg,
-              [&](i64 pt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
-                for (i64 k = k0; k < k1; ++k) {
-                  T* d = og + k * L + pt;
-                  const T bk = bg ? bg[k] : T(0);
-                  const T* sp = tile + (k - k0);
-                  for (int i = 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
-                }
-              });
+    SK::row_tiles(xg, rowbase.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.data() + g * taps * kpad, kpad,
+                  kg, nvb, acc, [&](i64 pt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
+                    for (i64 k = k0; k < k1; ++k) {
+                      T* d = og + k * L + pt;
+                      const T bk = bg ? bg[k] : T(0);
+                      const T* sp = tile + (k - k0);
+                      for (int i = 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
+                    }
+                  });
   };
   const int nt = num_threads();
   if (q.n * q.g >= nt) {
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<T> buf;
+      std::vector<T> buf, acc;
 #pragma omp for schedule(static)
       for (i64 ng = 0; ng < q.n * q.g; ++ng) {
         const i64 n = ng / q.g, g = ng % q.g;
-        run(n, g, sg.planes(x, n, g, buf), 0, L);
+        run(n, g, sg.planes(x, n, g, buf, true), 0, q.oh, acc);
       }
     }
   } else {
     std::vector<T> buf;
     for (i64 ng = 0; ng < q.n * q.g; ++ng) {
       const i64 n = ng / q.g, g = ng % q.g;
-      const T* xg = sg.planes(x, n, g, buf);
-      const i64 chunk = (L + nt - 1) / nt;
-#pragma omp parallel for schedule(static) num_threads(nt)
-      for (int t = 0; t < nt; ++t) run(n, g, xg, std::min(L, t * chunk), std::min(L, (t + 1) * chunk));
+      const T* xg = sg.planes(x, n, g, buf, true);
+      const i64 chunk = (q.oh + nt - 1) / nt;
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<T> acc;
+        const i64 t = omp_get_thread_num();
+        run(n, g, xg, std::min(q.oh, t * chunk), std::min(q.oh, (t + 1) * chunk), acc);
+      }
     }
   }
 }
@@ -506,7 +671,7 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
       for (i64 ng = 0; ng < q.n * q.g; ++ng) {
         const i64 n = ng / q.g, g = ng % q.g;
         transpose_dy(n, g, dyt);
-        run(sg.planes(x, n, g, buf), dyt.data(), mine + g * taps * kpad, 0, taps);
+        run(sg.planes(x, n, g, buf, false), dyt.data(), mine + g * taps * kpad, 0, taps);
       }
     }
   } else {
@@ -514,7 +679,7 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
     for (i64 ng = 0; ng < q.n * q.g; ++ng) {
       const i64 n = ng / q.g, g = ng % q.g;
       transpose_dy(n, g, dyt);
-      const T* xg = sg.planes(x, n, g, buf);
+      const T* xg = sg.planes(x, n, g, buf, false);
       const i64 chunk = (taps + nt - 1) / nt;
 #pragma omp parallel for schedule(static) num_threads(nt)
       for (int t = 0; t < nt; ++t)
@@ -921,6 +1086,15 @@ void bind_conv(py::module_& m) {
     kTileBytes = b;
     return old;
   }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
+  m.def("conv_set_smallk_block", [](int b, long long depth) {
+    PYDL_CHECK(b >= 0 && b <= 4, "vectors: expected 0 (automatic) to 4, got " << b);
+    PYDL_CHECK(depth >= 1, "depth: expected >= 1, got " << depth);
+    const auto old = py::make_tuple(kSmallkBlock, kSmallkDepth);
+    kSmallkBlock = b;
+    kSmallkDepth = depth;
+    return old;
+  }, py::arg("vectors"), py::arg("depth") = 384,
+  "Sets the smallk forward's lane block (SIMD vectors of filters, 0 = automatic) and depth block (taps); returns the previous pair (tuning hook).");
   py::tuple names(kNumPaths);
   for (int i = 0; i < kNumPaths; ++i) names[i] = kPathNames[i];
   m.attr("CONV_PATHS") = names;
