@@ -390,54 +390,47 @@ struct SmallK {
   // products (ResNet C >= 64 3x3) are split, through a per-call accumulator buffer
   static constexpr i64 kDepth = 256;
 
-  // Rows [r0, r1) of out^T-like products: tile row i sums over the `depth` entries j of
-  // x[rows[i] + cols[j]] * wpk[j*kpad + lane], for every block of <= 4 vectors of lanes; emit(row0,
-  // cnt, k0, k1, tile, ldt) takes the finished tile (cnt rows, lanes [k0, k1) of the kg used, lane
-  // k at tile[i*ldt + k - k0]). Forward: rows = output pixels' bases, cols = taps' offsets;
-  // dW: rows = taps' offsets, cols = pixels' bases, wpk = dy^T.
+  // dW: rows [r0, r1) of dW^T-like products: tile row i sums over the `depth` entries j of
+  // x[rows[i] + cols[j]] * B[j][lane] (rows = taps' offsets, cols = pixels' bases, B = dy^T), lanes
+  // in blocks of nvb vectors packed as smallk_pack_lanes lays them out (the block at lane v0*W is
+  // (depth x nv*W) at wpk + v0*W*depth: in L1 across the row tiles); emit(row0, cnt, k0, k1, tile,
+  // ldt) takes each finished tile (cnt rows, lanes [k0, k1) of the kg used, lane k at
+  // tile[i*ldt + k - k0]). Deeper than kDepth: depth blocks through acc, as row_tiles.
   template <class Emit>
   static void tiles(const T* xg, const i64* rows, i64 r0, i64 r1, const i64* cols, i64 depth,
-                    const T* wpk, i64 kpad, i64 kg, Emit&& emit) {
+                    const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
     const i64 nvec = kpad / W;
-    const int nv0 = int(std::min<i64>(nvec, 4));
-    const int mr = smallk_mr<S>(nv0);
+    const int mr = smallk_mr<S>(nvb);
     constexpr i64 ldt = 4 * W;  // tile row: one block of <= 4 vectors
+    const bool deep = depth > kDepth;
+    if (deep) acc.resize(static_cast<size_t>((r1 - r0 + mr) * ldt));
+    alignas(64) T tile[kMaxMR * ldt];
     i64 base[kMaxMR];
     auto bases = [&](i64 pt, int cnt) {  // rows past the end repeat the last one (results dropped)
       for (int i = 0; i < mr; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];
     };
-    if (depth <= kDepth) {
-      alignas(64) T tile[kMaxMR * ldt];
-      for (i64 pt = r0; pt < r1; pt += mr) {
-        const int cnt = int(std::min<i64>(mr, r1 - pt));
-        bases(pt, cnt);
-        for (i64 v0 = 0; v0 < nvec; v0 += 4) {
-          const int nv = int(std::min<i64>(nvec - v0, 4));
-          fn(nv0, nv)(xg, base, cols, depth, wpk + v0 * W, kpad, tile, ldt, false);
-          emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(tile), ldt);
-        }
-      }
-      return;
-    }
-    // deep: per block of lanes, depth blocks outer, tiles inner, sums in acc (rows x ldt)
-    const i64 nrows = r1 - r0;
-    std::vector<T> acc(static_cast<size_t>((nrows + mr) * ldt));
-    for (i64 v0 = 0; v0 < nvec; v0 += 4) {
-      const int nv = int(std::min<i64>(nvec - v0, 4));
-      const auto f = fn(nv0, nv);
+    for (i64 v0 = 0; v0 < nvec; v0 += nvb) {
+      const int nv = int(std::min<i64>(nvec - v0, nvb));
+      const auto f = fn(nvb, nv);
+      const T* wb = wpk + v0 * W * depth;
+      const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
       for (i64 d0 = 0; d0 < depth; d0 += kDepth) {
-        const i64 dc = std::min(kDepth, depth - d0);
+        const i64 dc = deep ? std::min(kDepth, depth - d0) : depth;
         for (i64 pt = r0; pt < r1; pt += mr) {
           const int cnt = int(std::min<i64>(mr, r1 - pt));
           bases(pt, cnt);
-          f(xg, base, cols + d0, dc, wpk + d0 * kpad + v0 * W, kpad, acc.data() + (pt - r0) * ldt, ldt, d0 > 0);
+          if (!deep) {
+            f(xg, base, cols, dc, wb, ldw, tile, ldt, false);
+            emit(pt, cnt, k0, k1, static_cast<const T*>(tile), ldt);
+          } else {
+            f(xg, base, cols + d0, dc, wb + d0 * ldw, ldw, acc.data() + (pt - r0) * ldt, ldt, d0 > 0);
+          }
         }
+        if (!deep) break;
       }
-      for (i64 pt = r0; pt < r1; pt += mr) {
-        const int cnt = int(std::min<i64>(mr, r1 - pt));
-        emit(pt, cnt, v0 * W, std::min<i64>(kg, (v0 + nv) * W), static_cast<const T*>(acc.data() + (pt - r0) * ldt),
-             ldt);
-      }
+      if (deep)
+        for (i64 pt = r0; pt < r1; pt += mr)
+          emit(pt, int(std::min<i64>(mr, r1 - pt)), k0, k1, static_cast<const T*>(acc.data() + (pt - r0) * ldt), ldt);
     }
   }
 
@@ -498,17 +491,28 @@ int smallk_block(i64 nvec) {
   else return 1;
 }
 
-// W_g^T packed for the forward's lane blocks of nvb vectors of W lanes: the block at lane v0*W is
-// (taps x nv*W), nv = min(nvb, vectors left), at dst + v0*W*taps; zero lanes past Kg.
+// Lane-block width (vectors) of the smallk dW (tiles(): smallk_mr rows of taps, one pointer
+// each). AVX-512: 2 (12 x 2 tiles; dy^T's block for one image in L1); measured in
+// dev/conv/README.md, "row tiles"; conv_set_smallk_block's third value overrides it.
+int kSmallkDwBlock = 0;
+template <Simd S>
+int smallk_dw_block(i64 nvec) {
+  if (kSmallkDwBlock > 0) return int(std::min<i64>(kSmallkDwBlock, 4));
+  if constexpr (S == Simd::avx512) return int(std::min<i64>(nvec, 2));
+  else return int(std::min<i64>(nvec, 4));
+}
+
+// src (kg x depth, row k at src + k*depth: W_g for the forward, dy_g for dW) transposed into the
+// lane blocks of nvb vectors of w lanes the smallk tiles read: the block at lane k0 is (depth x bw),
+// bw = min(nvb*w, kpad - k0), at dst + k0*depth; zero lanes past kg.
 template <class T>
-void smallk_pack_w(const Geom& q, const T* wg, i64 kpad, int w, int nvb, T* dst) {
-  const i64 taps = q.crs();
-  std::fill(dst, dst + taps * kpad, T(0));
+void smallk_pack_lanes(const T* src, i64 kg, i64 depth, i64 kpad, int w, int nvb, T* dst) {
+  std::fill(dst, dst + depth * kpad, T(0));
   for (i64 k0 = 0; k0 < kpad; k0 += i64(nvb) * w) {
     const i64 bw = std::min<i64>(i64(nvb) * w, kpad - k0);
-    T* blk = dst + k0 * taps;
-    for (i64 k = k0; k < std::min(q.kg(), k0 + bw); ++k)
-      for (i64 t = 0; t < taps; ++t) blk[t * bw + (k - k0)] = wg[k * taps + t];
+    T* blk = dst + k0 * depth;
+    for (i64 k = k0; k < std::min(kg, k0 + bw); ++k)
+      for (i64 t = 0; t < depth; ++t) blk[t * bw + (k - k0)] = src[k * depth + t];
   }
 }
 
@@ -590,7 +594,7 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
   const int nvb = smallk_block<S>(kpad / SK::W);
   std::vector<T> wpk(static_cast<size_t>(q.g * taps * kpad));
   for (i64 g = 0; g < q.g; ++g)
-    smallk_pack_w(q, wt + g * kg * taps, kpad, SK::W, nvb, wpk.data() + g * taps * kpad);
+    smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.data() + g * taps * kpad);
   std::vector<i64> rowbase(static_cast<size_t>(q.oh));
   for (i64 oh = 0; oh < q.oh; ++oh) rowbase[oh] = oh * q.sh * sg.wq;
   auto run = [&](i64 n, i64 g, const T* xg, i64 oh0, i64 oh1, std::vector<T>& acc) {
@@ -646,17 +650,16 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
   const bool split_taps = q.n * q.g < nt;
   const int nparts = split_taps ? 1 : nt;
   std::vector<T> parts(static_cast<size_t>(nparts * part), T(0));
+  const int nvb = smallk_dw_block<S>(kpad / SK::W);
   auto transpose_dy = [&](i64 n, i64 g, std::vector<T>& dyt) {
-    dyt.assign(static_cast<size_t>(L * kpad), T(0));
-    const T* gy = dy + (n * q.k + g * kg) * L;
-    for (i64 k = 0; k < kg; ++k)
-      for (i64 p = 0; p < L; ++p) dyt[p * kpad + k] = gy[k * L + p];
+    dyt.resize(static_cast<size_t>(L * kpad));
+    smallk_pack_lanes(dy + (n * q.k + g * kg) * L, kg, L, kpad, SK::W, nvb, dyt.data());
   };
-  auto run = [&](const T* xg, const T* dyt, T* acc, i64 t0, i64 t1) {
-    SK::tiles(xg, sg.toff.data(), t0, t1, sg.pb.data(), L, dyt, kpad, kg,
+  auto run = [&](const T* xg, const T* dyt, T* part_g, i64 t0, i64 t1, std::vector<T>& acc) {
+    SK::tiles(xg, sg.toff.data(), t0, t1, sg.pb.data(), L, dyt, kpad, kg, nvb, acc,
               [&](i64 tt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
                 for (int i = 0; i < cnt; ++i) {
-                  T* d = acc + (tt + i) * kpad;
+                  T* d = part_g + (tt + i) * kpad;
                   const T* sp = tile + i * ldt - k0;
                   for (i64 k = k0; k < k1; ++k) d[k] += sp[k];
                 }
@@ -665,13 +668,13 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
   if (!split_taps) {
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<T> buf, dyt;
+      std::vector<T> buf, dyt, acc;
       T* mine = parts.data() + omp_get_thread_num() * part;
 #pragma omp for schedule(static)
       for (i64 ng = 0; ng < q.n * q.g; ++ng) {
         const i64 n = ng / q.g, g = ng % q.g;
         transpose_dy(n, g, dyt);
-        run(sg.planes(x, n, g, buf, false), dyt.data(), mine + g * taps * kpad, 0, taps);
+        run(sg.planes(x, n, g, buf, false), dyt.data(), mine + g * taps * kpad, 0, taps, acc);
       }
     }
   } else {
@@ -681,20 +684,25 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
       transpose_dy(n, g, dyt);
       const T* xg = sg.planes(x, n, g, buf, false);
       const i64 chunk = (taps + nt - 1) / nt;
-#pragma omp parallel for schedule(static) num_threads(nt)
-      for (int t = 0; t < nt; ++t)
-        run(xg, dyt.data(), parts.data() + g * taps * kpad, std::min(taps, t * chunk),
-            std::min(taps, (t + 1) * chunk));
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<T> acc;
+        const i64 t = omp_get_thread_num();
+        run(xg, dyt.data(), parts.data() + g * taps * kpad, std::min(taps, t * chunk), std::min(taps, (t + 1) * chunk),
+            acc);
+      }
     }
   }
   // dW[g*kg + k][t] = sum over partials of dW^T[g][t][k]
-  for (i64 g = 0; g < q.g; ++g)
-    for (i64 k = 0; k < kg; ++k)
-      for (i64 t = 0; t < taps; ++t) {
-        T sum = T(0);
-        for (int pi = 0; pi < nparts; ++pi) sum += parts[pi * part + (g * taps + t) * kpad + k];
-        dwt[(g * kg + k) * taps + t] = sum;
-      }
+#pragma omp parallel for schedule(static) num_threads(nt) if (q.k * taps * nparts > 65536)
+  for (i64 gk = 0; gk < q.k; ++gk) {
+    const i64 g = gk / kg, k = gk % kg;
+    for (i64 t = 0; t < taps; ++t) {
+      T sum = T(0);
+      for (int pi = 0; pi < nparts; ++pi) sum += parts[pi * part + (g * taps + t) * kpad + k];
+      dwt[gk * taps + t] = sum;
+    }
+  }
 }
 
 template <class T>
@@ -705,6 +713,32 @@ void smallk_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
 template <class T>
 void smallk_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
   with_level(simd_level(), [&](auto s) { smallk_forward_s<T, decltype(s)::value>(q, x, wt, bias, out); });
+}
+
+// dx of a stride-1 convolution IS a convolution: of dy (N, K, OH, OW) with the weights flipped
+// in R and S and transposed per group (W'[g*Cg + c][k][r][s] = W[g*Kg + k][c][R-1-r][S-1-s]),
+// padding dh*(R-1) - ph (and width alike), same dilation and groups: its output is (N, C, H, W).
+// Run by the smallk forward (row tiles, Kg' = Cg filters in the lanes), so dx costs what the
+// forward costs instead of a GEMM with a transposed A plus a col2im pass. False (nothing done)
+// for strides > 1 (a transposed conv with holes) or padding beyond the dilated kernel.
+template <class T>
+bool smallk_dx(const Geom& q, const T* dy, const T* wt, T* dx) {
+  const i64 ph = q.dh * (q.r - 1) - q.ph, pw = q.dw * (q.s - 1) - q.pw;
+  // Cg < 32: the transposed conv's few filters fill a fraction of the lanes (LeNet C6: 0.37 vs
+  // 0.74 ms for the GEMM + col2im, one thread)
+  if (q.sh != 1 || q.sw != 1 || ph < 0 || pw < 0 || q.cg() < 32 || q.cg() > 256) return false;
+  Geom t{q.n, q.k, q.oh, q.ow, q.c, q.r, q.s, 1, 1, ph, pw, q.dh, q.dw, q.g, q.h, q.w};
+  const i64 rs = q.r * q.s;
+  std::vector<T> wf(static_cast<size_t>(q.k * q.crs()));
+  for (i64 g = 0; g < q.g; ++g)
+    for (i64 k = 0; k < q.kg(); ++k)
+      for (i64 c = 0; c < q.cg(); ++c) {
+        const T* src = wt + ((g * q.kg() + k) * q.cg() + c) * rs;
+        T* dst = wf.data() + ((g * q.cg() + c) * q.kg() + k) * rs;
+        for (i64 j = 0; j < rs; ++j) dst[j] = src[rs - 1 - j];
+      }
+  smallk_forward(t, dy, wf.data(), static_cast<const T*>(nullptr), dx);
+  return true;
 }
 
 // One image, one group: the GEMM by the chosen path. nt: GEMM threads (1 inside our region).
@@ -900,10 +934,12 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
     return;
   }
   if (path == kDirect) return direct_backward(q, dy, x, wt, dx, dwt);
-  // smallk: dW by its own tiles, dx by the GEMM of the 1x1 or im2col path without their dW
+  // smallk: dW by its own tiles; dx by the smallk forward as a transposed convolution (stride 1),
+  // else by the GEMM of the 1x1 or im2col path without their dW
   const bool with_dw = path != kSmallK;
   if (!with_dw) {
     smallk_dw(q, dy, x, dwt);
+    if (smallk_dx(q, dy, wt, dx)) return;
     path = q.is1x1() ? kGemm1x1 : kIm2col;
   }
   if (path != kGemm1x1) std::fill(dx, dx + q.n * q.c * q.h * q.w, T(0));
@@ -1086,15 +1122,17 @@ void bind_conv(py::module_& m) {
     kTileBytes = b;
     return old;
   }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
-  m.def("conv_set_smallk_block", [](int b, long long depth) {
+  m.def("conv_set_smallk_block", [](int b, long long depth, int dwb) {
     PYDL_CHECK(b >= 0 && b <= 4, "vectors: expected 0 (automatic) to 4, got " << b);
     PYDL_CHECK(depth >= 1, "depth: expected >= 1, got " << depth);
-    const auto old = py::make_tuple(kSmallkBlock, kSmallkDepth);
+    PYDL_CHECK(dwb >= 0 && dwb <= 4, "dw_vectors: expected 0 (automatic) to 4, got " << dwb);
+    const auto old = py::make_tuple(kSmallkBlock, kSmallkDepth, kSmallkDwBlock);
     kSmallkBlock = b;
     kSmallkDepth = depth;
+    kSmallkDwBlock = dwb;
     return old;
-  }, py::arg("vectors"), py::arg("depth") = 384,
-  "Sets the smallk forward's lane block (SIMD vectors of filters, 0 = automatic) and depth block (taps); returns the previous pair (tuning hook).");
+  }, py::arg("vectors"), py::arg("depth") = 384, py::arg("dw_vectors") = 0,
+  "Sets the smallk forward's lane block (SIMD vectors of filters, 0 = automatic) and depth block (taps), and dW's lane block; returns the previous triple (tuning hook).");
   py::tuple names(kNumPaths);
   for (int i = 0; i < kNumPaths; ++i) names[i] = kPathNames[i];
   m.attr("CONV_PATHS") = names;
