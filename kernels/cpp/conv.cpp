@@ -31,9 +31,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -506,13 +509,19 @@ int smallk_dw_block(i64 nvec) {
 // lane blocks of nvb vectors of w lanes the smallk tiles read: the block at lane k0 is (depth x bw),
 // bw = min(nvb*w, kpad - k0), at dst + k0*depth; zero lanes past kg.
 template <class T>
-void smallk_pack_lanes(const T* src, i64 kg, i64 depth, i64 kpad, int w, int nvb, T* dst) {
-  std::fill(dst, dst + depth * kpad, T(0));
-  for (i64 k0 = 0; k0 < kpad; k0 += i64(nvb) * w) {
-    const i64 bw = std::min<i64>(i64(nvb) * w, kpad - k0);
+void smallk_pack_lanes(const T* src, i64 kg, i64 depth, i64 kpad, int w, int nvb, T* dst, int nt = 1) {
+  const i64 step = i64(nvb) * w;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && depth * kpad > 65536)
+  for (i64 k0 = 0; k0 < kpad; k0 += step) {
+    const i64 bw = std::min<i64>(step, kpad - k0), kn = std::max<i64>(0, std::min(kg, k0 + bw) - k0);
     T* blk = dst + k0 * depth;
-    for (i64 k = k0; k < std::min(kg, k0 + bw); ++k)
-      for (i64 t = 0; t < depth; ++t) blk[t * bw + (k - k0)] = src[k * depth + t];
+    const T* sk = src + k0 * depth;
+    // writes in order; the reads walk bw rows of src at once (a cache line of each serves 16 t)
+    for (i64 t = 0; t < depth; ++t) {
+      T* d = blk + t * bw;
+      for (i64 k = 0; k < kn; ++k) d[k] = sk[k * depth + t];
+      for (i64 k = kn; k < bw; ++k) d[k] = T(0);
+    }
   }
 }
 
@@ -538,11 +547,15 @@ void phase_plane(const Geom& q, i64 wph, const T* x, T* dst) {
       std::fill(d + q.pw + q.w, d + wq, T(0));
       continue;
     }
-    for (i64 p = 0; p < q.sw; ++p)
-      for (i64 j = 0; j < wph; ++j) {
-        const i64 ix = j * q.sw + p - q.pw;
-        d[p * wph + j] = ix >= 0 && ix < q.w ? src[ix] : T(0);
-      }
+    for (i64 p = 0; p < q.sw; ++p) {  // phase p, entry j: source column j*sw + p - pw if in [0, w)
+      T* dp = d + p * wph;
+      const i64 jlo = std::min(wph, std::max<i64>(0, (q.pw - p + q.sw - 1) / q.sw));
+      const i64 jhi = std::max(jlo, std::min(wph, (q.w + q.pw - p + q.sw - 1) / q.sw));
+      std::fill(dp, dp + jlo, T(0));
+      const T* sp = src + p - q.pw;
+      for (i64 j = jlo; j < jhi; ++j) dp[j] = sp[j * q.sw];
+      std::fill(dp + jhi, dp + wph, T(0));
+    }
   }
 }
 
@@ -586,29 +599,82 @@ struct SmallKGeom {
   }
 };
 
+#if defined(__AVX512F__)
+// 16 x 16 floats transposed in registers: afterwards r[j] holds what was column j.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // u[4i + j], 128-bit lane l: rows 4i..4i+3 of column 4l + j
+  for (int j = 0; j < 4; ++j) {
+    const __m512 a0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), a1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+    const __m512 b0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 b1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+    r[j] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(a0, b0, 0xdd);
+    r[4 + j] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(a1, b1, 0xdd);
+  }
+}
+#endif
+
+// A finished forward tile (cnt <= 16 output pixels from pt on, lanes [k0, k1), lane k of pixel i at
+// tile[i*ldt + k - k0]) into the NCHW rows og[k*L + pt + i], plus the bias. float on AVX-512: 16 x 16
+// register transposes and masked row stores (the scalar strided loop cost 12% of AlexNet's forward).
+template <class T, Simd S>
+void emit_nchw(const T* tile, i64 ldt, int cnt, i64 k0, i64 k1, T* og, i64 L, i64 pt, const T* bg) {
+#if defined(__AVX512F__)
+  if constexpr (S == Simd::avx512 && std::is_same_v<T, float>) {
+    const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
+    for (i64 kb = k0; kb < k1; kb += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < cnt ? _mm512_loadu_ps(tile + i * ldt + (kb - k0)) : _mm512_setzero_ps();
+      transpose16(r);
+      const int nk = int(std::min<i64>(16, k1 - kb));
+      for (int j = 0; j < nk; ++j) {
+        const __m512 v = bg ? _mm512_add_ps(r[j], _mm512_set1_ps(bg[kb + j])) : r[j];
+        _mm512_mask_storeu_ps(og + (kb + j) * L + pt, m, v);
+      }
+    }
+    return;
+  }
+#endif
+  for (i64 k = k0; k < k1; ++k) {
+    T* d = og + k * L + pt;
+    const T bk = bg ? bg[k] : T(0);
+    const T* sp = tile + (k - k0);
+    for (int i = 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
+  }
+}
+
 template <class T, Simd S>
 void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
   using SK = SmallK<T, S>;
   const SmallKGeom<T, S> sg(q);
   const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
   const int nvb = smallk_block<S>(kpad / SK::W);
-  std::vector<T> wpk(static_cast<size_t>(q.g * taps * kpad));
+  const std::unique_ptr<T[]> wpk(new T[static_cast<size_t>(q.g * taps * kpad)]);  // every entry written
   for (i64 g = 0; g < q.g; ++g)
-    smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.data() + g * taps * kpad);
+    smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.get() + g * taps * kpad, num_threads());
   std::vector<i64> rowbase(static_cast<size_t>(q.oh));
   for (i64 oh = 0; oh < q.oh; ++oh) rowbase[oh] = oh * q.sh * sg.wq;
   auto run = [&](i64 n, i64 g, const T* xg, i64 oh0, i64 oh1, std::vector<T>& acc) {
     const T* bg = bias ? bias + g * kg : nullptr;
     T* og = out + (n * q.k + g * kg) * L;
     // the tile written transposed into NCHW, with the bias
-    SK::row_tiles(xg, rowbase.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.data() + g * taps * kpad, kpad,
+    SK::row_tiles(xg, rowbase.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.get() + g * taps * kpad, kpad,
                   kg, nvb, acc, [&](i64 pt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
-                    for (i64 k = k0; k < k1; ++k) {
-                      T* d = og + k * L + pt;
-                      const T bk = bg ? bg[k] : T(0);
-                      const T* sp = tile + (k - k0);
-                      for (int i = 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
-                    }
+                    emit_nchw<T, S>(tile, ldt, cnt, k0, k1, og, L, pt, bg);
                   });
   };
   const int nt = num_threads();
