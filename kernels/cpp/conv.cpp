@@ -22,7 +22,9 @@
 // into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c) as a transposed conv
 // (scatter along the width), dW per (k, c', r, s) as a dot product over n, oh, ow.
 // smallk: dW^T (taps x Kg) by the smallk tiles with rows = taps and depth = pixels (B = dy^T of
-// one image), dx by the 1x1 or im2col path's W^T @ dy (+ col2im) without their dW GEMM.
+// one image); dx at stride 1 with Cg >= 32 as a convolution of dy with the flipped, transposed
+// weights through the smallk forward (smallk_dx), else by the 1x1 or im2col path's W^T @ dy
+// (+ col2im) without their dW GEMM.
 //
 // Napkin math (Zen 5, 2 cores, ~460 GFLOP/s fp32 peak, 29 GB/s): ResNet N32 C64 56x56 K64 3x3 is
 // 7.4 GFLOP -> 16 ms at peak; its im2col writes 9x the input (231 MB for the batch if it were

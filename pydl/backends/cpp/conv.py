@@ -6,8 +6,10 @@ into outputs allocated here: ``conv_im2col_<f32|f64>``, ``conv_col2im_*``,
 number and return the path they took). The default ``conv2d`` picks its path
 by the measured heuristic of ``choose_path`` in conv.cpp (dev/conv/README.md);
 the named variants force one: ``cpp:im2col``, ``cpp:implicit``, ``cpp:direct``,
-``cpp:smallk`` (filters in the SIMD lanes, taps broadcast from the padded image;
-its backward computes dW the same way and dx by the im2col/1x1 GEMM) and
+``cpp:smallk`` (filters in the SIMD lanes, taps broadcast from the padded,
+width-phase-split image, tiles of consecutive pixels of an output row; its backward
+computes dW the same way and dx, at stride 1 with >= 32 channels per group, as a
+transposed convolution through the same forward, else by the im2col/1x1 GEMM) and
 ``cpp:gemm1x1`` (im2col where the convolution is not 1x1/stride 1/pad 0).
 ``implicit`` has no backward of its own and uses the im2col tiles.
 """
