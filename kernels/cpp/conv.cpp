@@ -497,14 +497,12 @@ int smallk_block(i64 nvec) {
 }
 
 // Lane-block width (vectors) of the smallk dW (tiles(): smallk_mr rows of taps, one pointer
-// each). AVX-512: 2 (12 x 2 tiles; dy^T's block for one image in L1); measured in
-// dev/conv/README.md, "row tiles"; conv_set_smallk_block's third value overrides it.
+// each): 4 (6 x 4 tiles on AVX-512). Measured in dev/conv/README.md, "row tiles" (2-4 within
+// 5-10%, 4 ahead in two of three runs); conv_set_smallk_block's third value overrides it.
 int kSmallkDwBlock = 0;
 template <Simd S>
 int smallk_dw_block(i64 nvec) {
-  if (kSmallkDwBlock > 0) return int(std::min<i64>(kSmallkDwBlock, 4));
-  if constexpr (S == Simd::avx512) return int(std::min<i64>(nvec, 2));
-  else return int(std::min<i64>(nvec, 4));
+  return int(std::min<i64>(nvec, kSmallkDwBlock > 0 ? kSmallkDwBlock : 4));
 }
 
 // src (kg x depth, row k at src + k*depth: W_g for the forward, dy_g for dW) transposed into the
