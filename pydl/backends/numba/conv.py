@@ -39,39 +39,51 @@ def _valid(off, stride, w, ow):
     return min(lo, hi), hi
 
 
+_U = np.uint64
+
+
 @njit(**_HELP)
 def _copy_row(dst, d0, src, s0, lo, hi, ow, sw):
-    # row views, not dst[d0 + j]: an offset index is not vectorized (the negative-index wrap)
-    d = dst[d0:d0 + ow]
-    for j in range(lo):
-        d[j] = 0
+    """dst[d0:d0+ow] = the row src[s0 + j*sw] for j in [lo, hi), zero outside. Flat indices
+    in uint64: a signed index costs the negative-index wrap test, which keeps LLVM from
+    vectorizing (and numba's slice assignment costs ~30 ns a call: 9x slower on 32-wide
+    rows, dev/conv/jit.md round 2). Every index here is >= 0 (s0 may be negative, s0 +
+    lo*sw is not); all the uint64 arithmetic stays uint64 (uint64 + int64 is float64)."""
+    d = _U(d0)
+    for j in range(_U(lo)):
+        dst[d + j] = 0
+    db = _U(d0 + lo)
+    sb = _U(s0 + lo * sw)
     if sw == 1:
-        d[lo:hi] = src[s0 + lo:s0 + hi]
+        for j in range(_U(hi - lo)):
+            dst[db + j] = src[sb + j]
     else:
-        sv = src[s0 + lo * sw:]  # s0 itself may be negative (left padding)
-        for j in range(hi - lo):
-            d[lo + j] = sv[j * sw]
-    for j in range(hi, ow):
-        d[j] = 0
+        st = _U(sw)
+        for j in range(_U(hi - lo)):
+            dst[db + j] = src[sb + j * st]
+    for j in range(_U(hi), _U(ow)):
+        dst[d + j] = 0
 
 
 @njit(**_HELP)
 def _zero_row(dst, d0, ow):
-    dst[d0:d0 + ow] = 0
+    d = _U(d0)
+    for j in range(_U(ow)):
+        dst[d + j] = 0
 
 
 @njit(**_HELP)
 def _add_row(dst, d0, src, s0, lo, hi, sw):
+    """dst[d0 + j*sw] += src[s0 + j] for j in [lo, hi) (uint64 indices, as _copy_row)."""
+    db = _U(d0 + lo * sw)
+    sb = _U(s0 + lo)
     if sw == 1:
-        d = dst[d0 + lo:d0 + hi]
-        sv = src[s0 + lo:s0 + hi]
-        for j in range(hi - lo):
-            d[j] += sv[j]
+        for j in range(_U(hi - lo)):
+            dst[db + j] += src[sb + j]
     else:
-        dv = dst[d0 + lo * sw:]
-        sv = src[s0 + lo:s0 + hi]
-        for j in range(hi - lo):
-            dv[j * sw] += sv[j]
+        st = _U(sw)
+        for j in range(_U(hi - lo)):
+            dst[db + j * st] += src[sb + j]
 
 
 @njit(**_JIT)
@@ -157,35 +169,138 @@ def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
 
 @njit(**_HELP)
 def _pack_panels(a, ap):
-    """ap (nmp, k, UMR) = a (m, k) (any strides) in UMR-row micro-panels, rows past m zero."""
+    """ap (nmp, k, UMR) = a (m, k) (row-major rows, any row stride) in UMR-row micro-panels,
+    rows past m zero (uint64 flat indices, see _copy_row)."""
     m, k = a.shape
     nmp = ap.shape[0]
+    apf = ap.reshape(-1)
     for ir in range(nmp):
-        pan = ap[ir]
         for i in range(UMR):
             row = ir * UMR + i
+            d = _U(ir * k * UMR + i)
             if row < m:
                 src = a[row]
-                for p in range(k):
-                    pan[p, i] = src[p]
+                for p in range(_U(k)):
+                    apf[d + p * _U(UMR)] = src[p]
             else:
-                for p in range(k):
-                    pan[p, i] = 0
+                for p in range(_U(k)):
+                    apf[d + p * _U(UMR)] = 0
 
 
 @njit(**_HELP)
 def _pack_slivers(b, bp):
-    """bp (nsl, k, nr) = b (k, n) (any strides) in nr-column slivers, columns past n zero."""
+    """bp (nsl, k, nr) = b (k, n) (row-major rows, any row stride) in nr-column slivers,
+    columns past n zero (uint64 flat indices: numba's ``d[:jn] = b[p, j0:j1]`` cost ~30 ns
+    a call, 9x this loop)."""
     k, n = b.shape
     nsl, nr = bp.shape[0], bp.shape[2]
-    for jr in range(nsl):
-        j0 = jr * nr
-        jn = min(nr, n - j0)
-        sl = bp[jr]
-        for p in range(k):
-            d = sl[p]
-            d[:jn] = b[p, j0:j0 + jn]
-            d[jn:] = 0
+    bpf = bp.reshape(-1)
+    for p in range(k):
+        src = b[p]
+        for jr in range(nsl):
+            j0 = jr * nr
+            jn = min(nr, n - j0)
+            d = _U((jr * k + p) * nr)
+            s0 = _U(j0)
+            for j in range(_U(jn)):
+                bpf[d + j] = src[s0 + j]
+            for j in range(_U(jn), _U(nr)):
+                bpf[d + j] = 0
+
+
+@njit(**_HELP)
+def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, crs, nr):
+    """The column tile of output rows o0..o1 straight into GEMM slivers, no column matrix:
+    bpf[(t // nr)*crs*nr + q*nr + t % nr] = cols[q, t] (q = (ci*kh + r)*kw + s, t = (o-o0)*ow
+    + j), positions past the tile zero. x: one group's planes (crs // (kh*kw) of h*w), flat.
+    Per (tap, output row) the valid range [lo, hi) once, then runs cut at sliver edges."""
+    T = (o1 - o0) * ow
+    nsl = (T + nr - 1) // nr
+    tail = T - (nsl - 1) * nr
+    if tail < nr:
+        for q in range(crs):
+            d = _U(((nsl - 1) * crs + q) * nr)
+            for u in range(_U(tail), _U(nr)):
+                bpf[d + u] = 0
+    st = _U(sw)
+    for ci in range(crs // (kh * kw)):
+        for r in range(kh):
+            for s in range(kw):
+                q = (ci * kh + r) * kw + s
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                dq = q * nr  # flat offset of (sliver, tap q), advanced run by run: no division
+                jj = 0       # position within the sliver
+                for o in range(o0, o1):
+                    ih = o * sh - ph + r * dh
+                    if ih < 0 or ih >= h:
+                        lo_o, hi_o = ow, ow
+                    else:
+                        lo_o, hi_o = lo, hi
+                    srow = (ci * h + ih) * w + off  # may be < 0; + j*sw is not for j in [lo, hi)
+                    j = 0
+                    while j < ow:
+                        m = min(nr - jj, ow - j)
+                        a = min(max(lo_o - j, 0), m)
+                        b = max(min(hi_o - j, m), a)
+                        d = _U(dq + jj)
+                        for u in range(_U(a)):
+                            bpf[d + u] = 0
+                        if b > a:
+                            db = d + _U(a)
+                            sb = _U(srow + (j + a) * sw)
+                            if sw == 1:
+                                for u in range(_U(b - a)):
+                                    bpf[db + u] = x[sb + u]
+                            else:
+                                for u in range(_U(b - a)):
+                                    bpf[db + u] = x[sb + u * st]
+                        for u in range(_U(b), _U(m)):
+                            bpf[d + u] = 0
+                        j += m
+                        jj += m
+                        if jj == nr:
+                            jj = 0
+                            dq += crs * nr
+
+
+@njit(**_HELP)
+def _im2col_slivers_t(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, crs, nr):
+    """cols^T of the tile in slivers of nr taps (depth = the T positions):
+    bpf[((q // nr)*T + t)*nr + q % nr] = cols[q, t], taps past crs zero (the B operand of
+    dW_g += dy_g @ cols^T). Strided stores (nr apart), one pass, no column matrix."""
+    T = (o1 - o0) * ow
+    nsl = (crs + nr - 1) // nr
+    tail = crs - (nsl - 1) * nr
+    ntr = _U(nr)
+    if tail < nr:
+        for t in range(T):
+            d = _U(((nsl - 1) * T + t) * nr)
+            for u in range(_U(tail), ntr):
+                bpf[d + u] = 0
+    st = _U(sw)
+    for ci in range(crs // (kh * kw)):
+        for r in range(kh):
+            for s in range(kw):
+                q = (ci * kh + r) * kw + s
+                base = (q // nr) * T * nr + q % nr
+                off = s * dw - pw
+                lo, hi = _valid(off, sw, w, ow)
+                for o in range(o0, o1):
+                    ih = o * sh - ph + r * dh
+                    d = _U(base + (o - o0) * ow * nr)
+                    if ih < 0 or ih >= h:
+                        for j in range(_U(ow)):
+                            bpf[d + j * ntr] = 0
+                        continue
+                    for j in range(_U(lo)):
+                        bpf[d + j * ntr] = 0
+                    sb = _U((ci * h + ih) * w + off + lo * sw)
+                    db = _U(base + ((o - o0) * ow + lo) * nr)
+                    for j in range(_U(hi - lo)):
+                        bpf[db + j * ntr] = x[sb + j * st]
+                    for j in range(_U(hi), _U(ow)):
+                        bpf[d + j * ntr] = 0
 
 
 @njit(**_HELP)
@@ -327,19 +442,16 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
     kg = k // groups
     tmax = trows * ow
     for t in prange(nslots):
-        colsf = np.empty(crs * tmax, x.dtype)
         bpf = np.empty((tmax + nr - 1) // nr * crs * nr, x.dtype)
         cb = np.empty((apk.shape[1] * UMR, nr), x.dtype)
         for i in range(t, n, nslots):
             for o0 in range(0, oh, trows):
                 o1 = min(oh, o0 + trows)
                 T = (o1 - o0) * ow
-                cols = colsf[:crs * T].reshape((crs, T))
                 bp = bpf[:(T + nr - 1) // nr * crs * nr].reshape(((T + nr - 1) // nr, crs, nr))
                 for g in range(groups):
-                    _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                                   o0, o1, ow)
-                    _pack_slivers(cols, bp)
+                    _im2col_slivers(x[i, g * cgp:(g + 1) * cgp], bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                    o0, o1, ow, crs, nr)
                     _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow], False,
                                  bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
 
@@ -359,7 +471,6 @@ def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, 
     nmp_k = (kg + UMR - 1) // UMR
     for t in prange(nslots):
         dwp[t] = 0
-        colsf = np.empty(crs * tmax, x.dtype)
         dcolsf = np.empty(crs * tmax, x.dtype)
         bplf = np.empty((tmax + nr - 1) // nr * kg * nr, x.dtype)   # dy_g tile in slivers (depth K/G)
         bpcf = np.empty(nsl_c * tmax * nr, x.dtype)                  # cols^T in slivers (depth T)
@@ -372,17 +483,15 @@ def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, 
             for o0 in range(0, oh, trows):
                 o1 = min(oh, o0 + trows)
                 T = (o1 - o0) * ow
-                cols = colsf[:crs * T].reshape((crs, T))
                 dcols = dcolsf[:crs * T].reshape((crs, T))
                 bpl = bplf[:(T + nr - 1) // nr * kg * nr].reshape(((T + nr - 1) // nr, kg, nr))
                 bpc = bpcf[:nsl_c * T * nr].reshape((nsl_c, T, nr))
                 apg = apgf[:nmp_k * T * UMR].reshape((nmp_k, T, UMR))
                 for g in range(groups):
-                    _im2col_planes(x[i, g * cgp:(g + 1) * cgp], cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                                   o0, o1, ow)
+                    _im2col_slivers_t(x[i, g * cgp:(g + 1) * cgp], bpcf, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                      o0, o1, ow, crs, nr)
                     gyg = gy[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow]
                     _pack_panels(gyg, apg)
-                    _pack_slivers(cols.T, bpc)
                     _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
                     _pack_slivers(gyg, bpl)
                     _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
