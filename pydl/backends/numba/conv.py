@@ -472,10 +472,11 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
 
 
 @njit(**_JIT)
-def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one):
     """x, dx (N, C*H*W) flat images; apt (G, nmp, K/G, UMR): each W_g^T (C/G*R*S x K/G)
     packed; gy (N, K, L); dwp (T, K, C/G*R*S) per-slot dW partials (written in full);
-    columns in tiles of trows output rows."""
+    columns in tiles of trows output rows. one (1x1 / stride 1 / no padding): W^T @ dy goes
+    straight into dx's rows, no col2im."""
     n, k, L = gy.shape
     nslots = dwp.shape[0]
     crs = dwp.shape[2]
@@ -494,7 +495,8 @@ def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, 
         cbx = np.empty((apt.shape[1] * UMR, nr), x.dtype)
         nob = np.empty(0, x.dtype)
         for i in range(t, n, nslots):
-            dx[i] = 0
+            if not one:
+                dx[i] = 0
             for o0 in range(0, oh, trows):
                 o1 = min(oh, o0 + trows)
                 T = (o1 - o0) * ow
@@ -509,9 +511,13 @@ def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, 
                     _pack_panels(gyg, apg)
                     _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
                     _pack_slivers(gyg, bpl)
-                    _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
-                    _col2im_planes(dcols, dx[i, g * cgp:(g + 1) * cgp], h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                                   o0, o1, ow)
+                    if one:  # 1x1 / stride 1 / no padding: dx's rows are the column gradients
+                        _gemm_serial(apt[g], bpl, dx[i, g * cgp:(g + 1) * cgp].reshape((crs, L))[:, o0 * ow:o1 * ow],
+                                     False, nob, cbx)
+                    else:
+                        _gemm_serial(apt[g], bpl, dcols, False, nob, cbx)
+                        _col2im_planes(dcols, dx[i, g * cgp:(g + 1) * cgp], h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                       o0, o1, ow)
 
 def _run(kernel, src, dst, x_shape, geo):
     """kernel over flat views; x_shape (N, C, H, W), geo (R, S, sh, sw, ph, pw, dh, dw)."""
@@ -625,7 +631,8 @@ def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
                          dwp, groups, h, w, *geo, oh, ow)
     else:
         _conv_bwd(x.reshape(n, -1), _packed(w3, True), grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp,
-                  groups, _NR // x.itemsize, _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow)
+                  groups, _NR // x.itemsize, _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow,
+                  _conv_im2col._is_1x1(weight, stride, padding))
     dw = dwp.sum(axis=0).reshape(weight.shape)
     db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
     return dx, dw, db
