@@ -188,16 +188,20 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
                         floating* buf, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
                         Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-                        Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads) noexcept nogil:
+                        Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads, const floating* apk,
+                        floating* sbuf) noexcept nogil:
     """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd), in tiles of trows
-    output rows (buf: crs x trows*ow). Returns gm_gemm's rc."""
+    output rows (buf: crs x trows*ow). nthreads == 1: gm_gemm_serial_pa on apk (each W_g
+    packed once per call by conv_forward, group g at apk + g*ceil(kg/GM_MR)*GM_MR*crs) with
+    sbuf (crs*GM_NR) for the B slivers; else gm_gemm on all threads. Returns gm_gemm's rc."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
-    cdef Py_ssize_t g, ci, i, j, o0, o1, T
+    cdef Py_ssize_t g, ci, i, j, o0, o1, T, ldb
     cdef const floating* cols
     cdef floating* orow
     cdef floating bv
     cdef int rc
-    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+    cdef Py_ssize_t aps = (kg + GM_MR - 1) // GM_MR * GM_MR * crs
+    if kg <= GM_SMALL_M and not one:
         conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
     o0 = 0
@@ -206,13 +210,20 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
         T = (o1 - o0) * ow
         for g in range(groups):
             if one:  # x's rows are the columns (row stride L)
-                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, x + g * cg * L + o0 * ow, L, 1,
-                             out + g * kg * L + o0 * ow, L, False, NULL, 0, NULL, 0, nthreads)
+                cols = x + g * cg * L + o0 * ow
+                ldb = L
             else:
                 for ci in range(cg):
                     conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
                                       h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
-                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, buf, T, 1, out + g * kg * L + o0 * ow, L,
+                cols = buf
+                ldb = T
+            if nthreads == 1:
+                gm_gemm_serial_pa(kg, T, crs, apk + g * aps, cols, ldb, 1, out + g * kg * L + o0 * ow, L,
+                                  False, sbuf)
+                rc = 0
+            else:
+                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, cols, ldb, 1, out + g * kg * L + o0 * ow, L,
                              False, NULL, 0, NULL, 0, nthreads)
             if rc != 0:
                 return rc
@@ -275,15 +286,20 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                         Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
                         Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, Py_ssize_t trows,
-                        int nthreads) noexcept nogil:
+                        int nthreads, const floating* apt, floating* apg, floating* sbuf) noexcept nogil:
     """For one image, in tiles of trows output rows: dwp (k x crs) += gy @ im2col(x)^T per
-    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow)."""
+    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow). nthreads == 1: both GEMMs
+    on gm_gemm_serial_pa: W_g^T packed once per call (apt, group g at
+    apt + g*ceil(crs/GM_MR)*GM_MR*kg), the dy tile packed per tile into apg
+    (ceil(kg/GM_MR)*GM_MR*trows*ow), B slivers in sbuf (max(crs, trows*ow, kg)*GM_NR: each
+    GEMM's depth, T for dW, kg for the column gradients)."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
     cdef Py_ssize_t g, ci, j, o0, o1, T, rsb, csb, ldd
     cdef const floating* cols
     cdef floating* dcols
     cdef int rc
-    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+    cdef Py_ssize_t apts = (crs + GM_MR - 1) // GM_MR * GM_MR * kg
+    if kg <= GM_SMALL_M and not one:
         conv_direct_bwd_image(x, w, gy, dx, dwp, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
     if not one:
@@ -305,16 +321,22 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                 cols = cbuf
                 dcols = dbuf
                 ldd = T
-            # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
-            rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
-                         True, NULL, 0, NULL, 0, nthreads)
-            if rc != 0:
-                return rc
-            # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
-            rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
-                         False, NULL, 0, NULL, 0, nthreads)
-            if rc != 0:
-                return rc
+            if nthreads == 1:
+                gm_pack_a_all(kg, T, gy + g * kg * L + o0 * ow, L, 1, apg)
+                gm_gemm_serial_pa(kg, crs, T, apg, cols, 1, ldd, dwp + g * kg * crs, crs, True, sbuf)
+                gm_gemm_serial_pa(crs, T, kg, apt + g * apts, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                                  False, sbuf)
+            else:
+                # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
+                rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
+                             True, NULL, 0, NULL, 0, nthreads)
+                if rc != 0:
+                    return rc
+                # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
+                rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                             False, NULL, 0, NULL, 0, nthreads)
+                if rc != 0:
+                    return rc
             if not one:
                 for ci in range(cg):
                     conv_col2im_plane(dbuf + ci * kh * kw * T, dx + (g * cg + ci) * h * wd,
@@ -372,22 +394,32 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1
-    cdef floating* bufs = <floating*> malloc(nbuf * bsz * sizeof(floating))
-    if bufs == NULL:
+    # per thread: the column tile, then one B sliver (crs x GM_NR); the packed weights
+    cdef Py_ssize_t kg = k // groups, per = bsz + crs * GM_NR
+    cdef Py_ssize_t aps = (kg + GM_MR - 1) // GM_MR * GM_MR * crs
+    cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
+    cdef floating* apk = <floating*> malloc(groups * aps * sizeof(floating))
+    if bufs == NULL or apk == NULL:
+        free(bufs)
+        free(apk)
         raise MemoryError("conv_forward: cannot allocate the column buffers")
     with nogil:
+        for i in range(groups):
+            gm_pack_a_all(kg, crs, wp + i * kg * crs, crs, 1, apk + i * aps)
         if per_image:
             for i in prange(n, num_threads=nt, schedule="dynamic"):
                 t = threadid()
-                rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * bsz, c, h, wd, k,
-                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
+                rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * per, c, h, wd, k,
+                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1,
+                                     apk, bufs + t * per + bsz) != 0
         else:
             for i in range(n):
                 if conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs, c, h, wd, k, groups,
-                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt) != 0:
+                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt, apk, bufs + bsz) != 0:
                     rc = -1
                     break
     free(bufs)
+    free(apk)
     if rc != 0:
         raise MemoryError("conv_forward: cannot allocate the GEMM's packing buffers")
 
@@ -423,30 +455,44 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1
-    # per thread: columns, column gradients, a dW partial
-    cdef Py_ssize_t per = 2 * bsz + wsz
+    # per thread: columns, column gradients, a dW partial, the packed dy tile, one B sliver;
+    # shared: each W_g^T packed once
+    cdef Py_ssize_t kg = k // groups, tmax = trows * ow
+    cdef Py_ssize_t apgs = (kg + GM_MR - 1) // GM_MR * GM_MR * tmax
+    cdef Py_ssize_t sbs = max(crs, tmax, kg) * GM_NR  # the depth of either GEMM's B: T, or kg
+    cdef Py_ssize_t apts = (crs + GM_MR - 1) // GM_MR * GM_MR * kg
+    cdef Py_ssize_t per = 2 * bsz + wsz + apgs + sbs
     cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
-    if bufs == NULL:
+    cdef floating* apt = <floating*> malloc(groups * apts * sizeof(floating))
+    if bufs == NULL or apt == NULL:
+        free(bufs)
+        free(apt)
         raise MemoryError("conv_backward: cannot allocate the column buffers")
     with nogil:
-        for j in range(nbuf * per):
-            bufs[j] = 0
+        for q in range(nbuf):
+            for j in range(wsz):
+                bufs[q * per + 2 * bsz + j] = 0
+        for q in range(groups):  # W_g^T (crs x kg: strides 1, crs)
+            gm_pack_a_all(crs, kg, wp + q * kg * crs, 1, crs, apt + q * apts)
         if per_image:
             for i in prange(n, num_threads=nt, schedule="dynamic"):
                 t = threadid()
                 rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + t * per + 2 * bsz,
                                      bufs + t * per, bufs + t * per + bsz, c, h, wd, k, groups,
-                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
+                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1, apt,
+                                     bufs + t * per + 2 * bsz + wsz, bufs + t * per + 2 * bsz + wsz + apgs) != 0
         else:
             for i in range(n):
                 if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + 2 * bsz, bufs,
                                   bufs + bsz, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw,
-                                  oh, ow, one, trows, nt) != 0:
+                                  oh, ow, one, trows, nt, apt, bufs + 2 * bsz + wsz,
+                                  bufs + 2 * bsz + wsz + apgs) != 0:
                     rc = -1
                     break
         for q in range(nbuf):
             for j in range(wsz):
                 dwo[j] = dwo[j] + bufs[q * per + 2 * bsz + j]
     free(bufs)
+    free(apt)
     if rc != 0:
         raise MemoryError("conv_backward: cannot allocate the GEMM's packing buffers")
