@@ -448,9 +448,10 @@ def _conv_direct(x, w2, out, bias, groups, nslots, h, w, kh, kw, sh, sw, ph, pw,
 
 
 @njit(**_JIT)
-def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one):
     """x (N, C*H*W) flat images; apk (G, nmp, C/G*R*S, UMR) packed weights; out (N, K, L)
-    (+ bias per channel; bias.size 0: none); columns in tiles of trows output rows."""
+    (+ bias per channel; bias.size 0: none); columns in tiles of trows output rows, im2col'd
+    straight into the GEMM's slivers (one: 1x1 / stride 1 / no padding, x's rows packed)."""
     n, k, L = out.shape
     crs = apk.shape[2]
     cgp = crs // (kh * kw) * h * w  # one group's input, flat
@@ -465,8 +466,11 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
                 T = (o1 - o0) * ow
                 bp = bpf[:(T + nr - 1) // nr * crs * nr].reshape(((T + nr - 1) // nr, crs, nr))
                 for g in range(groups):
-                    _im2col_slivers(x[i, g * cgp:(g + 1) * cgp], bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                                    o0, o1, ow, crs, nr)
+                    if one:  # 1x1 / stride 1 / no padding: x's rows are the columns
+                        _pack_slivers(x[i, g * cgp:(g + 1) * cgp].reshape((crs, L))[:, o0 * ow:o1 * ow], bp)
+                    else:
+                        _im2col_slivers(x[i, g * cgp:(g + 1) * cgp], bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
+                                        o0, o1, ow, crs, nr)
                     _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow], False,
                                  bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
 
@@ -610,7 +614,8 @@ def _forward(x, weight, bias, stride, padding, dilation, groups):
         return out
     apk = _packed(weight.reshape(groups, k // groups, -1), False)
     _conv_fwd(x.reshape(n, -1), apk, out.reshape(n, k, oh * ow), b, groups, slots, _NR // x.itemsize,
-              _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow)
+              _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow,
+              _conv_im2col._is_1x1(weight, stride, padding))
     return out
 
 
