@@ -250,6 +250,8 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
     cdef const floating* src
     cdef floating* dxr
     cdef floating wv, acc
+    cdef floating lanes[8]
+    cdef Py_ssize_t l
     for j in range(c * h * wd):
         dx[j] = 0
     for kk in range(k):
@@ -262,6 +264,8 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                     off = s * dw - pw
                     conv_valid(off, sw, wd, ow, &lo, &hi)
                     acc = 0
+                    for l in range(8):
+                        lanes[l] = 0
                     for o in range(oh):
                         ih = o * sh - ph + r * dh
                         if ih < 0 or ih >= h:
@@ -270,14 +274,24 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                         dxr = dx + ((g * cg + ci) * h + ih) * wd + off
                         d = gy + kk * L + o * ow
                         if sw == 1:
-                            for j in range(lo, hi):
+                            # the dot product in 8 lanes (one vector; GCC does not reassociate
+                            # a single running sum: a serial chain of adds, 4 cycles each)
+                            j = lo
+                            while j + 8 <= hi:
+                                for l in range(8):
+                                    lanes[l] = lanes[l] + d[j + l] * src[j + l]
+                                j = j + 8
+                            while j < hi:
                                 acc = acc + d[j] * src[j]
+                                j = j + 1
                             for j in range(lo, hi):
                                 dxr[j] = dxr[j] + wv * d[j]
                         else:
                             for j in range(lo, hi):
                                 acc = acc + d[j] * src[j * sw]
                                 dxr[j * sw] = dxr[j * sw] + wv * d[j]
+                    for l in range(8):
+                        acc = acc + lanes[l]
                     dwp[kk * crs + q] += acc
 
 
