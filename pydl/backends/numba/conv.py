@@ -19,7 +19,10 @@ Fewer images than threads: the chunked driver of _conv_im2col, whose GEMM
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ... import _array
 from ...ops.conv import output_hw
@@ -167,6 +170,52 @@ def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
 # the slot's dW partial, dcols = W_g^T @ dy_g (W^T packed once per call), col2im into dx.
 
 
+@intrinsic
+def _mcopy(typingctx, dst, doff, src, soff, a, b, m):
+    """dst[doff + u] = (src[soff + u] if a <= u < b else 0) for u < m, m <= one 64-byte
+    vector's lanes (16 float32, 8 float64): one masked load (lanes outside [a, b) read
+    nothing: no fault, soff + u may be out of the array there) and one masked store, in
+    LLVM IR (llvm.masked.load / store). For the short runs of im2col-to-slivers (rows of
+    ow <= 56, cut at sliver edges): LLVM's vectorized loops run 64 elements a step
+    (4 x 16, interleaved), so every shorter run went through their scalar remainder."""
+    dty = dst.dtype
+    sig = types.void(dst, doff, src, soff, a, b, m)
+
+    def codegen(context, builder, signature, args):
+        dst_, doff_, src_, soff_, a_, b_, m_ = args
+        fty = context.get_value_type(dty)
+        w = 64 // (dty.bitwidth // 8)
+        vty = ir.VectorType(fty, w)
+        ity = ir.IntType(64)
+        ivty = ir.VectorType(ity, w)
+        mty = ir.VectorType(ir.IntType(1), w)
+        i32 = ir.IntType(32)
+        ld = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+            f"llvm.masked.load.v{w}f{dty.bitwidth}.p0")
+        st = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
+            f"llvm.masked.store.v{w}f{dty.bitwidth}.p0")
+        pd = builder.gep(context.make_array(signature.args[0])(context, builder, dst_).data, [doff_])
+        ps = builder.gep(context.make_array(signature.args[2])(context, builder, src_).data, [soff_])
+        lanes = ir.Constant(ivty, list(range(w)))
+        undef = ir.Constant(ivty, ir.Undefined)
+        zeros32 = ir.Constant(ir.VectorType(i32, w), [0] * w)
+
+        def splat(v):
+            return builder.shuffle_vector(builder.insert_element(undef, v, ir.Constant(i32, 0)), undef, zeros32)
+
+        mload = builder.and_(builder.icmp_signed(">=", lanes, splat(a_)), builder.icmp_signed("<", lanes, splat(b_)))
+        mstore = builder.icmp_signed("<", lanes, splat(m_))
+        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * w)
+        align = ir.Constant(i32, dty.bitwidth // 8)
+        v = builder.call(ld, [builder.bitcast(ps, vty.as_pointer()), align, mload, zero])
+        builder.call(st, [v, builder.bitcast(pd, vty.as_pointer()), align, mstore])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**_HELP)
 def _pack_panels(a, ap):
     """ap (nmp, k, UMR) = a (m, k) (row-major rows, any row stride) in UMR-row micro-panels,
@@ -223,6 +272,7 @@ def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, cr
             for u in range(_U(tail), _U(nr)):
                 bpf[d + u] = 0
     st = _U(sw)
+    vl = 64 // x.itemsize  # _mcopy's lanes
     for ci in range(crs // (kh * kw)):
         for r in range(kh):
             for s in range(kw):
@@ -243,20 +293,22 @@ def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, cr
                         m = min(nr - jj, ow - j)
                         a = min(max(lo_o - j, 0), m)
                         b = max(min(hi_o - j, m), a)
-                        d = _U(dq + jj)
-                        for u in range(_U(a)):
-                            bpf[d + u] = 0
-                        if b > a:
-                            db = d + _U(a)
-                            sb = _U(srow + (j + a) * sw)
-                            if sw == 1:
-                                for u in range(_U(b - a)):
-                                    bpf[db + u] = x[sb + u]
-                            else:
+                        if sw == 1:  # masked vector copies, zeros included
+                            c0 = 0
+                            while c0 < m:
+                                _mcopy(bpf, dq + jj + c0, x, srow + j + c0, a - c0, b - c0, min(vl, m - c0))
+                                c0 += vl
+                        else:
+                            d = _U(dq + jj)
+                            for u in range(_U(a)):
+                                bpf[d + u] = 0
+                            if b > a:
+                                db = d + _U(a)
+                                sb = _U(srow + (j + a) * sw)
                                 for u in range(_U(b - a)):
                                     bpf[db + u] = x[sb + u * st]
-                        for u in range(_U(b), _U(m)):
-                            bpf[d + u] = 0
+                            for u in range(_U(b), _U(m)):
+                                bpf[d + u] = 0
                         j += m
                         jj += m
                         if jj == nr:
