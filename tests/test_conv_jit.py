@@ -39,6 +39,9 @@ SHAPES = {
     # padding on both sides: numba's im2col-to-slivers runs cut at row and sliver edges
     "narrow_rows_pad": (3, 5, 7, 5, 12, (3, 3), (1, 1), (2, 2), (1, 1), 1),
     "wide_rows_s3": (2, 3, 9, 70, 7, (3, 4), (1, 3), (1, 2), (1, 1), 1),
+    # width stride with dilation, padding and groups: numba's phase-split input (tap
+    # columns j*sw + s*dw - pw in phase (s*dw - pw) mod sw)
+    "s2_dil2_pad3_grouped": (3, 4, 11, 17, 6, (3, 3), (2, 2), (1, 3), (2, 2), 2),
 }
 
 
@@ -130,7 +133,7 @@ def test_cython_row_tiles(tile, sid, threads):
 @pytest.mark.skipif("numba" not in JIT, reason="numba backend not built")
 @pytest.mark.parametrize("tile", [1, 3000])
 @pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1_s2", "1x1", "1x1_grouped",
-                                 "narrow_rows_pad", "3x3_k_gt_crs_s2"])
+                                 "narrow_rows_pad", "3x3_k_gt_crs_s2", "wide_rows_s3", "s2_dil2_pad3_grouped"])
 def test_numba_row_tiles(tile, sid):
     """The numba fused drivers in tiles of output rows (numba/conv.py TILE_BYTES): tiles
     whose positions end inside a sliver (zeroed tails), 1x1 in place."""

@@ -258,11 +258,14 @@ def _pack_slivers(b, bp):
 
 
 @njit(**_HELP)
-def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, crs, nr):
+def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, crs, nr, wq):
     """The column tile of output rows o0..o1 straight into GEMM slivers, no column matrix:
     bpf[(t // nr)*crs*nr + q*nr + t % nr] = cols[q, t] (q = (ci*kh + r)*kw + s, t = (o-o0)*ow
-    + j), positions past the tile zero. x: one group's planes (crs // (kh*kw) of h*w), flat.
-    Per (tap, output row) the valid range [lo, hi) once, then runs cut at sliver edges."""
+    + j), positions past the tile zero. x: one group's planes (crs // (kh*kw) of h*w), flat;
+    or, when wq > 0 (a width stride sw > 1), the same planes split by _phase_split into sw
+    column phases of wq columns each ((ci*sw + phase)*h + row)*wq + col, so every run is a
+    contiguous copy. Per (tap, output row) the valid range [lo, hi) once, then runs cut at
+    sliver edges."""
     T = (o1 - o0) * ow
     nsl = (T + nr - 1) // nr
     tail = T - (nsl - 1) * nr
@@ -278,7 +281,12 @@ def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, cr
             for s in range(kw):
                 q = (ci * kh + r) * kw + s
                 off = s * dw - pw
-                lo, hi = _valid(off, sw, w, ow)
+                if wq > 0:  # column j*sw + off = (j + offq)*sw + phase: phase plane, stride 1
+                    phs = off % sw
+                    offq = (off - phs) // sw
+                    lo, hi = _valid(offq, 1, (w - phs + sw - 1) // sw, ow)
+                else:
+                    lo, hi = _valid(off, sw, w, ow)
                 dq = q * nr  # flat offset of (sliver, tap q), advanced run by run: no division
                 jj = 0       # position within the sliver
                 for o in range(o0, o1):
@@ -287,13 +295,16 @@ def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, cr
                         lo_o, hi_o = ow, ow
                     else:
                         lo_o, hi_o = lo, hi
-                    srow = (ci * h + ih) * w + off  # may be < 0; + j*sw is not for j in [lo, hi)
+                    if wq > 0:
+                        srow = ((ci * sw + phs) * h + ih) * wq + offq
+                    else:
+                        srow = (ci * h + ih) * w + off  # may be < 0; + j*sw is not for j in [lo, hi)
                     j = 0
                     while j < ow:
                         m = min(nr - jj, ow - j)
                         a = min(max(lo_o - j, 0), m)
                         b = max(min(hi_o - j, m), a)
-                        if sw == 1:  # masked vector copies, zeros included
+                        if sw == 1 or wq > 0:  # masked vector copies, zeros included
                             c0 = 0
                             while c0 < m:
                                 _mcopy(bpf, dq + jj + c0, x, srow + j + c0, a - c0, b - c0, min(vl, m - c0))
@@ -314,6 +325,22 @@ def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, cr
                         if jj == nr:
                             jj = 0
                             dq += crs * nr
+
+
+@njit(**_HELP)
+def _phase_split(x, xs, planes, h, w, sw, wq):
+    """xs[((p*sw + phase)*h + row)*wq + jq] = x[p, row, jq*sw + phase] (flat; columns past a
+    phase's width left as they are, never read): a width stride's gather done once per
+    image, not once per tap (AlexNet: 121 taps, stride 4)."""
+    st = _U(sw)
+    for p in range(planes):
+        for phs in range(sw):
+            wp = (w - phs + sw - 1) // sw
+            for r in range(h):
+                d = _U(((p * sw + phs) * h + r) * wq)
+                s0 = _U((p * h + r) * w + phs)
+                for jq in range(_U(wp)):
+                    xs[d + jq] = x[s0 + jq * st]
 
 
 @njit(**_HELP)
@@ -509,10 +536,15 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
     cgp = crs // (kh * kw) * h * w  # one group's input, flat
     kg = k // groups
     tmax = trows * ow
+    cg = crs // (kh * kw)
+    wq = (w + sw - 1) // sw if sw > 1 and not one else 0
     for t in prange(nslots):
         bpf = np.empty((tmax + nr - 1) // nr * crs * nr, x.dtype)
         cb = np.empty((apk.shape[1] * UMR, nr), x.dtype)
+        xs = np.empty(groups * cg * sw * h * wq, x.dtype)
         for i in range(t, n, nslots):
+            if wq > 0:
+                _phase_split(x[i], xs, groups * cg, h, w, sw, wq)
             for o0 in range(0, oh, trows):
                 o1 = min(oh, o0 + trows)
                 T = (o1 - o0) * ow
@@ -520,9 +552,12 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
                 for g in range(groups):
                     if one:  # 1x1 / stride 1 / no padding: x's rows are the columns
                         _pack_slivers(x[i, g * cgp:(g + 1) * cgp].reshape((crs, L))[:, o0 * ow:o1 * ow], bp)
+                    elif wq > 0:
+                        _im2col_slivers(xs[g * cg * sw * h * wq:(g + 1) * cg * sw * h * wq], bpf, h, w, kh, kw, sh, sw,
+                                        ph, pw, dh, dw, o0, o1, ow, crs, nr, wq)
                     else:
                         _im2col_slivers(x[i, g * cgp:(g + 1) * cgp], bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                                        o0, o1, ow, crs, nr)
+                                        o0, o1, ow, crs, nr, 0)
                     _gemm_serial(apk[g], bp, out[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow], False,
                                  bias[g * kg:(g + 1) * kg] if bias.size else bias, cb)
 
