@@ -57,6 +57,56 @@ cdef void conv_im2col_plane(const floating* x, floating* cols, Py_ssize_t h, Py_
                     d[j] = 0
 
 
+cdef void conv_phase_split(const floating* x, floating* xs, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
+                           Py_ssize_t sw, Py_ssize_t wq) noexcept nogil:
+    """xs[((p*sw + phase)*h + row)*wq + jq] = x[p, row, jq*sw + phase]: the planes split in
+    their sw column phases (columns past a phase's width left as they are, never read), so
+    conv_im2col_plane_ph's rows are contiguous copies: a width stride's gather done once per
+    image instead of once per tap (AlexNet's first layer: 121 taps, stride 4)."""
+    cdef Py_ssize_t p, phs, r, jq, wp
+    cdef floating* d
+    cdef const floating* src
+    for p in range(planes):
+        for phs in range(sw):
+            wp = (w - phs + sw - 1) // sw
+            for r in range(h):
+                d = xs + ((p * sw + phs) * h + r) * wq
+                src = x + (p * h + r) * w + phs
+                for jq in range(wp):
+                    d[jq] = src[jq * sw]
+
+
+cdef void conv_im2col_plane_ph(const floating* xs, floating* cols, Py_ssize_t h, Py_ssize_t w, Py_ssize_t wq,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                               Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
+                               Py_ssize_t ow) noexcept nogil:
+    """conv_im2col_plane on a plane split by conv_phase_split (xs: sw x h x wq): input column
+    j*sw + off is column j + offq of phase off mod sw (taken >= 0)."""
+    cdef Py_ssize_t r, s, o, j, ih, off, phs, offq, lo, hi, nrow = o1 - o0
+    cdef floating* d
+    cdef const floating* src
+    for r in range(kh):
+        for s in range(kw):
+            off = s * dw - pw
+            phs = (off % sw + sw) % sw  # cdivision: C's % keeps the sign of off
+            offq = (off - phs) // sw     # exact
+            conv_valid(offq, 1, (w - phs + sw - 1) // sw, ow, &lo, &hi)
+            for o in range(o0, o1):
+                d = cols + ((r * kw + s) * nrow + o - o0) * ow
+                ih = o * sh - ph + r * dh
+                if ih < 0 or ih >= h:
+                    for j in range(ow):
+                        d[j] = 0
+                    continue
+                src = xs + (phs * h + ih) * wq + offq
+                for j in range(lo):
+                    d[j] = 0
+                for j in range(lo, hi):
+                    d[j] = src[j]
+                for j in range(hi, ow):
+                    d[j] = 0
+
+
 cdef void conv_col2im_plane(const floating* cols, floating* x, Py_ssize_t h, Py_ssize_t w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                             Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
@@ -189,11 +239,13 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
                         Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
                         Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads, const floating* apk,
-                        floating* sbuf) noexcept nogil:
+                        floating* sbuf, floating* xs) noexcept nogil:
     """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd), in tiles of trows
     output rows (buf: crs x trows*ow). nthreads == 1: gm_gemm_serial_pa on apk (each W_g
     packed once per call by conv_forward, group g at apk + g*ceil(kg/GM_MR)*GM_MR*crs) with
-    sbuf (crs*GM_NR) for the B slivers; else gm_gemm on all threads. Returns gm_gemm's rc."""
+    sbuf (crs*GM_NR) for the B slivers; else gm_gemm on all threads. A width stride sw > 1
+    (not 1x1/stride 1): x split in column phases into xs (c*sw*h*ceil(wd/sw)) first.
+    Returns gm_gemm's rc."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
     cdef Py_ssize_t g, ci, i, j, o0, o1, T, ldb
     cdef const floating* cols
@@ -204,6 +256,9 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
     if kg <= GM_SMALL_M and not one:
         conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
+    cdef Py_ssize_t wq = (wd + sw - 1) // sw
+    if sw > 1 and not one:
+        conv_phase_split(x, xs, c, h, wd, sw, wq)
     o0 = 0
     while o0 < oh:
         o1 = min(oh, o0 + trows)
@@ -214,8 +269,12 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
                 ldb = L
             else:
                 for ci in range(cg):
-                    conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
-                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                    if sw > 1:
+                        conv_im2col_plane_ph(xs + (g * cg + ci) * sw * h * wq, buf + ci * kh * kw * T,
+                                             h, wd, wq, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                    else:
+                        conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
+                                          h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
                 cols = buf
                 ldb = T
             if nthreads == 1:
@@ -408,8 +467,10 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1
-    # per thread: the column tile, then one B sliver (crs x GM_NR); the packed weights
-    cdef Py_ssize_t kg = k // groups, per = bsz + crs * GM_NR
+    # per thread: the column tile, one B sliver (crs x GM_NR), the phase-split image (a width
+    # stride); the packed weights
+    cdef Py_ssize_t xsz = c * sw * h * ((wd + sw - 1) // sw) if sw > 1 and not one else 0
+    cdef Py_ssize_t kg = k // groups, per = bsz + crs * GM_NR + xsz
     cdef Py_ssize_t aps = (kg + GM_MR - 1) // GM_MR * GM_MR * crs
     cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
     cdef floating* apk = <floating*> malloc(groups * aps * sizeof(floating))
@@ -425,11 +486,12 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
                 t = threadid()
                 rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * per, c, h, wd, k,
                                      groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1,
-                                     apk, bufs + t * per + bsz) != 0
+                                     apk, bufs + t * per + bsz, bufs + t * per + bsz + crs * GM_NR) != 0
         else:
             for i in range(n):
                 if conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs, c, h, wd, k, groups,
-                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt, apk, bufs + bsz) != 0:
+                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt, apk, bufs + bsz,
+                                  bufs + bsz + crs * GM_NR) != 0:
                     rc = -1
                     break
     free(bufs)
