@@ -6,16 +6,18 @@ R*S column rows are written (read) row by row with the valid output range
 index ``a[o + j]`` is not vectorized). col2im owns each input plane, so the
 overlapping-window sums need no atomics.
 
-conv2d (dev/conv/jit.md): with at least as many images as threads, one prange
-over image slots (one per thread); per image, tile of output rows (column tile
-within TILE_BYTES) and group: im2col into the slot's buffer, packed into
-slivers, and a serial GEMM on the register-tile kernel of gemm.py
-(``_tile_kernel``) with the weights packed once per call, stored straight into
-out with the bias. Backward per tile: dW_g += dy_g @ cols^T into the slot's
-partial, dcols = W_g^T @ dy_g, col2im into dx. Few filters per group
-(depthwise, LeNet's first layer): a direct forward and backward, no columns.
-Fewer images than threads: the chunked driver of _conv_im2col, whose GEMM
-(gemm.gemm_into) runs on every thread.
+conv2d (dev/conv/jit.md, rounds 1 and 2): with at least as many images as threads, one
+prange over image slots (one per thread); per image, tile of output rows (column tile
+within TILE_BYTES) and group: im2col straight into the GEMM's slivers (``_im2col_slivers``:
+each run one masked vector copy, ``_mcopy``; a width stride first splits the image into
+column phases), then a serial GEMM on the register-tile kernel of gemm.py
+(``_tile_kernel``) with the weights packed once per call, stored straight into out with
+the bias. Backward per tile: dW_g += dy_g @ cols^T (cols^T straight into slivers) into the
+slot's partial, dcols = W_g^T @ dy_g, col2im into dx (1x1: straight into dx). Few filters
+per group (<= 4: depthwise): a direct forward and backward, no columns. Fewer images than
+threads: the chunked driver of _conv_im2col, whose GEMM (gemm.gemm_into) runs on every
+thread. Index arithmetic is on uint64 flat offsets and never through numba's slice
+assignment (~30 ns a call; a signed offset index does not vectorize): see _copy_row.
 """
 import numba
 import numpy as np
