@@ -260,15 +260,16 @@ def _pack_slivers(b, bp):
 
 
 @njit(**_HELP)
-def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, crs, nr, wq):
+def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, crs, nr, wq, t0=0):
     """The column tile of output rows o0..o1 straight into GEMM slivers, no column matrix:
     bpf[(t // nr)*crs*nr + q*nr + t % nr] = cols[q, t] (q = (ci*kh + r)*kw + s, t = (o-o0)*ow
     + j), positions past the tile zero. x: one group's planes (crs // (kh*kw) of h*w), flat;
     or, when wq > 0 (a width stride sw > 1), the same planes split by _phase_split into sw
     column phases of wq columns each ((ci*sw + phase)*h + row)*wq + col, so every run is a
     contiguous copy. Per (tap, output row) the valid range [lo, hi) once, then runs cut at
-    sliver edges."""
-    T = (o1 - o0) * ow
+    sliver edges. t0 > 0: the positions start at t0 (a second image after a first one's
+    t0 positions, dev/conv/jit.md round 2), the tail zeroed for t0 + T positions."""
+    T = t0 + (o1 - o0) * ow
     nsl = (T + nr - 1) // nr
     tail = T - (nsl - 1) * nr
     if tail < nr:
@@ -289,8 +290,8 @@ def _im2col_slivers(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, cr
                     lo, hi = _valid(offq, 1, (w - phs + sw - 1) // sw, ow)
                 else:
                     lo, hi = _valid(off, sw, w, ow)
-                dq = q * nr  # flat offset of (sliver, tap q), advanced run by run: no division
-                jj = 0       # position within the sliver
+                dq = (t0 // nr * crs + q) * nr  # flat offset of (sliver, tap q), advanced run by run
+                jj = t0 % nr                     # position within the sliver
                 for o in range(o0, o1):
                     ih = o * sh - ph + r * dh
                     if ih < 0 or ih >= h:
@@ -422,6 +423,39 @@ def _gemm_serial(ap, bp, c, accumulate, bias, cb):
 
 
 @njit(**_HELP)
+def _gemm_serial2(ap, bp, c1, c2, bias, cb):
+    """_gemm_serial (no accumulate) into the columns of two outputs side by side: columns
+    [0, n1) of A @ B go to c1 (m, n1), the next n2 to c2 (m, n2) (two images' output planes:
+    a 14x14 image's L = 196 fills 6.1 slivers of 32, two fill 12.25: 2% of the tile's
+    columns padding instead of 12.5%)."""
+    m, n1 = c1.shape
+    n = n1 + c2.shape[1]
+    nmp, k = ap.shape[0], ap.shape[1]
+    nsl, nr = bp.shape[0], bp.shape[2]
+    hasb = bias.size > 0
+    cbf = cb.reshape(-1)
+    for jr in range(nsl):
+        for j in range(_U(cbf.size)):
+            cbf[j] = 0
+        for p0 in range(0, k, UKC):
+            kc = min(UKC, k - p0)
+            for ir in range(nmp):
+                _tile_kernel(kc, ap, (ir * k + p0) * UMR, bp, (jr * k + p0) * nr, cb, ir * UMR * nr, nr)
+        j0 = jr * nr
+        jn = min(nr, n - j0)
+        s1 = min(max(n1 - j0, 0), jn)  # columns of this sliver in c1
+        for i in range(m):
+            z = cb[i]
+            bv = bias[i] if hasb else cb.dtype.type(0)
+            d = c1[i]
+            for j in range(_U(s1)):
+                d[_U(j0) + j] = z[j] + bv
+            d = c2[i]
+            for j in range(_U(s1), _U(jn)):
+                d[_U(j0 - n1) + j] = z[j] + bv
+
+
+@njit(**_HELP)
 def _direct_image(x, w2, out, bias, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """Few filters per group (depthwise): no columns. out (K, L) of one image x (C*H*W
     flat): each output plane is bias + one pass per input channel and tap (row views)."""
@@ -540,10 +574,39 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
     tmax = trows * ow
     cg = crs // (kh * kw)
     wq = (w + sw - 1) // sw if sw > 1 and not one else 0
+    # whole images per tile and a partial last sliver: two images per GEMM (_gemm_serial2):
+    # c256 and s2 (L = 196) 4-6% faster; not 1x1, whose x-row packer beats the general
+    # im2col the pairs go through (0.83 vs 0.85-0.92 ms, 1 thread N16)
+    pair = trows >= oh and L % nr != 0 and n >= 2 * nslots and not one
     for t in prange(nslots):
-        bpf = np.empty((tmax + nr - 1) // nr * crs * nr, x.dtype)
+        bpf = np.empty((2 * tmax + nr - 1) // nr * crs * nr, x.dtype)
         cb = np.empty((apk.shape[1] * UMR, nr), x.dtype)
-        xs = np.empty(groups * cg * sw * h * wq, x.dtype)
+        xs = np.empty(groups * cg * sw * h * wq * (2 if pair else 1), x.dtype)
+        if pair:
+            xsz = groups * cg * sw * h * wq
+            for pi in range(t, (n + 1) // 2, nslots):
+                i0 = 2 * pi
+                ni = min(2, n - i0)
+                for e in range(ni):
+                    if wq > 0:
+                        _phase_split(x[i0 + e], xs[e * xsz:(e + 1) * xsz], groups * cg, h, w, sw, wq)
+                T = ni * L
+                bp = bpf[:(T + nr - 1) // nr * crs * nr].reshape(((T + nr - 1) // nr, crs, nr))
+                for g in range(groups):
+                    for e in range(ni):
+                        if wq > 0:
+                            _im2col_slivers(xs[e * xsz + g * cg * sw * h * wq:e * xsz + (g + 1) * cg * sw * h * wq],
+                                            bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow, crs, nr, wq, e * L)
+                        else:
+                            _im2col_slivers(x[i0 + e, g * cgp:(g + 1) * cgp], bpf, h, w, kh, kw, sh, sw, ph, pw,
+                                            dh, dw, 0, oh, ow, crs, nr, 0, e * L)
+                    bg = bias[g * kg:(g + 1) * kg] if bias.size else bias
+                    if ni == 2:
+                        _gemm_serial2(apk[g], bp, out[i0, g * kg:(g + 1) * kg], out[i0 + 1, g * kg:(g + 1) * kg],
+                                      bg, cb)
+                    else:
+                        _gemm_serial(apk[g], bp, out[i0, g * kg:(g + 1) * kg], False, bg, cb)
+            continue
         for i in range(t, n, nslots):
             if wq > 0:
                 _phase_split(x[i], xs, groups * cg, h, w, sw, wq)
