@@ -42,6 +42,9 @@ SHAPES = {
     # width stride with dilation, padding and groups: numba's phase-split input (tap
     # columns j*sw + s*dw - pw in phase (s*dw - pw) mod sw)
     "s2_dil2_pad3_grouped": (3, 4, 11, 17, 6, (3, 3), (2, 2), (1, 3), (2, 2), 2),
+    # whole-image tiles with a partial last sliver (L = 81): numba runs two images per GEMM,
+    # the odd one out alone
+    "pairs_odd_batch": (7, 6, 9, 9, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 }
 
 
