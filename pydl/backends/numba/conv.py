@@ -2,9 +2,9 @@
 
 im2col / col2im ops: one ``prange`` over the (image, channel) planes; each plane's
 R*S column rows are written (read) row by row with the valid output range
-[lo, hi) computed once per tap, the copies and adds on row views (an offset
-index ``a[o + j]`` is not vectorized). col2im owns each input plane, so the
-overlapping-window sums need no atomics.
+[lo, hi) computed once per tap, the copies and adds on uint64 flat offsets (a
+signed offset index ``a[o + j]`` is not vectorized). col2im owns each input plane,
+so the overlapping-window sums need no atomics.
 
 conv2d (dev/conv/jit.md, rounds 1 and 2): with at least as many images as threads, one
 prange over image slots (one per thread); per image, tile of output rows (column tile
