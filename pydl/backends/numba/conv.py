@@ -127,28 +127,9 @@ def _col2im(cols, x, planes, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
 
 
 @njit(**_HELP)
-def _im2col_planes(x, cols, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
-    """cols (planes*kh*kw, (o1-o0)*ow) = im2col of output rows o0..o1 of x (planes*h*w
-    flat), one thread."""
-    T = (o1 - o0) * ow
-    for p in range(x.size // (h * w)):
-        for r in range(kh):
-            for s in range(kw):
-                row = cols[(p * kh + r) * kw + s]
-                off = s * dw - pw
-                lo, hi = _valid(off, sw, w, ow)
-                for o in range(o0, o1):
-                    ih = o * sh - ph + r * dh
-                    if ih < 0 or ih >= h:
-                        _zero_row(row, (o - o0) * ow, ow)
-                    else:
-                        _copy_row(row, (o - o0) * ow, x, (p * h + ih) * w + off, lo, hi, ow, sw)
-
-
-@njit(**_HELP)
 def _col2im_planes(cols, x, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow):
-    """x (planes*h*w flat) += the column sums of output rows o0..o1 (cols as
-    _im2col_planes writes them), one thread."""
+    """x (planes*h*w flat) += the column sums of output rows o0..o1 (cols: (planes*kh*kw,
+    (o1-o0)*ow), rows of taps as im2col's), one thread."""
     for p in range(x.size // (h * w)):
         for r in range(kh):
             for s in range(kw):
