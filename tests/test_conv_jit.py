@@ -31,6 +31,20 @@ SHAPES = {
     "one_channel_k8_pad": (3, 1, 20, 21, 8, (3, 5), (1, 3), (2, 1), (1, 1), 1),
     "kg4_grouped": (3, 12, 16, 16, 12, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     "single_image": (1, 8, 16, 16, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # more filters per group than taps and than one row tile's positions: the cython
+    # backward's sliver buffer must hold a depth of K/G (W^T @ dy), not only crs or T
+    "1x1_k_gt_crs": (3, 4, 6, 7, 40, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    "3x3_k_gt_crs_s2": (2, 2, 9, 8, 40, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    # output rows narrower than a GEMM sliver (32 float32 / 16 float64 positions) with
+    # padding on both sides: numba's im2col-to-slivers runs cut at row and sliver edges
+    "narrow_rows_pad": (3, 5, 7, 5, 12, (3, 3), (1, 1), (2, 2), (1, 1), 1),
+    "wide_rows_s3": (2, 3, 9, 70, 7, (3, 4), (1, 3), (1, 2), (1, 1), 1),
+    # width stride with dilation, padding and groups: numba's phase-split input (tap
+    # columns j*sw + s*dw - pw in phase (s*dw - pw) mod sw)
+    "s2_dil2_pad3_grouped": (3, 4, 11, 17, 6, (3, 3), (2, 2), (1, 3), (2, 2), 2),
+    # whole-image tiles with a partial last sliver (L = 81): numba runs two images per GEMM,
+    # the odd one out alone
+    "pairs_odd_batch": (7, 6, 9, 9, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 }
 
 
@@ -103,7 +117,8 @@ def test_empty_batch(backend):
 
 @pytest.mark.skipif("cython" not in JIT, reason="cython backend not built")
 @pytest.mark.parametrize("tile", [1, 3000, 1 << 16])
-@pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1", "1x1_grouped", "1x1_s2"])
+@pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1", "1x1_grouped", "1x1_s2",
+                                 "1x1_k_gt_crs", "3x3_k_gt_crs_s2"])
 def test_cython_row_tiles(tile, sid, threads):
     """conv_forward / conv_backward in tiles of output rows (1 byte: one row per tile;
     windows of neighbouring tiles overlap in the input: col2im adds across tiles)."""
@@ -120,9 +135,11 @@ def test_cython_row_tiles(tile, sid, threads):
 
 @pytest.mark.skipif("numba" not in JIT, reason="numba backend not built")
 @pytest.mark.parametrize("tile", [1, 3000])
-@pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1_s2"])
+@pytest.mark.parametrize("sid", ["3x3", "3x3_s2_nopad", "5x3_dil_grouped", "1x1_s2", "1x1", "1x1_grouped",
+                                 "narrow_rows_pad", "3x3_k_gt_crs_s2", "wide_rows_s3", "s2_dil2_pad3_grouped"])
 def test_numba_row_tiles(tile, sid):
-    """The numba fused drivers in tiles of output rows (numba/conv.py TILE_BYTES)."""
+    """The numba fused drivers in tiles of output rows (numba/conv.py TILE_BYTES): tiles
+    whose positions end inside a sliver (zeroed tails), 1x1 in place."""
     from pydl.backends.numba import conv as nconv
 
     old, nconv.TILE_BYTES = nconv.TILE_BYTES, tile

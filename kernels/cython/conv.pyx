@@ -57,6 +57,56 @@ cdef void conv_im2col_plane(const floating* x, floating* cols, Py_ssize_t h, Py_
                     d[j] = 0
 
 
+cdef void conv_phase_split(const floating* x, floating* xs, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
+                           Py_ssize_t sw, Py_ssize_t wq) noexcept nogil:
+    """xs[((p*sw + phase)*h + row)*wq + jq] = x[p, row, jq*sw + phase]: the planes split in
+    their sw column phases (columns past a phase's width left as they are, never read), so
+    conv_im2col_plane_ph's rows are contiguous copies: a width stride's gather done once per
+    image instead of once per tap (AlexNet's first layer: 121 taps, stride 4)."""
+    cdef Py_ssize_t p, phs, r, jq, wp
+    cdef floating* d
+    cdef const floating* src
+    for p in range(planes):
+        for phs in range(sw):
+            wp = (w - phs + sw - 1) // sw
+            for r in range(h):
+                d = xs + ((p * sw + phs) * h + r) * wq
+                src = x + (p * h + r) * w + phs
+                for jq in range(wp):
+                    d[jq] = src[jq * sw]
+
+
+cdef void conv_im2col_plane_ph(const floating* xs, floating* cols, Py_ssize_t h, Py_ssize_t w, Py_ssize_t wq,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                               Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
+                               Py_ssize_t ow) noexcept nogil:
+    """conv_im2col_plane on a plane split by conv_phase_split (xs: sw x h x wq): input column
+    j*sw + off is column j + offq of phase off mod sw (taken >= 0)."""
+    cdef Py_ssize_t r, s, o, j, ih, off, phs, offq, lo, hi, nrow = o1 - o0
+    cdef floating* d
+    cdef const floating* src
+    for r in range(kh):
+        for s in range(kw):
+            off = s * dw - pw
+            phs = (off % sw + sw) % sw  # cdivision: C's % keeps the sign of off
+            offq = (off - phs) // sw     # exact
+            conv_valid(offq, 1, (w - phs + sw - 1) // sw, ow, &lo, &hi)
+            for o in range(o0, o1):
+                d = cols + ((r * kw + s) * nrow + o - o0) * ow
+                ih = o * sh - ph + r * dh
+                if ih < 0 or ih >= h:
+                    for j in range(ow):
+                        d[j] = 0
+                    continue
+                src = xs + (phs * h + ih) * wq + offq
+                for j in range(lo):
+                    d[j] = 0
+                for j in range(lo, hi):
+                    d[j] = src[j]
+                for j in range(hi, ow):
+                    d[j] = 0
+
+
 cdef void conv_col2im_plane(const floating* cols, floating* x, Py_ssize_t h, Py_ssize_t w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                             Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t o0, Py_ssize_t o1,
@@ -188,31 +238,51 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
                         floating* buf, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, Py_ssize_t k,
                         Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-                        Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads) noexcept nogil:
+                        Py_ssize_t ow, bint one, Py_ssize_t trows, int nthreads, const floating* apk,
+                        floating* sbuf, floating* xs) noexcept nogil:
     """out (k x L) = W @ im2col(x) (+ bias) for one image x (c x h x wd), in tiles of trows
-    output rows (buf: crs x trows*ow). Returns gm_gemm's rc."""
+    output rows (buf: crs x trows*ow). nthreads == 1: gm_gemm_serial_pa on apk (each W_g
+    packed once per call by conv_forward, group g at apk + g*ceil(kg/GM_MR)*GM_MR*crs) with
+    sbuf (crs*GM_NR) for the B slivers; else gm_gemm on all threads. A width stride sw > 1
+    (not 1x1/stride 1): x split in column phases into xs (c*sw*h*ceil(wd/sw)) first.
+    Returns gm_gemm's rc."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
-    cdef Py_ssize_t g, ci, i, j, o0, o1, T
+    cdef Py_ssize_t g, ci, i, j, o0, o1, T, ldb
     cdef const floating* cols
     cdef floating* orow
     cdef floating bv
     cdef int rc
-    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+    cdef Py_ssize_t aps = (kg + GM_MR - 1) // GM_MR * GM_MR * crs
+    if kg <= GM_SMALL_M and not one:
         conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
+    cdef Py_ssize_t wq = (wd + sw - 1) // sw
+    if sw > 1 and not one:
+        conv_phase_split(x, xs, c, h, wd, sw, wq)
     o0 = 0
     while o0 < oh:
         o1 = min(oh, o0 + trows)
         T = (o1 - o0) * ow
         for g in range(groups):
             if one:  # x's rows are the columns (row stride L)
-                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, x + g * cg * L + o0 * ow, L, 1,
-                             out + g * kg * L + o0 * ow, L, False, NULL, 0, NULL, 0, nthreads)
+                cols = x + g * cg * L + o0 * ow
+                ldb = L
             else:
                 for ci in range(cg):
-                    conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
-                                      h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
-                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, buf, T, 1, out + g * kg * L + o0 * ow, L,
+                    if sw > 1:
+                        conv_im2col_plane_ph(xs + (g * cg + ci) * sw * h * wq, buf + ci * kh * kw * T,
+                                             h, wd, wq, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                    else:
+                        conv_im2col_plane(x + (g * cg + ci) * h * wd, buf + ci * kh * kw * T,
+                                          h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
+                cols = buf
+                ldb = T
+            if nthreads == 1:
+                gm_gemm_serial_pa(kg, T, crs, apk + g * aps, cols, ldb, 1, out + g * kg * L + o0 * ow, L,
+                                  False, sbuf)
+                rc = 0
+            else:
+                rc = gm_gemm(kg, T, crs, w + g * kg * crs, crs, 1, cols, ldb, 1, out + g * kg * L + o0 * ow, L,
                              False, NULL, 0, NULL, 0, nthreads)
             if rc != 0:
                 return rc
@@ -239,6 +309,8 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
     cdef const floating* src
     cdef floating* dxr
     cdef floating wv, acc
+    cdef floating lanes[8]
+    cdef Py_ssize_t l
     for j in range(c * h * wd):
         dx[j] = 0
     for kk in range(k):
@@ -251,6 +323,8 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                     off = s * dw - pw
                     conv_valid(off, sw, wd, ow, &lo, &hi)
                     acc = 0
+                    for l in range(8):
+                        lanes[l] = 0
                     for o in range(oh):
                         ih = o * sh - ph + r * dh
                         if ih < 0 or ih >= h:
@@ -259,14 +333,24 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                         dxr = dx + ((g * cg + ci) * h + ih) * wd + off
                         d = gy + kk * L + o * ow
                         if sw == 1:
-                            for j in range(lo, hi):
+                            # the dot product in 8 lanes (one vector; GCC does not reassociate
+                            # a single running sum: a serial chain of adds, 4 cycles each)
+                            j = lo
+                            while j + 8 <= hi:
+                                for l in range(8):
+                                    lanes[l] = lanes[l] + d[j + l] * src[j + l]
+                                j = j + 8
+                            while j < hi:
                                 acc = acc + d[j] * src[j]
+                                j = j + 1
                             for j in range(lo, hi):
                                 dxr[j] = dxr[j] + wv * d[j]
                         else:
                             for j in range(lo, hi):
                                 acc = acc + d[j] * src[j * sw]
                                 dxr[j * sw] = dxr[j * sw] + wv * d[j]
+                    for l in range(8):
+                        acc = acc + lanes[l]
                     dwp[kk * crs + q] += acc
 
 
@@ -275,15 +359,20 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                         Py_ssize_t wd, Py_ssize_t k, Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw,
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
                         Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, Py_ssize_t trows,
-                        int nthreads) noexcept nogil:
+                        int nthreads, const floating* apt, floating* apg, floating* sbuf) noexcept nogil:
     """For one image, in tiles of trows output rows: dwp (k x crs) += gy @ im2col(x)^T per
-    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow)."""
+    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow). nthreads == 1: both GEMMs
+    on gm_gemm_serial_pa: W_g^T packed once per call (apt, group g at
+    apt + g*ceil(crs/GM_MR)*GM_MR*kg), the dy tile packed per tile into apg
+    (ceil(kg/GM_MR)*GM_MR*trows*ow), B slivers in sbuf (max(crs, trows*ow, kg)*GM_NR: each
+    GEMM's depth, T for dW, kg for the column gradients)."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, crs = cg * kh * kw, L = oh * ow
     cdef Py_ssize_t g, ci, j, o0, o1, T, rsb, csb, ldd
     cdef const floating* cols
     cdef floating* dcols
     cdef int rc
-    if (kg <= GM_SMALL_M or (cg == 1 and kg <= 8)) and not one:
+    cdef Py_ssize_t apts = (crs + GM_MR - 1) // GM_MR * GM_MR * kg
+    if kg <= GM_SMALL_M and not one:
         conv_direct_bwd_image(x, w, gy, dx, dwp, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
     if not one:
@@ -305,16 +394,22 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                 cols = cbuf
                 dcols = dbuf
                 ldd = T
-            # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
-            rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
-                         True, NULL, 0, NULL, 0, nthreads)
-            if rc != 0:
-                return rc
-            # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
-            rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
-                         False, NULL, 0, NULL, 0, nthreads)
-            if rc != 0:
-                return rc
+            if nthreads == 1:
+                gm_pack_a_all(kg, T, gy + g * kg * L + o0 * ow, L, 1, apg)
+                gm_gemm_serial_pa(kg, crs, T, apg, cols, 1, ldd, dwp + g * kg * crs, crs, True, sbuf)
+                gm_gemm_serial_pa(crs, T, kg, apt + g * apts, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                                  False, sbuf)
+            else:
+                # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
+                rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
+                             True, NULL, 0, NULL, 0, nthreads)
+                if rc != 0:
+                    return rc
+                # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
+                rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                             False, NULL, 0, NULL, 0, nthreads)
+                if rc != 0:
+                    return rc
             if not one:
                 for ci in range(cg):
                     conv_col2im_plane(dbuf + ci * kh * kw * T, dx + (g * cg + ci) * h * wd,
@@ -372,22 +467,35 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1
-    cdef floating* bufs = <floating*> malloc(nbuf * bsz * sizeof(floating))
-    if bufs == NULL:
+    # per thread: the column tile, one B sliver (crs x GM_NR), the phase-split image (a width
+    # stride); the packed weights
+    cdef Py_ssize_t xsz = c * sw * h * ((wd + sw - 1) // sw) if sw > 1 and not one else 0
+    cdef Py_ssize_t kg = k // groups, per = bsz + crs * GM_NR + xsz
+    cdef Py_ssize_t aps = (kg + GM_MR - 1) // GM_MR * GM_MR * crs
+    cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
+    cdef floating* apk = <floating*> malloc(groups * aps * sizeof(floating))
+    if bufs == NULL or apk == NULL:
+        free(bufs)
+        free(apk)
         raise MemoryError("conv_forward: cannot allocate the column buffers")
     with nogil:
+        for i in range(groups):
+            gm_pack_a_all(kg, crs, wp + i * kg * crs, crs, 1, apk + i * aps)
         if per_image:
             for i in prange(n, num_threads=nt, schedule="dynamic"):
                 t = threadid()
-                rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * bsz, c, h, wd, k,
-                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
+                rc += conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs + t * per, c, h, wd, k,
+                                     groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1,
+                                     apk, bufs + t * per + bsz, bufs + t * per + bsz + crs * GM_NR) != 0
         else:
             for i in range(n):
                 if conv_fwd_image(xp + i * chw, wp, op + i * kl, bp, bufs, c, h, wd, k, groups,
-                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt) != 0:
+                                  kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, nt, apk, bufs + bsz,
+                                  bufs + bsz + crs * GM_NR) != 0:
                     rc = -1
                     break
     free(bufs)
+    free(apk)
     if rc != 0:
         raise MemoryError("conv_forward: cannot allocate the GEMM's packing buffers")
 
@@ -423,30 +531,44 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
         nt = 1
     cdef bint per_image = n >= nt and nt > 1
     cdef Py_ssize_t nbuf = nt if per_image else 1
-    # per thread: columns, column gradients, a dW partial
-    cdef Py_ssize_t per = 2 * bsz + wsz
+    # per thread: columns, column gradients, a dW partial, the packed dy tile, one B sliver;
+    # shared: each W_g^T packed once
+    cdef Py_ssize_t kg = k // groups, tmax = trows * ow
+    cdef Py_ssize_t apgs = (kg + GM_MR - 1) // GM_MR * GM_MR * tmax
+    cdef Py_ssize_t sbs = max(crs, tmax, kg) * GM_NR  # the depth of either GEMM's B: T, or kg
+    cdef Py_ssize_t apts = (crs + GM_MR - 1) // GM_MR * GM_MR * kg
+    cdef Py_ssize_t per = 2 * bsz + wsz + apgs + sbs
     cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))
-    if bufs == NULL:
+    cdef floating* apt = <floating*> malloc(groups * apts * sizeof(floating))
+    if bufs == NULL or apt == NULL:
+        free(bufs)
+        free(apt)
         raise MemoryError("conv_backward: cannot allocate the column buffers")
     with nogil:
-        for j in range(nbuf * per):
-            bufs[j] = 0
+        for q in range(nbuf):
+            for j in range(wsz):
+                bufs[q * per + 2 * bsz + j] = 0
+        for q in range(groups):  # W_g^T (crs x kg: strides 1, crs)
+            gm_pack_a_all(crs, kg, wp + q * kg * crs, 1, crs, apt + q * apts)
         if per_image:
             for i in prange(n, num_threads=nt, schedule="dynamic"):
                 t = threadid()
                 rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + t * per + 2 * bsz,
                                      bufs + t * per, bufs + t * per + bsz, c, h, wd, k, groups,
-                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1) != 0
+                                     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1, apt,
+                                     bufs + t * per + 2 * bsz + wsz, bufs + t * per + 2 * bsz + wsz + apgs) != 0
         else:
             for i in range(n):
                 if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + 2 * bsz, bufs,
                                   bufs + bsz, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw,
-                                  oh, ow, one, trows, nt) != 0:
+                                  oh, ow, one, trows, nt, apt, bufs + 2 * bsz + wsz,
+                                  bufs + 2 * bsz + wsz + apgs) != 0:
                     rc = -1
                     break
         for q in range(nbuf):
             for j in range(wsz):
                 dwo[j] = dwo[j] + bufs[q * per + 2 * bsz + j]
     free(bufs)
+    free(apt)
     if rc != 0:
         raise MemoryError("conv_backward: cannot allocate the GEMM's packing buffers")

@@ -278,6 +278,41 @@ cdef int gm_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     return 0
 
 
+cdef void gm_pack_a_all(Py_ssize_t M, Py_ssize_t K, const floating* A, Py_ssize_t rsa, Py_ssize_t csa,
+                        floating* ap) noexcept nogil:
+    """All of A (M, K) (strides rsa, csa) in GM_MR-row micro-panels for gm_gemm_serial_pa:
+    panel ir at ap + ir*GM_MR*K, depth-major, rows past M zero. ap: ceil(M/GM_MR)*GM_MR*K."""
+    cdef Py_ssize_t ir
+    for ir in range((M + GM_MR - 1) // GM_MR):
+        gm_pack_a(K, min(<Py_ssize_t>GM_MR, M - ir * GM_MR), A + ir * GM_MR * rsa, rsa, csa,
+                  ap + ir * GM_MR * K)
+
+
+cdef void gm_gemm_serial_pa(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* ap,
+                            const floating* B, Py_ssize_t rsb, Py_ssize_t csb,
+                            floating* C, Py_ssize_t ldc, bint accumulate, floating* bbuf) noexcept nogil:
+    """C (=|+=) A @ B on the calling thread, no allocation, no OpenMP region: A packed once
+    by the caller (gm_pack_a_all, reused across calls: a conv's weights), B packed sliver by
+    sliver into bbuf (K*GM_NR elements, the caller's), each sliver used by every micro-panel
+    while it is in L1/L2. For callers inside their own prange (per-image conv drivers),
+    where gm_gemm re-packed A, allocated two buffers and opened three (nested) parallel
+    regions per call. M, N, K >= 1."""
+    cdef Py_ssize_t kcb = 256 if floating is float else 128
+    cdef Py_ssize_t nsl = (N + GM_NR - 1) // GM_NR, nmp = (M + GM_MR - 1) // GM_MR
+    cdef Py_ssize_t jr, ir, pc, kc, nj
+    for jr in range(nsl):
+        nj = min(<Py_ssize_t>GM_NR, N - jr * GM_NR)
+        gm_pack_b(K, nj, B + jr * GM_NR * csb, rsb, csb, bbuf)
+        pc = 0
+        while pc < K:
+            kc = min(kcb, K - pc)
+            for ir in range(nmp):
+                gm_kernel(kc, ap + ir * GM_MR * K + pc * GM_MR, bbuf + pc * GM_NR,
+                          C + ir * GM_MR * ldc + jr * GM_NR, ldc, min(<Py_ssize_t>GM_MR, M - ir * GM_MR), nj,
+                          pc == 0 and not accumulate, pc + kc >= K, NULL, 0, NULL, 0)
+            pc = pc + kc
+
+
 def gemm(const floating[:, :, :] a, const floating[:, :, :] b, floating[:, :, ::1] out,
          const floating[::1] bias, bint has_bias, int mode, const floating[:, :, :] g):
     """out[i] = epi(a[i] @ b[i]) for each batch entry i (strides as given: 0 for a shared

@@ -3,8 +3,10 @@
 Kernels (kernels/cython/conv.pyx): ``conv_im2col`` / ``conv_col2im`` (prange over
 the N*C planes) for the im2col and col2im ops; conv2d forward and backward are
 one nogil call each, ``conv_forward`` / ``conv_backward``: per image and group,
-im2col into a per-thread buffer and the cython GEMM (gm_gemm) writing straight
-into out / dW partials / dx, parallel over images (dev/conv/jit.md).
+im2col into a per-thread buffer (a width stride: from the image split in column
+phases) and the cython GEMM writing straight into out / dW partials / dx, parallel
+over images; inside the prange (and on the serial branch) the GEMM is
+gm_gemm_serial_pa, the weights packed once per call (dev/conv/jit.md, round 2).
 """
 import numpy as np
 
