@@ -395,47 +395,32 @@ struct SmallK {
   // products (ResNet C >= 64 3x3) are split, through a per-call accumulator buffer
   static constexpr i64 kDepth = 256;
 
-  // dW: rows [r0, r1) of dW^T-like products: tile row i sums over the `depth` entries j of
+  // dW: rows [r0, r1) of dW^T-like products: row i gets the sum over the `depth` entries j of
   // x[rows[i] + cols[j]] * B[j][lane] (rows = taps' offsets, cols = pixels' bases, B = dy^T), lanes
   // in blocks of nvb vectors packed as smallk_pack_lanes lays them out (the block at lane v0*W is
-  // (depth x nv*W) at wpk + v0*W*depth: in L1 across the row tiles); emit(row0, cnt, k0, k1, tile,
-  // ldt) takes each finished tile (cnt rows, lanes [k0, k1) of the kg used, lane k at
-  // tile[i*ldt + k - k0]). Deeper than kDepth: depth blocks through acc, as row_tiles.
-  template <class Emit>
-  static void tiles(const T* xg, const i64* rows, i64 r0, i64 r1, const i64* cols, i64 depth,
-                    const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
+  // (depth x nv*W) at wpk + v0*W*depth: in L1/L2 across the row tiles). The tiles accumulate
+  // straight into out (row i at out + i*ldo, all kpad lanes; stored over when `first`), depth
+  // block by depth block: no tile buffer, no separate add pass. A last tile past r1 writes up to
+  // mr - 1 rows past it: out must have them (slack), and a caller splitting rows between threads
+  // splits at multiples of mr.
+  static void tiles(const T* xg, const i64* rows, i64 r0, i64 r1, const i64* cols, i64 depth, const T* wpk,
+                    i64 kpad, int nvb, T* out, i64 ldo, bool first) {
     const i64 nvec = kpad / W;
     const int mr = smallk_mr<S>(nvb);
-    constexpr i64 ldt = 4 * W;  // tile row: one block of <= 4 vectors
-    const bool deep = depth > kDepth;
-    if (deep) acc.resize(static_cast<size_t>((r1 - r0 + mr) * ldt));
-    alignas(64) T tile[kMaxMR * ldt];
     i64 base[kMaxMR];
-    auto bases = [&](i64 pt, int cnt) {  // rows past the end repeat the last one (results dropped)
-      for (int i = 0; i < mr; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];
-    };
     for (i64 v0 = 0; v0 < nvec; v0 += nvb) {
       const int nv = int(std::min<i64>(nvec - v0, nvb));
       const auto f = fn(nvb, nv);
       const T* wb = wpk + v0 * W * depth;
-      const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
+      const i64 ldw = nv * W;
       for (i64 d0 = 0; d0 < depth; d0 += kDepth) {
-        const i64 dc = deep ? std::min(kDepth, depth - d0) : depth;
+        const i64 dc = std::min(kDepth, depth - d0);
         for (i64 pt = r0; pt < r1; pt += mr) {
           const int cnt = int(std::min<i64>(mr, r1 - pt));
-          bases(pt, cnt);
-          if (!deep) {
-            f(xg, base, cols, dc, wb, ldw, tile, ldt, false);
-            emit(pt, cnt, k0, k1, static_cast<const T*>(tile), ldt);
-          } else {
-            f(xg, base, cols + d0, dc, wb + d0 * ldw, ldw, acc.data() + (pt - r0) * ldt, ldt, d0 > 0);
-          }
+          for (int i = 0; i < mr; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];  // past r1: repeats
+          f(xg, base, cols + d0, dc, wb + d0 * ldw, ldw, out + pt * ldo + v0 * W, ldo, !(first && d0 == 0));
         }
-        if (!deep) break;
       }
-      if (deep)
-        for (i64 pt = r0; pt < r1; pt += mr)
-          emit(pt, int(std::min<i64>(mr, r1 - pt)), k0, k1, static_cast<const T*>(acc.data() + (pt - r0) * ldt), ldt);
     }
   }
 
@@ -708,62 +693,70 @@ template <class T, Simd S>
 void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
   using SK = SmallK<T, S>;
   const SmallKGeom<T, S> sg(q);
-  const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg(), part = q.g * taps * kpad;
+  const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
+  const int nvb = smallk_dw_block<S>(kpad / SK::W);
+  const int mr = smallk_mr<S>(nvb);
+  // per thread and group, dW_g^T (taps x kpad) plus mr rows of slack for the last tile
+  const i64 gpart = (taps + mr) * kpad, part = q.g * gpart;
   const int nt = num_threads();
   const bool split_taps = q.n * q.g < nt;
   const int nparts = split_taps ? 1 : nt;
-  std::vector<T> parts(static_cast<size_t>(nparts * part), T(0));
-  const int nvb = smallk_dw_block<S>(kpad / SK::W);
+  // every entry of a group's slice is stored over by its first image (tiles(first)); untouched
+  // slices (a thread that got no image of that group) are skipped by the reduction
+  const std::unique_ptr<T[]> parts(new T[static_cast<size_t>(nparts * part)]);
+  std::vector<char> touched(static_cast<size_t>(nparts * q.g), 0);
+  for (i64 s = 0; s < nparts * q.g; ++s)  // slack rows: written and read back as garbage, never used
+    std::fill(parts.get() + s * gpart + taps * kpad, parts.get() + (s + 1) * gpart, T(0));
   auto transpose_dy = [&](i64 n, i64 g, std::vector<T>& dyt) {
     dyt.resize(static_cast<size_t>(L * kpad));
     smallk_pack_lanes(dy + (n * q.k + g * kg) * L, kg, L, kpad, SK::W, nvb, dyt.data());
   };
-  auto run = [&](const T* xg, const T* dyt, T* part_g, i64 t0, i64 t1, std::vector<T>& acc) {
-    SK::tiles(xg, sg.toff.data(), t0, t1, sg.pb.data(), L, dyt, kpad, kg, nvb, acc,
-              [&](i64 tt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
-                for (int i = 0; i < cnt; ++i) {
-                  T* d = part_g + (tt + i) * kpad;
-                  const T* sp = tile + i * ldt - k0;
-                  for (i64 k = k0; k < k1; ++k) d[k] += sp[k];
-                }
-              });
-  };
   if (!split_taps) {
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<T> buf, dyt, acc;
-      T* mine = parts.data() + omp_get_thread_num() * part;
+      std::vector<T> buf, dyt;
+      const int me = omp_get_thread_num();
 #pragma omp for schedule(static)
       for (i64 ng = 0; ng < q.n * q.g; ++ng) {
         const i64 n = ng / q.g, g = ng % q.g;
         transpose_dy(n, g, dyt);
-        run(sg.planes(x, n, g, buf, false), dyt.data(), mine + g * taps * kpad, 0, taps, acc);
+        char& t = touched[me * q.g + g];
+        SK::tiles(sg.planes(x, n, g, buf, false), sg.toff.data(), 0, taps, sg.pb.data(), L, dyt.data(), kpad, nvb,
+                  parts.get() + me * part + g * gpart, kpad, !t);
+        t = 1;
       }
     }
   } else {
     std::vector<T> buf, dyt;
+    const i64 chunk = (taps + nt - 1) / nt / mr * mr + mr;  // a multiple of mr: no tile shared
     for (i64 ng = 0; ng < q.n * q.g; ++ng) {
       const i64 n = ng / q.g, g = ng % q.g;
       transpose_dy(n, g, dyt);
       const T* xg = sg.planes(x, n, g, buf, false);
-      const i64 chunk = (taps + nt - 1) / nt;
 #pragma omp parallel num_threads(nt)
       {
-        std::vector<T> acc;
         const i64 t = omp_get_thread_num();
-        run(xg, dyt.data(), parts.data() + g * taps * kpad, std::min(taps, t * chunk), std::min(taps, (t + 1) * chunk),
-            acc);
+        SK::tiles(xg, sg.toff.data(), std::min(taps, t * chunk), std::min(taps, (t + 1) * chunk), sg.pb.data(), L,
+                  dyt.data(), kpad, nvb, parts.get() + g * gpart, kpad, n == 0);
       }
+      touched[g] = 1;
     }
   }
-  // dW[g*kg + k][t] = sum over partials of dW^T[g][t][k]
+  // dW[g*kg + k][t] = sum over the touched partials of dW_g^T[t][k]; blocks of 16 taps, so the
+  // 16 x kpad block of each partial stays in L1 while the filters' rows take 16 taps each
+  constexpr i64 tb = 16;
+  const i64 nblk = (taps + tb - 1) / tb;
 #pragma omp parallel for schedule(static) num_threads(nt) if (q.k * taps * nparts > 65536)
-  for (i64 gk = 0; gk < q.k; ++gk) {
-    const i64 g = gk / kg, k = gk % kg;
-    for (i64 t = 0; t < taps; ++t) {
-      T sum = T(0);
-      for (int pi = 0; pi < nparts; ++pi) sum += parts[pi * part + (g * taps + t) * kpad + k];
-      dwt[gk * taps + t] = sum;
+  for (i64 gb = 0; gb < q.g * nblk; ++gb) {
+    const i64 g = gb / nblk, t0 = gb % nblk * tb, t1 = std::min(taps, t0 + tb);
+    for (i64 k = 0; k < kg; ++k) {
+      T* d = dwt + (g * kg + k) * taps;
+      for (i64 t = t0; t < t1; ++t) {
+        T sum = T(0);
+        for (int pi = 0; pi < nparts; ++pi)
+          if (touched[pi * q.g + g]) sum += parts[pi * part + g * gpart + t * kpad + k];
+        d[t] = sum;
+      }
     }
   }
 }
