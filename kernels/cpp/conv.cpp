@@ -16,7 +16,10 @@
 //              the width (contiguous when stride 1). The depthwise path (Cg == Kg == 1: a GEMM
 //              of 1 x 9 x L is all overhead).
 // Threads: over images (GEMM with nthreads = 1 inside our parallel region) when N >= threads,
-// else over the GEMM's own threads; direct: over (n, k) planes.
+// else over the GEMM's own threads; direct: over (n, k) planes. Loops over images that write
+// disjoint outputs take images dynamically (a thread whose core is taken for a while - a shared
+// VM - leaves its images to the other); those that sum per-thread dW partials stay static, so
+// dW is the same bits from run to run.
 // Backward (same paths): db = sum of dy; dW_g += dy_g @ cols_g^T (per-thread dW partials when
 // threads run over images, summed at the end); dcols_g = W_g^T @ dy_g then col2im of the tile
 // into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c) as a transposed conv
@@ -664,7 +667,7 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
 #pragma omp parallel num_threads(nt)
     {
       std::vector<T> buf, acc;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (i64 ng = 0; ng < q.n * q.g; ++ng) {
         const i64 n = ng / q.g, g = ng % q.g;
         run(n, g, sg.planes(x, n, g, buf, true), 0, q.oh, acc);
@@ -859,7 +862,7 @@ void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T*
 #pragma omp parallel num_threads(num_threads())
     {
       std::vector<T> buf;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (i64 n = 0; n < q.n; ++n) image(n, buf, 1);
     }
   } else {
@@ -1010,7 +1013,7 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
 #pragma omp parallel num_threads(num_threads())
     {
       std::vector<T> buf, dbuf;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (i64 n = 0; n < q.n; ++n) image(n, nullptr, buf, dbuf, 1);
     }
   } else if (over_images(q)) {
