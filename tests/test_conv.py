@@ -201,7 +201,7 @@ def test_adjoint_identity():
 @pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
 @pytest.mark.parametrize("block,depth", [(1, 384), (2, 7), (3, 64), (4, 384), (2, 384)])
 def test_cpp_smallk_row_tiles(dtype, level, block, depth):
-    """The smallk forward's row tiles at every lane block and at depth blocks that split the
+    """The smallk forward's row tiles (and dW's tiles) at every lane block and at depth blocks that split the
     taps unevenly: width strides 1-3 (the phase-split planes), dilation, rows narrower and wider
     than a tile (the tile past a row's end reads into the next row: results dropped), no padding
     (planes copied anyway), Kg not a multiple of the block, groups, one image on two threads; dx
@@ -209,7 +209,7 @@ def test_cpp_smallk_row_tiles(dtype, level, block, depth):
     from pydl import _cpp
     rng = np.random.default_rng(10)
     _cpp.set_simd_level(level)
-    old = _cpp.conv_set_smallk_block(block, depth, 5 - block if block > 1 else 1)
+    old = _cpp.conv_set_smallk_block(block, depth, 5 - block if block > 1 else 1, depth)
     before = pydl.get_num_threads()
     try:
         for threads in (1, 2):

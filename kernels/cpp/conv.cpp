@@ -351,6 +351,8 @@ constexpr int smallk_row_mr(int nv) {
 int kSmallkBlock = 0;
 // Depth (taps) per block of the smallk forward's row tiles (conv_set_smallk_block's second value).
 long long kSmallkDepth = 384;
+// Depth (pixels) per block of the smallk dW tiles (conv_set_smallk_block's fourth value).
+long long kSmallkDwDepth = 256;
 
 template <class T, Simd S>
 struct SmallK {
@@ -393,11 +395,6 @@ struct SmallK {
       default: return row_fn_mr<smallk_row_mr<S>(4)>(nv);
     }
   }
-  // depth (taps) per block: the block's packed weights (kDepth x 4 vectors) stay in L2 and the
-  // image lines a tile's taps touch (kDepth / (R*S) channels x R rows) in L1; only deeper
-  // products (ResNet C >= 64 3x3) are split, through a per-call accumulator buffer
-  static constexpr i64 kDepth = 256;
-
   // dW: rows [r0, r1) of dW^T-like products: row i gets the sum over the `depth` entries j of
   // x[rows[i] + cols[j]] * B[j][lane] (rows = taps' offsets, cols = pixels' bases, B = dy^T), lanes
   // in blocks of nvb vectors packed as smallk_pack_lanes lays them out (the block at lane v0*W is
@@ -416,8 +413,9 @@ struct SmallK {
       const auto f = fn(nvb, nv);
       const T* wb = wpk + v0 * W * depth;
       const i64 ldw = nv * W;
-      for (i64 d0 = 0; d0 < depth; d0 += kDepth) {
-        const i64 dc = std::min(kDepth, depth - d0);
+      const i64 dmax = kSmallkDwDepth;
+      for (i64 d0 = 0; d0 < depth; d0 += dmax) {
+        const i64 dc = std::min(dmax, depth - d0);
         for (i64 pt = r0; pt < r1; pt += mr) {
           const int cnt = int(std::min<i64>(mr, r1 - pt));
           for (int i = 0; i < mr; ++i) base[i] = rows[pt + std::min(i, cnt - 1)];  // past r1: repeats
@@ -430,9 +428,9 @@ struct SmallK {
   // The forward: output rows [oh0, oh1) of `ow` pixels (row oh's first pixel at xg + rowbase[oh];
   // the pixels of a row consecutive, phase_plane), tiles of mr pixels within a row (the last one
   // of a row reads past it: results dropped), lanes in blocks of nvb vectors (block at lane v0*W
-  // is packed (depth x nv*W) at wpk + v0*W*depth, smallk_pack_w). Products deeper than kDepth go
+  // is packed (depth x nv*W) at wpk + v0*W*depth, smallk_pack_lanes). Deeper than kSmallkDepth:
   // depth block by depth block through acc (one slot of mr rows per tile), each depth block's
-  // weights (kDepth x nvb vectors: 32 KB at nvb = 2) staying in L1 across the tiles. emit as tiles().
+  // weights (384 x nvb vectors: 48 KB at nvb = 2) staying in L1/L2 across the tiles.
   template <class Emit>
   static void row_tiles(const T* xg, const i64* rowbase, i64 ow, i64 oh0, i64 oh1, const i64* toff, i64 depth,
                         const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
@@ -1181,17 +1179,19 @@ void bind_conv(py::module_& m) {
     kTileBytes = b;
     return old;
   }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
-  m.def("conv_set_smallk_block", [](int b, long long depth, int dwb) {
+  m.def("conv_set_smallk_block", [](int b, long long depth, int dwb, long long dwdepth) {
     PYDL_CHECK(b >= 0 && b <= 4, "vectors: expected 0 (automatic) to 4, got " << b);
     PYDL_CHECK(depth >= 1, "depth: expected >= 1, got " << depth);
     PYDL_CHECK(dwb >= 0 && dwb <= 4, "dw_vectors: expected 0 (automatic) to 4, got " << dwb);
-    const auto old = py::make_tuple(kSmallkBlock, kSmallkDepth, kSmallkDwBlock);
+    PYDL_CHECK(dwdepth >= 1, "dw_depth: expected >= 1, got " << dwdepth);
+    const auto old = py::make_tuple(kSmallkBlock, kSmallkDepth, kSmallkDwBlock, kSmallkDwDepth);
     kSmallkBlock = b;
     kSmallkDepth = depth;
     kSmallkDwBlock = dwb;
+    kSmallkDwDepth = dwdepth;
     return old;
-  }, py::arg("vectors"), py::arg("depth") = 384, py::arg("dw_vectors") = 0,
-  "Sets the smallk forward's lane block (SIMD vectors of filters, 0 = automatic) and depth block (taps), and dW's lane block; returns the previous triple (tuning hook).");
+  }, py::arg("vectors"), py::arg("depth") = 384, py::arg("dw_vectors") = 0, py::arg("dw_depth") = 256,
+  "Sets the smallk forward's lane block (SIMD vectors of filters, 0 = automatic) and depth block (taps), and dW's lane block and depth block (pixels); returns the previous four (tuning hook).");
   py::tuple names(kNumPaths);
   for (int i = 0; i < kNumPaths; ++i) names[i] = kPathNames[i];
   m.attr("CONV_PATHS") = names;
