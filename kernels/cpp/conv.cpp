@@ -359,33 +359,23 @@ struct SmallK {
   static constexpr int W = gemm::detail::KT<T, S>::W;
   static constexpr int kMaxMR = 16;  // >= smallk_mr(nv) and smallk_row_mr(nv) for every nv
   using Fn = void (*)(const T*, const i64*, const i64*, i64, const T*, i64, T*, i64, bool);
-  // the kernel for nv vectors with the rows of the tile's first (widest, nv0) block
-  template <int MR>
-  static Fn fn_mr(int nv) {
-    switch (nv) {
-      case 1: return smallk_tile<T, S, MR, 1>;
-      case 2: return smallk_tile<T, S, MR, 2>;
-      case 3: return smallk_tile<T, S, MR, 3>;
-      default: return smallk_tile<T, S, MR, 4>;
-    }
-  }
-  static Fn fn(int nv0, int nv) {
-    switch (nv0) {
-      case 1: return fn_mr<smallk_mr<S>(1)>(nv);
-      case 2: return fn_mr<smallk_mr<S>(2)>(nv);
-      case 3: return fn_mr<smallk_mr<S>(3)>(nv);
-      default: return fn_mr<smallk_mr<S>(4)>(nv);
-    }
-  }
   using RowFn = void (*)(const T*, const i64*, i64, const T*, i64, T*, i64, bool);
-  template <int MR>
-  static RowFn row_fn_mr(int nv) {
+  // make(std::integral_constant<int, v>) for v = nv in 1..4 (a run-time count to a template one)
+  template <class Make>
+  static auto by_nv(int nv, Make&& make) {
     switch (nv) {
-      case 1: return smallk_row_tile<T, S, MR, 1>;
-      case 2: return smallk_row_tile<T, S, MR, 2>;
-      case 3: return smallk_row_tile<T, S, MR, 3>;
-      default: return smallk_row_tile<T, S, MR, 4>;
+      case 1: return make(std::integral_constant<int, 1>{});
+      case 2: return make(std::integral_constant<int, 2>{});
+      case 3: return make(std::integral_constant<int, 3>{});
+      default: return make(std::integral_constant<int, 4>{});
     }
+  }
+  // the dW kernel for nv vectors with the rows of the tile's first (widest, nv0) block
+  static Fn fn(int nv0, int nv) {
+    return by_nv(nv0, [nv](auto v0) {
+      constexpr int mr = smallk_mr<S>(decltype(v0)::value);
+      return by_nv(nv, [](auto v) -> Fn { return smallk_tile<T, S, mr, decltype(v)::value>; });
+    });
   }
   // Row-tile rows for a lane block of nvb vectors on rows of ow pixels: one vector of filters
   // (LeNet) can take 10 rows instead of 12 when that wastes fewer (ow = 10: 12 computed 2 dropped).
@@ -396,12 +386,10 @@ struct SmallK {
   }
   static RowFn row_fn(int nvb, int nv, int mr) {
     if (mr == 10 && nvb == 1) return smallk_row_tile<T, S, 10, 1>;
-    switch (nvb) {
-      case 1: return row_fn_mr<smallk_row_mr<S>(1)>(nv);
-      case 2: return row_fn_mr<smallk_row_mr<S>(2)>(nv);
-      case 3: return row_fn_mr<smallk_row_mr<S>(3)>(nv);
-      default: return row_fn_mr<smallk_row_mr<S>(4)>(nv);
-    }
+    return by_nv(nvb, [nv](auto vb) {
+      constexpr int mr = smallk_row_mr<S>(decltype(vb)::value);
+      return by_nv(nv, [](auto v) -> RowFn { return smallk_row_tile<T, S, mr, decltype(v)::value>; });
+    });
   }
   // dW: rows [r0, r1) of dW^T-like products: row i gets the sum over the `depth` entries j of
   // x[rows[i] + cols[j]] * B[j][lane] (rows = taps' offsets, cols = pixels' bases, B = dy^T), lanes

@@ -369,21 +369,29 @@ def _im2col_slivers_t(x, bpf, h, w, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, 
 
 
 @njit(**_HELP)
+def _sliver_product(ap, bp, jr, cb):
+    """cb (nmp*UMR, nr) = A @ sliver jr of B, A packed by _pack_panels (nmp, k, UMR), B by
+    _pack_slivers (nsl, k, nr): every micro-panel of A, KC rows at a time."""
+    nmp, k = ap.shape[0], ap.shape[1]
+    nr = bp.shape[2]
+    cbf = cb.reshape(-1)
+    for j in range(_U(cbf.size)):
+        cbf[j] = 0
+    for p0 in range(0, k, UKC):
+        kc = min(UKC, k - p0)
+        for ir in range(nmp):
+            _tile_kernel(kc, ap, (ir * k + p0) * UMR, bp, (jr * k + p0) * nr, cb, ir * UMR * nr, nr)
+
+
+@njit(**_HELP)
 def _gemm_serial(ap, bp, c, accumulate, bias, cb):
     """c (m, n) (=|+=) A @ B (+ bias[i] per row, bias.size 0: none), A packed by
     _pack_panels (nmp, k, UMR), B by _pack_slivers (nsl, k, nr); cb: (nmp*UMR, nr) scratch."""
     m, n = c.shape
-    nmp, k = ap.shape[0], ap.shape[1]
     nsl, nr = bp.shape[0], bp.shape[2]
     hasb = bias.size > 0
-    cbf = cb.reshape(-1)
     for jr in range(nsl):
-        for j in range(_U(cbf.size)):
-            cbf[j] = 0
-        for p0 in range(0, k, UKC):
-            kc = min(UKC, k - p0)
-            for ir in range(nmp):
-                _tile_kernel(kc, ap, (ir * k + p0) * UMR, bp, (jr * k + p0) * nr, cb, ir * UMR * nr, nr)
+        _sliver_product(ap, bp, jr, cb)
         j0 = _U(jr * nr)
         jn = _U(min(nr, n - jr * nr))
         # loops on uint64 indices, not ``d[:] = z``: numba's slice assignment cost ~30 ns a
@@ -411,17 +419,10 @@ def _gemm_serial2(ap, bp, c1, c2, bias, cb):
     columns padding instead of 12.5%)."""
     m, n1 = c1.shape
     n = n1 + c2.shape[1]
-    nmp, k = ap.shape[0], ap.shape[1]
     nsl, nr = bp.shape[0], bp.shape[2]
     hasb = bias.size > 0
-    cbf = cb.reshape(-1)
     for jr in range(nsl):
-        for j in range(_U(cbf.size)):
-            cbf[j] = 0
-        for p0 in range(0, k, UKC):
-            kc = min(UKC, k - p0)
-            for ir in range(nmp):
-                _tile_kernel(kc, ap, (ir * k + p0) * UMR, bp, (jr * k + p0) * nr, cb, ir * UMR * nr, nr)
+        _sliver_product(ap, bp, jr, cb)
         j0 = jr * nr
         jn = min(nr, n - j0)
         s1 = min(max(n1 - j0, 0), jn)  # columns of this sliver in c1
