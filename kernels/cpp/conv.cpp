@@ -482,8 +482,7 @@ int smallk_block(i64 nvec) {
 // each): 4 (6 x 4 tiles on AVX-512). Measured in dev/conv/README.md, "row tiles" (2-4 within
 // 5-10%, 4 ahead in two of three runs); conv_set_smallk_block's third value overrides it.
 int kSmallkDwBlock = 0;
-template <Simd S>
-int smallk_dw_block(i64 nvec) {
+inline int smallk_dw_block(i64 nvec) {
   return int(std::min<i64>(nvec, kSmallkDwBlock > 0 ? kSmallkDwBlock : 4));
 }
 
@@ -514,6 +513,7 @@ void smallk_pack_lanes(const T* src, i64 kg, i64 depth, i64 kpad, int w, int nvb
 // the stride: the row kernel broadcasts at fixed offsets from one pointer. sw = 1: plain padding.
 template <class T>
 void phase_plane(const Geom& q, i64 wph, const i64* cmap, const T* x, T* dst) {
+  if (q.sw == 1) return pad_plane(q, x, dst);  // one phase: the plain padded plane
   const i64 hp = q.h + 2 * q.ph, wq = q.sw * wph;
   for (i64 y = 0; y < hp; ++y) {
     T* d = dst + y * wq;
@@ -523,12 +523,6 @@ void phase_plane(const Geom& q, i64 wph, const i64* cmap, const T* x, T* dst) {
       continue;
     }
     const T* src = x + iy * q.w;
-    if (q.sw == 1) {
-      std::fill(d, d + q.pw, T(0));
-      std::memcpy(d + q.pw, src, sizeof(T) * q.w);
-      std::fill(d + q.pw + q.w, d + wq, T(0));
-      continue;
-    }
     // input column ix lands at cmap[ix] (phase (ix + pw) % sw, entry (ix + pw) / sw): one scatter
     // pass over the row (per-phase strided copies of ~15 elements ran at ~100 cycles a row)
     std::fill(d, d + wq, T(0));
@@ -691,7 +685,7 @@ void smallk_dw_s(const Geom& q, const T* dy, const T* x, T* dwt) {
   using SK = SmallK<T, S>;
   const SmallKGeom<T, S> sg(q);
   const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
-  const int nvb = smallk_dw_block<S>(kpad / SK::W);
+  const int nvb = smallk_dw_block(kpad / SK::W);
   const int mr = smallk_mr<S>(nvb);
   // per thread and group, dW_g^T (taps x kpad) plus mr rows of slack for the last tile
   const i64 gpart = (taps + mr) * kpad, part = q.g * gpart;
