@@ -182,10 +182,17 @@ class OpSpec:
         out, saved = res if self.saves else (res, None)
         return _arrays(out), saved
 
-    def call_backward(self, grad, a: dict, saved=None, backend: str | None = None):
+    def call_backward(self, grad, a: dict, saved=None, backend: str | None = None, needs=None):
+        """Gradients of the differentiable inputs. ``needs`` (optional, one bool per name in
+        ``differentiable``) tells an implementation that declares a ``needs`` keyword which
+        gradients nobody wants (e.g. conv2d's input gradient for a network's input); it may
+        return None for those. Implementations without the keyword compute them all."""
         grad = _check_grad(self, grad, a)
         _, impl = select(self.name + "_backward", a, backend, extra=grad)
-        res = _arrays(impl(grad, saved=saved, **a))
+        if needs is not None and getattr(impl, "_pydl_takes_needs", False):
+            res = _arrays(impl(grad, saved=saved, needs=tuple(needs), **a))
+        else:
+            res = _arrays(impl(grad, saved=saved, **a))
         if not isinstance(res, tuple) or len(res) != len(self.differentiable):
             raise RuntimeError(
                 f"{self.name}_backward implementation returned {type(res).__name__} "
@@ -307,6 +314,11 @@ def register(op: str, backend: str, variant: str | None = None):
 
     def deco(fn):
         _VERSION[0] += 1
+        if op.endswith("_backward"):
+            try:
+                fn._pydl_takes_needs = "needs" in inspect.signature(fn).parameters
+            except (TypeError, ValueError):  # a builtin without a signature
+                pass
         if variant is None:
             IMPLS.setdefault(op, {})[backend] = fn
         else:
@@ -334,14 +346,35 @@ def split_backend(name: str) -> tuple[str, str | None]:
     return base, (variant or None)
 
 
+@functools.lru_cache(maxsize=256)
+def backend_order(name: str) -> tuple[str, ...]:
+    """``"cpp,numpy"`` -> ``("cpp", "numpy")``: a preference order (each entry checked)."""
+    parts = tuple(p.strip() for p in name.split(","))
+    if not all(parts):
+        raise ValueError(f"empty backend name in {name!r}")
+    for p in parts:
+        split_backend(p)
+    return parts
+
+
 @contextlib.contextmanager
-def use_backend(name: str | None):
-    """Run every op in this block on backend ``name`` (None: automatic)."""
+def use_backend(name):
+    """Run every op in this block on backend ``name`` (None: automatic).
+
+    ``name`` may also be a preference order, ``"cpp,numpy"`` or ``["cpp", "numpy"]``:
+    each op runs on the first backend in the order that implements it for the
+    arrays given (a whole model under ``use_backend("cpp,numpy")`` takes the C++
+    kernels where they exist and the reference elsewhere). A single name never
+    falls back: an op it lacks raises ``NotImplementedError``.
+    """
     if name is not None:
+        if isinstance(name, (list, tuple)) and name and all(isinstance(n, str) for n in name):
+            name = ",".join(name)
         if not isinstance(name, str):
-            raise TypeError(f"use_backend: expected a backend name (str) or None, got {type(name).__name__}")
+            raise TypeError(f"use_backend: expected a backend name (str), a preference order "
+                            f"(a list of names or 'a,b,...') or None, got {type(name).__name__}")
         try:
-            split_backend(name)
+            backend_order(name)
         except ValueError as e:
             raise ValueError(f"use_backend: {e}") from None
     token = _CONTEXT.set(name)
@@ -405,7 +438,7 @@ def requested_backend(explicit: str | None = None) -> str | None:
     """The backend named by argument, context or PYDL_BACKEND (None: automatic)."""
     name = explicit or _CONTEXT.get() or _env_backend() or None
     if name is not None:
-        split_backend(name)
+        backend_order(name)
     return name
 
 
@@ -417,8 +450,12 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
         hit = _NAMED.get((key, name))
         if hit is not None and hit[0] == _VERSION[0] and hit[1] == arr_kind and hit[4]() is hit[3]:
             return hit[2], hit[3]
-        tag, impl = _select_named(key, name, arr_kind)
-        b, v = split_backend(name)
+        if "," in name:
+            tag, impl = _select_order(key, name, arr_kind)
+            b, v = split_backend(tag)
+        else:
+            tag, impl = _select_named(key, name, arr_kind)
+            b, v = split_backend(name)
         now = ((lambda: IMPLS.get(key, {}).get(b)) if v is None
                else (lambda: VARIANTS.get(key, {}).get(b, {}).get(v)))  # still registered?
         _NAMED[(key, name)] = (_VERSION[0], arr_kind, tag, impl, now)
@@ -443,6 +480,27 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
             _AUTO[key] = (_VERSION[0], b, impl)
             return b, impl
     raise NotImplementedError(f"pydl.ops.{key}: no CPU backend implements it")
+
+
+def _select_order(key: str, order: str, arr_kind: str):
+    """(tag, implementation) from the first backend of a preference order that runs
+    on ``arr_kind`` arrays and implements ``key``."""
+    from . import backends
+
+    names = backend_order(order)
+    for full in names:
+        b, variant = split_backend(full)
+        if (b == "cuda") != (arr_kind == "cupy"):
+            continue
+        backends.load(b)
+        impl = (IMPLS.get(key, {}).get(b) if variant is None
+                else VARIANTS.get(key, {}).get(b, {}).get(variant))
+        if impl is not None:
+            return full, impl
+    raise NotImplementedError(
+        f"pydl.ops.{key}: no backend of the order {order!r} implements it for "
+        f"{'CuPy' if arr_kind == 'cupy' else 'NumPy'} arrays; backends that do: {_have(key)}"
+    )
 
 
 def _select_named(key: str, full: str, arr_kind: str):
