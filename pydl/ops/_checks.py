@@ -13,8 +13,11 @@ import numpy as np
 from .. import _array
 
 FLOAT_DTYPES = ("float32", "float64")
+#: integer indices (class targets, embedding rows): any width, signed or not; not bool
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 #: dtype names -> the native-byte-order dtypes they allow (the fast path of `array`)
-_NATIVE = {FLOAT_DTYPES: frozenset(np.dtype(n) for n in FLOAT_DTYPES)}
+_NATIVE = {d: frozenset(np.dtype(n) for n in d)
+           for d in (FLOAT_DTYPES, INT_DTYPES, INT_DTYPES + FLOAT_DTYPES)}
 
 
 def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
@@ -135,8 +138,32 @@ def dim(name, d, ndim):
     return d % ndim
 
 
+def indices(name, x, n, what="indices", ignore_index=None):
+    """An array of any integer dtype whose values lie in [0, n) (or equal ``ignore_index``)."""
+    x = array(name, x, dtypes=INT_DTYPES)
+    bad = (x < 0) | (x >= n)
+    if ignore_index is not None:
+        bad &= x != ignore_index
+    if bool(bad.any()):
+        also = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        raise ValueError(f"{name}: expected {what} in [0, {n}){also}, got {int(x[bad].ravel()[0])}")
+    return x
+
+
 def check_grad_array(name, g, expected_shape, dtype):
-    """The upstream gradient: an array of the forward output's shape and dtype."""
+    """The upstream gradient: an array of the forward output's shape and dtype.
+
+    For a 0-d output (a loss) a Python number, a NumPy scalar or a 0-d array of
+    either float dtype is accepted and converted to ``dtype`` (``backward(1.0)``,
+    or a float64 gradient for a float32 loss). A Python number becomes a NumPy
+    array: for CuPy inputs pass a 0-d CuPy array.
+    """
+    if tuple(expected_shape) == ():
+        if isinstance(g, numbers.Real) and not isinstance(g, (bool, np.bool_)):
+            return np.asarray(g, dtype=dtype)
+        if (_array.kind(g) is not None and g.ndim == 0 and g.dtype != dtype
+                and g.dtype.name in FLOAT_DTYPES):
+            return g.astype(dtype)
     if _array.kind(g) is None:
         raise TypeError(f"{name}: expected a NumPy or CuPy array, got {type(g).__name__}")
     if g.dtype != dtype:

@@ -1,23 +1,24 @@
-"""Losses: mse_loss, cross_entropy, binary_cross_entropy,
+"""Losses: mse_loss, l1_loss, cross_entropy, nll_loss, binary_cross_entropy,
 binary_cross_entropy_with_logits, gaussian_nll_loss, kl_div.
 
 Semantics follow ``torch.nn.functional``. ``reduction`` is "none" (one loss
 per element or sample), "mean" or "sum" (a 0-d output); kl_div also takes
 "batchmean" (the sum divided by the batch size ``input.shape[0]``). As in
-torch, a mean over nothing (an empty batch, or cross_entropy with every
-target ignored) is NaN, and a sum over nothing is 0.
+torch, a mean over nothing (an empty batch, or cross_entropy / nll_loss
+with every target ignored) is NaN, and a sum over nothing is 0.
 
 Differentiable inputs: the predictions always; targets where they are
-commonly trained through too (mse_loss, gaussian_nll_loss, kl_div: both
-sides of a regression or a distillation). cross_entropy and the binary cross
-entropies do not differentiate their targets (labels or label
-probabilities), nor any weight.
+commonly trained through too (mse_loss, l1_loss, gaussian_nll_loss, kl_div:
+both sides of a regression or a distillation). cross_entropy, nll_loss and
+the binary cross entropies do not differentiate their targets (labels or
+label probabilities), nor any weight.
 
 Deliberate differences from PyTorch:
 - input and target must have the same shape everywhere (torch broadcasts in
   mse_loss, kl_div and gaussian_nll_loss, with a warning in mse_loss).
-- cross_entropy takes batched input only, (N, C) or (N, C, d1, ...), and
-  int64 class indices (torch also takes uint8).
+- cross_entropy and nll_loss take batched input only, (N, C) or
+  (N, C, d1, ...); their class indices may have any integer dtype (torch:
+  int64, and uint8 in some ops).
 - binary_cross_entropy's gradient divides by max(x * (1 - x), 1e-12), as
   torch does, while its forward clamps the logs at -100: the two agree
   except within ~1e-12 of 0 and 1.
@@ -187,6 +188,32 @@ def mse_loss(input, target, reduction="mean"):
     return dict(input=input, target=target, reduction=_reduction(reduction))
 
 
+# -- l1_loss -----------------------------------------------------------------------------
+
+
+def _l1_cases(rng, dtype):
+    def c(shape, reduction, ties=False):
+        x, t = _randn(rng, shape, dtype, 2.0), _randn(rng, shape, dtype)
+        if ties:  # input == target: the gradient there is sign(0) = 0, as torch's
+            t.flat[::3] = x.flat[::3]
+        return Case(f"{_id(shape)}_{reduction}{'_ties' if ties else ''}",
+                    dict(input=x, target=t, reduction=reduction))
+
+    return [c((5,), "none"), c((3, 4, 2), "mean"), c((7, 3), "sum"), c((), "mean"), c((1,), "sum"),
+            c((4, 6), "mean", ties=True), c((2, 3, 5), "none", ties=True),
+            c((0, 3), "mean"), c((0, 3), "sum"), c((0, 3), "none")]
+
+
+@defop(family="loss", differentiable=("input", "target"), out_shape=_out_shape, flops=_n(3), tol=TOL,
+       cases=_l1_cases, bad_cases=_mse_bad,
+       torch=lambda torch, F, a: F.l1_loss(a["input"], a["target"], reduction=a["reduction"]),
+       bench=_pair_bench(lambda rng, dt, s: dict(input=_randn32(rng, s, dt, 2.0), target=_randn32(rng, s, dt))))
+def l1_loss(input, target, reduction="mean"):
+    """|input - target|, reduced. The gradient at input == target is 0 (torch's sign)."""
+    input, target = _input_target(input, target)
+    return dict(input=input, target=target, reduction=_reduction(reduction))
+
+
 # -- cross_entropy -----------------------------------------------------------------------
 
 
@@ -197,7 +224,7 @@ def _ce_cases(rng, dtype):
 
     def c(shape, target, weight=False, **kw):
         C = shape[1]
-        kind = "prob" if target.dtype.kind == "f" else "idx"
+        kind = "prob" if target.dtype.kind == "f" else ("idx" if target.dtype == np.int64 else target.dtype.name)
         return Case(f"{_id(shape)}_{kind}{'_w' if weight else ''}" + _tag(**kw),
                     dict(input=_randn(rng, shape, dtype, 2.0), target=target,
                          weight=_uniform(rng, 0.2, 2.0, (C,), dtype) if weight else None, **kw))
@@ -227,6 +254,8 @@ def _ce_cases(rng, dtype):
         c((0, 3), idx((0, 3)), reduction="mean"),
         c((0, 3, 2), idx((0, 3, 2)), True, reduction="sum", label_smoothing=0.2),
         c((0, 4), prob((0, 4)), reduction="mean"),
+        c((6, 5), idx((6, 5)).astype(np.int32), True, reduction="mean"),
+        c((4, 3, 5), ignored((4, 3, 5), 255).astype(np.uint8), ignore_index=255, reduction="mean"),
     ]
 
 
@@ -237,8 +266,10 @@ def _ce_bad(rng):
                 ("1-D input", dict(input=x[0], target=t[0]), ValueError, "input"),
                 ("target shape", dict(target=t[:2]), ValueError, "target"),
                 ("prob target shape", dict(target=x[:, :3].copy()), ValueError, "target"),
-                ("target int32", dict(target=t.astype(np.int32)), TypeError, "target"),
+                ("target bool", dict(target=t.astype(bool)), TypeError, "target"),
+                ("target float16", dict(target=t.astype(np.float16)), TypeError, "target"),
                 ("target >= C", dict(target=np.array([0, 4, 1])), ValueError, "target"),
+                ("uint8 target >= C", dict(target=np.array([0, 4, 1], np.uint8)), ValueError, "target"),
                 ("target < 0", dict(target=np.array([0, -1, 1])), ValueError, "target"),
                 ("-100 not ignored", dict(target=np.array([0, -100, 1]), ignore_index=2), ValueError, "target"),
                 ("weight shape", dict(weight=np.ones(3, np.float32)), ValueError, "weight"),
@@ -248,6 +279,27 @@ def _ce_bad(rng):
                 ("reduction", dict(reduction="batchmean"), ValueError, "reduction"))
 
 
+def _class_indices(target, input, ignore_index):
+    """Class indices (N, *spatial) of any integer dtype, in [0, C) or ignore_index, for input (N, C, *spatial)."""
+    target = ck.array("target", target, dtypes=ck.INT_DTYPES)
+    ck.shape("target", target, input.shape[:1] + input.shape[2:],
+             "(class indices: the shape of input without its class dim 1)")
+    return ck.indices("target", target, input.shape[1], "class indices", ignore_index)
+
+
+def _class_weight(weight, input):
+    """An optional (C,) array of input's dtype."""
+    C = input.shape[1]
+    weight = ck.optional_array("weight", weight, ndim=1, layout="(C,)")
+    ck.same_dtype(input=input, weight=weight)
+    return ck.shape("weight", weight, (C,), f"(C,) with C = {C} classes of input")
+
+
+def _long(t):
+    """torch's losses take int64 class indices: the oracle converts the others."""
+    return t if t.is_floating_point() else t.long()
+
+
 def _ce_out_shape(a):
     x = a["input"]
     return tuple(x.shape[:1] + x.shape[2:]) if a["reduction"] == "none" else ()
@@ -255,13 +307,13 @@ def _ce_out_shape(a):
 
 @defop(family="loss", differentiable=("input",), out_shape=_ce_out_shape, flops=_n(6), tol=TOL,
        cases=_ce_cases, bad_cases=_ce_bad,
-       torch=lambda torch, F, a: F.cross_entropy(a["input"], a["target"], a["weight"], ignore_index=a["ignore_index"],
+       torch=lambda torch, F, a: F.cross_entropy(a["input"], _long(a["target"]), a["weight"], ignore_index=a["ignore_index"],
                                                  reduction=a["reduction"], label_smoothing=a["label_smoothing"]),
        bench=_ce_bench)
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """-log_softmax(input, dim=1) weighted by the target, over input (N, C, *spatial).
 
-    ``target`` is either int64 class indices (N, *spatial) in [0, C), or
+    ``target`` is either class indices (N, *spatial) in [0, C) of any integer dtype, or
     ``ignore_index`` (those samples count for nothing, also not in the mean),
     or class probabilities of input's shape and dtype. With class indices a
     weighted mean divides by the summed weights of the targets that count; with
@@ -270,25 +322,95 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     the C classes. The target is not differentiated.
     """
     input = ck.array("input", input, min_ndim=2)
-    C = input.shape[1]
-    target = ck.array("target", target, dtypes=("int64", "float32", "float64"))
+    target = ck.array("target", target, dtypes=ck.INT_DTYPES + ck.FLOAT_DTYPES)
     ignore_index = ck.integer("ignore_index", ignore_index)
     if target.dtype.kind == "f":
         ck.same_dtype(input=input, target=target)
         ck.shape("target", target, input.shape, "(class probabilities: the shape of input)")
     else:
-        ck.shape("target", target, input.shape[:1] + input.shape[2:],
-                 "(class indices: the shape of input without its class dim 1)")
-        bad = (target != ignore_index) & ((target < 0) | (target >= C))
-        if bool(bad.any()):
-            raise ValueError(f"target: expected class indices in [0, {C}) or ignore_index={ignore_index}, "
-                             f"got {int(target[bad].ravel()[0])}")
-    weight = ck.optional_array("weight", weight, ndim=1, layout="(C,)")
-    ck.same_dtype(input=input, weight=weight)
-    ck.shape("weight", weight, (C,), f"(C,) with C = {C} classes of input")
-    return dict(input=input, target=target, weight=weight, ignore_index=ignore_index,
+        target = _class_indices(target, input, ignore_index)
+    return dict(input=input, target=target, weight=_class_weight(weight, input), ignore_index=ignore_index,
                 reduction=_reduction(reduction),
                 label_smoothing=ck.real("label_smoothing", label_smoothing, 0.0, 1.0))
+
+
+# -- nll_loss ---------------------------------------------------------------------------------
+
+
+def _nll_cases(rng, dtype):
+    def c(shape, weight=False, ignore=None, dtype_t=np.int64, fraction=0.3, **kw):
+        """input (N, C, *spatial) of log-probabilities; a fraction of the targets set to ``ignore``."""
+        z = rng.standard_normal(shape) * 2
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True)) if shape[0] else z
+        t = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+        if ignore is not None and t.size:
+            t[rng.random(t.shape) < fraction] = ignore
+            t.flat[0] = ignore
+        if ignore not in (None, -100):
+            kw["ignore_index"] = ignore
+        return Case(f"{_id(shape)}{'_w' if weight else ''}"
+                    + ("" if dtype_t is np.int64 else f"_{np.dtype(dtype_t).name}") + _tag(**kw),
+                    dict(input=logp.astype(dtype), target=t.astype(dtype_t),
+                         weight=_uniform(rng, 0.2, 2.0, (shape[1],), dtype) if weight else None, **kw))
+
+    return [
+        c((5, 4), reduction="mean"),
+        c((5, 4), True, reduction="sum"),
+        c((6, 3), True, ignore=-100, reduction="mean"),
+        c((3, 5, 2, 3), True, ignore=1, reduction="mean"),
+        c((4, 7), reduction="none"),
+        c((7, 3, 4), ignore=2, reduction="sum"),
+        c((2, 3, 4), True, ignore=2, reduction="none"),
+        c((3, 3), True, ignore=-100, fraction=1.0, reduction="mean"),  # all ignored: NaN
+        c((1, 1), reduction="mean"),
+        c((6, 5), True, dtype_t=np.int32, reduction="mean"),
+        c((4, 3, 5), ignore=255, dtype_t=np.uint8, reduction="mean"),
+        c((0, 3), reduction="mean"),
+        c((0, 3, 2), True, reduction="sum"),
+        c((0, 4), reduction="none"),
+    ]
+
+
+def _nll_bad(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    t = np.array([0, 3, 1])
+    return _bad(dict(input=x, target=t),
+                ("1-D input", dict(input=x[0], target=t[0]), ValueError, "input"),
+                ("target shape", dict(target=t[:2]), ValueError, "target"),
+                ("target probabilities", dict(target=x.copy()), TypeError, "target"),
+                ("target bool", dict(target=t.astype(bool)), TypeError, "target"),
+                ("target >= C", dict(target=np.array([0, 4, 1], np.int16)), ValueError, "target"),
+                ("target < 0", dict(target=np.array([0, -1, 1])), ValueError, "target"),
+                ("-100 not ignored", dict(target=np.array([0, -100, 1]), ignore_index=2), ValueError, "target"),
+                ("weight shape", dict(weight=np.ones(3, np.float32)), ValueError, "weight"),
+                ("weight dtype", dict(weight=np.ones(4, np.float64)), TypeError, "weight"),
+                ("ignore_index None", dict(ignore_index=None), TypeError, "ignore_index"),
+                ("reduction", dict(reduction="batchmean"), ValueError, "reduction"))
+
+
+def _nll_bytes(a):
+    """The picked input elements, the targets and the output."""
+    item = a["input"].itemsize
+    return a["target"].size * item + a["target"].nbytes + int(np.prod(_ce_out_shape(a))) * item
+
+
+@defop(family="loss", differentiable=("input",), out_shape=_ce_out_shape, flops=lambda a: 2 * a["target"].size,
+       tol=TOL, cases=_nll_cases, bad_cases=_nll_bad, bytes=_nll_bytes,
+       torch=lambda torch, F, a: F.nll_loss(a["input"], _long(a["target"]), a["weight"],
+                                            ignore_index=a["ignore_index"], reduction=a["reduction"]),
+       bench=_ce_bench)
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """-weight[t] * input[i, t] per sample i, t = target[i], over input (N, C, *spatial) of log-probabilities.
+
+    ``target`` holds class indices (N, *spatial) of any integer dtype, in [0, C)
+    or ``ignore_index`` (those samples count for nothing, also not in the mean).
+    A weighted mean divides by the summed weights of the targets that count
+    (NaN when none does). Only ``input`` is differentiated.
+    """
+    input = ck.array("input", input, min_ndim=2)
+    ignore_index = ck.integer("ignore_index", ignore_index)
+    return dict(input=input, target=_class_indices(target, input, ignore_index),
+                weight=_class_weight(weight, input), ignore_index=ignore_index, reduction=_reduction(reduction))
 
 
 # -- binary_cross_entropy ------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""NumPy reference: mse_loss, cross_entropy, binary_cross_entropy,
-binary_cross_entropy_with_logits, gaussian_nll_loss, kl_div (forward and
-backward).
+"""NumPy reference: mse_loss, l1_loss, cross_entropy, nll_loss,
+binary_cross_entropy, binary_cross_entropy_with_logits, gaussian_nll_loss,
+kl_div (forward and backward).
 
 Each loss computes its pointwise (or per-sample) terms and reduces them;
 each backward multiplies the terms' derivatives by the upstream gradient
@@ -58,6 +58,20 @@ def mse_loss_backward(grad, input, target, reduction, saved=None):
     return d, -d
 
 
+# -- l1_loss ----------------------------------------------------------------------------------
+
+
+@register("l1_loss", "numpy")
+def l1_loss(input, target, reduction):
+    return _reduce(np.abs(input - target), reduction)
+
+
+@register("l1_loss_backward", "numpy")
+def l1_loss_backward(grad, input, target, reduction, saved=None):
+    d = np.sign(input - target) * _spread(grad, input.shape, reduction)  # sign(0) = 0, as torch
+    return d, -d
+
+
 # -- cross_entropy -------------------------------------------------------------------------------
 # input (N, C, *spatial); per sample i (over N and the spatial positions), with
 # logp = log_softmax(input, dim=1), class weights w (ones without weight) and
@@ -80,9 +94,10 @@ def _by_class(v, input):
 
 
 def _picks(target, ignore_index, w):
-    """(keep, t, wt): samples that count, their class (0 where ignored), its weight (0 where ignored)."""
+    """(keep, t, wt): samples that count, their class (0 where ignored; intp whatever the
+    target's integer dtype), its weight (0 where ignored)."""
     keep = target != ignore_index
-    t = np.where(keep, target, 0)
+    t = np.where(keep, target, 0).astype(np.intp, copy=False)
     return keep, t, np.where(keep, w[t], 0)
 
 
@@ -123,6 +138,27 @@ def cross_entropy_backward(grad, input, target, weight, ignore_index, reduction,
         dx = g * (np.exp(log_softmax(input, 1)) * a.sum(axis=1, keepdims=True) - a)
     # ignored samples get exactly 0 (even where the mean divides by a zero weight sum)
     return (dx if keep is None else np.where(keep[:, None], dx, 0),)
+
+
+# -- nll_loss -------------------------------------------------------------------------------------
+# loss_i = -w[t_i] * input[i, t_i] (0 where t_i == ignore_index); "mean" divides by the sum of w[t_i]
+# over the samples that count: the cross_entropy of log-probabilities, without the softmax.
+
+
+@register("nll_loss", "numpy")
+def nll_loss(input, target, weight, ignore_index, reduction):
+    keep, t, wt = _picks(target, ignore_index, _class_weights(input, weight))
+    loss = -wt * np.take_along_axis(input, t[:, None], axis=1)[:, 0]
+    return _reduce(np.where(keep, loss, 0), reduction, wt.sum())
+
+
+@register("nll_loss_backward", "numpy")
+def nll_loss_backward(grad, input, target, weight, ignore_index, reduction, saved=None):
+    keep, t, wt = _picks(target, ignore_index, _class_weights(input, weight))
+    g = _spread(grad, target.shape, reduction, wt.sum())
+    picked = (_by_class(np.arange(input.shape[1]), input) == t[:, None]) & keep[:, None]
+    with np.errstate(invalid="ignore"):  # inf * 0 where every target is ignored: masked
+        return (np.where(picked, -(wt * g)[:, None], 0).astype(input.dtype, copy=False),)
 
 
 # -- binary_cross_entropy ------------------------------------------------------------------------
