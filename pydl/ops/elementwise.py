@@ -1,4 +1,4 @@
-"""Elementwise activations, softmax, log_softmax and dropout.
+"""Elementwise activations (prelu with a learned slope), softmax, log_softmax and dropout.
 
 Semantics follow ``torch.nn.functional``. NaN propagates through every op
 (``relu(nan) == nan``, as in PyTorch). Flop counts use one flop per add,
@@ -109,6 +109,52 @@ def leaky_relu(x, negative_slope=0.01):
 def elu(x, alpha=1.0):
     """x if x > 0 else alpha * (exp(x) - 1)."""
     return dict(x=ck.array("x", x), alpha=ck.real("alpha", alpha))
+
+
+def _prelu_cases(rng, dtype):
+    def c(shape, channels):
+        x = np.asarray(rng.standard_normal(shape) * 3, dtype=dtype)
+        w = np.asarray(rng.uniform(-0.5, 0.8, channels), dtype=dtype)
+        return Case(f"x{'x'.join(map(str, shape)) or '_scalar'}_w{channels}", dict(x=x, weight=w))
+
+    return [c((4, 3), 3), c((2, 5, 7), 5), c((3, 4, 5, 6), 4), c((2, 6, 3, 5), 1), c((5, 1, 4), 1),
+            c((), 1), c((7,), 1), c((0, 3, 4), 3), c((2, 0, 4), 1), c((64, 129), 129)]
+
+
+def _prelu_bad(rng):
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    w = np.full(3, 0.25, np.float32)
+    return [BadCase("weight (C+1,)", dict(x=x, weight=np.ones(4, np.float32)), ValueError, "weight"),
+            BadCase("weight 0-d", dict(x=x, weight=np.full((), 0.25, np.float32)), ValueError, "weight"),
+            BadCase("weight (1, 3)", dict(x=x, weight=w[None]), ValueError, "weight"),
+            BadCase("1-D x, weight (C,)", dict(x=x[0, 0], weight=np.ones(4, np.float32)), ValueError, "weight"),
+            BadCase("weight float64", dict(x=x, weight=w.astype(np.float64)), TypeError, "weight"),
+            BadCase("weight float", dict(x=x, weight=0.25), TypeError, "weight")]
+
+
+def _prelu_bench(rng, dtype, quick=False):
+    """Conv activations (N, C, H, W) with one slope per channel: 1M (quick) and 16M elements."""
+    shapes = [(16, 64, 32, 32)] + ([] if quick else [(64, 256, 32, 32)])
+    return [Case("x".join(map(str, s)), dict(x=_randn32(rng, s, dtype, 3.0), weight=np.full(s[1], 0.25, dtype)),
+                 tags=("quick",) if s[0] == 16 else ()) for s in shapes]
+
+
+@defop(family="elementwise", differentiable=("x", "weight"), out_shape=_same, flops=_n(2), tol=TOL,
+       grad_tol={"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)},
+       tol_scale=lambda a: a["x"].size / a["weight"].size / 4096,  # dweight sums x.size / C terms
+       cases=_prelu_cases, bad_cases=_prelu_bad,
+       torch=lambda torch, F, a: F.prelu(a["x"], a["weight"]),
+       bench=_prelu_bench)
+def prelu(x, weight):
+    """x if x > 0 else weight * x, with one slope (``weight`` (1,)) or one per channel
+    (``weight`` (C,), C = x.shape[1]: x has at least 2 dims). Both are differentiated."""
+    x = ck.array("x", x)
+    weight = ck.array("weight", weight, ndim=1, layout="(1,) or (C,)")
+    ck.same_dtype(x=x, weight=weight)
+    if weight.shape[0] != 1 and (x.ndim < 2 or weight.shape[0] != x.shape[1]):
+        channels = f"C = x.shape[1] = {x.shape[1]}" if x.ndim >= 2 else f"x is {x.ndim}-D: only (1,)"
+        raise ValueError(f"weight: expected shape (1,) or (C,) with {channels}, got {tuple(weight.shape)}")
+    return dict(x=x, weight=weight)
 
 
 def _gelu_cases(rng, dtype):

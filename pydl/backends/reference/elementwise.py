@@ -1,4 +1,4 @@
-"""NumPy reference: activations, softmax, log_softmax, dropout."""
+"""NumPy reference: activations (prelu with its slopes), softmax, log_softmax, dropout."""
 import math
 
 import numpy as np
@@ -42,6 +42,27 @@ def elu(x, alpha):
 @register("elu_backward", "numpy")
 def elu_backward(grad, x, alpha, saved=None):
     return (np.where(x > 0, grad, grad * x.dtype.type(alpha) * np.exp(np.minimum(x, 0))),)
+
+
+def _slopes(weight, x):
+    """prelu's weight shaped to broadcast against x: (1,) -> 0-d, (C,) -> (1, C, 1, ...)."""
+    if weight.shape[0] == 1:
+        return weight.reshape(())
+    return weight.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+@register("prelu", "numpy")
+def prelu(x, weight):
+    return np.where(x > 0, x, _slopes(weight, x) * x)
+
+
+@register("prelu_backward", "numpy")
+def prelu_backward(grad, x, weight, saved=None):
+    pos = x > 0
+    dx = np.where(pos, grad, _slopes(weight, x) * grad)
+    dw = np.where(pos, 0, x * grad)  # summed over every axis but the channel one
+    dw = dw.sum(axis=tuple(i for i in range(x.ndim) if i != 1 or weight.shape[0] == 1))
+    return dx, np.reshape(dw, weight.shape).astype(weight.dtype, copy=False)
 
 
 def _gelu_tanh_inner(x):
