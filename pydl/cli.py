@@ -307,7 +307,15 @@ def main(argv=None) -> int:
     pi = sub.add_parser("info", help="version, build, CPU features, threads, backends, GPU")
     pi.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("demo", help="run a few ops on every backend, checked and timed (seconds)")
+    po = sub.add_parser("overhead", help="autograd's cost over the raw ops, and a 3-layer MLP "
+                                         "training step at batch 1 and 64 against PyTorch eager")
+    po.add_argument("--threads", type=int, help="threads for pydl and torch (default: pydl's current)")
+    po.add_argument("--rounds", type=int, default=9, help="alternating timing rounds (default 9)")
     args = p.parse_args(argv)
+    if args.cmd == "overhead":
+        from pydl.bench import overhead
+
+        return overhead.main(args)
     if args.cmd == "bench":
         return bench(args)
     if args.cmd == "check":

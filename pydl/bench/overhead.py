@@ -1,0 +1,157 @@
+"""``pydl overhead``: what the layer API costs over the raw ops, and small-batch training
+steps against PyTorch eager, measured side by side in one process.
+
+1. Per op: the raw ``pydl.ops.<op>`` forward (and forward + ``<op>_backward`` with the
+   forward's ``saved``) against the same call on Tensors through ``pydl.nn.functional``
+   (forward, and forward + ``backward()``). The difference is autograd's cost: argument
+   unwrapping, the node, the graph walk, gradient accumulation into the leaves.
+2. A 3-layer MLP (784-256-256-10, ReLU, cross-entropy), forward + backward, at batch 1
+   and 64, pydl against torch eager on the same weights and inputs. Rounds alternate
+   between the two libraries; each round's time is the best of a few calls, and the
+   ratio reported is the median of the per-round ratios (robust to a noisy neighbour).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+
+def _best(fn, n):
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def _rounds(fns: dict, n: int, rounds: int):
+    """{name: [per-round best seconds]}, the functions alternating round by round."""
+    for f in fns.values():  # warm-up (JIT, caches, allocator)
+        for _ in range(max(3, n // 10)):
+            f()
+    out = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            out[k].append(_best(f, n))
+    return out
+
+
+def op_overhead(rounds: int = 7, n: int = 300):
+    """Rows of (op, raw fwd us, Tensor fwd us, raw fwd+bwd us, Tensor fwd+bwd us)."""
+    import pydl
+    from pydl import Tensor
+    from pydl.nn import functional as F
+
+    rng = np.random.default_rng(0)
+
+    def r(*s):
+        return rng.standard_normal(s).astype(np.float32)
+
+    cases = {
+        "relu 1x64": ("relu", (r(1, 64),), {}),
+        "linear 1x64 @ 64x64 +b": ("linear", (r(1, 64), r(64, 64), r(64)), {}),
+        "conv2d 1x3x8x8, 4x3x3x3": ("conv2d", (r(1, 3, 8, 8), r(4, 3, 3, 3), r(4)), {"padding": 1}),
+        "layer_norm 1x64": ("layer_norm", (r(1, 64), (64,), r(64), r(64)), {}),
+        "cross_entropy 1x10": ("cross_entropy", (r(1, 10), np.array([3])), {}),
+    }
+    rows = []
+    for label, (name, args, kw) in cases.items():
+        fwd = getattr(pydl.ops, name)
+        bwd = getattr(pydl.ops, name + "_backward")
+        spec = fwd.spec
+        targs = tuple(Tensor(a, requires_grad=a.dtype.kind == "f") if isinstance(a, np.ndarray) else a
+                      for a in args)
+        y0 = fwd(*args, **kw)
+        g = np.ones_like(y0)
+        op = getattr(F, name)
+
+        def raw_f():
+            fwd(*args, **kw)
+
+        def raw_fb():
+            y, saved = fwd.with_saved(*args, **kw)
+            bwd(g, *args, saved=saved, **kw)
+
+        def ten_f():
+            op(*targs, **kw)
+
+        def ten_fb():
+            for t in targs:
+                if isinstance(t, Tensor):
+                    t.grad = None
+            op(*targs, **kw).backward(g)
+
+        del spec
+        res = _rounds({"raw_f": raw_f, "ten_f": ten_f, "raw_fb": raw_fb, "ten_fb": ten_fb}, n, rounds)
+        med = {k: statistics.median(v) * 1e6 for k, v in res.items()}
+        rows.append((label, med["raw_f"], med["ten_f"], med["raw_fb"], med["ten_fb"]))
+    return rows
+
+
+def mlp_vs_torch(batch: int, rounds: int = 9, n: int = 100):
+    """(pydl us, torch us, median per-round ratio torch/pydl) for one training step's
+    forward + backward of a 784-256-256-10 MLP."""
+    import torch
+
+    import pydl
+    from pydl import nn
+
+    rng = np.random.default_rng(1)
+    ours = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    theirs = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                 torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
+    x = rng.standard_normal((batch, 784)).astype(np.float32)
+    t = rng.integers(0, 10, batch)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    tx = pydl.Tensor(x)
+    loss_p, loss_t = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+
+    def step_pydl():
+        ours.zero_grad()
+        loss_p(ours(tx), t).backward()
+
+    def step_torch():
+        theirs.zero_grad()
+        loss_t(theirs(xt), tt).backward()
+
+    step_pydl()
+    step_torch()
+    for (k, p), q in zip(ours.named_parameters(), theirs.parameters()):  # same step, same gradients
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=2e-3, atol=2e-5, err_msg=k)
+    res = _rounds({"pydl": step_pydl, "torch": step_torch}, n, rounds)
+    ratio = statistics.median(b / a for a, b in zip(res["pydl"], res["torch"]))
+    return statistics.median(res["pydl"]) * 1e6, statistics.median(res["torch"]) * 1e6, ratio
+
+
+def main(args) -> int:
+    import pydl
+    from pydl.cli import info
+
+    if args.threads:
+        pydl.set_num_threads(args.threads)
+    threads = pydl.get_num_threads()
+    d = info()
+    simd = d["cpp_build"].get("simd_in_use") if isinstance(d.get("cpp_build"), dict) else None
+    print(f"pydl {d['pydl']}  cpu {d['cpu']} ({d['cpu_count']} logical)  SIMD in use {simd}  threads {threads}")
+    print("\nautograd overhead per op (float32, medians of per-round bests, microseconds)")
+    print(f"{'op':28s} {'raw fwd':>8s} {'Tensor':>8s} {'extra':>7s}   {'raw f+b':>8s} {'Tensor':>8s} {'extra':>7s}")
+    for label, rf, tf, rfb, tfb in op_overhead(rounds=args.rounds):
+        print(f"{label:28s} {rf:8.2f} {tf:8.2f} {tf - rf:7.2f}   {rfb:8.2f} {tfb:8.2f} {tfb - rfb:7.2f}")
+    try:
+        import torch
+    except ImportError:
+        print("\nPyTorch is not installed: the MLP comparison needs it (pip install 'pydl[torch]')")
+        return 0
+    torch.set_num_threads(threads)
+    print(f"\n3-layer MLP 784-256-256-10 + cross-entropy, forward+backward, float32 "
+          f"(torch {torch.__version__}, {threads} threads, one process, rounds alternating)")
+    print(f"{'batch':>6s} {'pydl us':>9s} {'torch us':>9s} {'torch/pydl':>11s}")
+    for b in (1, 64):
+        p, t, ratio = mlp_vs_torch(b, rounds=args.rounds)
+        print(f"{b:6d} {p:9.1f} {t:9.1f} {ratio:10.2f}x")
+    return 0
