@@ -6,7 +6,7 @@ its family's name (``rnn``), the op wins: ``pydl.ops.rnn`` is the function;
 tools that walk families use ``registry.SPECS`` and ``spec.family``.
 """
 from ..registry import SPECS
-from . import elementwise, gemm, conv, pool, rnn, attention, norm, loss  # noqa: F401  (declare ops)
+from . import elementwise, gemm, conv, pool, rnn, attention, norm, loss, sparse  # noqa: F401  (declare ops)
 from .elementwise import dropout_mask  # noqa: F401
 
 __all__ = ["dropout_mask"]

@@ -3,4 +3,4 @@
 Short and readable over fast; computes in the input's dtype (float32 or
 float64). Every other backend is tested against this one.
 """
-from . import elementwise, gemm, conv, pool, rnn, attention, norm, loss  # noqa: F401
+from . import elementwise, gemm, conv, pool, rnn, attention, norm, loss, sparse  # noqa: F401
