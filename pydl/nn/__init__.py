@@ -8,3 +8,14 @@ backend and every kernel serves it.
 from . import functional, init  # noqa: F401
 from .parameter import Parameter  # noqa: F401
 from .module import Module, ModuleDict, ModuleList, Sequential  # noqa: F401
+# the non-recurrent layers and the losses
+from .linear import Flatten, Identity, Linear, Unflatten  # noqa: F401,E402
+from .conv import Conv2d  # noqa: F401,E402
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d  # noqa: F401,E402
+from .activation import ELU, GELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh  # noqa: F401,E402
+from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm,  # noqa: F401,E402
+                            LocalResponseNorm)
+from .dropout import Dropout  # noqa: F401,E402
+from .sparse import Embedding  # noqa: F401,E402
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, KLDivLoss, L1Loss,  # noqa: F401,E402
+                   MSELoss, NLLLoss)
