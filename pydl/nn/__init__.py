@@ -19,3 +19,7 @@ from .dropout import Dropout  # noqa: F401,E402
 from .sparse import Embedding  # noqa: F401,E402
 from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, KLDivLoss, L1Loss,  # noqa: F401,E402
                    MSELoss, NLLLoss)
+# the recurrent, attention and transformer layers
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: F401,E402
+from .attention import MultiheadAttention  # noqa: F401,E402
+from .transformer import TransformerEncoder, TransformerEncoderLayer  # noqa: F401,E402

@@ -28,50 +28,15 @@ from .. import _array
 from ..autograd import Tensor, cat, stack
 from . import functional as F
 from . import init
+from ._factory import empty_param as _empty, integer as _int, place as _place
 from .module import Module
-from .parameter import Parameter
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
-# -- helpers shared with attention.py and transformer.py ----------------------------------
-
-
-def _float_dtype(dtype) -> np.dtype:
-    """A parameter dtype: None is float32 (torch's default); a NumPy dtype, its name,
-    or a torch dtype (``torch.float64``)."""
-    if dtype is None:
-        return np.dtype(np.float32)
-    name = str(dtype)
-    try:
-        dt = np.dtype(name[len("torch."):] if name.startswith("torch.") else dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected a float dtype (np.float32, 'float64', torch.float64), "
-                        f"got {dtype!r}") from None
-    if dt.kind != "f" or dt.itemsize < 4:
-        raise TypeError(f"dtype: the layers hold float32 or float64 parameters, got {dt}")
-    return dt
-
-
-def _empty(shape, dtype) -> Parameter:
-    """An uninitialised Parameter; ``reset_parameters`` fills it."""
-    return Parameter(np.empty(tuple(shape), _float_dtype(dtype)))
-
-
-def _place(module, device):
-    if device is not None and str(device).split(":")[0] != "cpu":
-        module.to(device)
-    return module
-
-
-def _int(name, v, min=None):
-    if not isinstance(v, numbers.Integral) or isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} should be of type int, got: {type(v).__name__}")
-    if min is not None and v < min:
-        raise ValueError(f"{name} must be greater than {'zero' if min == 1 else min - 1}, got {v}")
-    return int(v)
+# -- helpers -------------------------------------------------------------------------------
 
 
 def _bool(name, v):
