@@ -11,7 +11,7 @@ Adam on n float32 elements: reads p, g, m, v and writes p, m, v = 28n bytes;
 at ~10 GB/s for one core, 10M parameters take ~28 ms at the floor, the
 reference ~12 passes x 8 bytes x 10M = ~100 ms.
 
-The loops are serial (``@njit(cache=True, fastmath=False)``): a step runs
+The loops are serial (``@njit(cache=True, fastmath=False, error_model="numpy")``): a step runs
 once per training step over every parameter, and on the small machines this
 was measured on (2 vCPUs) a second thread buys less than it costs for the
 typical parameter; see the step-cost note in ``optimizer.py``.
@@ -37,12 +37,14 @@ def applies(*arrays) -> bool:
     return True
 
 
-@njit(cache=True, fastmath=False)
-def adam(p, g, m, v, vmax, amsgrad, maximize, weight_decay, decay, w, one_minus_w, beta2, one_minus_beta2,
-         bias_correction2_sqrt, eps, neg_step_size):
-    """One Adam/AdamW step over flat arrays. ``decay`` = 1 - lr*wd (AdamW) or 1;
-    ``weight_decay`` = the L2 coefficient (Adam) or 0; ``w`` = 1 - beta1; ``vmax`` is
-    read only when ``amsgrad``."""
+@njit(cache=True, fastmath=False, error_model="numpy")
+def adam(p, g, m, v, vmax, amsgrad, maximize, h):
+    """One Adam/AdamW step over flat arrays. ``h`` (the arrays' dtype) holds, in order:
+    the L2 coefficient (Adam's weight_decay, or 0), the decay factor (AdamW's
+    1 - lr*weight_decay, or 1), w = 1 - beta1, 1 - w, beta2, 1 - beta2,
+    sqrt(1 - beta2**t), eps and -lr / (1 - beta1**t). ``vmax`` is read only with amsgrad."""
+    weight_decay, decay, w, one_minus_w, beta2, one_minus_beta2 = h[0], h[1], h[2], h[3], h[4], h[5]
+    bias_correction2_sqrt, eps, neg_step_size = h[6], h[7], h[8]
     small_w = w < 0.5
     for i in range(p.size):
         gi = -g[i] if maximize else g[i]
@@ -64,11 +66,12 @@ def adam(p, g, m, v, vmax, amsgrad, maximize, weight_decay, decay, w, one_minus_
         p[i] = pi + neg_step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))
 
 
-@njit(cache=True, fastmath=False)
-def sgd(p, g, buf, use_momentum, first, nesterov, maximize, weight_decay, momentum, one_minus_dampening,
-        neg_lr):
-    """One SGD step over flat arrays. ``buf`` (the momentum buffer) is used only with
+@njit(cache=True, fastmath=False, error_model="numpy")
+def sgd(p, g, buf, use_momentum, first, nesterov, maximize, h):
+    """One SGD step over flat arrays. ``h`` (the arrays' dtype) holds weight_decay,
+    momentum, 1 - dampening and -lr. ``buf`` (the momentum buffer) is used only with
     momentum; on the ``first`` step it is set to the gradient, not read."""
+    weight_decay, momentum, one_minus_dampening, neg_lr = h[0], h[1], h[2], h[3]
     for i in range(p.size):
         gi = -g[i] if maximize else g[i]
         pi = p[i]

@@ -11,9 +11,11 @@ Per parameter, at step t, with ``g`` the gradient (negated when maximizing)::
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _array
 from . import _fused
-from .optimizer import Optimizer, _scalar
+from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
@@ -56,6 +58,7 @@ class Adam(Optimizer):
             beta1, beta2 = group["betas"]
             amsgrad, maximize = group["amsgrad"], group["maximize"]
             decoupled = group["decoupled_weight_decay"]
+            fused_scalars = {}
             for p, g, state in self._params_with_grad(group):
                 d = p.data
                 if not state:
@@ -75,12 +78,14 @@ class Adam(Optimizer):
                 step_size = lr / bias_correction1
                 arrays = (d, g, m, v) if vmax is None else (d, g, m, v, vmax)
                 if group["fused"] is not False and _fused.applies(*arrays):
-                    s = lambda x: _scalar(x, d)  # noqa: E731
+                    h = fused_scalars.get((d.dtype, step))
+                    if h is None:  # once per dtype and step value in a group, not per parameter
+                        h = np.array([0 if decoupled else wd, 1 - lr * wd if decoupled else 1, 1 - beta1, 0,
+                                      beta2, 1 - beta2, bias_correction2_sqrt, eps, -step_size], d.dtype)
+                        h[3] = h.dtype.type(1) - h[2]  # 1 - w in the arrays' precision, as torch's lerp
+                        fused_scalars[d.dtype, step] = h
                     _fused.adam(d.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                                (m if vmax is None else vmax).reshape(-1), amsgrad, maximize,
-                                s(0 if decoupled else wd), s(1 - lr * wd if decoupled else 1),
-                                s(1 - beta1), s(1) - s(1 - beta1), s(beta2), s(1 - beta2),
-                                s(bias_correction2_sqrt), s(eps), s(-step_size))
+                                (m if vmax is None else vmax).reshape(-1), amsgrad, maximize, h)
                 else:
                     self._update(d, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, maximize,
                                  bias_correction2_sqrt, step_size)

@@ -55,12 +55,6 @@ def _grad(p):
     return g
 
 
-def _scalar(value, like):
-    """``value`` as a scalar of ``like``'s dtype: float32 arrays are updated in float32
-    arithmetic, as torch does (its CPU kernels take the Python scalars as ``float``)."""
-    return like.dtype.type(value)
-
-
 class Optimizer:
     """Base class: ``Optimizer(params, defaults)``.
 
@@ -78,6 +72,9 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors "
                             f"or dicts, but got {type(params).__module__}.{type(params).__name__}")
+        if isinstance(params, (set, frozenset)):  # torch takes a set here (and refuses one in a group)
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
+                            "ordering of tensors in sets will change between runs. Please use a list instead.")
         self.state: dict = {}
         self.param_groups: list[dict] = []
         self._workspace: dict = {}

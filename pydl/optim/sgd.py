@@ -10,9 +10,11 @@ Per parameter, with ``g`` the gradient (negated when maximizing)::
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _array
 from . import _fused
-from .optimizer import Optimizer, _scalar
+from .optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -43,6 +45,7 @@ class SGD(Optimizer):
         for group in self.param_groups:
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
+            fused_scalars = {}
             for p, g, state in self._params_with_grad(group):
                 d = p.data
                 buf = state.get("momentum_buffer") if momentum != 0 else None
@@ -52,9 +55,11 @@ class SGD(Optimizer):
                     state["momentum_buffer"] = buf
                 arrays = (d, g) if momentum == 0 else (d, g, buf)
                 if group["fused"] is not False and _fused.applies(*arrays):
+                    h = fused_scalars.get(d.dtype)
+                    if h is None:
+                        h = fused_scalars[d.dtype] = np.array([wd, momentum, 1 - dampening, -lr], d.dtype)
                     _fused.sgd(d.reshape(-1), g.reshape(-1), (d if buf is None else buf).reshape(-1),
-                               momentum != 0, first, nesterov, maximize, _scalar(wd, d),
-                               _scalar(momentum, d), _scalar(1 - dampening, d), _scalar(-lr, d))
+                               momentum != 0, first, nesterov, maximize, h)
                 else:
                     self._update(d, g, buf, first, lr, momentum, dampening, wd, nesterov, maximize)
         return loss
