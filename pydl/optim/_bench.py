@@ -1,17 +1,20 @@
 """Cost of one optimizer ``step()``: pydl (fused and reference paths) against torch.optim.
 
-    python -m pydl.optim._bench [--repeats 30] [--opt adam sgd adamw] [--sizes mlp 10m]
+    python -m pydl.optim._bench [--repeats 30] [--opt adam sgd adamw] [--sizes mlp 10m] [--torch-threads N]
 
 Both libraries update the same float32 parameters (copies of one seeded draw)
 with the same gradients, set once; each ``step()`` is timed alone with
 ``perf_counter`` after warm-up steps (Numba compilation outside the clock), and
 the median and the lower quartile are printed in milliseconds. The runs
 alternate between libraries inside one process so that a neighbour's load
-hits both alike. Needs torch (the reference).
+hits both alike; the load average is printed before and after (on a shared
+machine, torch's two threads suffer most from a busy neighbour). pydl's fused
+loops run on one thread. Needs torch (the reference).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -91,14 +94,19 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--opt", nargs="+", default=["adam", "sgd"], choices=["adam", "adamw", "sgd"])
     ap.add_argument("--sizes", nargs="+", default=["mlp", "10m"], choices=list(SIZES))
+    ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     a = ap.parse_args(argv)
     import torch
 
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}")
+    if a.torch_threads:
+        torch.set_num_threads(a.torch_threads)
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}  "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'params':>10} {'optimizer':<14} {'variant':<16} {'median ms':>10} {'p25 ms':>8}")
     for size, n, opt_name, label, med, p25 in run(a.opt, a.sizes, a.repeats):
         name = opt_name + (" (m=0.9)" if opt_name == "sgd" else "")
         print(f"{n:>10,} {name:<14} {label:<16} {med:>10.3f} {p25:>8.3f}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

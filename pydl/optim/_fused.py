@@ -2,7 +2,8 @@
 
 What it computes: the same update as the array-module reference in
 ``adam.py`` / ``sgd.py`` (torch's formulas), element by element, on flat
-contiguous float32/float64 NumPy arrays, in the arrays' precision (every
+contiguous float32/float64 NumPy arrays (``Optimizer._fusable`` decides; this
+module, and Numba with it, is imported at the first fused step), in the arrays' precision (every
 scalar arrives already cast to their dtype, as torch's CPU kernels take them).
 
 Why: the reference makes ~12 passes over memory per Adam parameter (each
@@ -21,20 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["applies", "adam", "sgd"]
-
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def applies(*arrays) -> bool:
-    """True when every array is a C-contiguous NumPy array of one float32/float64 dtype."""
-    dt = arrays[0].dtype
-    if dt not in _DTYPES:
-        return False
-    for a in arrays:
-        if type(a) is not np.ndarray or a.dtype != dt or not a.flags.c_contiguous:
-            return False
-    return True
+__all__ = ["adam", "sgd"]
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")

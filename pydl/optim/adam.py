@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _array
-from . import _fused
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _fusable, _kernels
 
 __all__ = ["Adam", "AdamW"]
 
@@ -77,14 +76,14 @@ class Adam(Optimizer):
                 bias_correction2_sqrt = (1 - beta2**step) ** 0.5
                 step_size = lr / bias_correction1
                 arrays = (d, g, m, v) if vmax is None else (d, g, m, v, vmax)
-                if group["fused"] is not False and _fused.applies(*arrays):
+                if group["fused"] is not False and _fusable(*arrays):
                     h = fused_scalars.get((d.dtype, step))
                     if h is None:  # once per dtype and step value in a group, not per parameter
                         h = np.array([0 if decoupled else wd, 1 - lr * wd if decoupled else 1, 1 - beta1, 0,
                                       beta2, 1 - beta2, bias_correction2_sqrt, eps, -step_size], d.dtype)
                         h[3] = h.dtype.type(1) - h[2]  # 1 - w in the arrays' precision, as torch's lerp
                         fused_scalars[d.dtype, step] = h
-                    _fused.adam(d.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                    _kernels().adam(d.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                                 (m if vmax is None else vmax).reshape(-1), amsgrad, maximize, h)
                 else:
                     self._update(d, g, m, v, vmax, lr, beta1, beta2, eps, wd, decoupled, maximize,

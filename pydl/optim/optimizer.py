@@ -47,6 +47,25 @@ class _Required:
 required = _Required()
 
 
+_FUSABLE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fusable(*arrays) -> bool:
+    """True when every array is a C-contiguous NumPy array of one float32/float64 dtype:
+    what the fused Numba loops take."""
+    dt = arrays[0].dtype
+    if dt not in _FUSABLE:
+        return False
+    return all(type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays)
+
+
+def _kernels():
+    """The fused Numba loops (``pydl.optim._fused``), imported at the first fused step."""
+    from . import _fused
+
+    return _fused
+
+
 def _grad(p):
     """The gradient array of ``p`` (None when it has none)."""
     g = p.grad

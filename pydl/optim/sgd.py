@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _array
-from . import _fused
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _fusable, _kernels
 
 __all__ = ["SGD"]
 
@@ -54,11 +53,11 @@ class SGD(Optimizer):
                     buf = _array.module(d).empty_like(d)
                     state["momentum_buffer"] = buf
                 arrays = (d, g) if momentum == 0 else (d, g, buf)
-                if group["fused"] is not False and _fused.applies(*arrays):
+                if group["fused"] is not False and _fusable(*arrays):
                     h = fused_scalars.get(d.dtype)
                     if h is None:
                         h = fused_scalars[d.dtype] = np.array([wd, momentum, 1 - dampening, -lr], d.dtype)
-                    _fused.sgd(d.reshape(-1), g.reshape(-1), (d if buf is None else buf).reshape(-1),
+                    _kernels().sgd(d.reshape(-1), g.reshape(-1), (d if buf is None else buf).reshape(-1),
                                momentum != 0, first, nesterov, maximize, h)
                 else:
                     self._update(d, g, buf, first, lr, momentum, dampening, wd, nesterov, maximize)
