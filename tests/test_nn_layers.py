@@ -524,7 +524,7 @@ BOTH_RAISE = [  # the same call fails in torch and pydl, with the same exception
     ("GroupNorm", lambda nn: nn.GroupNorm(4, 6), ValueError, r"num_channels \(6\) must be divisible by num_groups \(4\)"),
     ("Dropout p>1", lambda nn: nn.Dropout(1.5), ValueError, "dropout probability has to be between 0 and 1"),
     ("Dropout p<0", lambda nn: nn.Dropout(-0.1), ValueError, "dropout probability has to be between 0 and 1"),
-    ("Unflatten int", lambda nn: nn.Unflatten(1, 6), TypeError, "unflattened_size must be tuple of ints"),
+    ("Unflatten int", lambda nn: nn.Unflatten(1, 6), TypeError, "unflattened_size must be a tuple of ints"),
     ("Unflatten float", lambda nn: nn.Unflatten(1, (2, 3.0)), TypeError, "unflattened_size must be tuple of ints"),
 ]
 
@@ -580,6 +580,28 @@ def test_bad_inputs_like_torch(make, shape, match):
         make(tnn)(torch.from_numpy(x))
     with pytest.raises(ValueError, match=match):
         make(pnn)(pydl.tensor(x))
+
+
+def test_dtype_mismatch_raises():
+    with pytest.raises(TypeError, match="dtype"):
+        pnn.Linear(3, 2)(pydl.randn(2, 3, dtype=np.float64))
+
+
+def test_embedding_from_pretrained():
+    """The table used as given (no init, the padding row kept), frozen by default, as torch."""
+    w = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    idx = np.array([[1, 5], [0, 1]])
+    e = pnn.Embedding.from_pretrained(pydl.tensor(w), padding_idx=1)
+    te = tnn.Embedding.from_pretrained(torch.from_numpy(w), padding_idx=1)
+    assert not e.weight.requires_grad and repr(e) == repr(te)
+    np.testing.assert_array_equal(e(pydl.tensor(idx)).data, te(torch.from_numpy(idx)).detach().numpy())
+    e = pnn.Embedding.from_pretrained(w, freeze=False, padding_idx=1)
+    te = tnn.Embedding.from_pretrained(torch.from_numpy(w), freeze=False, padding_idx=1)
+    e(idx).sum().backward()
+    te(torch.from_numpy(idx)).sum().backward()
+    np.testing.assert_array_equal(e.weight.grad, te.weight.grad.numpy())
+    with pytest.raises(ValueError, match="2-dimensional"):
+        pnn.Embedding.from_pretrained(w[0])
 
 
 def test_reduction_legacy_arguments():

@@ -79,7 +79,7 @@ class Unflatten(Module):
             raise NotImplementedError("Unflatten: named dimensions (a str dim) are not supported; pass an int")
         self.dim = integer("dim", dim)
         if not isinstance(unflattened_size, (tuple, list)):
-            raise TypeError(f"unflattened_size must be tuple of ints, but found type "
+            raise TypeError(f"unflattened_size must be a tuple of ints, but found type "
                             f"{type(unflattened_size).__name__}")
         for i, s in enumerate(unflattened_size):
             if not isinstance(s, numbers.Integral) or isinstance(s, bool):

@@ -56,9 +56,9 @@ class _NormBase(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean.data.fill(0)
-            self.running_var.data.fill(1)
-            self.num_batches_tracked.data.fill(0)
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
 
     def reset_parameters(self):
         self.reset_running_stats()
@@ -89,7 +89,7 @@ class _BatchNorm(_NormBase):
                            self.running_var if use_buffers else None, self.weight, self.bias,
                            bn_training, factor, self.eps)
         if counting:  # after the op: a rejected input counts no batch
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked.add_(1)
         return out
 
 

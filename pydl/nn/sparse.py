@@ -1,7 +1,7 @@
 """Embedding: torch 2.13's, on pydl's ``embedding`` op (dense gradients)."""
 from __future__ import annotations
 
-from ..autograd import Tensor
+from ..autograd import Tensor, no_grad
 from . import functional as F
 from . import init
 from ._factory import empty_param, integer, place
@@ -61,7 +61,8 @@ class Embedding(Module):
 
     def _fill_padding_idx_with_zero(self):
         if self.padding_idx is not None:
-            self.weight.data[self.padding_idx] = 0
+            with no_grad():
+                self.weight[self.padding_idx] = 0
 
     def forward(self, input):
         return F.embedding(input, self.weight, self.padding_idx)
