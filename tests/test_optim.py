@@ -308,6 +308,10 @@ def test_state_dict_converts_to_and_from_torch(name, kw):
     opt = getattr(optim, name)(mine, **kw)
     opt.load_state_dict(_from_torch(tsd))
     assert set(opt.state_dict()["state"][0]) == set(tsd["state"][0])
+    direct = getattr(optim, name)([Parameter(p.data.copy()) for p in mine], **kw)
+    direct.load_state_dict(tsd)  # CPU tensors are taken as they are (through np.asarray)
+    for a, b in zip(direct.state_dict()["state"].values(), opt.state_dict()["state"].values()):
+        assert all(np.array_equal(a[k], b[k]) and type(a[k]) is type(b[k]) for k in b)
     for _ in range(5):
         _set_grads(mine, theirs)
         opt.step()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import functools
 import numbers
+from collections import defaultdict
 
 import numpy as np
 
@@ -94,7 +95,7 @@ class Optimizer:
         if isinstance(params, (set, frozenset)):  # torch takes a set here (and refuses one in a group)
             raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
                             "ordering of tensors in sets will change between runs. Please use a list instead.")
-        self.state: dict = {}
+        self.state: defaultdict = defaultdict(dict)  # parameter -> its buffers, as torch's
         self.param_groups: list[dict] = []
         self._workspace: dict = {}
         groups = list(params)
@@ -258,7 +259,7 @@ class Optimizer:
         id_map = {}
         for g, sg in zip(groups, saved_groups):
             id_map.update(zip(sg["params"], g["params"]))
-        state = {}
+        state = defaultdict(dict)
         for k, values in state_dict["state"].items():
             if k not in id_map:
                 raise ValueError(f"loaded state dict has state for parameter {k!r}, which is in none of its "
