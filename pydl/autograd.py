@@ -120,13 +120,15 @@ class Node:
     output nothing depended on.
     """
 
-    __slots__ = ("backward", "parents", "n_out", "name")
+    __slots__ = ("backward", "parents", "n_out", "name", "owned")
 
-    def __init__(self, backward, parents, n_out=1, name=""):
+    def __init__(self, backward, parents, n_out=1, name="", owned=False):
         self.backward = backward
         self.parents = parents
         self.n_out = n_out
         self.name = name
+        #: the backward returns arrays nobody else holds (a registry op's backward)
+        self.owned = owned
 
     def __repr__(self):
         return f"<Node {self.name or self.backward.__name__}>"
@@ -218,17 +220,28 @@ def _toposort(root: "Node"):
     return order[::-1]  # root first
 
 
-def _accumulate(t: "Tensor", g):
-    """Add ``g`` into leaf ``t.grad``; the stored gradient is owned by ``t`` (never an
-    alias of another tensor's, so in-place clipping or scaling is safe)."""
+def _accumulate(t: "Tensor", g, owned: bool):
+    """Add ``g`` into leaf ``t.grad``. The stored gradient belongs to ``t`` alone (in-place
+    clipping or scaling of one gradient must not touch another's): a gradient ``owned``
+    by this call (a fresh array from an op's backward) is kept as it is, any other copied."""
     if g.dtype != t.data.dtype:
-        g = g.astype(t.data.dtype)
+        g, owned = g.astype(t.data.dtype), True
     if t.grad is None:
         if tuple(g.shape) != tuple(t.data.shape):
-            g = _array.module(g).broadcast_to(g, t.data.shape)
-        t.grad = g.copy()
+            g, owned = _array.module(g).broadcast_to(g, t.data.shape), False
+        t.grad = g if owned else g.copy()
     else:
         t.grad += g
+
+
+def _distinct(g, upstream, siblings) -> bool:
+    n = 0
+    for u in upstream:
+        if u is g:
+            return False
+    for s in siblings:
+        n += s is g
+    return n == 1
 
 
 def backward(t: "Tensor", grad=None, retain_graph: bool = False):
@@ -242,7 +255,7 @@ def backward(t: "Tensor", grad=None, retain_graph: bool = False):
         grad = _array.module(t.data).ones(t.shape, dtype=t.data.dtype)
     grad = _as_grad(grad, t)
     if t._node is None:  # a leaf
-        _accumulate(t, grad)
+        _accumulate(t, grad, False)
         return
     order = _toposort(t._node)
     grads: dict[int, list] = {id(t._node): [None] * t._node.n_out}
@@ -262,7 +275,9 @@ def backward(t: "Tensor", grad=None, retain_graph: bool = False):
             if p is None or g is None:
                 continue
             if p._node is None:
-                _accumulate(p, g)
+                # an op's backward returns new arrays; anything else may alias the upstream
+                # gradient or another input's gradient
+                _accumulate(p, g, node.owned and g.base is None and _distinct(g, gs, in_grads))
             else:
                 slot = grads.setdefault(id(p._node), [None] * p._node.n_out)
                 old = slot[p._idx]
@@ -1217,7 +1232,7 @@ def op_function(name: str):
                 def bw(g):
                     return spec.call_backward(g, a, saved, bk, needs=needs)
 
-                node = Node(bw, tuple(parents), spec.outputs, name)
+                node = Node(bw, tuple(parents), spec.outputs, name, True)
         if spec.outputs == 1:
             t = _wrap(out)
             if node is not None:
