@@ -418,6 +418,15 @@ def test_mha_dropout_train_and_eval():
     pydl.manual_seed(3)
     out3, _ = pm(x, x, x, average_attn_weights=False)
     np.testing.assert_array_equal(out3.numpy(), out1.numpy())  # pydl.manual_seed repeats the masks
+    # is_causal alone is the causal mask on the dropout path too: the first query sees only key 0
+    later = pydl.Tensor(np.concatenate([x.numpy()[:, :1], 5 + x.numpy()[:, 1:]], axis=1))
+    for need_weights in (False, True):
+        pydl.manual_seed(4)
+        a, _ = pm(x, x, x, need_weights=need_weights, is_causal=True)
+        pydl.manual_seed(4)
+        b, _ = pm(x, later, later, need_weights=need_weights, is_causal=True)
+        np.testing.assert_array_equal(a.numpy()[:, 0], b.numpy()[:, 0])
+        assert not np.allclose(a.numpy()[:, 1:], b.numpy()[:, 1:])
 
 
 # -- TransformerEncoderLayer and TransformerEncoder -------------------------------------------------

@@ -190,15 +190,16 @@ class MultiheadAttention(Module):
             warnings.warn("Support for mismatched key_padding_mask and attn_mask is deprecated. "
                           "Use same type for both instead.", stacklevel=3)
         is_causal = _bool("is_causal", is_causal)
+        p = float(self.dropout) if self.training else 0.0
+        explicit = need_weights or p > 0
         # torch: is_causal is a hint that attn_mask is causal; the fused paths then drop the mask
-        causal_flag = is_causal and key_padding_mask is None and not need_weights
+        causal_flag = is_causal and key_padding_mask is None and not explicit
         if is_causal and attn_mask is None and not causal_flag:
             xp = _array.module(q.data)
             attn_mask = xp.triu(xp.ones((L, S), bool), 1)
-        p = float(self.dropout) if self.training else 0.0
 
         weights = None
-        if need_weights or p > 0:
+        if explicit:
             out, weights = self._explicit(q, k, v, _merge_masks(attn_mask, key_padding_mask, B, nh, L, S), p,
                                           average_attn_weights)
             if not need_weights:
