@@ -554,8 +554,10 @@ def test_dropout_p1_and_p0():
 # -- bad arguments --------------------------------------------------------------------------------
 
 BOTH_RAISE = [  # the same call fails in torch and pydl, with the same exception class
-    ("Conv2d in%groups", lambda nn: nn.Conv2d(4, 6, 3, groups=3), ValueError, "in_channels must be divisible by groups"),
-    ("Conv2d out%groups", lambda nn: nn.Conv2d(3, 4, 3, groups=3), ValueError, "out_channels must be divisible by groups"),
+    ("Conv2d in%groups", lambda nn: nn.Conv2d(4, 6, 3, groups=3), ValueError,
+     "in_channels must be divisible by groups"),
+    ("Conv2d out%groups", lambda nn: nn.Conv2d(3, 4, 3, groups=3), ValueError,
+     "out_channels must be divisible by groups"),
     ("Conv2d groups=0", lambda nn: nn.Conv2d(3, 3, 3, groups=0), ValueError, "groups must be a positive integer"),
     ("Conv2d padding str", lambda nn: nn.Conv2d(3, 3, 3, padding="full"), ValueError, "Invalid padding string"),
     ("Conv2d same strided", lambda nn: nn.Conv2d(3, 3, 3, stride=2, padding="same"), ValueError,
@@ -564,7 +566,8 @@ BOTH_RAISE = [  # the same call fails in torch and pydl, with the same exception
      "padding_mode must be one of"),
     ("Conv2d kernel float", lambda nn: nn.Conv2d(3, 3, 2.5), TypeError, "kernel_size"),
     ("Linear float", lambda nn: nn.Linear(3.5, 2), TypeError, "in_features"),
-    ("GroupNorm", lambda nn: nn.GroupNorm(4, 6), ValueError, r"num_channels \(6\) must be divisible by num_groups \(4\)"),
+    ("GroupNorm", lambda nn: nn.GroupNorm(4, 6), ValueError,
+     r"num_channels \(6\) must be divisible by num_groups \(4\)"),
     ("Dropout p>1", lambda nn: nn.Dropout(1.5), ValueError, "dropout probability has to be between 0 and 1"),
     ("Dropout p<0", lambda nn: nn.Dropout(-0.1), ValueError, "dropout probability has to be between 0 and 1"),
     ("Unflatten int", lambda nn: nn.Unflatten(1, 6), TypeError, "unflattened_size must be a tuple of ints"),
@@ -625,6 +628,16 @@ def test_bad_inputs_like_torch(make, shape, match):
         make(pnn)(pydl.tensor(x))
 
 
+@pytest.mark.parametrize("make,shape", [(lambda nn: nn.Flatten(), (5,)), (lambda nn: nn.Flatten(0, 4), (2, 3)),
+                                        (lambda nn: nn.Unflatten(2, (2, 3)), (2, 6))])
+def test_flatten_dim_out_of_range(make, shape):
+    x = np.ones(shape, np.float32)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        make(tnn)(torch.from_numpy(x))
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        make(pnn)(pydl.tensor(x))
+
+
 def test_dtype_mismatch_raises():
     with pytest.raises(TypeError, match="dtype"):
         pnn.Linear(3, 2)(pydl.randn(2, 3, dtype=np.float64))
@@ -667,10 +680,6 @@ def test_softmax_implicit_dim(cls, shape):
         warnings.simplefilter("ignore")
         ref = getattr(tnn, cls)()(torch.from_numpy(x))
     assert_close("output", y.data, ref, 2e-6)
-
-
-REPR_DIFFERS = {  # torch's own quirks pydl does not copy
-}
 
 
 @pytest.mark.parametrize("twin", TWINS, ids=[t.id for t in TWINS])

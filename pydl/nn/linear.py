@@ -55,6 +55,15 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _dim(d: int, ndim: int) -> int:
+    """``d`` in [-ndim, ndim) as a non-negative dim, or torch's IndexError (a 0-d tensor
+    counts as 1-D). Tensor.flatten/unflatten wrap an out-of-range dim silently."""
+    n = max(ndim, 1)
+    if not -n <= d < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    return d % n
+
+
 class Flatten(Module):
     """Flatten dims ``start_dim`` .. ``end_dim`` into one (a reshape: no copy)."""
 
@@ -64,7 +73,7 @@ class Flatten(Module):
         self.end_dim = integer("end_dim", end_dim)
 
     def forward(self, input):
-        return input.flatten(self.start_dim, self.end_dim)
+        return input.flatten(_dim(self.start_dim, input.ndim), _dim(self.end_dim, input.ndim))
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -89,7 +98,7 @@ class Unflatten(Module):
 
     def forward(self, input):
         sizes = tuple(int(s) for s in self.unflattened_size)
-        d = self.dim % input.ndim
+        d = _dim(self.dim, input.ndim)
         known = math.prod(s for s in sizes if s != -1)
         if sizes.count(-1) > 1 or (-1 not in sizes and known != input.shape[d]) \
                 or (-1 in sizes and (known == 0 or input.shape[d] % known)):
