@@ -27,7 +27,8 @@
 // smallk: dW^T (taps x Kg) by the smallk tiles with rows = taps and depth = pixels (B = dy^T of
 // one image); dx at stride 1 with Cg >= 32 as a convolution of dy with the flipped, transposed
 // weights through the smallk forward (smallk_dx), else by the 1x1 or im2col path's W^T @ dy
-// (+ col2im) without their dW GEMM.
+// (+ col2im) without their dW GEMM. Any of dx, dW and db may be skipped (a null pointer: the
+// Python adapter's `needs`, e.g. no dx for a network's first layer); the others cost the same.
 //
 // Napkin math (Zen 5, 2 cores, ~460 GFLOP/s fp32 peak, 29 GB/s): ResNet N32 C64 56x56 K64 3x3 is
 // 7.4 GFLOP -> 16 ms at peak; its im2col writes 9x the input (231 MB for the batch if it were
@@ -867,7 +868,7 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
   const int nt = num_threads();
   // dx: per (n, c) plane, scatter of every filter tap of the group's outputs
 #pragma omp parallel for schedule(static) num_threads(nt)
-  for (i64 p = 0; p < q.n * q.c; ++p) {
+  for (i64 p = 0; p < (dx ? q.n * q.c : 0); ++p) {
     const i64 n = p / q.c, c = p % q.c, g = c / q.cg(), cl = c % q.cg();
     T* d = dx + p * hw;
     std::fill(d, d + hw, T(0));
@@ -900,7 +901,7 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
   // so one image's two planes stay in L1 across the R*S taps
   const i64 taps = q.r * q.s;
 #pragma omp parallel for schedule(static) num_threads(nt)
-  for (i64 f = 0; f < q.k * q.cg(); ++f) {
+  for (i64 f = 0; f < (dwt ? q.k * q.cg() : 0); ++f) {
     const i64 k = f / q.cg(), cl = f % q.cg(), c = (k / q.kg()) * q.cg() + cl;
     T* acc = dwt + f * taps;
     std::fill(acc, acc + taps, T(0));
@@ -931,7 +932,8 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
   }
 }
 
-// One image, one group: dW_g += dy_g @ cols_g^T and dx_g += col2im(W_g^T @ dy_g), by row tiles.
+// One image, one group: dW_g += dy_g @ cols_g^T (with_dw) and dx_g += col2im(W_g^T @ dy_g) (dxg
+// not null), by row tiles.
 template <class T>
 void backward_group(const Geom& q, int path, const T* gy, const T* xg, const T* wg, T* dxg, T* dwg,
                     std::vector<T>& buf, std::vector<T>& dbuf, int nt, bool with_dw) {
@@ -941,12 +943,12 @@ void backward_group(const Geom& q, int path, const T* gy, const T* xg, const T* 
   const gemm::View<T> wT{wg, 1, K};  // W_g^T (K x M)
   if (path == kGemm1x1) {
     if (with_dw) gemm::gemm<T>(M, K, L, gemm::View<T>{gy, L, 1}, gemm::View<T>{xg, 1, L}, dwg, K, acc, nt);
-    gemm::gemm<T>(K, L, M, wT, gemm::View<T>{gy, L, 1}, dxg, L, {}, nt);
+    if (dxg) gemm::gemm<T>(K, L, M, wT, gemm::View<T>{gy, L, 1}, dxg, L, {}, nt);
     return;
   }
   const i64 rows = tile_rows<T>(q);
   if (with_dw) buf.resize(static_cast<size_t>(K * rows * q.ow));
-  dbuf.resize(static_cast<size_t>(K * rows * q.ow));
+  if (dxg) dbuf.resize(static_cast<size_t>(K * rows * q.ow));
   for (i64 oh0 = 0; oh0 < q.oh; oh0 += rows) {
     const i64 oh1 = std::min(q.oh, oh0 + rows), tl = (oh1 - oh0) * q.ow;
     const gemm::View<T> gt{gy + oh0 * q.ow, L, 1};  // dy_g columns of the tile (M x tl)
@@ -954,8 +956,10 @@ void backward_group(const Geom& q, int path, const T* gy, const T* xg, const T* 
       im2col_rows(q, xg, q.cg(), oh0, oh1, buf.data(), tl);
       gemm::gemm<T>(M, K, tl, gt, gemm::View<T>{buf.data(), 1, tl}, dwg, K, acc, nt);
     }
-    gemm::gemm<T>(K, tl, M, wT, gt, dbuf.data(), tl, {}, nt);
-    col2im_rows(q, dbuf.data(), tl, q.cg(), oh0, oh1, dxg);
+    if (dxg) {
+      gemm::gemm<T>(K, tl, M, wT, gt, dbuf.data(), tl, {}, nt);
+      col2im_rows(q, dbuf.data(), tl, q.cg(), oh0, oh1, dxg);
+    }
   }
 }
 
@@ -977,24 +981,27 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
     }
   }
   if (q.n == 0) {
-    std::fill(dwt, dwt + wsize, T(0));
+    if (dwt) std::fill(dwt, dwt + wsize, T(0));
     return;
   }
   if (path == kDirect) return direct_backward(q, dy, x, wt, dx, dwt);
   // smallk: dW by its own tiles; dx by the smallk forward as a transposed convolution (stride 1),
   // else by the GEMM of the 1x1 or im2col path without their dW
-  const bool with_dw = path != kSmallK;
-  if (!with_dw) {
-    smallk_dw(q, dy, x, dwt);
-    if (smallk_dx(q, dy, wt, dx)) return;
+  bool with_dw = dwt != nullptr;
+  if (path == kSmallK) {
+    if (dwt) smallk_dw(q, dy, x, dwt);
+    if (!dx || smallk_dx(q, dy, wt, dx)) return;
+    with_dw = false;
     path = q.is1x1() ? kGemm1x1 : kIm2col;
   }
-  if (path != kGemm1x1) std::fill(dx, dx + q.n * q.c * q.h * q.w, T(0));
+  if (!dx && !with_dw) return;
+  if (dx && path != kGemm1x1) std::fill(dx, dx + q.n * q.c * q.h * q.w, T(0));
   auto image = [&](i64 n, T* dw_acc, std::vector<T>& buf, std::vector<T>& dbuf, int nt) {
     for (i64 g = 0; g < q.g; ++g) {
       const i64 xo = (n * q.c + g * q.cg()) * q.h * q.w;
       backward_group(q, path, dy + (n * q.k + g * q.kg()) * L, x + xo, wt + g * q.kg() * q.crs(),
-                     dx + xo, dw_acc ? dw_acc + g * q.kg() * q.crs() : nullptr, buf, dbuf, nt, with_dw);
+                     dx ? dx + xo : nullptr, dw_acc ? dw_acc + g * q.kg() * q.crs() : nullptr, buf, dbuf, nt,
+                     with_dw);
     }
   };
   if (over_images(q) && !with_dw) {
@@ -1125,18 +1132,25 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           return chosen;
         });
   m.def(("conv_conv2d_backward_" + sfx).c_str(),
-        [](A dy, A x, A wt, A dx, A dwt, py::object db, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 g,
-           int path) {
+        [](A dy, A x, A wt, py::object dx, py::object dwt, py::object db, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh,
+           i64 dw, i64 g, int path) {
           PYDL_CHECK(x.ndim() == 4 && wt.ndim() == 4, "x, weight: expected 4 dimensions");
           const Geom q = geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), wt.shape(0), wt.shape(2),
                               wt.shape(3), sh, sw, ph, pw, dh, dw, g);
           const T* gp = in_ptr(dy, "grad", {q.n, q.k, q.oh, q.ow});
           const T* xp = in_ptr(x, "x", {q.n, q.c, q.h, q.w});
           const T* wp = in_ptr(wt, "weight", {q.k, q.cg(), q.r, q.s});
-          T* dxp = out_ptr(dx, "dx", {q.n, q.c, q.h, q.w});
-          T* dwp = out_ptr(dwt, "dweight", {q.k, q.cg(), q.r, q.s});
-          T* dbp = nullptr;
-          A dba;
+          // dx, dweight, dbias: None skips that gradient
+          T *dxp = nullptr, *dwp = nullptr, *dbp = nullptr;
+          A dxa, dwa, dba;
+          if (!dx.is_none()) {
+            dxa = dx.cast<A>();
+            dxp = out_ptr(dxa, "dx", {q.n, q.c, q.h, q.w});
+          }
+          if (!dwt.is_none()) {
+            dwa = dwt.cast<A>();
+            dwp = out_ptr(dwa, "dweight", {q.k, q.cg(), q.r, q.s});
+          }
           if (!db.is_none()) {
             dba = db.cast<A>();
             dbp = out_ptr(dba, "dbias", {q.k});

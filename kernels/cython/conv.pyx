@@ -301,8 +301,9 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                                 Py_ssize_t groups, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                                 Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                                 Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """conv_direct_image's backward for one image: dx (overwritten) gets w * dy scattered
-    back per tap (a transposed convolution); dwp (k x crs) += dot(dy row, the tap's x row)."""
+    """conv_direct_image's backward for one image: dx (overwritten; NULL: not wanted) gets
+    w * dy scattered back per tap (a transposed convolution); dwp (k x crs) += dot(dy row,
+    the tap's x row)."""
     cdef Py_ssize_t cg = c // groups, kg = k // groups, L = oh * ow, crs = cg * kh * kw
     cdef Py_ssize_t kk, ci, r, s, o, j, ih, off, lo, hi, g, q
     cdef const floating* d
@@ -311,8 +312,10 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
     cdef floating wv, acc
     cdef floating lanes[8]
     cdef Py_ssize_t l
-    for j in range(c * h * wd):
-        dx[j] = 0
+    cdef bint with_dx = dx != NULL
+    if with_dx:
+        for j in range(c * h * wd):
+            dx[j] = 0
     for kk in range(k):
         g = kk // kg
         for ci in range(cg):
@@ -330,7 +333,7 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                         if ih < 0 or ih >= h:
                             continue
                         src = x + ((g * cg + ci) * h + ih) * wd + off
-                        dxr = dx + ((g * cg + ci) * h + ih) * wd + off
+                        dxr = dx + ((g * cg + ci) * h + ih) * wd + off if with_dx else NULL
                         d = gy + kk * L + o * ow
                         if sw == 1:
                             # the dot product in 8 lanes (one vector; GCC does not reassociate
@@ -343,12 +346,15 @@ cdef void conv_direct_bwd_image(const floating* x, const floating* w, const floa
                             while j < hi:
                                 acc = acc + d[j] * src[j]
                                 j = j + 1
-                            for j in range(lo, hi):
-                                dxr[j] = dxr[j] + wv * d[j]
+                            if with_dx:
+                                for j in range(lo, hi):
+                                    dxr[j] = dxr[j] + wv * d[j]
                         else:
                             for j in range(lo, hi):
                                 acc = acc + d[j] * src[j * sw]
-                                dxr[j * sw] = dxr[j * sw] + wv * d[j]
+                            if with_dx:
+                                for j in range(lo, hi):
+                                    dxr[j * sw] = dxr[j * sw] + wv * d[j]
                     for l in range(8):
                         acc = acc + lanes[l]
                     dwp[kk * crs + q] += acc
@@ -361,7 +367,8 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                         Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, bint one, Py_ssize_t trows,
                         int nthreads, const floating* apt, floating* apg, floating* sbuf) noexcept nogil:
     """For one image, in tiles of trows output rows: dwp (k x crs) += gy @ im2col(x)^T per
-    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow). nthreads == 1: both GEMMs
+    group; dx = col2im(W^T @ gy) (cbuf, dbuf: crs x trows*ow; dx NULL: not wanted, no W^T GEMM
+    nor col2im). nthreads == 1: both GEMMs
     on gm_gemm_serial_pa: W_g^T packed once per call (apt, group g at
     apt + g*ceil(crs/GM_MR)*GM_MR*kg), the dy tile packed per tile into apg
     (ceil(kg/GM_MR)*GM_MR*trows*ow), B slivers in sbuf (max(crs, trows*ow, kg)*GM_NR: each
@@ -375,7 +382,8 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
     if kg <= GM_SMALL_M and not one:
         conv_direct_bwd_image(x, w, gy, dx, dwp, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
-    if not one:
+    cdef bint with_dx = dx != NULL
+    if with_dx and not one:
         for j in range(c * h * wd):
             dx[j] = 0
     o0 = 0
@@ -385,7 +393,7 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
         for g in range(groups):
             if one:  # x and dx rows are the columns (row stride L)
                 cols = x + g * cg * L + o0 * ow
-                dcols = dx + g * cg * L + o0 * ow
+                dcols = dx + g * cg * L + o0 * ow if with_dx else NULL
                 ldd = L
             else:
                 for ci in range(cg):
@@ -397,8 +405,9 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
             if nthreads == 1:
                 gm_pack_a_all(kg, T, gy + g * kg * L + o0 * ow, L, 1, apg)
                 gm_gemm_serial_pa(kg, crs, T, apg, cols, 1, ldd, dwp + g * kg * crs, crs, True, sbuf)
-                gm_gemm_serial_pa(crs, T, kg, apt + g * apts, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
-                                  False, sbuf)
+                if with_dx:
+                    gm_gemm_serial_pa(crs, T, kg, apt + g * apts, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
+                                      False, sbuf)
             else:
                 # dW_g (kg x crs) += dy_g tile (kg x T, row stride L) @ cols^T (T x crs: strides 1, ldd)
                 rc = gm_gemm(kg, crs, T, gy + g * kg * L + o0 * ow, L, 1, cols, 1, ldd, dwp + g * kg * crs, crs,
@@ -406,11 +415,12 @@ cdef int conv_bwd_image(const floating* x, const floating* w, const floating* gy
                 if rc != 0:
                     return rc
                 # dcols (crs x T) = W_g^T (crs x kg: strides 1, crs) @ dy_g tile (kg x T)
-                rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols, ldd,
-                             False, NULL, 0, NULL, 0, nthreads)
-                if rc != 0:
-                    return rc
-            if not one:
+                if with_dx:
+                    rc = gm_gemm(crs, T, kg, w + g * kg * crs, 1, crs, gy + g * kg * L + o0 * ow, L, 1, dcols,
+                                 ldd, False, NULL, 0, NULL, 0, nthreads)
+                    if rc != 0:
+                        return rc
+            if with_dx and not one:
                 for ci in range(cg):
                     conv_col2im_plane(dbuf + ci * kh * kw * T, dx + (g * cg + ci) * h * wd,
                                       h, wd, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow, False)
@@ -503,7 +513,8 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, const floating[:, :, ::1] gy,
                   floating[:, :, :, ::1] dx, floating[:, ::1] dw_out, tuple geometry, Py_ssize_t groups):
     """dx (N, C, H, W) and dw_out (K, C/G*R*S) of conv2d (both written in full) from gy
-    (N, K, OH*OW); w as (K, C/G*R*S); all C-contiguous."""
+    (N, K, OH*OW); w as (K, C/G*R*S); all C-contiguous. dx None: dW only (no W^T GEMM nor
+    col2im: the gradient of a network's input that nobody wants)."""
     cdef Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
     kh, kw, sh, sw, ph, pw, dh, dw = geometry
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], k = w.shape[0]
@@ -512,7 +523,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
     cdef int nt = _threads(), rc = 0, t
     cdef bint one = conv_is_1x1(kh, kw, sh, sw, ph, pw)
     if (groups < 1 or c % groups or k % groups or crs != c // groups * kh * kw or oh < 1 or ow < 1
-            or tuple(gy.shape)[:3] != (n, k, L) or tuple(dx.shape)[:4] != (n, c, h, wd)
+            or tuple(gy.shape)[:3] != (n, k, L) or (dx is not None and tuple(dx.shape)[:4] != (n, c, h, wd))
             or tuple(dw_out.shape)[:2] != (k, crs)):
         raise ValueError("conv_backward: inconsistent shapes")
     cdef floating* dwo = &dw_out[0, 0]
@@ -524,7 +535,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef const floating* wp = &w[0, 0]
     cdef const floating* gp = &gy[0, 0, 0]
-    cdef floating* dxp = &dx[0, 0, 0, 0]
+    cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
     cdef Py_ssize_t trows = conv_tile_rows(crs, oh, ow, sizeof(floating))
     cdef Py_ssize_t chw = c * h * wd, kl = k * L, bsz = 1 if one else crs * trows * ow
     if 2 * n * k * L * crs < CONV_SERIAL_FLOPS:
@@ -548,18 +559,20 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, cons
         for q in range(nbuf):
             for j in range(wsz):
                 bufs[q * per + 2 * bsz + j] = 0
-        for q in range(groups):  # W_g^T (crs x kg: strides 1, crs)
+        for q in range(groups if dxp != NULL else 0):  # W_g^T (crs x kg: strides 1, crs), for dx
             gm_pack_a_all(crs, kg, wp + q * kg * crs, 1, crs, apt + q * apts)
         if per_image:
             for i in prange(n, num_threads=nt, schedule="dynamic"):
                 t = threadid()
-                rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + t * per + 2 * bsz,
+                rc += conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw if dxp != NULL else NULL,
+                                     bufs + t * per + 2 * bsz,
                                      bufs + t * per, bufs + t * per + bsz, c, h, wd, k, groups,
                                      kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one, trows, 1, apt,
                                      bufs + t * per + 2 * bsz + wsz, bufs + t * per + 2 * bsz + wsz + apgs) != 0
         else:
             for i in range(n):
-                if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw, bufs + 2 * bsz, bufs,
+                if conv_bwd_image(xp + i * chw, wp, gp + i * kl, dxp + i * chw if dxp != NULL else NULL,
+                                  bufs + 2 * bsz, bufs,
                                   bufs + bsz, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw,
                                   oh, ow, one, trows, nt, apt, bufs + 2 * bsz + wsz,
                                   bufs + 2 * bsz + wsz + apgs) != 0:

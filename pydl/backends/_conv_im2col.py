@@ -10,7 +10,8 @@ go in chunks whose column matrix stays under ``WORKSPACE_BYTES``, so memory
 is bounded whatever the batch; 1x1 / stride 1 / padding 0 convolutions use x
 itself as the column matrix. Backward, per chunk: dW_g += dy_g @ cols_g^T as
 one GEMM over the chunk's images (L*images deep), dcols_g = W_g^T @ dy_g,
-then col2im into dx; db = sum of dy. These chunked drivers are the fallback:
+then col2im into dx; db = sum of dy; ``needs`` (dx, dW, db: three bools, the
+registry's) skips the gradients nobody wants. These chunked drivers are the fallback:
 cython and numba pass their own whole-conv drivers to ``register_backend``
 (per image, row tiles of columns, a serial GEMM into out; dev/conv/jit.md) and
 numba uses these only with fewer images than threads.
@@ -22,6 +23,8 @@ from ..ops.conv import output_hw
 
 #: column-matrix bytes per chunk of images (the backward holds two such buffers)
 WORKSPACE_BYTES = 32 << 20
+#: conv2d_backward's ``needs`` when nobody says: every gradient
+ALL = (True, True, True)
 
 
 def _geometry(x, weight, stride, padding, dilation):
@@ -66,30 +69,35 @@ def forward(im2col, gemm, x, weight, bias, stride, padding, dilation, groups):
     return out
 
 
-def backward(im2col, col2im, gemm, grad, x, weight, bias, stride, padding, dilation, groups):
+def backward(im2col, col2im, gemm, grad, x, weight, bias, stride, padding, dilation, groups, needs=ALL):
+    need_dx, need_dw, need_db = needs
     n, c = x.shape[:2]
     k = weight.shape[0]
     geo, oh, ow = _geometry(x, weight, stride, padding, dilation)
     L, G = oh * ow, groups
     kg, crs = k // G, weight[0].size
-    dx = _array.empty(x.shape, x.dtype)
-    dw = np.zeros((G, kg, crs), weight.dtype)
+    dx = _array.empty(x.shape, x.dtype) if need_dx else None
+    dw = np.zeros((G, kg, crs), weight.dtype) if need_dw else None
     wg = weight.reshape(G, kg, crs)
     one = _is_1x1(weight, stride, padding)
-    for n0, n1 in _chunks(n, G * crs, L, x.itemsize):
+    for n0, n1 in _chunks(n, G * crs, L, x.itemsize) if need_dx or need_dw else ():
         nb = n1 - n0
-        cols = _cols(im2col, x[n0:n1], weight, geo, stride, padding, L).reshape(nb, G, crs, L)
         gy = grad[n0:n1].reshape(nb, G, kg, L)
-        dcols = dx[n0:n1].reshape(nb, G, crs, L) if one else np.empty((nb, G, crs, L), x.dtype)
+        if need_dw:
+            cols = _cols(im2col, x[n0:n1], weight, geo, stride, padding, L).reshape(nb, G, crs, L)
+        if need_dx:
+            dcols = dx[n0:n1].reshape(nb, G, crs, L) if one else np.empty((nb, G, crs, L), x.dtype)
         for g in range(G):
-            a = np.ascontiguousarray(gy[:, g].transpose(1, 0, 2)).reshape(kg, nb * L)
-            b = np.ascontiguousarray(cols[:, g].transpose(0, 2, 1)).reshape(nb * L, crs)
-            dw[g] += gemm(a, b)
-            dcols[:, g] = gemm(np.ascontiguousarray(wg[g].T), np.ascontiguousarray(gy[:, g]))
-        if not one:
+            if need_dw:
+                a = np.ascontiguousarray(gy[:, g].transpose(1, 0, 2)).reshape(kg, nb * L)
+                b = np.ascontiguousarray(cols[:, g].transpose(0, 2, 1)).reshape(nb * L, crs)
+                dw[g] += gemm(a, b)
+            if need_dx:
+                dcols[:, g] = gemm(np.ascontiguousarray(wg[g].T), np.ascontiguousarray(gy[:, g]))
+        if need_dx and not one:
             col2im(dcols.reshape(nb, G * crs, L), dx[n0:n1], geo)
-    db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
-    return dx, dw.reshape(weight.shape), db
+    db = None if bias is None or not need_db else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
+    return dx, None if dw is None else dw.reshape(weight.shape), db
 
 
 def matmul_with(gemm_into):
@@ -107,8 +115,8 @@ def register_backend(backend, im2col_k, col2im_k, gemm, conv_forward=None, conv_
     on its kernels ``im2col_k(x, cols, geo)``, ``col2im_k(cols, x, geo)`` and
     ``gemm(a, b)``; the adapters are the same for every such backend. A backend
     with whole-conv drivers passes them as ``conv_forward`` / ``conv_backward``
-    (same signatures as :func:`forward` / :func:`backward` less the kernels);
-    they replace the chunked drivers here."""
+    (same signatures as :func:`forward` / :func:`backward` less the kernels, the
+    backward's ``needs`` always given); they replace the chunked drivers here."""
     fwd = conv_forward or (lambda *a: forward(im2col_k, gemm, *a))
     bwd = conv_backward or (lambda *a: backward(im2col_k, col2im_k, gemm, *a))
     from .. import registry
@@ -147,5 +155,6 @@ def register_backend(backend, im2col_k, col2im_k, gemm, conv_forward=None, conv_
         return fwd(contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups)
 
     @registry.register("conv2d_backward", backend)
-    def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
-        return bwd(contiguous(grad), contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups)
+    def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None, needs=None):
+        return bwd(contiguous(grad), contiguous(x), contiguous(weight), bias, stride, padding, dilation, groups,
+                   ALL if needs is None else tuple(needs))

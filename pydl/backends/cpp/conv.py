@@ -11,7 +11,9 @@ width-phase-split image, tiles of consecutive pixels of an output row; its backw
 computes dW the same way and dx, at stride 1 with >= 32 channels per group, as a
 transposed convolution through the same forward, else by the im2col/1x1 GEMM) and
 ``cpp:gemm1x1`` (im2col where the convolution is not 1x1/stride 1/pad 0).
-``implicit`` has no backward of its own and uses the im2col tiles.
+``implicit`` has no backward of its own and uses the im2col tiles. The backward takes
+the registry's ``needs``: a gradient nobody wants (dx of a network's first layer) is not
+computed (the kernel gets None for it) and comes back as None.
 """
 from ... import _array, _cpp
 from ...registry import register
@@ -67,11 +69,12 @@ def _conv(path, x, weight, bias, stride, padding, dilation, groups):
     return out
 
 
-def _conv_backward(path, grad, x, weight, bias, stride, padding, dilation, groups):
+def _conv_backward(path, grad, x, weight, bias, stride, padding, dilation, groups, needs=None):
+    need_dx, need_dw, need_db = needs or (True, True, True)
     grad, x, weight = contiguous(grad), contiguous(x), contiguous(weight)
-    dx = _array.empty(x.shape, x.dtype)
-    dw = _array.empty(weight.shape, weight.dtype)
-    db = None if bias is None else _array.empty(bias.shape, bias.dtype)
+    dx = _array.empty(x.shape, x.dtype) if need_dx else None
+    dw = _array.empty(weight.shape, weight.dtype) if need_dw else None
+    db = None if bias is None or not need_db else _array.empty(bias.shape, bias.dtype)
     took = getattr(_cpp, f"conv_conv2d_backward_{SUFFIX[x.dtype]}")(
         grad, x, weight, dx, dw, db, *stride, *padding, *dilation, groups, PATHS.index(path))
     last_path["backward"] = PATHS[took]
@@ -84,8 +87,8 @@ def _register(path, variant=None):
         return _conv(path, x, weight, bias, stride, padding, dilation, groups)
 
     @register("conv2d_backward", "cpp", variant=variant)
-    def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
-        return _conv_backward(path, grad, x, weight, bias, stride, padding, dilation, groups)
+    def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None, needs=None):
+        return _conv_backward(path, grad, x, weight, bias, stride, padding, dilation, groups, needs)
 
 
 _register("auto")

@@ -90,7 +90,9 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
 
 
 @register("conv2d_backward", "cuda")
-def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
+def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None, needs=None):
+    """``needs`` (dx, dW, db: the registry's) skips the GEMMs (and col2im) of gradients nobody wants."""
+    need_dx, need_dw, need_db = needs or (True, True, True)
     cupy = cupy_or_raise()
     n, c = x.shape[:2]
     k = weight.shape[0]
@@ -99,21 +101,23 @@ def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, sa
     w = cupy.ascontiguousarray(weight)
     crs = w.size // k * groups
     kg, crs_g = k // groups, crs // groups
-    db = None if bias is None else g_.sum(axis=(0, 2, 3))
+    db = None if bias is None or not need_db else g_.sum(axis=(0, 2, 3))
     if n == 0:
-        dx = _array.empty(x.shape, x.dtype, like=x)
-        dw = cupy.zeros(weight.shape, weight.dtype)
+        dx = _array.empty(x.shape, x.dtype, like=x) if need_dx else None
+        dw = cupy.zeros(weight.shape, weight.dtype) if need_dw else None
         return dx, dw, db
-    cols = _im2col(x, weight.shape[2:], stride, padding, dilation)      # (N, C*R*S, L)
-    dcols = _array.empty(cols.shape, x.dtype, like=x)
-    dw_n = _array.empty((n, k, crs_g), weight.dtype, like=weight)       # per-image weight gradients
+    cols = _im2col(x, weight.shape[2:], stride, padding, dilation) if need_dw else None  # (N, C*R*S, L)
+    dcols = _array.empty((n, crs, L), x.dtype, like=x) if need_dx else None
+    dw_n = _array.empty((n, k, crs_g), weight.dtype, like=weight) if need_dw else None  # per-image dW
     for gi in range(groups):
-        # dcols[n, g] = w[g]^T @ grad[n, g]        (w[g] stored (K/G, C/G*R*S): transposed read)
-        gemm(w, g_, dcols, crs_g, L, kg, ta=True, lda=crs_g, ldb=L, ldc=L, batch=n, sa=0, sb=k * L,
-             sc=crs * L, a_off=gi * kg * crs_g, b_off=gi * kg * L, c_off=gi * crs_g * L)
-        # dw[n, g] = grad[n, g] @ cols[n, g]^T     (cols[n, g] stored (C/G*R*S, L): transposed read)
-        gemm(g_, cols, dw_n, kg, crs_g, L, tb=True, lda=L, ldb=L, ldc=crs_g, batch=n, sa=k * L,
-             sb=crs * L, sc=k * crs_g, a_off=gi * kg * L, b_off=gi * crs_g * L, c_off=gi * kg * crs_g)
-    dx = _col2im(dcols, x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    dw = dw_n.sum(axis=0).reshape(weight.shape)
+        if need_dx:
+            # dcols[n, g] = w[g]^T @ grad[n, g]        (w[g] stored (K/G, C/G*R*S): transposed read)
+            gemm(w, g_, dcols, crs_g, L, kg, ta=True, lda=crs_g, ldb=L, ldc=L, batch=n, sa=0, sb=k * L,
+                 sc=crs * L, a_off=gi * kg * crs_g, b_off=gi * kg * L, c_off=gi * crs_g * L)
+        if need_dw:
+            # dw[n, g] = grad[n, g] @ cols[n, g]^T     (cols[n, g] stored (C/G*R*S, L): transposed read)
+            gemm(g_, cols, dw_n, kg, crs_g, L, tb=True, lda=L, ldb=L, ldc=crs_g, batch=n, sa=k * L,
+                 sb=crs * L, sc=k * crs_g, a_off=gi * kg * L, b_off=gi * crs_g * L, c_off=gi * kg * crs_g)
+    dx = _col2im(dcols, x.shape[2:], weight.shape[2:], stride, padding, dilation) if need_dx else None
+    dw = dw_n.sum(axis=0).reshape(weight.shape) if need_dw else None
     return dx, dw, db

@@ -7,6 +7,8 @@ im2col into a per-thread buffer (a width stride: from the image split in column
 phases) and the cython GEMM writing straight into out / dW partials / dx, parallel
 over images; inside the prange (and on the serial branch) the GEMM is
 gm_gemm_serial_pa, the weights packed once per call (dev/conv/jit.md, round 2).
+Without dx (``needs``: a network's first layer) the backward skips the W^T GEMM and
+the col2im; dW is always computed (returned as None when not wanted).
 """
 import numpy as np
 
@@ -36,19 +38,21 @@ def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
     return out
 
 
-def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups, needs):
+    need_dx, need_dw, need_db = needs
     geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
     n, k = x.shape[0], weight.shape[0]
-    dx = _array.empty(x.shape, x.dtype)
+    dx = _array.empty(x.shape, x.dtype) if need_dx else None
     dw = _array.empty(weight.shape, weight.dtype)
     if oh * ow == 0 or k == 0:  # no output: every gradient is 0
-        dx[...] = 0
+        if need_dx:
+            dx[...] = 0
         dw[...] = 0
-    else:
+    elif need_dx or need_dw:
         _cython.conv_backward(x, weight.reshape(k, -1), grad.reshape(n, k, oh * ow), dx, dw.reshape(k, -1),
                               geo, groups)
-    db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
-    return dx, dw, db
+    db = None if bias is None or not need_db else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
+    return dx, dw if need_dw else None, db
 
 
 _conv_im2col.register_backend("cython", _im2col_k, _col2im_k, _conv_im2col.matmul_with(gemm_into),

@@ -485,16 +485,17 @@ def _dot_at(a, a0, b, b0, n):
 
 
 @njit(**_HELP)
-def _direct_bwd_image(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """The direct forward's backward for one image: dx (C*H*W flat, overwritten) gets
-    w * dy scattered back per tap (a transposed convolution), dwp (K, C/G*R*S) += the dot
-    products of dy with the tap's input rows."""
+def _direct_bwd_image(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, with_dx):
+    """The direct forward's backward for one image: dx (C*H*W flat, overwritten; untouched
+    without with_dx) gets w * dy scattered back per tap (a transposed convolution), dwp
+    (K, C/G*R*S) += the dot products of dy with the tap's input rows."""
     k, L = gy.shape
     crs = w2.shape[1]
     cg = crs // (kh * kw)
     kg = k // groups
     st = _U(sw)
-    dx[:] = 0
+    if with_dx:
+        dx[:] = 0
     for kk in range(k):
         g = kk // kg
         gr = gy[kk]
@@ -516,24 +517,27 @@ def _direct_bwd_image(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, 
                         d0 = _U(o * ow + lo)
                         if sw == 1:
                             acc += _dot_at(gr, d0, x, s0, hi - lo)
-                            for j in range(_U(hi - lo)):
-                                dx[s0 + j] += wv * gr[d0 + j]
+                            if with_dx:
+                                for j in range(_U(hi - lo)):
+                                    dx[s0 + j] += wv * gr[d0 + j]
                         else:
                             for j in range(_U(hi - lo)):
                                 acc += gr[d0 + j] * x[s0 + j * st]
-                                dx[s0 + j * st] += wv * gr[d0 + j]
+                            if with_dx:
+                                for j in range(_U(hi - lo)):
+                                    dx[s0 + j * st] += wv * gr[d0 + j]
                     dwp[kk, q] += acc
 
 
 @njit(**_JIT)
-def _conv_direct_bwd(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+def _conv_direct_bwd(x, w2, gy, dx, dwp, groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, with_dx):
     n = gy.shape[0]
     nslots = dwp.shape[0]
     for t in prange(nslots):
         dwp[t] = 0
         for i in range(t, n, nslots):
             _direct_bwd_image(x[i], w2, gy[i], dx[i], dwp[t], groups, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
-                              oh, ow)
+                              oh, ow, with_dx)
 
 
 @njit(**_JIT)
@@ -610,11 +614,12 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
 
 
 @njit(**_JIT)
-def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one):
+def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, one,
+              with_dx):
     """x, dx (N, C*H*W) flat images; apt (G, nmp, K/G, UMR): each W_g^T (C/G*R*S x K/G)
     packed; gy (N, K, L); dwp (T, K, C/G*R*S) per-slot dW partials (written in full);
     columns in tiles of trows output rows. one (1x1 / stride 1 / no padding): W^T @ dy goes
-    straight into dx's rows, no col2im."""
+    straight into dx's rows, no col2im. Without with_dx, dW only (dx and apt untouched)."""
     n, k, L = gy.shape
     nslots = dwp.shape[0]
     crs = dwp.shape[2]
@@ -633,7 +638,7 @@ def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, 
         cbx = np.empty((apt.shape[1] * UMR, nr), x.dtype)
         nob = np.empty(0, x.dtype)
         for i in range(t, n, nslots):
-            if not one:
+            if with_dx and not one:
                 dx[i] = 0
             for o0 in range(0, oh, trows):
                 o1 = min(oh, o0 + trows)
@@ -648,6 +653,8 @@ def _conv_bwd(x, apt, gy, dx, dwp, groups, nr, trows, h, w, kh, kw, sh, sw, ph, 
                     gyg = gy[i, g * kg:(g + 1) * kg, o0 * ow:o1 * ow]
                     _pack_panels(gyg, apg)
                     _gemm_serial(apg, bpc, dwp[t, g * kg:(g + 1) * kg], True, nob, cbw)
+                    if not with_dx:
+                        continue
                     _pack_slivers(gyg, bpl)
                     if one:  # 1x1 / stride 1 / no padding: dx's rows are the column gradients
                         _gemm_serial(apt[g], bpl, dx[i, g * cgp:(g + 1) * cgp].reshape((crs, L))[:, o0 * ow:o1 * ow],
@@ -725,9 +732,9 @@ def _conv_forward(x, weight, bias, stride, padding, dilation, groups):
         sync_threads()  # _slots may have set one thread
 
 
-def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups):
+def _conv_backward(grad, x, weight, bias, stride, padding, dilation, groups, needs):
     try:
-        return _backward(grad, x, weight, bias, stride, padding, dilation, groups)
+        return _backward(grad, x, weight, bias, stride, padding, dilation, groups, needs)
     finally:
         sync_threads()
 
@@ -753,28 +760,32 @@ def _forward(x, weight, bias, stride, padding, dilation, groups):
     return out
 
 
-def _backward(grad, x, weight, bias, stride, padding, dilation, groups):
+def _backward(grad, x, weight, bias, stride, padding, dilation, groups, needs):
+    """dW always (per-slot partials); dx where needs[0] (else the kernels get an (N, 0) dx and
+    skip the W^T GEMM, the col2im or the direct scatter)."""
     sync_threads()
+    need_dx, need_dw, need_db = needs
     geo, oh, ow = _conv_im2col._geometry(x, weight, stride, padding, dilation)
     n, c, h, w = x.shape
     k = weight.shape[0]
     slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
     if n < numba.get_num_threads() or n * c * h * w == 0:
         return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
-                                     dilation, groups)
+                                     dilation, groups, needs)
     w3 = weight.reshape(groups, k // groups, -1)
-    dx = _array.empty(x.shape, x.dtype)
+    dx = _array.empty(x.shape if need_dx else (n, 0), x.dtype)
     dwp = np.empty((slots, k, w3.shape[2]), x.dtype)
     if _direct(c // groups, k // groups) and not _conv_im2col._is_1x1(weight, stride, padding):
         _conv_direct_bwd(x.reshape(n, -1), weight.reshape(k, -1), grad.reshape(n, k, oh * ow), dx.reshape(n, -1),
-                         dwp, groups, h, w, *geo, oh, ow)
+                         dwp, groups, h, w, *geo, oh, ow, need_dx)
     else:
-        _conv_bwd(x.reshape(n, -1), _packed(w3, True), grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp,
+        apt = _packed(w3, True) if need_dx else np.empty((groups, 0, k // groups, UMR), x.dtype)
+        _conv_bwd(x.reshape(n, -1), apt, grad.reshape(n, k, oh * ow), dx.reshape(n, -1), dwp,
                   groups, _NR // x.itemsize, _tile_rows(weight[0].size, oh, ow, x.itemsize), h, w, *geo, oh, ow,
-                  _conv_im2col._is_1x1(weight, stride, padding))
-    dw = dwp.sum(axis=0).reshape(weight.shape)
-    db = None if bias is None else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
-    return dx, dw, db
+                  _conv_im2col._is_1x1(weight, stride, padding), need_dx)
+    dw = dwp.sum(axis=0).reshape(weight.shape) if need_dw else None
+    db = None if bias is None or not need_db else grad.sum(axis=(0, 2, 3), dtype=grad.dtype)
+    return dx if need_dx else None, dw, db
 
 
 _gemm = _conv_im2col.matmul_with(gemm_into)

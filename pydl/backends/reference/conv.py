@@ -66,13 +66,20 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
 
 
 @register("conv2d_backward", "numpy")
-def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None):
+def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, saved=None, needs=None):
+    """(dx, dW, db); ``needs`` (three bools) skips those nobody wants (None in their place)."""
+    need_dx, need_dw, need_db = needs or (True, True, True)
     n, k = x.shape[0], weight.shape[0]
-    cols = _grouped_cols(x, weight, stride, padding, dilation, groups)
-    w = weight.reshape(groups, k // groups, -1)
-    g = grad.reshape(n, groups, k // groups, cols.shape[-1])    # (N, G, K/G, L)
-    dw = np.matmul(g, np.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
-    dcols = np.matmul(np.swapaxes(w, -1, -2), g).reshape(n, groups * cols.shape[2], cols.shape[3])
-    dx = col2im(dcols, x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    db = None if bias is None else grad.sum(axis=(0, 2, 3))
+    oh, ow = output_hw("weight", x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    g = grad.reshape(n, groups, k // groups, oh * ow)             # (N, G, K/G, L)
+    dx = dw = db = None
+    if need_dw:
+        cols = _grouped_cols(x, weight, stride, padding, dilation, groups)
+        dw = np.matmul(g, np.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
+    if need_dx:
+        w = weight.reshape(groups, k // groups, -1)
+        dcols = np.matmul(np.swapaxes(w, -1, -2), g).reshape(n, groups * w.shape[2], oh * ow)
+        dx = col2im(dcols, x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    if need_db and bias is not None:
+        db = grad.sum(axis=(0, 2, 3))
     return dx, dw, db

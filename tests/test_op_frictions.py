@@ -1,0 +1,203 @@
+"""Op-level frictions the layer API met: a loss's upstream gradient given as a number or
+in the other float dtype, class indices of any integer dtype, embedding's scatter-add,
+and conv2d_backward skipping the gradients nobody needs (``needs``) on every CPU backend.
+"""
+import numpy as np
+import pytest
+
+from pydl import _array, backends, ops, registry, testing
+
+backends.load()
+SPECS = registry.SPECS
+INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+# -- the upstream gradient of a 0-d output ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scalar_loss_grad_may_be_a_number_or_either_float(dtype):
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal((4, 3)).astype(dtype)
+    want = ops.mse_loss_backward(np.ones((), dtype), x, t)
+    other = np.float64 if dtype == np.float32 else np.float32
+    for g in (1.0, 1, np.float64(1.0), np.ones((), other), np.ones((), dtype)):
+        got = ops.mse_loss_backward(g, x, t)
+        for o, w in zip(got, want):
+            assert o.dtype == dtype and type(o) is np.ndarray, (g, o.dtype)
+            np.testing.assert_array_equal(o, w)
+    two = ops.mse_loss_backward(2, x, t)[0]
+    np.testing.assert_allclose(two, 2 * want[0], rtol=1e-6)
+
+
+def test_scalar_loss_grad_through_call_backward():
+    """The path autograd takes: OpSpec.call_backward with the normalized arguments."""
+    spec = SPECS["cross_entropy"]
+    rng = np.random.default_rng(1)
+    a = spec.bind((rng.standard_normal((5, 4)).astype(np.float32), rng.integers(0, 4, 5)), {})
+    (dx,) = spec.call_backward(np.float64(0.5), a)
+    (ref,) = spec.call_backward(np.full((), 0.5, np.float32), a)
+    assert dx.dtype == np.float32
+    np.testing.assert_array_equal(dx, ref)
+
+
+def test_grad_checks_stay_strict_elsewhere():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match="grad"):  # a bool is not a gradient
+        ops.mse_loss_backward(True, x, x)
+    with pytest.raises(TypeError, match="grad"):  # nor an int array
+        ops.mse_loss_backward(np.ones((), np.int64), x, x)
+    with pytest.raises(TypeError, match="grad"):  # nor float16
+        ops.mse_loss_backward(np.ones((), np.float16), x, x)
+    with pytest.raises(ValueError, match="grad"):  # a 0-d gradient for a (4, 3) output
+        ops.mse_loss_backward(np.ones((), np.float32), x, x, reduction="none")
+    with pytest.raises(TypeError, match="grad"):  # a number for a (4, 3) output
+        ops.mse_loss_backward(1.0, x, x, reduction="none")
+    with pytest.raises(TypeError, match="grad"):  # a non-scalar output keeps the strict dtype
+        ops.mse_loss_backward(np.ones((4, 3), np.float64), x, x, reduction="none")
+    with pytest.raises(TypeError, match="grad"):
+        ops.relu_backward(np.ones(3, np.float64), np.ones(3, np.float32))
+
+
+# -- class indices of any integer dtype ----------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
+def test_class_indices_any_integer_dtype(op):
+    f, fb = getattr(ops, op), getattr(ops, op + "_backward")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 5, 2)).astype(np.float32)
+    t = rng.integers(0, 5, (6, 2))
+    t[0, 0] = 3
+    w = rng.uniform(0.5, 2, 5).astype(np.float32)
+    want, want_dx = f(x, t, w, ignore_index=3), fb(1.0, x, t, w, ignore_index=3)[0]
+    for dt in INT_DTYPES:
+        np.testing.assert_array_equal(f(x, t.astype(dt), w, ignore_index=3), want, err_msg=str(dt))
+        np.testing.assert_array_equal(fb(1.0, x, t.astype(dt), w, ignore_index=3)[0], want_dx)
+    for bad, exc in ((t.astype(bool), TypeError), (t.astype(np.float16), TypeError),
+                     (np.full((6, 2), 5, np.uint8), ValueError), (np.full((6, 2), -1, np.int8), ValueError)):
+        with pytest.raises(exc, match="target"):
+            f(x, bad)
+
+
+def test_nll_loss_is_cross_entropy_of_log_softmax():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 4, 3))
+    t = rng.integers(0, 4, (7, 3)).astype(np.int32)
+    w = rng.uniform(0.5, 2, 4)
+    for reduction in ("mean", "sum", "none"):
+        np.testing.assert_allclose(ops.nll_loss(ops.log_softmax(x, 1), t, w, reduction=reduction),
+                                   ops.cross_entropy(x, t, w, reduction=reduction), rtol=1e-12, atol=1e-14)
+    assert np.isnan(ops.nll_loss(x, np.full((7, 3), -100)))  # every target ignored: the mean is NaN
+    assert ops.nll_loss(x, np.full((7, 3), -100), reduction="sum") == 0
+
+
+def test_l1_loss_gradient_at_ties_is_zero():
+    x = np.array([1.0, 2.0, -3.0], np.float32)
+    t = np.array([1.0, 0.0, -3.0], np.float32)
+    dx, dt = ops.l1_loss_backward(1.0, x, t, reduction="sum")
+    np.testing.assert_array_equal(dx, [0, 1, 0])
+    np.testing.assert_array_equal(dt, [0, -1, 0])
+
+
+# -- embedding ---------------------------------------------------------------------------------
+
+
+def test_embedding_reference_against_finite_differences(monkeypatch):
+    """The conformance suite skips finite differences for embedding (the padding row's
+    gradient is 0 by definition): the cases without padding_idx get them here."""
+    spec = SPECS["embedding"]
+    monkeypatch.setattr(spec, "fd_skip", ())
+    rng = np.random.default_rng(5)
+    cases = [c for c in spec.cases(rng, np.dtype(np.float64)) if c.args["padding_idx"] is None]
+    assert len(cases) >= 5
+    for case in cases:
+        testing.finite_difference_check(spec, case.args, rng)
+
+
+@pytest.mark.parametrize("num,passes_exceeded", [(500, False), (3, True)])
+def test_embedding_backward_sums_repeated_rows(num, passes_exceeded):
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((num, 8))
+    idx = rng.integers(0, num, (30, 7))
+    g = rng.standard_normal((30, 7, 8))
+    want = np.zeros_like(w)
+    np.add.at(want, idx.ravel(), g.reshape(-1, 8))
+    assert (np.bincount(idx.ravel()).max() > 8) == passes_exceeded  # the np.add.at tail runs too
+    (dw,) = ops.embedding_backward(g, idx, w)
+    np.testing.assert_allclose(dw, want, rtol=1e-13, atol=1e-13)
+    (dw,) = ops.embedding_backward(g, idx.astype(np.uint16), w, padding_idx=-1)
+    want[-1] = 0
+    np.testing.assert_allclose(dw, want, rtol=1e-13, atol=1e-13)
+
+
+def test_embedding_indices_checked():
+    w = np.ones((4, 2), np.float32)
+    np.testing.assert_array_equal(ops.embedding(np.array([[3, 0]], np.uint8), w).shape, (1, 2, 2))
+    assert ops.embedding(np.array(2), w).shape == (2,)
+    with pytest.raises(ValueError, match=r"input: expected indices of weight's 4 rows in \[0, 4\), got 4"):
+        ops.embedding(np.array([1, 4]), w)
+    with pytest.raises(ValueError, match="input"):
+        ops.embedding(np.array([-1], np.int64), w)
+    with pytest.raises(TypeError, match="input"):
+        ops.embedding(np.array([True]), w)
+
+
+# -- conv2d_backward(needs=...) -------------------------------------------------------------
+
+#: (x shape, weight shape, stride, padding, groups): the first layers needs= is for, and the
+#: kernels' paths (smallk, im2col, 1x1, direct/depthwise, grouped, strided); batches of 1 and 5
+#: (numba's per-image drivers need a batch of at least the thread count)
+CONV_CASES = [
+    ((5, 1, 12, 12), (6, 1, 5, 5), 1, 0, 1),
+    ((5, 3, 9, 9), (8, 3, 3, 3), 2, 1, 1),
+    ((5, 8, 6, 6), (4, 8, 1, 1), 1, 0, 1),
+    ((5, 4, 7, 7), (4, 1, 3, 3), 1, 1, 4),
+    ((5, 6, 7, 8), (6, 3, 3, 3), 1, 1, 2),
+    ((1, 40, 8, 8), (8, 40, 3, 3), 1, 1, 1),
+    ((5, 40, 8, 8), (40, 40, 3, 3), 1, 1, 1),
+    ((0, 3, 5, 5), (4, 3, 3, 3), 1, 1, 1),
+]
+
+
+def _conv_backends():
+    out = []
+    for b in ("numpy", "numba", "cython", "cpp"):
+        if b not in registry.IMPLS.get("conv2d_backward", {}):
+            continue
+        out.append(b)
+        out += [f"{b}:{v}" for v in registry.variants("conv2d_backward", b)]
+    return out
+
+
+@pytest.mark.parametrize("backend", _conv_backends())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_backward_needs(backend, dtype):
+    spec = SPECS["conv2d"]
+    rng = np.random.default_rng(7)
+    rtol, atol = spec.grad_tolerance(np.dtype(dtype).name)
+    for xs, ws, stride, padding, groups in CONV_CASES:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        a = spec.bind((x, w, b), dict(stride=stride, padding=padding, groups=groups))
+        g = rng.standard_normal(spec.out_shape(a)).astype(dtype)
+        full = spec.call_backward(g, a, backend=backend)
+        for needs in ((False, True, True), (True, False, False), (False, True, False), (False, False, False)):
+            with _array.poisoned():
+                got = spec.call_backward(g, a, backend=backend, needs=needs)
+            for name, need, o, f in zip(("dx", "dweight", "dbias"), needs, got, full):
+                what = f"{backend} {xs} {ws} needs={needs}: {name}"
+                if not need:
+                    assert o is None, what + " should be None"
+                else:
+                    assert o.dtype == dtype and o.shape == f.shape, what
+                    testing.assert_close(what, o, f, rtol, atol)
+
+
+def test_conv2d_public_backward_computes_all():
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((2, 1, 8, 8)), rng.standard_normal((3, 1, 3, 3))
+    dx, dw, db = ops.conv2d_backward(rng.standard_normal((2, 3, 6, 6)), x, w, np.zeros(3))
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (3,)
