@@ -201,12 +201,17 @@ def _as_grad(g, t: "Tensor"):
 
 
 def _toposort(root: "Node"):
-    order, seen, stack = [], {id(root)}, [(root, False)]
+    """Nodes in an order where each comes after every node that consumes its output
+    (a node is placed when all of its consumers reachable from ``root`` are)."""
+    order, visited, stack = [], set(), [(root, False)]
     while stack:
         node, done = stack.pop()
         if done:
             order.append(node)
             continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         stack.append((node, True))
         if node.parents is None:
             raise RuntimeError(
@@ -214,8 +219,7 @@ def _toposort(root: "Node"):
                 "pass retain_graph=True to the first backward to go through it twice"
             )
         for p in node.parents:
-            if p is not None and p._node is not None and id(p._node) not in seen:
-                seen.add(id(p._node))
+            if p is not None and p._node is not None and id(p._node) not in visited:
                 stack.append((p._node, False))
     return order[::-1]  # root first
 
@@ -733,26 +737,26 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = start_dim % self.ndim, end_dim % self.ndim
+        s, e = _dim(start_dim, self.ndim, "flatten"), _dim(end_dim, self.ndim, "flatten")
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         shape = self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:]
         return self.reshape(shape)
 
     def unflatten(self, dim, sizes):
-        d = dim % self.ndim
+        d = _dim(dim, self.ndim, "unflatten")
         return self.reshape(self.shape[:d] + tuple(sizes) + self.shape[d + 1:])
 
     def squeeze(self, dim=None):
         if dim is None:
             shape = tuple(s for s in self.shape if s != 1)
         else:
-            d = dim % max(self.ndim, 1)
+            d = _dim(dim, max(self.ndim, 1), "squeeze")
             shape = self.shape if self.ndim == 0 or self.shape[d] != 1 else self.shape[:d] + self.shape[d + 1:]
         return self.reshape(shape)
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = _dim(dim, self.ndim + 1, "unsqueeze")
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def permute(self, *dims):
@@ -765,6 +769,7 @@ class Tensor:
 
     def transpose(self, dim0, dim1):
         dims = list(range(self.ndim))
+        dim0, dim1 = _dim(dim0, self.ndim, "transpose"), _dim(dim1, self.ndim, "transpose")
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return self.permute(*dims)
 
@@ -821,6 +826,16 @@ def _sample(a, draw, p0, p1):
         import cupy
         return cupy.asarray(x, dtype=a.dtype)
     return x.astype(a.dtype, copy=False)
+
+
+def _dim(d, ndim: int, what: str) -> int:
+    """``d`` in [-ndim, ndim) as a non-negative index (torch's IndexError otherwise)."""
+    if not isinstance(d, numbers.Integral) or isinstance(d, bool):
+        raise TypeError(f"{what}: dim must be an int, got {type(d).__name__}")
+    if not -ndim <= d < ndim:
+        raise IndexError(f"{what}: dimension out of range (expected to be in range of "
+                         f"[{-ndim}, {ndim - 1}], but got {d})")
+    return int(d) % ndim
 
 
 def _shape_arg(shape):

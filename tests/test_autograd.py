@@ -184,6 +184,29 @@ def test_gradient_accumulates_for_a_tensor_used_twice_and_across_backwards():
     np.testing.assert_allclose(t.grad, np.full_like(a, 5.0))
 
 
+def test_shared_intermediate_waits_for_every_consumer():
+    """A node feeding a near and a deeper consumer runs its backward after both (a residual
+    connection, a multi-layer RNN's state)."""
+    rng = np.random.default_rng(16)
+    a = _rand(rng, 3)
+    _check(lambda x: (x * 2) + (x * 2) * 3, lambda x: (x * 2) + (x * 2) * 3, [a])
+
+    def f(x):
+        y = x * 2
+        z = y * 3
+        return (z + y) * z + y.exp() + (y @ y)
+
+    _check(f, f, [a])
+
+
+def test_dims_out_of_range_raise():
+    t = Tensor(np.ones((2, 6)))
+    for bad in (lambda: t.flatten(2), lambda: t.unflatten(3, (2, 3)), lambda: t.unsqueeze(9),
+                lambda: t.squeeze(5), lambda: t.transpose(0, 2)):
+        with pytest.raises(IndexError, match="out of range"):
+            bad()
+
+
 def test_leaf_gradients_are_owned_not_aliased():
     a = Tensor(np.ones(3), requires_grad=True)
     b = Tensor(np.ones(3), requires_grad=True)
