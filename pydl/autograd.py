@@ -977,21 +977,18 @@ def matmul(a, b):
         return _MATMUL(a, b)
     xp = _array.module(xa)
     y = xp.matmul(xa, xb)
+    # a 1-D operand is a row (left) or a column (right) matrix, as in NumPy's matmul
+    a2 = xa[None, :] if xa.ndim == 1 else xa
+    b2 = xb[:, None] if xb.ndim == 1 else xb
+    y2 = xp.matmul(a2, b2).shape if (xa.ndim == 1 or xb.ndim == 1) else y.shape
 
     def bw(g):
+        g = g.reshape(y2)
         ga = gb = None
         if pa is not None:
-            ga = xp.matmul(g, xp.swapaxes(xb, -1, -2)) if xb.ndim > 1 else xp.multiply.outer(g, xb)
-            ga = _unbroadcast(ga, xa.shape) if xa.ndim > 1 else ga.reshape(-1, xa.shape[0]).sum(0) \
-                if ga.ndim > 1 else ga
+            ga = _unbroadcast(xp.matmul(g, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(xa.shape)
         if pb is not None:
-            if xa.ndim == 1:
-                gb = xp.multiply.outer(xa, g) if xb.ndim == 2 else xa[:, None] * g[..., None, :]
-            else:
-                gb = xp.matmul(xp.swapaxes(xa, -1, -2), g if xb.ndim > 1 else g[..., None])
-                if xb.ndim == 1:
-                    gb = gb[..., 0]
-            gb = _unbroadcast(gb, xb.shape)
+            gb = _unbroadcast(xp.matmul(xp.swapaxes(a2, -1, -2), g), b2.shape).reshape(xb.shape)
         return ga, gb
 
     return _record(y, (pa, pb), bw, "matmul")
