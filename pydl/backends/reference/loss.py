@@ -156,9 +156,10 @@ def nll_loss(input, target, weight, ignore_index, reduction):
 def nll_loss_backward(grad, input, target, weight, ignore_index, reduction, saved=None):
     keep, t, wt = _picks(target, ignore_index, _class_weights(input, weight))
     g = _spread(grad, target.shape, reduction, wt.sum())
-    picked = (_by_class(np.arange(input.shape[1]), input) == t[:, None]) & keep[:, None]
+    dx = np.zeros_like(input)
     with np.errstate(invalid="ignore"):  # inf * 0 where every target is ignored: masked
-        return (np.where(picked, -(wt * g)[:, None], 0).astype(input.dtype, copy=False),)
+        np.put_along_axis(dx, t[:, None], np.where(keep, -wt * g, 0)[:, None], axis=1)
+    return (dx,)
 
 
 # -- binary_cross_entropy ------------------------------------------------------------------------
