@@ -16,6 +16,12 @@ An output element of ``conv2d`` accumulates (C/groups)*R*S products (at most
 72 in the cases); the weight gradient accumulates N*OH*OW (at most 162): the
 float32 tolerances are ``gemm``'s, about 8x the worst error the float32
 reference makes on the cases.
+
+``conv2d_backward`` returns (dx, dW, db). Through the registry
+(``OpSpec.call_backward(..., needs=(need_dx, need_dW, need_db))``, what
+autograd uses) every backend skips the gradients nobody wants and returns
+None for them: without dx (a network's first layer) the backward is about
+half the work (no W^T GEMM and col2im, nor transposed convolution).
 """
 from __future__ import annotations
 
