@@ -188,6 +188,9 @@ def _as_grad(g, t: "Tensor"):
         if not isinstance(g, numbers.Number):
             raise TypeError(f"backward: grad must be a Tensor, an array or a number, got {type(g).__name__}")
         g = xp.asarray(g, dtype=t.data.dtype)
+    elif _array.kind(g) != _array.kind(t.data):
+        raise TypeError(f"backward: grad is a {_array.kind(g)} array for a tensor on "
+                        f"{t.device}; pass it on the tensor's device")
     if tuple(g.shape) != tuple(t.shape):
         if g.ndim == 0 or g.size == 1 and t.data.size == 1:
             g = g.reshape(t.shape)
@@ -1242,7 +1245,15 @@ def op_function(name: str):
                 needs = tuple(needs)
 
                 def bw(g):
-                    return spec.call_backward(g, a, saved, bk, needs=needs)
+                    # autograd's gradients have the outputs' shapes by construction; a consumer
+                    # of another dtype (x32 * f64 array) may hand back its own: cast as torch does
+                    if spec.outputs == 1:
+                        if g.dtype != out.dtype:
+                            g = g.astype(out.dtype)
+                    else:
+                        g = tuple(gi if gi is None or gi.dtype == o.dtype else gi.astype(o.dtype)
+                                  for gi, o in zip(g, out))
+                    return spec.call_backward(g, a, saved, bk, needs=needs, checked=False)
 
                 node = Node(bw, tuple(parents), spec.outputs, name, True)
         if spec.outputs == 1:

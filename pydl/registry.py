@@ -182,13 +182,19 @@ class OpSpec:
         out, saved = res if self.saves else (res, None)
         return _arrays(out), saved
 
-    def call_backward(self, grad, a: dict, saved=None, backend: str | None = None, needs=None):
+    def call_backward(self, grad, a: dict, saved=None, backend: str | None = None, needs=None,
+                      checked: bool = True):
         """Gradients of the differentiable inputs. ``needs`` (optional, one bool per name in
         ``differentiable``) tells an implementation that declares a ``needs`` keyword which
         gradients nobody wants (e.g. conv2d's input gradient for a network's input); it may
-        return None for those. Implementations without the keyword compute them all."""
-        grad = _check_grad(self, grad, a)
-        _, impl = select(self.name + "_backward", a, backend, extra=grad)
+        return None for those. Implementations without the keyword compute them all.
+        ``checked=False`` skips the upstream gradient's checks: for autograd, whose gradients
+        have the output's shape, dtype and device by construction."""
+        if checked:
+            grad = _check_grad(self, grad, a)
+            _, impl = select(self.name + "_backward", a, backend, extra=grad)
+        else:
+            _, impl = select(self.name + "_backward", a, backend)
         if needs is not None and getattr(impl, "_pydl_takes_needs", False):
             res = _arrays(impl(grad, saved=saved, needs=tuple(needs), **a))
         else:

@@ -384,6 +384,17 @@ def test_multi_output_op_with_unused_outputs():
     np.testing.assert_allclose(ours[1].grad, lt.weight_ih_l0.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
+def test_consumer_of_another_dtype_hands_back_the_op_its_own_dtype():
+    """float32 op output times a float64 0-d array is float64 (NumPy's rule); its gradient
+    reaches the float32 op cast back to float32, and the leaf gradient is float32."""
+    x = Tensor(np.array([[-1.0, 2.0, 3.0]], np.float32), requires_grad=True)
+    y = F.relu(x) * np.array(2.0)
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, [[0.0, 2.0, 2.0]])
+
+
 def test_function_extension_point():
     class Cube(pydl.Function):
         @staticmethod
