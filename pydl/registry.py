@@ -466,6 +466,10 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
                else (lambda: VARIANTS.get(key, {}).get(b, {}).get(v)))  # still registered?
         _NAMED[(key, name)] = (_VERSION[0], arr_kind, tag, impl, now)
         return tag, impl
+    if arr_kind == "numpy":
+        hit = _AUTO.get(key)
+        if hit is not None and hit[0] == _VERSION[0] and IMPLS.get(key, {}).get(hit[1]) is hit[2]:
+            return hit[1], hit[2]
     from . import backends
 
     if arr_kind == "cupy":
@@ -476,9 +480,6 @@ def select(key: str, a: dict, explicit: str | None = None, extra=None):
             f"pydl.ops.{key}: no 'cuda' implementation for CuPy arrays "
             f"(pydl never copies to the host); backends that have it: {_have(key)}"
         )
-    hit = _AUTO.get(key)
-    if hit is not None and hit[0] == _VERSION[0] and IMPLS.get(key, {}).get(hit[1]) is hit[2]:
-        return hit[1], hit[2]
     for b in CPU_ORDER:
         backends.load(b)
         impl = IMPLS.get(key, {}).get(b)
