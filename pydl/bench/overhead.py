@@ -5,8 +5,8 @@ steps against PyTorch eager, measured side by side in one process.
    forward's ``saved``) against the same call on Tensors through ``pydl.nn.functional``
    (forward, and forward + ``backward()``). The difference is autograd's cost: argument
    unwrapping, the node, the graph walk, gradient accumulation into the leaves.
-2. A 3-layer MLP (784-256-256-10, ReLU, cross-entropy), forward + backward, at batch 1
-   and 64, pydl against torch eager on the same weights and inputs. Rounds alternate
+2. A 3-layer MLP (64-128-128-10 and 784-256-256-10, ReLU, cross-entropy), forward +
+   backward, at batch 1 and 64, pydl against torch eager on the same weights and inputs. Rounds alternate
    between the two libraries; each round's time is the best of a few calls, and the
    ratio reported is the median of the per-round ratios (robust to a noisy neighbour).
 """
@@ -92,21 +92,22 @@ def op_overhead(rounds: int = 7, n: int = 300):
     return rows
 
 
-def mlp_vs_torch(batch: int, rounds: int = 9, n: int = 100):
+def mlp_vs_torch(batch: int, rounds: int = 9, n: int = 100, sizes=(784, 256, 256, 10)):
     """(pydl us, torch us, median per-round ratio torch/pydl) for one training step's
-    forward + backward of a 784-256-256-10 MLP."""
+    forward + backward of a 3-layer MLP of ``sizes`` (ReLU, cross-entropy)."""
     import torch
 
     import pydl
     from pydl import nn
 
     rng = np.random.default_rng(1)
-    ours = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-    theirs = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
-                                 torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    a, b, c, d = sizes
+    ours = nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, d))
+    theirs = torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.ReLU(), torch.nn.Linear(b, c),
+                                 torch.nn.ReLU(), torch.nn.Linear(c, d))
     theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
-    x = rng.standard_normal((batch, 784)).astype(np.float32)
-    t = rng.integers(0, 10, batch)
+    x = rng.standard_normal((batch, a)).astype(np.float32)
+    t = rng.integers(0, d, batch)
     xt, tt = torch.from_numpy(x), torch.from_numpy(t)
     tx = pydl.Tensor(x)
     loss_p, loss_t = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
@@ -126,6 +127,11 @@ def mlp_vs_torch(batch: int, rounds: int = 9, n: int = 100):
     res = _rounds({"pydl": step_pydl, "torch": step_torch}, n, rounds)
     ratio = statistics.median(b / a for a, b in zip(res["pydl"], res["torch"]))
     return statistics.median(res["pydl"]) * 1e6, statistics.median(res["torch"]) * 1e6, ratio
+
+
+#: a small MLP (framework overhead dominates: the target's case) and MNIST's (at batch 1 the
+#: first layer's 800 KB weight gradient is written every step: memory-bound in both libraries)
+MLP_SIZES = ((64, 128, 128, 10), (784, 256, 256, 10))
 
 
 def main(args) -> int:
@@ -148,10 +154,11 @@ def main(args) -> int:
         print("\nPyTorch is not installed: the MLP comparison needs it (pip install 'pydl[torch]')")
         return 0
     torch.set_num_threads(threads)
-    print(f"\n3-layer MLP 784-256-256-10 + cross-entropy, forward+backward, float32 "
+    print(f"\n3-layer MLP + cross-entropy, forward+backward, float32 "
           f"(torch {torch.__version__}, {threads} threads, one process, rounds alternating)")
-    print(f"{'batch':>6s} {'pydl us':>9s} {'torch us':>9s} {'torch/pydl':>11s}")
-    for b in (1, 64):
-        p, t, ratio = mlp_vs_torch(b, rounds=args.rounds)
-        print(f"{b:6d} {p:9.1f} {t:9.1f} {ratio:10.2f}x")
+    print(f"{'sizes':>16s} {'batch':>6s} {'pydl us':>9s} {'torch us':>9s} {'torch/pydl':>11s}")
+    for sizes in MLP_SIZES:
+        for b in (1, 64):
+            p, t, ratio = mlp_vs_torch(b, rounds=args.rounds, sizes=sizes)
+            print(f"{'-'.join(map(str, sizes)):>16s} {b:6d} {p:9.1f} {t:9.1f} {ratio:10.2f}x")
     return 0
