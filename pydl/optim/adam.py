@@ -23,8 +23,8 @@ class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
     maximize=False, fused=None, decoupled_weight_decay=False)``.
 
-    ``decoupled_weight_decay=True`` is AdamW. ``fused``: None uses the Numba loop
-    where it applies (contiguous float32/float64 NumPy arrays), False the
+    ``decoupled_weight_decay=True`` is AdamW. ``fused``: None (or True) uses the Numba
+    loop where it applies (contiguous float32/float64 NumPy arrays), False the
     array-module reference. State per parameter: ``step`` (0-d float32 array),
     ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
     """

@@ -101,7 +101,8 @@ class Optimizer:
 
     def __init__(self, params, defaults: dict):
         self.defaults = defaults
-        self._validate_group(defaults)
+        if not any(v is required for v in defaults.values()):
+            self._validate_group(defaults)  # the constructor's values first, as torch
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors "
                             f"or dicts, but got {type(params).__module__}.{type(params).__name__}")

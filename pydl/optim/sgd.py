@@ -20,8 +20,8 @@ __all__ = ["SGD"]
 
 class SGD(Optimizer):
     """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-    maximize=False, fused=None)``. ``fused``: None uses the Numba loop where it applies
-    (contiguous float32/float64 NumPy arrays), False the array-module reference."""
+    maximize=False, fused=None)``. ``fused``: None (or True) uses the Numba loop where it
+    applies (contiguous float32/float64 NumPy arrays), False the array-module reference."""
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, fused=None):
