@@ -5,7 +5,7 @@ initialisations are torch 2.13's, so a ``state_dict`` moves both ways. Every
 layer calls ``pydl.nn.functional`` (the registry's ops on Tensors), so every
 backend and every kernel serves it.
 """
-from . import functional, init  # noqa: F401
+from . import functional, init, utils  # noqa: F401
 from .parameter import Parameter  # noqa: F401
 from .module import Module, ModuleDict, ModuleList, Sequential  # noqa: F401
 # the non-recurrent layers and the losses
