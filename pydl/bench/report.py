@@ -13,7 +13,7 @@ from pathlib import Path
 from . import analysis, plots
 
 SCHEMA = "pydl-bench/1"
-FAMILY_ORDER = ("gemm", "conv", "pool", "elementwise", "norm", "loss", "rnn", "attention")
+FAMILY_ORDER = ("gemm", "conv", "pool", "elementwise", "norm", "loss", "sparse", "rnn", "attention")
 
 
 def make_run(result, settings, peaks: dict, env: dict, wall_s: float) -> dict:
