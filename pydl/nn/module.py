@@ -7,6 +7,7 @@ tree. No hooks: a thin layer API.
 """
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 
 import numpy as np
@@ -40,16 +41,21 @@ class Module:
     def __setattr__(self, name, value):
         d = self.__dict__
         if "_parameters" not in d:
-            raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called")
+            if isinstance(value, (Parameter, Module)):
+                raise AttributeError(f"cannot assign {type(value).__name__} {name!r} before Module.__init__() is called")
+            object.__setattr__(self, name, value)  # a plain attribute: allowed before __init__, as torch
+            return
         params, bufs, mods = d["_parameters"], d["_buffers"], d["_modules"]
         if isinstance(value, Parameter):
             bufs.pop(name, None)
+            d["_non_persistent"].discard(name)
             mods.pop(name, None)
             d.pop(name, None)
             params[name] = value
         elif isinstance(value, Module):
             params.pop(name, None)
             bufs.pop(name, None)
+            d["_non_persistent"].discard(name)
             d.pop(name, None)
             mods[name] = value
         elif name in params:
@@ -59,7 +65,10 @@ class Module:
             params[name] = None
         elif name in bufs:
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign {type(value).__name__} as buffer {name!r} (a Tensor or None expected)")
+                if _array.kind(value) is None:
+                    raise TypeError(f"cannot assign {type(value).__name__} as buffer {name!r} "
+                                    f"(a Tensor, an array or None expected)")
+                value = Tensor(value)  # as register_buffer: an array becomes the buffer's Tensor
             bufs[name] = value
         elif name in mods:
             if value is not None:
@@ -120,15 +129,18 @@ class Module:
         return mod
 
     # -- iteration -----------------------------------------------------------------------
-    def named_modules(self, memo=None, prefix: str = ""):
+    def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
+        """(dotted path, module) for self and every submodule, depth first; a module reached
+        twice is listed once unless ``remove_duplicate`` is False."""
         memo = set() if memo is None else memo
-        if id(self) in memo:
-            return
-        memo.add(id(self))
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, m in self._modules.items():
             if m is not None:
-                yield from m.named_modules(memo, prefix + ("." if prefix else "") + name)
+                yield from m.named_modules(memo, prefix + ("." if prefix else "") + name, remove_duplicate)
 
     def modules(self):
         for _, m in self.named_modules():
@@ -145,26 +157,28 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def _named(self, table: str, prefix: str, recurse: bool):
+    def _named(self, table: str, prefix: str, recurse: bool, remove_duplicate: bool = True):
         seen = set()
-        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        mods = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         for mp, m in mods:
             for name, v in getattr(m, table).items():
                 if v is None or id(v) in seen:
                     continue
-                seen.add(id(v))
+                if remove_duplicate:
+                    seen.add(id(v))
                 yield mp + ("." if mp else "") + name, v
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True):
-        """(dotted name, Parameter), each shared parameter once."""
-        yield from self._named("_parameters", prefix, recurse)
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """(dotted name, Parameter) in registration order, each shared parameter once
+        (unless ``remove_duplicate`` is False)."""
+        yield from self._named("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True):
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True):
-        yield from self._named("_buffers", prefix, recurse)
+    def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        yield from self._named("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True):
         for _, b in self.named_buffers(recurse=recurse):
@@ -174,8 +188,9 @@ class Module:
     def train(self, mode: bool = True):
         if not isinstance(mode, bool):
             raise TypeError(f"train: mode must be a bool, got {type(mode).__name__}")
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        self.training = mode
+        for m in self.children():
+            m.train(mode)  # through each child's own train(), which a layer may override
         return self
 
     def eval(self):
@@ -252,14 +267,16 @@ class Module:
         """Every parameter and persistent buffer by dotted name: arrays (``keep_vars``:
         the Tensors), the keys, shapes and dtypes of the same torch module."""
         out = OrderedDict() if destination is None else destination
-        for mp, m in self.named_modules(prefix=prefix.rstrip(".")):
-            pre = mp + ("." if mp else "")
-            for k, v in m._parameters.items():
-                if v is not None:
-                    out[pre + k] = v if keep_vars else v.data
-            for k, v in m._buffers.items():
-                if v is not None and k not in m._non_persistent:
-                    out[pre + k] = v if keep_vars else v.data
+        for k, v in self._parameters.items():
+            if v is not None:
+                out[prefix + k] = v if keep_vars else v.data
+        for k, v in self._buffers.items():
+            if v is not None and k not in self._non_persistent:
+                out[prefix + k] = v if keep_vars else v.data
+        # as torch: every path is a key, so a module shared by two parents appears under both
+        for name, m in self._modules.items():
+            if m is not None:
+                m.state_dict(destination=out, prefix=prefix + name + ".", keep_vars=keep_vars)
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -291,6 +308,8 @@ class Module:
                 raise TypeError(f"load_state_dict: {k!r} has dtype {src.dtype}, the module expects {t.data.dtype}")
             plan.append((t, src))
         for t, src in plan:
+            if _array.kind(src) == "cupy" and _array.kind(t.data) == "numpy":
+                src = src.get()
             if assign:
                 t.data = _array.module(t.data).asarray(src).copy()
             else:
@@ -357,7 +376,7 @@ def _check_name(m, name, table):
     for other in ("_parameters", "_buffers", "_modules"):
         if other != table and name in getattr(m, other):
             raise KeyError(f"attribute {name!r} already exists")
-    if name in m.__dict__:
+    if name in m.__dict__ or hasattr(type(m), name):  # a plain attribute, a method, a property
         raise KeyError(f"attribute {name!r} already exists")
 
 
@@ -377,8 +396,19 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        mods = list(self._modules.values())
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            act = _fused_activation(m, mods[i + 1]) if i + 1 < n else None
+            if act is not None:
+                # Linear then its activation: one op, the GEMM's epilogue applies the activation
+                # (and its backward) in the same pass; the result is the same
+                x = _functional().linear(x, m.weight, m.bias, activation=act)
+                i += 2
+            else:
+                x = m(x)
+                i += 1
         return x
 
     def __len__(self):
@@ -389,7 +419,7 @@ class Sequential(Module):
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[idx]))
+            return self.__class__(OrderedDict(list(self._modules.items())[idx]))
         return list(self._modules.values())[_index_of(idx, len(self))]
 
     def __setitem__(self, idx, module):
@@ -400,13 +430,30 @@ class Sequential(Module):
         keys = list(self._modules)
         for k in (keys[idx] if isinstance(idx, slice) else [keys[_index_of(idx, len(self))]]):
             del self._modules[k]
+        _renumber(self)
 
     def append(self, module):
         self.add_module(str(len(self)), module)
         return self
 
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        _insert(self, index, module)
+        return self
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
 
 class ModuleList(Module):
+    """A list of modules, registered as ``"0"``, ``"1"``, ... (their state_dict prefixes)."""
+
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
@@ -420,11 +467,20 @@ class ModuleList(Module):
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
-            return ModuleList(list(self._modules.values())[idx])
+            return self.__class__(list(self._modules.values())[idx])
         return self._modules[str(_index_of(idx, len(self)))]
 
     def __setitem__(self, idx, module):
-        self.add_module(str(_index_of(idx, len(self))), module)
+        setattr(self, str(_index_of(idx, len(self))), module)
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        for k in (keys[idx] if isinstance(idx, slice) else [keys[_index_of(idx, len(self))]]):
+            del self._modules[k]
+        _renumber(self)
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
 
     def append(self, module):
         self.add_module(str(len(self)), module)
@@ -436,17 +492,37 @@ class ModuleList(Module):
         return self
 
     def insert(self, index, module):
-        mods = list(self._modules.values())
-        mods.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self.add_module(str(i), m)
+        _insert(self, index, module)
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
 
     def forward(self, *args):
         raise NotImplementedError("ModuleList is a container; call its modules")
 
+    def __repr__(self):
+        # torch's: runs of equal modules print once, as "(0-2): 3 x Linear(...)"
+        reprs = [repr(m) for m in self]
+        if not reprs:
+            return self._get_name() + "()"
+        runs = []  # [first, last, repr]
+        for i, r in enumerate(reprs):
+            if runs and runs[-1][2] == r:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, r])
+        lines = []
+        for first, last, r in runs:
+            line = f"({first}): {r}" if first == last else f"({first}-{last}): {last - first + 1} x {r}"
+            lines.append(line.replace("\n", "\n  "))
+        return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
+
 
 class ModuleDict(Module):
+    """Modules by name, in insertion order (the names are their state_dict prefixes)."""
+
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
@@ -481,21 +557,70 @@ class ModuleDict(Module):
 
     def update(self, modules):
         items = modules.items() if hasattr(modules, "items") else modules
-        for k, m in items:
-            self.add_module(k, m)
+        for kv in items:
+            if len(kv) != 2:
+                raise ValueError(f"ModuleDict.update: expected (name, module) pairs, got {kv!r}")
+            self.add_module(*kv)
 
     def pop(self, key):
         return self._modules.pop(key)
+
+    def clear(self):
+        self._modules.clear()
 
     def forward(self, *args):
         raise NotImplementedError("ModuleDict is a container; call its modules")
 
 
+def _renumber(container):
+    """After a deletion: keys "0".."n-1" again, as torch (state_dict prefixes stay dense)."""
+    mods = list(container._modules.values())
+    container._modules.clear()
+    for i, m in enumerate(mods):
+        container._modules[str(i)] = m
+
+
+def _insert(container, index, module):
+    if not isinstance(module, Module):
+        raise TypeError(f"insert: expected a Module, got {type(module).__name__}")
+    mods = list(container._modules.values())
+    mods.insert(operator.index(index), module)
+    container._modules.clear()
+    for i, m in enumerate(mods):
+        container._modules[str(i)] = m
+
+
+_FUSE = {}
+
+
+def _functional():
+    from . import functional
+
+    return functional
+
+
+def _fused_activation(m, nxt):
+    """The ``activation`` of ``F.linear`` equal to ``nxt`` following ``m``, when ``m`` is a
+    plain Linear (not a subclass: its forward may differ) and ``nxt`` a plain activation
+    the linear op fuses; else None."""
+    if not _FUSE:
+        from .activation import GELU, ReLU, Sigmoid, Tanh
+        from .linear import Linear
+
+        _FUSE.update(linear=Linear, acts={ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid", GELU: "gelu"})
+    if type(m) is not _FUSE["linear"]:
+        return None
+    act = _FUSE["acts"].get(type(nxt))
+    if act == "gelu" and getattr(nxt, "approximate", "none") != "none":
+        return None
+    return act
+
+
 def _index_of(idx, n):
-    if not isinstance(idx, int):
-        raise TypeError(f"index must be an int, got {type(idx).__name__}")
+    try:
+        idx = operator.index(idx)  # ints, NumPy ints; not floats
+    except TypeError:
+        raise TypeError(f"index must be an int or a slice, got {type(idx).__name__}") from None
     if not -n <= idx < n:
         raise IndexError(f"index {idx} is out of range for a container of {n} modules")
     return idx % n
-
-
