@@ -189,8 +189,18 @@ def load(path) -> "OrderedDict[str, np.ndarray]":
 
 
 def load_into(module, path, strict: bool = True):
-    """``module.load_state_dict(pydl.load(path), strict)``: returns ``(missing, unexpected)``."""
-    return module.load_state_dict(load(path), strict=strict)
+    """``module.load_state_dict(pydl.load(path), strict)``: returns ``(missing, unexpected)``.
+
+    As ``load_state_dict``, every key, shape and dtype is checked before anything is
+    written; its error (KeyError, ValueError, TypeError) also names the file."""
+    state = load(path)
+    try:
+        return module.load_state_dict(state, strict=strict)
+    except (KeyError, ValueError, TypeError) as e:
+        if type(e) not in (KeyError, ValueError, TypeError):
+            raise
+        msg = e.args[0] if e.args else ""
+        raise type(e)(f"{os.fspath(path)!r}: {msg}") from e
 
 
 def load_metadata(path) -> dict[str, str]:
@@ -238,16 +248,19 @@ def _read_npz(path):
                                   f"truncated, or another kind of file)")
         f.seek(0)
         try:
-            with np.load(f, allow_pickle=False) as z:
-                for k in z.files:
-                    a = z[k]
-                    if not isinstance(a, np.ndarray):
-                        raise CheckpointError(f"{name} is not a .npz checkpoint: member {k!r} is not a .npy array")
-                    out[k] = a
-        except CheckpointError:
-            raise
-        except Exception as e:  # a bad CRC, a truncated member, a pickled (object) array, ...
+            z = np.load(f, allow_pickle=False)
+        except Exception as e:
             raise CheckpointError(f"{name} is not a readable .npz checkpoint: {type(e).__name__}: {e}") from e
+        with z:
+            for k in z.files:
+                try:
+                    a = z[k]
+                except Exception as e:  # a bad CRC, a truncated member, a pickled (object) array, ...
+                    raise CheckpointError(f"{name} is not a readable .npz checkpoint: member {k!r}: "
+                                          f"{type(e).__name__}: {e}") from e
+                if not isinstance(a, np.ndarray):
+                    raise CheckpointError(f"{name} is not a .npz checkpoint: member {k!r} is not a .npy array")
+                out[k] = a
     return out
 
 
