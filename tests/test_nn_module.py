@@ -372,7 +372,7 @@ def _layer_net(lib, norm=True):
 
 @needs_layers
 def test_repr_equals_torch():
-    assert repr(_layer_net(nn, norm=False)) == repr(_layer_net(tnn, norm=False))
+    assert repr(_layer_net(nn)) == repr(_layer_net(tnn))
 
 
 @needs_layers

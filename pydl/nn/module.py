@@ -42,7 +42,8 @@ class Module:
         d = self.__dict__
         if "_parameters" not in d:
             if isinstance(value, (Parameter, Module)):
-                raise AttributeError(f"cannot assign {type(value).__name__} {name!r} before Module.__init__() is called")
+                raise AttributeError(f"cannot assign {type(value).__name__} {name!r} "
+                                     f"before Module.__init__() is called")
             object.__setattr__(self, name, value)  # a plain attribute: allowed before __init__, as torch
             return
         params, bufs, mods = d["_parameters"], d["_buffers"], d["_modules"]
