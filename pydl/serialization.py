@@ -206,7 +206,8 @@ def load_into(module, path, strict: bool = True):
 def load_metadata(path) -> dict[str, str]:
     """The ``metadata`` a ``.safetensors`` checkpoint was saved with (``{}`` if none)."""
     if _format(path, "serialization.load_metadata") != ".safetensors":
-        raise ValueError(f"pydl.serialization.load_metadata: only .safetensors files hold metadata, got {os.fspath(path)!r}")
+        raise ValueError(f"pydl.serialization.load_metadata: only .safetensors files hold metadata, "
+                         f"got {os.fspath(path)!r}")
     import safetensors
 
     _check_nonempty(path)
