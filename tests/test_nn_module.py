@@ -739,3 +739,53 @@ def test_parameter_basics():
         Parameter(np.ones(2, np.int64))  # only float tensors can require grad
     q = pickle.loads(pickle.dumps(p))
     assert type(q) is Parameter and q.requires_grad and (q.data == 1).all()
+
+
+def test_sequential_fuses_linear_and_activation_with_torch_results():
+    """Sequential runs Linear + ReLU/Tanh/Sigmoid/GELU as one fused linear op: values and
+    gradients equal torch's unfused layers; a Linear subclass is never fused."""
+    import numpy as np
+    import torch
+
+    import pydl
+    from pydl import nn
+
+    calls = []
+
+    class MyLinear(nn.Linear):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x) * 2
+
+    pydl.manual_seed(3)
+    ours = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Sigmoid(),
+                         nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.GELU(approximate="tanh"),
+                         MyLinear(8, 4), nn.ReLU()).double()
+    theirs = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                 torch.nn.Linear(8, 8), torch.nn.Sigmoid(), torch.nn.Linear(8, 8), torch.nn.GELU(),
+                                 torch.nn.Linear(8, 8), torch.nn.GELU(approximate="tanh"),
+                                 torch.nn.Linear(8, 4), torch.nn.ReLU()).double()
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((5, 6))
+    ran = {}
+    specs = pydl.registry.SPECS
+    originals = {k: specs[k].call for k in ("relu", "tanh", "sigmoid", "gelu", "linear")}
+    try:
+        for k, f in originals.items():
+            specs[k].call = (lambda f, k: lambda a, b=None: (ran.__setitem__(k, ran.get(k, 0) + 1), f(a, b))[1])(f, k)
+        y = ours(pydl.tensor(x))
+    finally:
+        for k, f in originals.items():
+            specs[k].call = f
+    assert calls == [1]
+    # four Linear + activation pairs fused; the tanh-approximate GELU and the subclass are not
+    assert ran == {"linear": 6, "gelu": 1, "relu": 1}, ran
+    hook = theirs[10].forward
+    theirs[10].forward = lambda t: hook(t) * 2
+    yt = theirs(torch.from_numpy(x))
+    np.testing.assert_allclose(y.data, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(g)
+    yt.backward(torch.from_numpy(g))
+    for (k, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
