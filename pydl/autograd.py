@@ -162,6 +162,12 @@ def _record(outs, parents, backward, name=""):
             for p in parents:
                 ps.append(p if (p is not None and p.requires_grad) else None)
             node = Node(backward, tuple(ps), len(outs) if multi else 1, name)
+    return _outputs(outs, multi, node)
+
+
+def _outputs(outs, multi: bool, node):
+    """Tensors over ``outs`` (one array, or a tuple when ``multi``), each the output of
+    ``node`` (None: outside the graph)."""
     if not multi:
         t = _wrap(outs)
         if node is not None:
@@ -1256,21 +1262,7 @@ def op_function(name: str):
                     return spec.call_backward(g, a, saved, bk, needs=needs, checked=False)
 
                 node = Node(bw, tuple(parents), spec.outputs, name, True)
-        if spec.outputs == 1:
-            t = _wrap(out)
-            if node is not None:
-                t.requires_grad = True
-                t._node = node
-            return t
-        res = []
-        for i, o in enumerate(out):
-            t = _wrap(o)
-            if node is not None and o is not None:
-                t.requires_grad = True
-                t._node = node
-                t._idx = i
-            res.append(t)
-        return tuple(res)
+        return _outputs(out, spec.outputs > 1, node)
 
     f.__name__ = f.__qualname__ = name
     f.__doc__ = (spec.normalize.__doc__ or "") + (
