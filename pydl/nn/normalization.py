@@ -22,6 +22,27 @@ from .module import Module
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d", "LocalResponseNorm"]
 
 
+def _affine_params(m, shape, affine: bool, bias: bool, dtype):
+    """``weight`` (and ``bias`` unless ``bias=False``) of ``shape`` when ``affine``, else None."""
+    if affine:
+        m.weight = empty_param(shape, dtype)
+        if bias:
+            m.bias = empty_param(shape, dtype)
+        else:
+            m.register_parameter("bias", None)
+    else:
+        m.register_parameter("weight", None)
+        m.register_parameter("bias", None)
+
+
+def _reset_affine(m):
+    """torch's affine init: weight ones, bias zeros."""
+    if m.weight is not None:
+        init.ones_(m.weight)
+        if m.bias is not None:
+            init.zeros_(m.bias)
+
+
 class _NormBase(Module):
     """The parameters and buffers BatchNorm and InstanceNorm share (torch's _NormBase)."""
 
@@ -33,15 +54,7 @@ class _NormBase(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = empty_param((self.num_features,), dtype)
-            if bias:
-                self.bias = empty_param((self.num_features,), dtype)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_params(self, (self.num_features,), affine, bias, dtype)
         if track_running_stats:
             dt = float_dtype(dtype)
             self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, dt)))
@@ -62,10 +75,7 @@ class _NormBase(Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input_dim(self, input):
         raise NotImplementedError
@@ -158,23 +168,12 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(integer("normalized_shape", n, 0) for n in normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = empty_param(self.normalized_shape, dtype)
-            if bias:
-                self.bias = empty_param(self.normalized_shape, dtype)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_params(self, self.normalized_shape, elementwise_affine, bias, dtype)
         self.reset_parameters()
         place(self, device)
 
     def reset_parameters(self):
-        if self.elementwise_affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -198,23 +197,12 @@ class GroupNorm(Module):
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps = eps
         self.affine = affine
-        if affine:
-            self.weight = empty_param((num_channels,), dtype)
-            if bias:
-                self.bias = empty_param((num_channels,), dtype)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_params(self, (num_channels,), affine, bias, dtype)
         self.reset_parameters()
         place(self, device)
 
     def reset_parameters(self):
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
