@@ -384,7 +384,37 @@ def _check_name(m, name, table):
 # -- containers ----------------------------------------------------------------------------
 
 
-class Sequential(Module):
+class _ModuleSeq(Module):
+    """What Sequential and ModuleList share: a numbered sequence of child modules."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        for k in (keys[idx] if isinstance(idx, slice) else [keys[_index_of(idx, len(self))]]):
+            del self._modules[k]
+        _renumber(self)
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
+
+class Sequential(_ModuleSeq):
     """Modules called in order; ``Sequential(OrderedDict(name=module))`` names them."""
 
     def __init__(self, *args):
@@ -412,12 +442,6 @@ class Sequential(Module):
                 i += 1
         return x
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return self.__class__(OrderedDict(list(self._modules.items())[idx]))
@@ -427,44 +451,18 @@ class Sequential(Module):
         key = list(self._modules)[_index_of(idx, len(self))]
         setattr(self, key, module)
 
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        for k in (keys[idx] if isinstance(idx, slice) else [keys[_index_of(idx, len(self))]]):
-            del self._modules[k]
-        _renumber(self)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
     def insert(self, index, module):
         _insert(self, index, module)
         return self
 
-    def pop(self, index=-1):
-        m = self[index]
-        del self[index]
-        return m
 
-
-class ModuleList(Module):
+class ModuleList(_ModuleSeq):
     """A list of modules, registered as ``"0"``, ``"1"``, ... (their state_dict prefixes)."""
 
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
             self.extend(modules)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -474,31 +472,11 @@ class ModuleList(Module):
     def __setitem__(self, idx, module):
         setattr(self, str(_index_of(idx, len(self))), module)
 
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        for k in (keys[idx] if isinstance(idx, slice) else [keys[_index_of(idx, len(self))]]):
-            del self._modules[k]
-        _renumber(self)
-
     def __iadd__(self, modules):
         return self.extend(modules)
 
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
     def insert(self, index, module):
         _insert(self, index, module)
-
-    def pop(self, index=-1):
-        m = self[index]
-        del self[index]
-        return m
 
     def forward(self, *args):
         raise NotImplementedError("ModuleList is a container; call its modules")
