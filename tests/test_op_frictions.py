@@ -201,3 +201,29 @@ def test_conv2d_public_backward_computes_all():
     x, w = rng.standard_normal((2, 1, 8, 8)), rng.standard_normal((3, 1, 3, 3))
     dx, dw, db = ops.conv2d_backward(rng.standard_normal((2, 3, 6, 6)), x, w, np.zeros(3))
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (3,)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("backend", [b for b in registry.CPU_ORDER if b in registry.IMPLS.get("linear_backward", {})])
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (False, True, False)])
+def test_linear_backward_needs(backend, dtype, needs):
+    """A backend that takes ``needs`` returns None for the unwanted gradients and the same
+    wanted ones; one that does not returns them all."""
+    spec = registry.SPECS["linear"]
+    rng = np.random.default_rng(7)
+    for act in (None, "relu", "tanh"):
+        x = rng.standard_normal((2, 3, 9)).astype(dtype)
+        w = rng.standard_normal((5, 9)).astype(dtype)
+        b = rng.standard_normal(5).astype(dtype)
+        a = spec.bind((x, w, b, act), {})
+        out, saved = spec.call(a, backend)
+        g = rng.standard_normal(out.shape).astype(dtype)
+        full = spec.call_backward(g, a, saved, backend)
+        with _array.poisoned():
+            part = spec.call_backward(g, a, saved, backend, needs=needs)
+        takes = getattr(registry.IMPLS["linear_backward"][backend], "_pydl_takes_needs", False)
+        for f, p, n in zip(full, part, needs):
+            if n or not takes:
+                np.testing.assert_allclose(p, f, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+            else:
+                assert p is None

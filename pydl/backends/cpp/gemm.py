@@ -2,7 +2,8 @@
 
 Kernels (kernels/cpp/gemm.cpp) read their inputs through strides, so a.T, a
 slice or a Fortran array is never copied; outputs are new C-contiguous arrays.
-``linear`` flattens the leading dimensions of x (a reshape, a copy only when
+``linear_backward`` takes autograd's ``needs``: without dx (a network's first layer)
+it computes dW alone. ``linear`` flattens the leading dimensions of x (a reshape, a copy only when
 x's layout cannot be viewed as rows). Saved for the backward: ``preact``,
 the pre-activation for gelu/tanh/sigmoid, the output itself for relu (relu'
 depends only on the sign, which the output keeps), None without activation.
@@ -67,7 +68,7 @@ def _linear(x, weight, bias, activation, simd="", algo=""):
     return out.reshape(shape), {"preact": None if saved is None else saved.reshape(shape)}
 
 
-def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", algo=""):
+def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", algo="", needs=None):
     sfx = SUFFIX[x.dtype]
     n_out, n_in = weight.shape
     if saved is None:  # recompute the pre-activation (the output for relu)
@@ -82,11 +83,22 @@ def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", alg
         extra = ("none",) if kernel == "gelu" else ()
         getattr(_cpp, f"elementwise_{kernel}_backward_{sfx}")(_contiguous(g2), z, dz, *extra)
     x2 = x.reshape(-1, n_in)
-    dx = _array.empty(x2.shape, x.dtype)
-    dw = _array.empty(weight.shape, x.dtype)
-    getattr(_cpp, f"gemm_linear_backward_{sfx}")(dz, x2, weight, dx, dw, simd, algo)
-    db = None if bias is None else dz.sum(axis=0, dtype=dz.dtype)
-    return dx.reshape(x.shape), dw, db
+    want_dx, want_dw, want_db = (True, True, True) if needs is None else needs
+    if want_dx and want_dw:
+        dx = _array.empty(x2.shape, x.dtype)
+        dw = _array.empty(weight.shape, x.dtype)
+        getattr(_cpp, f"gemm_linear_backward_{sfx}")(dz, x2, weight, dx, dw, simd, algo)
+    else:  # a network's first layer (x needs no gradient): dz @ W, a read of all of W, is skipped
+        dx = dw = None
+        mm = _MATMUL[x.dtype.char]
+        if want_dx:
+            dx = _array.empty(x2.shape, x.dtype)
+            mm(dz, weight, dx, simd, algo)
+        if want_dw:
+            dw = _array.empty(weight.shape, x.dtype)
+            mm(dz.T, x2, dw, simd, algo)
+    db = None if bias is None or not want_db else dz.sum(axis=0, dtype=dz.dtype)
+    return None if dx is None else dx.reshape(x.shape), dw, db
 
 
 register("matmul", "cpp")(_matmul)
