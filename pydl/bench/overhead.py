@@ -3,8 +3,10 @@ steps against PyTorch eager, measured side by side in one process.
 
 1. Per op: the raw ``pydl.ops.<op>`` forward (and forward + ``<op>_backward`` with the
    forward's ``saved``) against the same call on Tensors through ``pydl.nn.functional``
-   (forward, and forward + ``backward()``). The difference is autograd's cost: argument
-   unwrapping, the node, the graph walk, gradient accumulation into the leaves.
+   (forward, and forward + ``backward()``), in chains of 8 and of 1 so that the per-op
+   figure excludes the fixed cost of a ``backward()`` call (reported once). The
+   difference is autograd's cost: argument unwrapping, the node, the graph walk,
+   gradient accumulation into the leaves.
 2. A 3-layer MLP (64-128-128-10 and 784-256-256-10, ReLU, cross-entropy), forward +
    backward, at batch 1 and 64, pydl against torch eager on the same weights and inputs. Rounds alternate
    between the two libraries; each round's time is the best of a few calls, and the
@@ -40,8 +42,16 @@ def _rounds(fns: dict, n: int, rounds: int):
     return out
 
 
-def op_overhead(rounds: int = 7, n: int = 300):
-    """Rows of (op, raw fwd us, Tensor fwd us, raw fwd+bwd us, Tensor fwd+bwd us)."""
+def op_overhead(rounds: int = 7, n: int = 200, depth: int = 8):
+    """Rows of (op, raw fwd us, Tensor fwd us, raw fwd+bwd us, Tensor fwd+bwd us), each per op.
+
+    Each op runs as a chain of ``depth`` calls on its own output (raw: ``f`` then
+    ``f_backward`` with ``saved`` in reverse order; Tensor: the chain, then one
+    ``backward()``), and as a chain of one: the per-op figure is the difference divided
+    by ``depth - 1``, so the fixed cost of starting a backward (walking the graph, the
+    seed gradient) is not charged to every op. It is returned separately, as the second
+    value: (rows, fixed backward() cost in us).
+    """
     import pydl
     from pydl import Tensor
     from pydl.nn import functional as F
@@ -49,47 +59,63 @@ def op_overhead(rounds: int = 7, n: int = 300):
     rng = np.random.default_rng(0)
 
     def r(*s):
-        return rng.standard_normal(s).astype(np.float32)
+        return (rng.standard_normal(s) * 0.3).astype(np.float32)
 
+    # ops whose output can feed the next call (same shape); params: arrays after the first argument
     cases = {
-        "relu 1x64": ("relu", (r(1, 64),), {}),
-        "linear 1x64 @ 64x64 +b": ("linear", (r(1, 64), r(64, 64), r(64)), {}),
-        "conv2d 1x3x8x8, 4x3x3x3": ("conv2d", (r(1, 3, 8, 8), r(4, 3, 3, 3), r(4)), {"padding": 1}),
-        "layer_norm 1x64": ("layer_norm", (r(1, 64), (64,), r(64), r(64)), {}),
-        "cross_entropy 1x10": ("cross_entropy", (r(1, 10), np.array([3])), {}),
+        "relu 1x64": ("relu", r(1, 64), (), {}),
+        "linear 1x64 @ 64x64 +b": ("linear", r(1, 64), (r(64, 64), r(64)), {}),
+        "conv2d 1x4x8x8, 4x4x3x3 p1": ("conv2d", r(1, 4, 8, 8), (r(4, 4, 3, 3), r(4)), {"padding": 1}),
+        "layer_norm 1x64": ("layer_norm", r(1, 64), ((64,), r(64), r(64)), {}),
+        "softmax 1x64": ("softmax", r(1, 64), (), {}),
     }
-    rows = []
-    for label, (name, args, kw) in cases.items():
+    rows, fixed = [], []
+    for label, (name, x0, params, kw) in cases.items():
         fwd = getattr(pydl.ops, name)
         bwd = getattr(pydl.ops, name + "_backward")
-        spec = fwd.spec
-        targs = tuple(Tensor(a, requires_grad=a.dtype.kind == "f") if isinstance(a, np.ndarray) else a
-                      for a in args)
-        y0 = fwd(*args, **kw)
-        g = np.ones_like(y0)
         op = getattr(F, name)
+        tparams = tuple(Tensor(p, requires_grad=True) if isinstance(p, np.ndarray) else p for p in params)
+        tx = Tensor(x0, requires_grad=True)
+        g = np.ones_like(x0)
 
-        def raw_f():
-            fwd(*args, **kw)
+        def raw_chain(k, backward):
+            def run():
+                xs, saves, x = [], [], x0
+                for _ in range(k):
+                    xs.append(x)
+                    x, sv = fwd.with_saved(x, *params, **kw)
+                    saves.append(sv)
+                if backward:
+                    gx = g
+                    for xi, sv in zip(reversed(xs), reversed(saves)):
+                        gx = bwd(gx, xi, *params, saved=sv, **kw)[0]
+            return run
 
-        def raw_fb():
-            y, saved = fwd.with_saved(*args, **kw)
-            bwd(g, *args, saved=saved, **kw)
+        def ten_chain(k, backward):
+            def run():
+                x = tx
+                for _ in range(k):
+                    x = op(x, *tparams, **kw)
+                if backward:
+                    for t in (tx,) + tparams:
+                        if isinstance(t, Tensor):
+                            t.grad = None
+                    x.backward(g)
+            return run
 
-        def ten_f():
-            op(*targs, **kw)
-
-        def ten_fb():
-            for t in targs:
-                if isinstance(t, Tensor):
-                    t.grad = None
-            op(*targs, **kw).backward(g)
-
-        del spec
-        res = _rounds({"raw_f": raw_f, "ten_f": ten_f, "raw_fb": raw_fb, "ten_fb": ten_fb}, n, rounds)
+        fns = {f"{kind}{k}{'b' if b else 'f'}": (raw_chain if kind == "raw" else ten_chain)(k, b)
+               for kind in ("raw", "ten") for k in (1, depth) for b in (False, True)}
+        res = _rounds(fns, n, rounds)
         med = {k: statistics.median(v) * 1e6 for k, v in res.items()}
-        rows.append((label, med["raw_f"], med["ten_f"], med["raw_fb"], med["ten_fb"]))
-    return rows
+
+        def per_op(kind, b):
+            tag = "b" if b else "f"
+            return (med[f"{kind}{depth}{tag}"] - med[f"{kind}1{tag}"]) / (depth - 1)
+
+        rows.append((label, per_op("raw", False), per_op("ten", False), per_op("raw", True), per_op("ten", True)))
+        # what a one-op graph costs beyond one op's share: the backward() call itself
+        fixed.append((med["ten1b"] - med["raw1b"]) - (per_op("ten", True) - per_op("raw", True)))
+    return rows, statistics.median(fixed)
 
 
 def mlp_vs_torch(batch: int, rounds: int = 9, n: int = 100, sizes=(784, 256, 256, 10)):
@@ -144,10 +170,13 @@ def main(args) -> int:
     d = info()
     simd = d["cpp_build"].get("simd_in_use") if isinstance(d.get("cpp_build"), dict) else None
     print(f"pydl {d['pydl']}  cpu {d['cpu']} ({d['cpu_count']} logical)  SIMD in use {simd}  threads {threads}")
-    print("\nautograd overhead per op (float32, medians of per-round bests, microseconds)")
+    print("\nautograd overhead per op: chains of 8 against chains of 1, per op (float32, medians of "
+          "per-round bests, microseconds)")
     print(f"{'op':28s} {'raw fwd':>8s} {'Tensor':>8s} {'extra':>7s}   {'raw f+b':>8s} {'Tensor':>8s} {'extra':>7s}")
-    for label, rf, tf, rfb, tfb in op_overhead(rounds=args.rounds):
+    rows, fixed = op_overhead(rounds=args.rounds)
+    for label, rf, tf, rfb, tfb in rows:
         print(f"{label:28s} {rf:8.2f} {tf:8.2f} {tf - rf:7.2f}   {rfb:8.2f} {tfb:8.2f} {tfb - rfb:7.2f}")
+    print(f"fixed cost of one backward() call (graph walk, seed gradient): {fixed:.1f} us")
     try:
         import torch
     except ImportError:
