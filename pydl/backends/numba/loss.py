@@ -304,25 +304,36 @@ def _weight_sum(w, has_w, C):
 
 
 @njit(**_JIT)
-def _finish(out, red, total, count):
-    if red == 1:
-        out[0] = total / count  # NaN over nothing, as the reference
-    elif red == 2:
-        out[0] = total
+def _views(x2, t1, T2, C):
+    """The kernels' (N, C, S) views of the adapter's flat operands (no copies)."""
+    N = x2.shape[0]
+    S = x2.shape[1] // C
+    return (x2.reshape((N, C, S)), t1.reshape((N if t1.size else 0, S)),
+            T2.reshape((T2.shape[0], C, S)))
 
 
 @njit(**_JIT)
-def _forward(x, t, T, w, has_w, prob, ignore, ls, out, red):
-    """x (N, C, S); t (N, S) int64 or T (N, C, S) (prob); out (N*S,) for "none", else (1,)."""
-    W = _weight_sum(w, has_w, x.shape[1])
+def _reduced(red, total, count):
+    if red == 1:
+        return total / count  # NaN over nothing, as the reference
+    return total
+
+
+@njit(**_JIT)
+def _forward(x2, t1, T2, w, has_w, prob, ignore, ls, C, out, red):
+    """x2 (N, C*S); t1 (N*S,) int64, or T2 (N, C*S) if prob; out (N*S,) for "none" (red 0),
+    else unused. Returns the "mean" (red 1) or "sum" (red 2)."""
+    x, t, T = _views(x2, t1, T2, C)
+    W = _weight_sum(w, has_w, C)
     total, count = _fwd(x, t, T, w, has_w, prob, ignore, ls, W, out, red == 0, 0, _tasks(x))
-    _finish(out, red, total, count)
+    return _reduced(red, total, count)
 
 
 @njit(**_PAR)
-def _forward_par(x, t, T, w, has_w, prob, ignore, ls, out, red):
+def _forward_par(x2, t1, T2, w, has_w, prob, ignore, ls, C, out, red):
     """_forward over _PARTS contiguous ranges of rows or tiles, partial sums reduced."""
-    W = _weight_sum(w, has_w, x.shape[1])
+    x, t, T = _views(x2, t1, T2, C)
+    W = _weight_sum(w, has_w, C)
     ntasks = _tasks(x)
     parts = min(ntasks, _PARTS)
     total = 0.0
@@ -332,7 +343,7 @@ def _forward_par(x, t, T, w, has_w, prob, ignore, ls, out, red):
                     p * ntasks // parts, (p + 1) * ntasks // parts)
         total += a
         count += b
-    _finish(out, red, total, count)
+    return _reduced(red, total, count)
 
 
 # -- backward ---------------------------------------------------------------------------------
@@ -454,19 +465,21 @@ def _grad_scale(g, red, t, w, has_w, prob, ignore, samples):
 
 
 @njit(**_JIT)
-def _backward(g, x, t, T, w, has_w, prob, ignore, ls, dx, red):
-    """g: grad (N*S,) for "none", else (1,); dx (N, C, S)."""
-    N, C, S = x.shape
+def _backward(g, x2, t1, T2, w, has_w, prob, ignore, ls, C, dx2, red):
+    """g: grad (N*S,) for "none", else (1,); dx2 (N, C*S); the rest as in _forward."""
+    x, t, T = _views(x2, t1, T2, C)
+    dx = dx2.reshape(x.shape)
     W = _weight_sum(w, has_w, C)
-    gs = _grad_scale(g, red, t, w, has_w, prob, ignore, N * S)
+    gs = _grad_scale(g, red, t, w, has_w, prob, ignore, x.shape[0] * x.shape[2])
     _bwd(g, gs, red == 0, x, t, T, w, has_w, prob, ignore, ls, W, dx, 0, _tasks(x))
 
 
 @njit(**_PAR)
-def _backward_par(g, x, t, T, w, has_w, prob, ignore, ls, dx, red):
-    N, C, S = x.shape
+def _backward_par(g, x2, t1, T2, w, has_w, prob, ignore, ls, C, dx2, red):
+    x, t, T = _views(x2, t1, T2, C)
+    dx = dx2.reshape(x.shape)
     W = _weight_sum(w, has_w, C)
-    gs = _grad_scale(g, red, t, w, has_w, prob, ignore, N * S)
+    gs = _grad_scale(g, red, t, w, has_w, prob, ignore, x.shape[0] * x.shape[2])
     ntasks = _tasks(x)
     parts = min(ntasks, _PARTS)
     for p in prange(parts):
@@ -477,58 +490,64 @@ def _backward_par(g, x, t, T, w, has_w, prob, ignore, ls, dx, red):
 # -- adapters ---------------------------------------------------------------------------------
 _RED = {"none": 0, "mean": 1, "sum": 2}
 _I64 = np.dtype(np.int64)
-_NO_T = np.zeros((0, 0), np.int64)  # stand-ins for the target form not in use, and no weight
-_NO_P = {np.dtype(d): np.zeros((0, 0, 0), d) for d in (np.float32, np.float64)}
+_NO_T = np.zeros(0, np.int64)  # stand-ins for the target form not in use, no weight, no output
+_NO_P = {np.dtype(d): np.zeros((0, 0), d) for d in (np.float32, np.float64)}
 _NO_W = {np.dtype(d): np.zeros(0, d) for d in (np.float32, np.float64)}
 
 
+def _flat(a, n):
+    """``a`` C-contiguous as (n, rest) (no copy, no reshape for a 2-D contiguous array)."""
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return a if a.ndim == 2 else a.reshape(n, math.prod(a.shape[1:]))
+
+
 def _operands(input, target, weight, ignore_index):
-    """(x, t, T, w, prob, ignore) as the kernels take them; None for C == 0."""
-    shape = input.shape
-    N, C = shape[0], shape[1]
-    if not C:
-        return None
-    S = 1 if len(shape) == 2 else math.prod(shape[2:])
-    x = contiguous(input, (N, C, S))
+    """(x2, t1, T2, w, prob, ignore): input as (N, C*S) and the target as (N*S,) int64 indices or
+    (N, C*S) probabilities (the other a stand-in), as the kernels take them."""
+    N = input.shape[0]
     w = _NO_W[input.dtype] if weight is None else contiguous(weight)
     if target.dtype.kind == "f":
-        return x, _NO_T, contiguous(target, (N, C, S)), w, True, 0
-    t = contiguous(target if target.dtype == _I64 else target.astype(np.int64), (N, S))
+        return _flat(input, N), _NO_T, _flat(target, N), w, True, 0
+    t = target if target.dtype == _I64 else target.astype(np.int64)
+    if not t.flags.c_contiguous:
+        t = np.ascontiguousarray(t)
+    if t.ndim != 1:
+        t = t.reshape(-1)
     if not -2**63 <= ignore_index < 2**63:  # no int64 equals it, but uint64's top half wraps
         ignore_index = ignore_index - 2**64 if target.dtype == np.uint64 and ignore_index < 2**64 else -1
-    return x, t, _NO_P[input.dtype], w, False, ignore_index
+    return _flat(input, N), t, _NO_P[input.dtype], w, False, ignore_index
 
 
 @register("cross_entropy", "numba")
 def cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
-    ops = _operands(input, target, weight, ignore_index)
-    if ops is None:  # C == 0: no logits, the reference decides (zeros for probabilities)
+    C = input.shape[1]
+    if not C:  # no logits: the reference decides (zeros for probabilities)
         return _reference.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
-    x, t, T, w, prob, ignore = ops
-    shape = input.shape
-    out = _array.empty(shape[:1] + shape[2:] if reduction == "none" else (), input.dtype)
+    x, t, T, w, prob, ignore = _operands(input, target, weight, ignore_index)
+    none = reduction == "none"
+    out = _array.empty(input.shape[:1] + input.shape[2:], input.dtype) if none else _NO_W[input.dtype]
+    kernel = _forward
     if x.size >= _PAR_MIN and get_num_threads() > 1:
         sync_threads()
-        _forward_par(x, t, T, w, weight is not None, prob, ignore, label_smoothing, out.reshape(-1), _RED[reduction])
-    else:
-        _forward(x, t, T, w, weight is not None, prob, ignore, label_smoothing, out.reshape(-1), _RED[reduction])
-    return out
+        kernel = _forward_par
+    v = kernel(x, t, T, w, weight is not None, prob, ignore, label_smoothing, C,
+               out if out.ndim == 1 else out.reshape(-1), _RED[reduction])
+    return out if none else input.dtype.type(v)  # the registry makes a 0-d array of it
 
 
 @register("cross_entropy_backward", "numba")
 def cross_entropy_backward(grad, input, target, weight, ignore_index, reduction, label_smoothing, saved=None):
-    ops = _operands(input, target, weight, ignore_index)
-    if ops is None:
+    C = input.shape[1]
+    if not C:
         return _reference.cross_entropy_backward(grad, input, target, weight, ignore_index, reduction,
                                                  label_smoothing)
-    x, t, T, w, prob, ignore = ops
+    x, t, T, w, prob, ignore = _operands(input, target, weight, ignore_index)
     dx = _array.empty(input.shape, input.dtype)
-    g = contiguous(grad, (-1,))
+    kernel = _backward
     if x.size >= _PAR_MIN and get_num_threads() > 1:
         sync_threads()
-        _backward_par(g, x, t, T, w, weight is not None, prob, ignore, label_smoothing, dx.reshape(x.shape),
-                      _RED[reduction])
-    else:
-        _backward(g, x, t, T, w, weight is not None, prob, ignore, label_smoothing, dx.reshape(x.shape),
-                  _RED[reduction])
+        kernel = _backward_par
+    kernel(contiguous(grad, (-1,)), x, t, T, w, weight is not None, prob, ignore, label_smoothing, C,
+           dx if dx.ndim == 2 else dx.reshape(x.shape), _RED[reduction])
     return (dx,)
