@@ -27,7 +27,7 @@ def _print_info(d: dict) -> None:
     for fam in ("cpp", "cython"):
         c = nat.get(fam) or {}
         if "module" in c:
-            print(f"path {fam:6s}{c['level']} ({c['why']}): {c['module']}, {nat['build']} build")
+            print(f"path {fam:<7s}{c['level']} ({c['why']}): {c['module']}, {nat['build']} build")
     b = d["cpp_build"]
     if "error" in b:
         print(f"build      pydl._cpp missing: {b['error']}")

@@ -80,7 +80,7 @@ def test_info_shows_the_path_and_the_caches(capsys):
     assert all({"level", "type", "size"} <= c.keys() for c in d["caches"])
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    assert f"path cpp   {d['native']['cpp']['level']} (" in out
+    assert f"path cpp    {d['native']['cpp']['level']} (" in out
 
 
 def _module_file(name):
