@@ -148,7 +148,11 @@ def load_native(family: str):
     """Import and return the module behind ``pydl._<family>`` (``cpp`` or ``cython``)."""
     kind = build_kind()
     if kind == "native":
-        level, why = "native", "native build (PYDL_ARCH): one module, for the build machine"
+        try:
+            from pydl._build_config import ARCH as arch
+        except ImportError:
+            arch = "?"
+        level, why = "native", f"PYDL_ARCH={arch} build: one module, for the build machine only"
     else:
         level, why = choose_level(cpu_flags(), os.environ.get("PYDL_SIMD"))
     name = f"pydl._{family}_{level}"
