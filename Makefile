@@ -35,16 +35,22 @@ cuda-check:
 	  $(NVCC) -arch=sm_90 -std=c++17 -Ikernels/common -c $$f -o /dev/null; \
 	done
 
-# A real wheel carries the native modules and the CUDA sources, and the
-# installed package finds them.
+# A real wheel carries the native modules of every SIMD level (the portable
+# build) and the CUDA sources, and the installed package finds them and
+# imports the level this CPU runs.
 wheel-check: $(STAMP)
 	rm -rf build/wheel-check && mkdir -p build/wheel-check
 	$(BIN)/python -m pip wheel -q --no-deps -w build/wheel-check .
 	$(BIN)/python -m pip install -q --no-deps --target build/wheel-check/site build/wheel-check/pydl-*.whl
-	cd build/wheel-check && PYTHONPATH=site ../../$(BIN)/python -c "import pydl, pydl._cpp, pydl._cython; \
-	  from pydl.backends.cuda._loader import kernel_dir; d = kernel_dir(); \
+	cd build/wheel-check && PYTHONPATH=site ../../$(BIN)/python -c "import importlib.util as u, pydl, pydl._cpp, pydl._cython; \
+	  from pydl import machine; from pydl.backends.cuda._loader import kernel_dir; d = kernel_dir(); \
 	  assert 'site' in str(d) and (d / 'elementwise.cu').is_file(), d; \
-	  assert (kernel_dir('common') / 'cuda_helpers.cuh').is_file(); print('wheel ok:', d)"
+	  assert (kernel_dir('common') / 'cuda_helpers.cuh').is_file(); \
+	  mods = [f'pydl._{f}_{lv}' for f in ('cpp', 'cython') for lv in machine.LEVELS]; \
+	  missing = [m for m in mods if not (u.find_spec(m) and 'site' in u.find_spec(m).origin)]; \
+	  assert not missing, f'wheel lacks {missing}'; assert machine.build_kind() == 'portable'; \
+	  p = machine.path_in_use(); assert 'site' in pydl._cpp.__file__, pydl._cpp.__file__; \
+	  print('wheel ok:', d, '|', len(mods), 'native modules | cpp path:', p['cpp']['level'], '(' + p['cpp']['why'] + ')')"
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info pydl/*.so kernels/cython/*.c
+	rm -rf $(VENV) build dist *.egg-info pydl/*.so pydl/_build_config.py kernels/cython/*.c

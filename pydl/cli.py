@@ -6,86 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_features() -> dict:
-    """The SIMD features this CPU reports (Linux /proc/cpuinfo flags)."""
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {name: name in flags for name in ("avx512f", "avx512bw", "avx512vl", "avx2", "fma")}
-
-
-def info() -> dict:
-    """Everything ``pydl info`` prints, as a dict."""
-    import numpy as np
-
-    import pydl
-    from pydl import backends
-
-    out = {
-        "pydl": pydl.__version__,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_features": cpu_features(),
-        "threads": backends.get_num_threads(),
-        "backends": backends.available(),
-    }
-    try:
-        from pydl import _cpp
-
-        out["cpp_build"] = dict(_cpp.build_info())
-        out["cpp_build"]["simd_in_use"] = _cpp.simd_level()
-    except ImportError as e:
-        out["cpp_build"] = {"error": str(e)}
-    try:
-        import numba
-
-        out["numba"] = numba.__version__
-    except ImportError:
-        out["numba"] = None
-    out["gpu"] = _gpu_info()
-    return out
-
-
-def _gpu_info() -> dict:
-    try:
-        import cupy
-    except Exception as e:
-        return {"cupy": None, "reason": f"CuPy not installed ({type(e).__name__})"}
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-        devs = []
-        for i in range(n):
-            p = cupy.cuda.runtime.getDeviceProperties(i)
-            devs.append({"name": p["name"].decode(), "cc": f"{p['major']}.{p['minor']}",
-                         "memory_gib": round(p["totalGlobalMem"] / 2**30, 1)})
-        return {"cupy": cupy.__version__, "devices": devs}
-    except Exception as e:
-        return {"cupy": cupy.__version__, "reason": f"no usable GPU ({type(e).__name__}: {e})"}
+from pydl.machine import cpu_features, info  # noqa: F401  (pydl info's data: one module, below the CLI)
+from pydl.machine import cpu_model as _cpu_model  # noqa: F401  (the old name)
 
 
 def _print_info(d: dict) -> None:
@@ -94,11 +19,20 @@ def _print_info(d: dict) -> None:
     print(f"cpu        {d['cpu']}  ({d['cpu_count']} logical CPUs)")
     feats = d["cpu_features"]
     print("features   " + "  ".join(f"{k}:{'yes' if v else 'no'}" for k, v in feats.items()))
+    if d.get("caches"):
+        from pydl.machine import cache_line
+
+        print("caches     " + "  ".join(cache_line(c) for c in d["caches"]))
+    nat = d.get("native") or {}
+    for fam in ("cpp", "cython"):
+        c = nat.get(fam) or {}
+        if "module" in c:
+            print(f"path {fam:<7s}{c['level']} ({c['why']}): {c['module']}, {nat['build']} build")
     b = d["cpp_build"]
     if "error" in b:
         print(f"build      pydl._cpp missing: {b['error']}")
     else:
-        print(f"build      -march={b['arch']}  gcc {b['compiler']}  OpenMP {b['openmp']}  "
+        print(f"build      {b.get('kind', 'native')}, this module -march={b['arch']}  gcc {b['compiler']}  OpenMP {b['openmp']}  "
               f"compiled SIMD: {b['compiled_simd']}  in use: {b['simd_in_use']}")
     print(f"threads    {d['threads']}")
     print("backends")

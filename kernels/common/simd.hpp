@@ -1,8 +1,12 @@
-// SIMD level selection. The build compiles every level its -march allows
-// (AVX-512 needs __AVX512F__, AVX2 needs __AVX2__ and __FMA__; scalar always);
-// the level used at run time is the highest compiled one unless lowered by
-// PYDL_SIMD=avx2|scalar or pydl._cpp.set_simd_level(), which is how tests
-// exercise the AVX2 and scalar paths on an AVX-512 machine.
+// SIMD level selection. A module compiles every level its -march allows
+// (AVX-512 needs __AVX512F__, AVX2 needs __AVX2__ and __FMA__; scalar always).
+// The portable build makes one module per level (_cpp_avx512: -march=x86-64-v4,
+// _cpp_avx2: x86-64-v3, _cpp_base: x86-64-v2) and pydl/_cpp.py imports the best
+// one the CPU runs (pydl/machine.py), so nothing here ever meets a CPU below
+// its -march. Within a module the level used at run time is the highest
+// compiled one unless lowered by PYDL_SIMD=avx2|scalar (which also picks the
+// module) or pydl._cpp.set_simd_level(), which is how tests exercise the AVX2
+// and scalar paths on an AVX-512 machine.
 #pragma once
 #include <string>
 #include <type_traits>

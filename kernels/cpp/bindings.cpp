@@ -13,6 +13,18 @@
 
 namespace py = pybind11;
 
+// setup.py builds this module once per x86-64 level under its own name
+// (_cpp_avx512, _cpp_avx2, _cpp_base; _cpp_native for PYDL_ARCH builds);
+// pydl/_cpp.py imports the one the CPU runs.
+#ifndef PYDL_MODULE
+#define PYDL_MODULE _cpp
+#endif
+#ifndef PYDL_BUILD_KIND
+#define PYDL_BUILD_KIND "native"
+#endif
+#define PYDL_STR2(x) #x
+#define PYDL_STR(x) PYDL_STR2(x)
+
 namespace pydl {
 
 static Simd g_level = [] {
@@ -65,7 +77,7 @@ void bind_peak(py::module_& m);
 
 }  // namespace pydl
 
-PYBIND11_MODULE(_cpp, m) {
+PYBIND11_MODULE(PYDL_MODULE, m) {
   using namespace pydl;
   m.doc() = "pydl C++ kernels (private; use pydl.ops)";
   m.def("simd_level", [] { return std::string(simd_name(simd_level())); },
@@ -82,6 +94,8 @@ PYBIND11_MODULE(_cpp, m) {
   m.def("build_info", [] {
     py::dict d;
     d["arch"] = PYDL_ARCH;
+    d["kind"] = PYDL_BUILD_KIND;
+    d["module"] = "pydl." PYDL_STR(PYDL_MODULE);
     d["compiler"] = __VERSION__;
     d["openmp"] = _OPENMP;
     d["compiled_simd"] = simd_name(compiled_simd());

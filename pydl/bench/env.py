@@ -1,4 +1,5 @@
-"""The environment a benchmark ran in: CPU, SIMD, threads, versions, git commit."""
+"""The environment a benchmark ran in: CPU, SIMD, threads, versions, git commit.
+The machine itself (CPU, features, caches, native path) comes from :mod:`pydl.machine`."""
 from __future__ import annotations
 
 import os
@@ -44,7 +45,7 @@ def thread_settings() -> dict:
 
 def environment() -> dict:
     """``pydl info`` plus the thread settings, the git commit and the command line."""
-    from pydl.cli import info
+    from pydl.machine import info
 
     d = info()
     d["threads"] = thread_settings()

@@ -162,7 +162,7 @@ MLP_SIZES = ((64, 128, 128, 10), (784, 256, 256, 10))
 
 def main(args) -> int:
     import pydl
-    from pydl.cli import info
+    from pydl.machine import info
 
     if args.threads:
         pydl.set_num_threads(args.threads)

@@ -32,9 +32,9 @@ def cache_dir() -> Path:
 
 def machine_key() -> dict:
     import pydl
-    from pydl.cli import _cpu_model
+    from pydl.machine import cpu_model
 
-    return {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(), "pydl": pydl.__version__, "numpy": np.__version__}
 
 

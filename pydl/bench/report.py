@@ -132,8 +132,9 @@ def _env_lines(run: dict) -> list[str]:
     th = e.get("threads") or {}
     return [
         f"CPU: {e.get('cpu')} ({e.get('cpu_count')} CPUs), features: {feats}",
-        f"pydl {e.get('pydl')} at {e.get('git_commit')}, build -march={b.get('arch')} SIMD in use "
-        f"{b.get('simd_in_use')}; Python {e.get('python')}, NumPy {e.get('numpy')} ({e.get('numpy_blas')}), "
+        f"pydl {e.get('pydl')} at {e.get('git_commit')}, {b.get('kind', 'native')} build, module "
+        f"{b.get('module', 'pydl._cpp')} (-march={b.get('arch')}, {((e.get('native') or {}).get('cpp') or {}).get('why', '')}) "
+        f"SIMD in use {b.get('simd_in_use')}; Python {e.get('python')}, NumPy {e.get('numpy')} ({e.get('numpy_blas')}), "
         f"Numba {e.get('numba')}, PyTorch {e.get('torch')}",
         "threads: " + ", ".join(f"{k}={v}" for k, v in th.items() if v is not None)
         + f"; OMP_WAIT_POLICY of the timing processes: {e.get('omp_wait_policy_workers', 'inherit')}",
