@@ -11,7 +11,7 @@ Per parameter, with ``g`` the gradient (negated when maximizing)::
 from __future__ import annotations
 
 from .. import _array
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["Adadelta"]
 
@@ -25,14 +25,10 @@ class Adadelta(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, g):
-        if not 0.0 <= g["lr"]:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
+        check_nonnegative(g, "lr")
         if not 0.0 <= g["rho"] <= 1.0:
             raise ValueError(f"Invalid rho value: {g['rho']}")
-        if not 0.0 <= g["eps"]:
-            raise ValueError(f"Invalid epsilon value: {g['eps']}")
-        if not 0.0 <= g["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
+        check_nonnegative(g, "eps", "weight_decay")
 
     def step(self, closure=None):
         loss = self._run_closure(closure)

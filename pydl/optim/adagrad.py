@@ -10,7 +10,7 @@ Per parameter, at step t, with ``g`` the gradient (negated when maximizing)::
 from __future__ import annotations
 
 from .. import _array
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["Adagrad"]
 
@@ -27,16 +27,7 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, g):
-        if not 0.0 <= g["lr"]:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if not 0.0 <= g["lr_decay"]:
-            raise ValueError(f"Invalid lr_decay value: {g['lr_decay']}")
-        if not 0.0 <= g["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
-        if not 0.0 <= g["initial_accumulator_value"]:
-            raise ValueError(f"Invalid initial_accumulator_value value: {g['initial_accumulator_value']}")
-        if not 0.0 <= g["eps"]:
-            raise ValueError(f"Invalid epsilon value: {g['eps']}")
+        check_nonnegative(g, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def _init_group_state(self, group):
         for p in group["params"]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _array
-from .optimizer import Optimizer, _fusable, _kernels
+from .optimizer import Optimizer, _fusable, _kernels, check_nonnegative
 
 __all__ = ["Adam", "AdamW"]
 
@@ -36,10 +36,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, g):
-        if not 0.0 <= g["lr"]:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if not 0.0 <= g["eps"]:
-            raise ValueError(f"Invalid epsilon value: {g['eps']}")
+        check_nonnegative(g, "lr", "eps")
         betas = g["betas"]
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -47,8 +44,7 @@ class Adam(Optimizer):
             raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
         if not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= g["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
+        check_nonnegative(g, "weight_decay")
 
     def step(self, closure=None):
         loss = self._run_closure(closure)

@@ -88,6 +88,16 @@ def _grad(p):
     return g
 
 
+
+_LABEL = {"lr": "learning rate", "eps": "epsilon value"}
+
+
+def check_nonnegative(group: dict, *keys: str) -> None:
+    """torch's "Invalid <name> value: <v>" ValueError for the first of ``keys`` below 0."""
+    for k in keys:
+        if not 0.0 <= group[k]:
+            raise ValueError(f"Invalid {_LABEL.get(k, k + ' value')}: {group[k]}")
+
 class Optimizer:
     """Base class: ``Optimizer(params, defaults)``.
 

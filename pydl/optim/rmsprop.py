@@ -12,7 +12,7 @@ Per parameter, with ``g`` the gradient (negated when maximizing)::
 from __future__ import annotations
 
 from .. import _array
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["RMSprop"]
 
@@ -29,16 +29,7 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, g):
-        if not 0.0 <= g["lr"]:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if not 0.0 <= g["eps"]:
-            raise ValueError(f"Invalid epsilon value: {g['eps']}")
-        if not 0.0 <= g["momentum"]:
-            raise ValueError(f"Invalid momentum value: {g['momentum']}")
-        if not 0.0 <= g["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
-        if not 0.0 <= g["alpha"]:
-            raise ValueError(f"Invalid alpha value: {g['alpha']}")
+        check_nonnegative(g, "lr", "eps", "momentum", "weight_decay", "alpha")
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
