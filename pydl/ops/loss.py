@@ -289,6 +289,8 @@ def _class_indices(target, input, ignore_index):
 
 def _class_weight(weight, input):
     """An optional (C,) array of input's dtype."""
+    if weight is None:
+        return None
     C = input.shape[1]
     weight = ck.optional_array("weight", weight, ndim=1, layout="(C,)")
     ck.same_dtype(input=input, weight=weight)
