@@ -1019,12 +1019,17 @@ def where(cond, a, b):
     return _record(y, (pa, pb), bw, "where")
 
 
-def cat(tensors, dim=0):
+def _sequence(tensors, what):
+    """(tensors as a list, their arrays, the array module) of a non-empty sequence."""
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("cat: expected a non-empty sequence of tensors")
+        raise ValueError(f"{what}: expected a non-empty sequence of tensors")
     xs = [_arr(t) for t in tensors]
-    xp = _array.module(xs[0])
+    return tensors, xs, _array.module(xs[0])
+
+
+def cat(tensors, dim=0):
+    tensors, xs, xp = _sequence(tensors, "cat")
     d = dim % xs[0].ndim
     y = xp.concatenate(xs, axis=d)
     bounds = np.cumsum([x.shape[d] for x in xs])[:-1]
@@ -1036,11 +1041,7 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: expected a non-empty sequence of tensors")
-    xs = [_arr(t) for t in tensors]
-    xp = _array.module(xs[0])
+    tensors, xs, xp = _sequence(tensors, "stack")
     y = xp.stack(xs, axis=dim)
     d = dim % y.ndim
 

@@ -58,6 +58,13 @@ def _tensor(name, x):
 # -- multi-layer sequences ------------------------------------------------------------------
 
 
+
+def _reset_uniform(m):
+    """torch's recurrent init: every parameter uniform(-1/sqrt(H), 1/sqrt(H))."""
+    stdv = 1.0 / math.sqrt(m.hidden_size) if m.hidden_size > 0 else 0
+    for w in m.parameters():
+        init.uniform_(w, -stdv, stdv)
+
 class RNNBase(Module):
     """What RNN, LSTM and GRU share: the parameters, their names and init, the checks,
     and the loop over layers and directions (``forward``)."""
@@ -108,9 +115,7 @@ class RNNBase(Module):
         _place(self, device)
 
     def reset_parameters(self):
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for w in self.parameters():
-            init.uniform_(w, -stdv, stdv)
+        _reset_uniform(self)
 
     @property
     def all_weights(self):
@@ -276,9 +281,7 @@ class RNNCellBase(Module):
         _place(self, device)
 
     def reset_parameters(self):
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for w in self.parameters():
-            init.uniform_(w, -stdv, stdv)
+        _reset_uniform(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
