@@ -24,36 +24,18 @@ import pydl  # noqa: E402
 import pydl.nn as pnn  # noqa: E402
 from pydl.registry import SPECS, OpSpec  # noqa: E402
 import torch.nn as tnn  # noqa: E402
+from twins import DTYPES, ORDERS, assert_close, torch_dtype  # noqa: E402
+from twins import order as _order  # noqa: E402
 
-ORDERS = ["cpp,numpy", "cython,numpy", "numba,numpy", "numpy"]
-DTYPES = [np.float32, np.float64]
 # relative to each compared array's largest magnitude: float32 kernels sum a few
 # hundred terms at most here (SIMD exp/erf a few ulp); float64 agrees to ~1e-14
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
-TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
-
-_AVAILABLE = pydl.available()
+TORCH_DTYPE = {d: torch_dtype(torch, d) for d in DTYPES}
 
 
-def _order(order):
-    first = order.split(",")[0]
-    if not _AVAILABLE.get(first, {}).get("available"):
-        pytest.skip(f"backend {first} is not available here: {_AVAILABLE.get(first, {}).get('reason')}")
-    return order
 
 
-def assert_close(name, got, ref, rtol):
-    """|got - ref| <= rtol * (|ref| + max|ref|): relative, at the array's own scale."""
-    got = np.asarray(got, np.float64)
-    ref = np.asarray(ref.detach().numpy() if hasattr(ref, "detach") else ref, np.float64)
-    assert got.shape == ref.shape, f"{name}: shape {got.shape}, torch's {ref.shape}"
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    err = np.abs(got - ref)
-    bad = ~(err <= rtol * (np.abs(ref) + scale))
-    if bad.any():
-        i = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise AssertionError(f"{name}: {int(bad.sum())} of {bad.size} differ (rtol {rtol:g}, scale {scale:.3g}, "
-                             f"max err {err.max():.3g}); first at {i}: {got[i]!r} vs torch {ref[i]!r}")
+
 
 
 # -- the twins ---------------------------------------------------------------------------------
