@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import functools
 import os
 import platform
 from pathlib import Path
@@ -64,6 +65,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset:
     """The feature flags this CPU (and OS) reports: /proc/cpuinfo on Linux,
     else NumPy's own run-time detection, mapped to the Linux names."""
