@@ -23,9 +23,9 @@ Only the standard library is imported here: the shims run this at import.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
-import functools
 import os
 import platform
 from pathlib import Path
