@@ -4,9 +4,13 @@ and moves to and from PyTorch.
 
 Data: scikit-learn's 8x8 digits (upsampled to 16x16 for the convolutional nets),
 a text embedded below, toy sequences, gymnasium's CartPole-v1. Every test runs
-one thread: on a shared 2-core machine a 2-thread parallel region whose partner
-has no core waits a scheduler slice at its barrier (see pydl/bench/runner.py).
+one thread, OpenBLAS included (the NumPy reference kernels of the rnn, attention
+and norm families call it): on a shared 2-core machine a 2-thread parallel region
+whose partner has no core waits a scheduler slice at its barrier (see
+pydl/bench/runner.py), which made these tests up to 10x slower.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -23,10 +27,15 @@ TEXT = (
 
 @pytest.fixture(autouse=True)
 def one_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it OpenBLAS keeps its threads
+        threadpool_limits = None
     before = pydl.get_num_threads()
     pydl.set_num_threads(1)
     pydl.manual_seed(0)
-    yield
+    with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
+        yield
     pydl.set_num_threads(before)
 
 
@@ -56,9 +65,10 @@ def _eval_loss(model, fn):
     return v
 
 
-def _train(model, loss_fn, n, steps, lr, batch=64, opt=None):
-    opt = opt or optim.Adam(model.parameters(), lr=lr)
-    for b in _batches(n, batch, steps):
+def _train(model, loss_fn, batches, lr):
+    """One Adam step on ``loss_fn(batch)`` per batch."""
+    opt = optim.Adam(model.parameters(), lr=lr)
+    for b in batches:
         opt.zero_grad()
         loss = loss_fn(b)
         loss.backward()
@@ -92,7 +102,7 @@ def test_classifier_learns_digits(name, digits):
     model = models.create(name, x.shape[1:], 10, **opts)
     full = lambda: F.cross_entropy(model(pydl.Tensor(x)), y)  # noqa: E731
     before = _eval_loss(model, full)
-    _train(model, lambda b: F.cross_entropy(model(pydl.Tensor(x[b])), y[b]), len(y), steps, lr)
+    _train(model, lambda b: F.cross_entropy(model(pydl.Tensor(x[b])), y[b]), _batches(len(y), 64, steps), lr)
     after = _eval_loss(model, full)
     assert before > 2.0 and after < 0.5 * before, (before, after)
     model.eval()
@@ -116,3 +126,361 @@ def test_classifier_shapes(name, in_shape):
 def test_classifier_rejects_a_too_small_image(name):
     with pytest.raises(ValueError, match="too small"):
         models.create(name, (1, 2, 2), 10)
+
+
+# -- language models -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text():
+    vocab = models.CharVocab(TEXT)
+    return vocab, vocab.encode(TEXT)
+
+
+def _windows(ids, T, B, rng):
+    """B random windows of T ids and the same windows shifted by one (the next characters)."""
+    start = rng.integers(0, len(ids) - T - 1, B)
+    return (np.stack([ids[s:s + T] for s in start]), np.stack([ids[s + 1:s + T + 1] for s in start]))
+
+
+def test_char_vocab_round_trip(text):
+    vocab, ids = text
+    assert vocab.decode(ids) == TEXT and ids.dtype == np.int64 and len(vocab) == len(set(TEXT))
+    with pytest.raises(ValueError, match="not in the vocabulary: 'Z'"):
+        vocab.encode("Zebra")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_char_lm_learns(cell, text):
+    vocab, ids = text
+    model = models.CharLM(len(vocab), 16, 64, cell=cell)
+    xe, ye = _windows(ids, 32, 64, np.random.default_rng(5))
+    before = _eval_loss(model, lambda: model.loss(xe, ye)[0])
+    rng = np.random.default_rng(0)
+    _train(model, lambda b: model.loss(*b)[0], (_windows(ids, 32, 32, rng) for _ in range(60)), 1e-2)
+    after = _eval_loss(model, lambda: model.loss(xe, ye)[0])
+    assert before > 3.0 and after < 0.3 * before, (before, after)
+    logits, state = model(xe[:2])
+    assert logits.shape == (2, 32, len(vocab))
+    assert (state[0] if cell == "lstm" else state).shape == (1, 2, 64)
+    sample = vocab.decode(model.generate(vocab.encode("the "), 20, temperature=0, rng=np.random.default_rng(0)))
+    assert len(sample) == 20 and set(sample) <= set(TEXT)
+
+
+def test_char_lm_rejects_bad_ids(text):
+    vocab, _ = text
+    model = models.CharLM(len(vocab))
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, "):
+        model(np.array([[0, len(vocab)]]))
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="cell must be one of"):
+        models.CharLM(10, cell="transformer")
+
+
+def test_gpt_learns_and_is_causal(text):
+    vocab, ids = text
+    model = models.GPT(len(vocab), d_model=32, nhead=4, num_layers=2, max_len=32)
+    xe, ye = _windows(ids, 32, 64, np.random.default_rng(5))
+    before = _eval_loss(model, lambda: model.loss(xe, ye))
+    rng = np.random.default_rng(0)
+    _train(model, lambda b: model.loss(*b), (_windows(ids, 32, 32, rng) for _ in range(60)), 3e-3)
+    after = _eval_loss(model, lambda: model.loss(xe, ye))
+    assert before > 3.0 and after < 0.55 * before, (before, after)
+    # position t sees positions <= t only: changing the last id leaves earlier logits alone
+    model.eval()
+    with pydl.no_grad():
+        a = model(xe[:1]).numpy()
+        x2 = xe[:1].copy()
+        x2[0, -1] = (x2[0, -1] + 1) % len(vocab)
+        b = model(x2).numpy()
+    np.testing.assert_allclose(a[0, :-1], b[0, :-1], rtol=1e-5, atol=1e-6)
+    assert np.abs(a[0, -1] - b[0, -1]).max() > 1e-4
+    assert len(model.generate(vocab.encode("the"), 40, rng=np.random.default_rng(0))) == 40  # past max_len
+    with pytest.raises(ValueError, match="exceeds max_len 32"):
+        model(np.zeros((1, 33), np.int64))
+
+
+def _majority(n, T, rng):
+    """Sequences of ids 1..7; label 1 when id 1 occurs more often than id 2."""
+    x = rng.integers(1, 8, (n, T))
+    return x, ((x == 1).sum(1) > (x == 2).sum(1)).astype(np.int64)
+
+
+def test_transformer_classifier_learns():
+    model = models.TransformerClassifier(8, 2, d_model=32, nhead=4, num_layers=1, max_len=16)
+    xe, ye = _majority(256, 16, np.random.default_rng(3))
+    before = _eval_loss(model, lambda: F.cross_entropy(model(xe), ye))
+    rng = np.random.default_rng(0)
+    _train(model, lambda b: F.cross_entropy(model(b[0]), b[1]), (_majority(64, 16, rng) for _ in range(80)), 3e-3)
+    after = _eval_loss(model, lambda: F.cross_entropy(model(xe), ye))
+    assert before > 0.6 and after < 0.2 * before, (before, after)
+
+
+def test_seq2seq_learns_to_reverse():
+    V, L = 8, 6
+    model = models.Seq2Seq(V, 16, 64)
+    se, te = models.toy_sequences("reverse", 256, L, V, np.random.default_rng(9))
+
+    def loss(src, tgt):
+        return F.cross_entropy(model(src, models.shifted(tgt, 0)).reshape(-1, V), tgt.reshape(-1))
+
+    before = _eval_loss(model, lambda: loss(se, te))
+    rng = np.random.default_rng(0)
+    _train(model, lambda b: loss(*b), (models.toy_sequences("reverse", 64, L, V, rng) for _ in range(100)), 1e-2)
+    after = _eval_loss(model, lambda: loss(se, te))
+    assert before > 1.8 and after < 0.2 * before, (before, after)
+    pred, attn = model.greedy(se, L)
+    assert pred.shape == (256, L) and attn.shape == (256, L, L)
+    assert (pred == te).mean() > 0.8
+    np.testing.assert_allclose(attn.sum(-1), 1, rtol=1e-5)
+    # reversing: output position t attends mostly to source position L-1-t
+    assert (attn.mean(0).argmax(-1) == np.arange(L)[::-1]).mean() >= 0.5
+
+
+def test_toy_sequences():
+    src, tgt = models.toy_sequences("sort", 4, 5, 6, np.random.default_rng(0))
+    assert (np.diff(tgt, axis=1) >= 0).all() and (np.sort(src, 1) == tgt).all() and src.min() >= 1
+    with pytest.raises(ValueError, match="task must be"):
+        models.toy_sequences("shuffle", 4, 5, 6, np.random.default_rng(0))
+
+
+# -- generative models ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flat_digits(digits):
+    return digits[0].reshape(len(digits[0]), -1)
+
+
+@pytest.mark.parametrize("cls, ratio", [(models.Autoencoder, 0.3), (models.DenoisingAutoencoder, 0.3),
+                                        (models.SparseAutoencoder, 0.2), (models.VAE, 0.7)])
+def test_autoencoders_learn(cls, ratio, flat_digits):
+    x = flat_digits
+    model = cls(64)
+
+    def loss(v):
+        r = model.loss(v)
+        return r[0] if isinstance(r, tuple) else r
+
+    before = _eval_loss(model, lambda: loss(x))
+    _train(model, lambda b: loss(x[b]), _batches(len(x), 64, 100), 3e-3)
+    after = _eval_loss(model, lambda: loss(x))
+    assert after < ratio * before, (before, after)
+    model.eval()
+    with pydl.no_grad():
+        out = model(x[:3])
+    rec = out[0] if isinstance(out, tuple) else out
+    assert rec.shape == (3, 64)
+
+
+def test_sparse_autoencoder_codes_are_sparse(flat_digits):
+    x = flat_digits
+    model = models.SparseAutoencoder(64, code=32, rho=0.05, beta=0.5)
+    _train(model, lambda b: model.loss(x[b]), _batches(len(x), 64, 100), 3e-3)
+    with pydl.no_grad():
+        codes = model.encode(x).numpy()
+    assert codes.mean() < 0.15  # pulled from ~0.5 towards rho
+
+
+def test_vae_terms_and_sampling(flat_digits):
+    model = models.VAE(64, latent=4)
+    total, rec, kl = model.loss(flat_digits[:16])
+    assert abs(total.item() - rec.item() - kl.item()) < 1e-3 and kl.item() >= 0
+    total.backward()
+    assert all(p.grad is not None for p in model.parameters())  # through the reparameterization
+    s = model.sample(5)
+    assert s.shape == (5, 64) and (s >= 0).all() and (s <= 1).all()
+
+
+def test_gan_learns_the_digit_statistics(flat_digits):
+    real = flat_digits * 2 - 1
+    gan = models.GAN(64, latent=16, hidden=128)
+    opt_d = optim.Adam(gan.discriminator.parameters(), 1e-3, betas=(0.5, 0.999))
+    opt_g = optim.Adam(gan.generator.parameters(), 1e-3, betas=(0.5, 0.999))
+
+    def gaps():
+        with pydl.no_grad():
+            s = gan.sample(512).numpy()
+        return ((s.mean(0) - real.mean(0)) ** 2).mean(), ((s.std(0) - real.std(0)) ** 2).mean()
+
+    mean0, std0 = gaps()
+    for b in _batches(len(real), 64, 300):
+        opt_d.zero_grad()
+        gan.d_loss(real[b]).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        gan.g_loss(64).backward()
+        opt_g.step()
+    mean1, std1 = gaps()
+    assert mean1 < 0.3 * mean0 and std1 < 0.5 * std0, (mean0, mean1, std0, std1)
+
+
+# -- reinforcement learning ----------------------------------------------------------------------
+
+
+def test_dqn_learns_cartpole():
+    gym = pytest.importorskip("gymnasium")
+    env = gym.make("CartPole-v1")
+    agent = models.DQN(4, 2, hidden=64, lr=1e-3, target_every=100)
+    agent, returns, losses = models.train_dqn(env, 3000, agent, warmup=200, eps_decay=1500, batch_size=32, seed=0)
+    assert np.mean(returns[-5:]) > 2 * np.mean(returns[:10]), returns
+    assert models.evaluate(env, agent, episodes=3) > 100  # a random policy averages ~22
+    # the target network was refreshed from the online one
+    assert agent.updates >= 2000 and agent.target.state_dict().keys() == agent.q.state_dict().keys()
+
+
+def test_replay_buffer_wraps_and_samples():
+    buf = models.ReplayBuffer(3, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="empty"):
+        buf.sample(1)
+    for i in range(5):
+        buf.push([i, i], i % 2, float(i), [i + 1, i + 1], i == 4)
+    assert len(buf) == 3 and sorted(buf.reward) == [2.0, 3.0, 4.0]
+    obs, act, rew, nxt, done = buf.sample(8)
+    assert obs.shape == (8, 2) and act.dtype == np.int64 and set(rew) <= {2.0, 3.0, 4.0}
+    np.testing.assert_array_equal(nxt, obs + 1)
+    np.testing.assert_array_equal(done, (rew == 4.0).astype(np.float32))
+
+
+# -- to and from PyTorch -------------------------------------------------------------------------
+
+
+def _torch_twins():
+    """The same architectures written in PyTorch, with the same attribute names."""
+    torch = pytest.importorskip("torch")
+    T = torch.nn
+
+    class MLP(T.Module):
+        def __init__(self, d_in, hidden, classes):
+            super().__init__()
+            self.net = T.Sequential(T.Flatten(), T.Linear(d_in, hidden), T.ReLU(), T.Linear(hidden, classes))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class LeNet5(T.Module):
+        def __init__(self, c, fh, classes):
+            super().__init__()
+            self.features = T.Sequential(T.Conv2d(c, 6, 5, padding=2), T.ReLU(), T.MaxPool2d(2),
+                                         T.Conv2d(6, 16, 5), T.ReLU(), T.MaxPool2d(2))
+            self.classifier = T.Sequential(T.Flatten(), T.Linear(16 * fh * fh, 120), T.ReLU(), T.Linear(120, 84),
+                                           T.ReLU(), T.Linear(84, classes))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    class Block(T.Module):
+        def __init__(self, c_in, c, stride):
+            super().__init__()
+            self.conv1 = T.Conv2d(c_in, c, 3, stride, 1, bias=False)
+            self.bn1 = T.BatchNorm2d(c)
+            self.conv2 = T.Conv2d(c, c, 3, 1, 1, bias=False)
+            self.bn2 = T.BatchNorm2d(c)
+            self.downsample = (T.Sequential(T.Conv2d(c_in, c, 1, stride, bias=False), T.BatchNorm2d(c))
+                               if stride != 1 or c_in != c else None)
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet(T.Module):
+        def __init__(self, c, classes, widths, blocks):
+            super().__init__()
+            self.conv1 = T.Conv2d(c, widths[0], 3, 1, 1, bias=False)
+            self.bn1 = T.BatchNorm2d(widths[0])
+            prev = widths[0]
+            for i, (w, n) in enumerate(zip(widths, blocks)):
+                stage = []
+                for j in range(n):
+                    stage.append(Block(prev, w, 2 if i > 0 and j == 0 else 1))
+                    prev = w
+                setattr(self, f"layer{i + 1}", T.Sequential(*stage))
+            self.n = len(widths)
+            self.avgpool = T.AdaptiveAvgPool2d(1)
+            self.fc = T.Linear(prev, classes)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            for i in range(self.n):
+                x = getattr(self, f"layer{i + 1}")(x)
+            return self.fc(self.avgpool(x).flatten(1))
+
+    class CharLM(T.Module):
+        def __init__(self, vocab, embed, hidden):
+            super().__init__()
+            self.embed = T.Embedding(vocab, embed)
+            self.rnn = T.LSTM(embed, hidden, batch_first=True)
+            self.head = T.Linear(hidden, vocab)
+
+        def forward(self, ids):
+            return self.head(self.rnn(self.embed(ids))[0])
+
+    return torch, {
+        "mlp": (lambda: models.MLP(64, 32, 10), lambda: MLP(64, 32, 10), 0),
+        "lenet5": (lambda: models.LeNet5((1, 16, 16), 10), lambda: LeNet5(1, 2, 10), 1),
+        "resnet": (lambda: models.ResNet((1, 16, 16), 10, widths=(8, 16), blocks=(1, 2)),
+                   lambda: ResNet(1, 10, (8, 16), (1, 2)), 1),
+        "charlm": (lambda: models.CharLM(12, 8, 16), lambda: CharLM(12, 8, 16), None),
+    }
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "resnet", "charlm"])
+def test_state_dict_keys_match_the_torch_twin(name):
+    torch, twins = _torch_twins()
+    ours, theirs, _ = twins[name]
+    a, b = ours().state_dict(), theirs().state_dict()
+    assert list(a) == list(b)
+    assert all(tuple(a[k].shape) == tuple(b[k].shape) for k in a)
+
+
+def _predict(model, x):
+    model.eval()
+    with pydl.no_grad():
+        return model(pydl.Tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "resnet"])
+def test_trained_in_pydl_predicts_the_same_in_torch_and_back(name, digits):
+    torch, twins = _torch_twins()
+    make_ours, make_theirs, which = twins[name]
+    x8, x16, y = digits
+    x = (x8, x16)[which]
+    train, test = slice(0, 384), slice(384, None)
+    # pydl -> torch: train here (BatchNorm statistics too), predict there
+    ours = make_ours()
+    _train(ours, lambda b: F.cross_entropy(ours(pydl.Tensor(x[train][b])), y[train][b]), _batches(384, 64, 40), 1e-2)
+    theirs = make_theirs()
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
+    theirs.eval()
+    with torch.no_grad():
+        ref = theirs(torch.from_numpy(x[test])).numpy()
+    got = _predict(ours, x[test])
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == ref.argmax(1)).all() and (got.argmax(1) == y[test]).mean() > 0.5
+    # torch -> pydl: train there, predict here
+    theirs = make_theirs()
+    opt = torch.optim.Adam(theirs.parameters(), 1e-2)
+    for b in _batches(384, 64, 40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x[train][b])), torch.from_numpy(y[train][b])).backward()
+        opt.step()
+    theirs.eval()
+    with torch.no_grad():
+        ref = theirs(torch.from_numpy(x[test])).numpy()
+    ours = make_ours()
+    ours.load_state_dict(theirs.state_dict())
+    got = _predict(ours, x[test])
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def test_char_lm_predicts_the_same_in_torch(text):
+    torch, twins = _torch_twins()
+    make_ours, make_theirs, _ = twins["charlm"]
+    ours, theirs = make_ours(), make_theirs()
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
+    ids = np.random.default_rng(0).integers(0, 12, (3, 10))
+    with torch.no_grad():
+        ref = theirs(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(ours(ids)[0].numpy(), ref, rtol=1e-4, atol=1e-5)
