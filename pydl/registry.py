@@ -91,6 +91,25 @@ class BadCase:
     match: str
 
 
+class Viewed(dict):
+    """Normalized arguments whose public result is a view of the kernels' one.
+
+    A normalizer returns this instead of a plain dict when the caller's form differs
+    from the canonical one the kernels take: an unbatched input given a batch
+    dimension (a view), an operand broadcast, ``return_indices``. ``out(out, saved)``
+    turns the kernels' output into the public one; ``grad(g)`` the public upstream
+    gradient into the kernels' form; ``grads(res)`` the kernels' input gradients into
+    the shapes and dtypes of the arguments the caller gave. Each may be None (identity).
+    Plain dicts, the common case, pay one type check.
+    """
+
+    __slots__ = ("out", "grad", "grads")
+
+    def __init__(self, args: dict, out=None, grad=None, grads=None):
+        super().__init__(args)
+        self.out, self.grad, self.grads = out, grad, grads
+
+
 def _default_bytes(spec: "OpSpec", a: dict) -> int:
     """Fewest bytes a forward moves: every array input read once, output written once."""
     n = sum(v.nbytes for v in a.values() if _array.kind(v) is not None)
@@ -180,6 +199,8 @@ class OpSpec:
         _, impl = select(self.name, a, backend)
         res = impl(**a)
         out, saved = res if self.saves else (res, None)
+        if type(a) is not dict and a.out is not None:
+            out = a.out(out, saved)
         return _arrays(out), saved
 
     def call_backward(self, grad, a: dict, saved=None, backend: str | None = None, needs=None,
@@ -190,6 +211,9 @@ class OpSpec:
         return None for those. Implementations without the keyword compute them all.
         ``checked=False`` skips the upstream gradient's checks: for autograd, whose gradients
         have the output's shape, dtype and device by construction."""
+        viewed = type(a) is not dict
+        if viewed and a.grad is not None:
+            grad = a.grad(grad)
         if checked:
             grad = _check_grad(self, grad, a)
             _, impl = select(self.name + "_backward", a, backend, extra=grad)
@@ -206,6 +230,8 @@ class OpSpec:
                 f"expected a tuple of {len(self.differentiable)} gradients "
                 f"for {self.differentiable}"
             )
+        if viewed and a.grads is not None:
+            res = a.grads(res)
         return res
 
 

@@ -90,9 +90,12 @@ def integer(name, v, min=None, max=None):
 
 
 def int_tuple(name, v, n, min=None):
-    """An int or a sequence of ``n`` ints, returned as an ``n``-tuple."""
+    """An int or a sequence of ``n`` ints (or of one int, repeated, as torch takes it),
+    returned as an ``n``-tuple."""
     if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
         v = (v,) * n
+    if isinstance(v, (tuple, list)) and len(v) == 1 and n > 1:
+        v = tuple(v) * n
     if not isinstance(v, (tuple, list)) or len(v) != n:
         raise TypeError(f"{name}: expected an int or a sequence of {n} ints, got {v!r}")
     out = tuple(integer(name, e) for e in v)
@@ -173,3 +176,42 @@ def check_grad_array(name, g, expected_shape, dtype):
     if tuple(g.shape) != tuple(expected_shape):
         raise ValueError(f"{name}: expected the output's shape {tuple(expected_shape)}, got {tuple(g.shape)}")
     return g
+
+
+# -- the forms torch accepts beyond the kernels' canonical one --------------------------
+
+
+def batch_dim(name, x, ndim, layout):
+    """``x`` with ``ndim`` dimensions, or one fewer (unbatched, as torch accepts): returns
+    ``(x with the batch dimension, unbatched)``; the added dimension is a view."""
+    x = array(name, x, ndim=(ndim, ndim - 1), layout=f"{layout} or unbatched without N")
+    return (x[None], True) if x.ndim == ndim - 1 else (x, False)
+
+
+def sum_to(g, shape):
+    """Sum a gradient over the dimensions its argument was broadcast along."""
+    if g is None or tuple(g.shape) == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def unbatched_views(a, ndim, first_only=True):
+    """A :class:`~pydl.registry.Viewed` of ``a`` for an unbatched call: the output (or
+    the first of several) loses the batch dimension, the upstream gradient gains it, and
+    the first input's gradient loses it again."""
+    from ..registry import Viewed
+
+    def out(o, saved):
+        return o[0] if not isinstance(o, tuple) else tuple(e[0] for e in o)
+
+    def grad(g):
+        if isinstance(g, (tuple, list)):
+            return tuple(e if getattr(e, "ndim", None) != ndim - 1 else e[None] for e in g)
+        return g[None] if getattr(g, "ndim", None) == ndim - 1 else g
+
+    def grads(res):
+        return (None if res[0] is None else res[0][0],) + tuple(res[1:])
+
+    return Viewed(a, out, grad, grads)

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BadCase, Case, defop
+from .. import _array
+from ..registry import BadCase, Case, Viewed, defop
 from . import _checks as ck
 
 TOL = {"float32": (2e-5, 2e-5), "float64": (1e-12, 1e-12)}
@@ -279,7 +280,7 @@ def _conv_bad(rng):
     f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     x, w, b = f(2, 4, 6, 6), f(3, 4, 3, 3), f(3)
     return [
-        BadCase("x 3-D", dict(x=x[0], weight=w), ValueError, "x"),
+        BadCase("x 2-D", dict(x=x[0, 0], weight=w), ValueError, "x"),
         BadCase("weight 3-D", dict(x=x, weight=w[0]), ValueError, "weight"),
         BadCase("weight channels", dict(x=x, weight=f(3, 3, 3, 3)), ValueError, "weight"),
         BadCase("weight channels grouped", dict(x=x, weight=f(4, 4, 3, 3), groups=2), ValueError, "weight"),
@@ -290,7 +291,8 @@ def _conv_bad(rng):
         BadCase("stride 0", dict(x=x, weight=w, stride=0), ValueError, "stride"),
         BadCase("dilation -1", dict(x=x, weight=w, dilation=(1, -1)), ValueError, "dilation"),
         BadCase("padding -1", dict(x=x, weight=w, padding=-1), ValueError, "padding"),
-        BadCase("padding str", dict(x=x, weight=w, padding="same"), TypeError, "padding"),
+        BadCase("padding str", dict(x=x, weight=w, padding="full"), ValueError, "padding"),
+        BadCase("padding same strided", dict(x=x, weight=w, stride=2, padding="same"), ValueError, "padding"),
         BadCase("groups 0", dict(x=x, weight=w, groups=0), ValueError, "groups"),
         BadCase("groups not dividing C", dict(x=x, weight=f(3, 1, 3, 3), groups=3), ValueError, "groups"),
         BadCase("groups not dividing K", dict(x=x, weight=f(3, 2, 3, 3), groups=2), ValueError, "groups"),
@@ -343,18 +345,24 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     bias (K,) or None -> (N, K, OH, OW).
 
     Input channels split into ``groups`` contiguous groups, each convolved
-    with its K/groups filters (groups == C == K is depthwise). Zero padding
-    only, given as ints (the strings "same"/"valid" of ``F.conv2d`` are not
-    accepted). 4-D input only. Flops: 2*N*K*OH*OW*(C/groups)*R*S.
+    with its K/groups filters (groups == C == K is depthwise). Zero padding:
+    an int, a pair, or torch's strings "valid" and "same" (stride 1; an even
+    dilated kernel gets its extra padding on the right, as in torch). An
+    unbatched x (C, H, W) gives (K, OH, OW). Flops: 2*N*K*OH*OW*(C/groups)*R*S.
     """
-    x = nchw("x", x)
+    x, unbatched = ck.batch_dim("x", x, 4, NCHW)
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x: expected C, H, W >= 1 in {NCHW}, got shape {tuple(x.shape)}")
     weight = ck.array("weight", weight, ndim=4, layout="(K, C/groups, R, S)")
     bias = ck.optional_array("bias", bias, ndim=1, layout="(K,)")
     ck.same_dtype(x=x, weight=weight, bias=bias)
     groups = ck.integer("groups", groups, min=1)
-    hp = dict(stride=ck.int_tuple("stride", stride, 2, min=1),
-              padding=ck.int_tuple("padding", padding, 2, min=0),
-              dilation=ck.int_tuple("dilation", dilation, 2, min=1))
+    dilation = ck.int_tuple("dilation", dilation, 2, min=1)
+    stride = ck.int_tuple("stride", stride, 2, min=1)
+    extra = None
+    if type(padding) is str:
+        padding, extra = _string_padding(padding, stride, dilation, weight.shape[2:])
+    hp = dict(stride=stride, padding=ck.int_tuple("padding", padding, 2, min=0), dilation=dilation)
     c = x.shape[1]
     k, cg, r, s = weight.shape
     if c % groups:
@@ -369,5 +377,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"weight: expected shape (K, C/groups, R, S) with C/groups = {c}/{groups} "
                          f"= {c // groups}, got {tuple(weight.shape)}")
     ck.shape("bias", bias, (k,), "(K, weight's dimension 0)")
+    if extra:  # "same" with an even dilated kernel: torch pads the extra row/column on the right
+        h, w = x.shape[2:]
+        x = _array.module(x).pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     output_hw("weight", x.shape[2:], (r, s), **hp)
-    return dict(x=x, weight=weight, bias=bias, **hp, groups=groups)
+    a = dict(x=x, weight=weight, bias=bias, **hp, groups=groups)
+    if not (unbatched or extra):
+        return a
+    a = ck.unbatched_views(a, 4) if unbatched else Viewed(a)
+    if extra:
+        squeeze = a.grads or (lambda res: res)
+        a.grads = lambda res: squeeze((None if res[0] is None else res[0][:, :, :h, :w],) + tuple(res[1:]))
+    return a
+
+
+def _string_padding(padding, stride, dilation, rs):
+    """torch's "valid" (no padding) and "same" (output size = input size, stride 1): the
+    left padding, and what the right side needs on top (an even dilated kernel)."""
+    if padding == "valid":
+        return 0, None
+    if padding != "same":
+        raise ValueError(f"padding: expected an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"padding: 'same' needs stride 1 (as in torch), got stride {stride}")
+    total = tuple(d * (k - 1) for d, k in zip(dilation, rs))
+    left = tuple(t // 2 for t in total)
+    extra = tuple(t - 2 * lo for t, lo in zip(total, left))
+    return left, (extra if any(extra) else None)

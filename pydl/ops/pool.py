@@ -1,8 +1,8 @@
 """2-D pooling: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``.
 
-Semantics follow ``torch.nn.functional``; NCHW, batched 4-D input only (no
-unbatched 3-D). Window geometry is conv's (see ``pydl.ops.conv``) plus
-torch's pooling rules:
+Semantics follow ``torch.nn.functional``; NCHW, or unbatched (C, H, W) (the
+batch dimension added as a view and removed from the results). Window
+geometry is conv's (see ``pydl.ops.conv``) plus torch's pooling rules:
 
 - ``stride=None`` means ``stride = kernel_size``;
 - padding is at most half the kernel size (``padding <= kernel_size // 2``
@@ -29,19 +29,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BadCase, Case, defop
+from ..registry import BadCase, Case, Viewed, defop
 from . import _checks as ck
-from .conv import case_id, nchw, output_hw
+from .conv import NCHW, case_id, output_hw
 
 TOL = {"float32": (5e-6, 1e-6), "float64": (1e-12, 1e-12)}
 EXACT = {"float32": (0.0, 0.0), "float64": (0.0, 0.0)}
 
 
 def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate the shared pooling arguments; returns the normalized dict."""
-    x = nchw("x", x)
+    """Validate the shared pooling arguments; returns the normalized dict (x with its
+    batch dimension; see :func:`_batched`)."""
     kernel_size = ck.int_tuple("kernel_size", kernel_size, 2, min=1)
-    stride = kernel_size if stride is None else ck.int_tuple("stride", stride, 2, min=1)
+    if stride is None or (type(stride) in (tuple, list) and len(stride) == 0):
+        stride = kernel_size  # torch's default, also spelled stride=()
+    else:
+        stride = ck.int_tuple("stride", stride, 2, min=1)
     padding = ck.int_tuple("padding", padding, 2, min=0)
     dilation = ck.int_tuple("dilation", dilation, 2, min=1)
     ceil_mode = ck.boolean("ceil_mode", ceil_mode)
@@ -78,7 +81,7 @@ def _pool_bad(rng, **extra):
         return BadCase(id, dict(dict(x=x, kernel_size=3), **kw), exc, match)
 
     return [
-        b("x 3-D", ValueError, "x", x=x[0]),
+        b("x 2-D", ValueError, "x", x=x[0, 0]),
         b("x W=0", ValueError, "x", x=x[..., :0]),
         b("kernel 0", ValueError, "kernel_size", kernel_size=0),
         b("kernel float", TypeError, "kernel_size", kernel_size=2.0),
@@ -135,7 +138,8 @@ def _max_cases(rng, dtype):
        bad_cases=lambda rng: _pool_bad(rng, dilation=(0, ValueError, "dilation")),
        torch=lambda torch, F, a: F.max_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
                                               a["dilation"], a["ceil_mode"]))
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
     """Maximum over each (dilated) window of x (N, C, H, W), like ``F.max_pool2d``.
 
     ``stride=None`` means ``kernel_size``. Padded positions never win; a NaN
@@ -145,9 +149,30 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     (row-major taps) on ties, the last NaN if the window holds NaN, and -1
     for a window with no input position (see the module docstring). The
     backward adds each gradient at that position (from the saved indices, or
-    recomputed); -1 receives nothing. 4-D input only.
+    recomputed); -1 receives nothing. ``return_indices=True`` returns
+    ``(out, indices)`` as torch does (the backward then takes the output's
+    gradient, alone or as ``(grad, None)``). An unbatched x (C, H, W) gives
+    (C, OH, OW).
     """
-    return _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode)
+    x, unbatched = _batched(x)
+    a = _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = ck.boolean("return_indices", return_indices)
+    if not (unbatched or return_indices):
+        return a
+    a = ck.unbatched_views(a, 4) if unbatched else Viewed(a)
+    if return_indices:
+        squeeze = a.out or (lambda o, s: o)
+        a.out = lambda o, saved: squeeze((o, saved["indices"]), saved)
+        expand = a.grad or (lambda g: g)
+        a.grad = lambda g: expand(g[0] if isinstance(g, (tuple, list)) and len(g) == 2 and g[1] is None else g)
+    return a
+
+
+def _batched(x):
+    x, unbatched = ck.batch_dim("x", x, 4, NCHW)
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x: expected C, H, W >= 1 in {NCHW}, got shape {tuple(x.shape)}")
+    return x, unbatched
 
 
 # -- avg_pool2d ----------------------------------------------------------------------
@@ -201,10 +226,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     if given; else, with ``count_include_pad``, by the window's size clipped
     to the padded input (a ceil_mode window running past the right padding
     counts only up to it); else by the number of input positions it covers.
-    4-D input only.
+    An unbatched x (C, H, W) gives (C, OH, OW).
     """
-    return _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                          divisor_override)
+    x, unbatched = _batched(x)
+    a = _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override)
+    return ck.unbatched_views(a, 4) if unbatched else a
 
 
 # -- adaptive_avg_pool2d ---------------------------------------------------------------
@@ -249,7 +276,7 @@ def _adaptive_cases(rng, dtype):
 def _adaptive_bad(rng):
     x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
     return [
-        BadCase("x 3-D", dict(x=x[0], output_size=2), ValueError, "x"),
+        BadCase("x 2-D", dict(x=x[0, 0], output_size=2), ValueError, "x"),
         BadCase("output_size -1", dict(x=x, output_size=-1), ValueError, "output_size"),
         BadCase("output_size (2, -3)", dict(x=x, output_size=(2, -3)), ValueError, "output_size"),
         BadCase("output_size triple", dict(x=x, output_size=(1, 2, 3)), TypeError, "output_size"),
@@ -279,13 +306,14 @@ def adaptive_avg_pool2d(x, output_size):
     ``output_size`` is an int or a pair whose entries are ints >= 0 or None
     (None keeps that input size). Output (oh, ow) averages rows
     [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns: windows may
-    overlap and differ in size by one. 4-D input only.
+    overlap and differ in size by one. An unbatched x (C, H, W) gives (C, OH, OW).
     """
-    x = nchw("x", x)
+    x, unbatched = _batched(x)
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[2:]))
     output_size = ck.int_tuple("output_size", output_size, 2, min=0)
-    return dict(x=x, output_size=output_size)
+    a = dict(x=x, output_size=output_size)
+    return ck.unbatched_views(a, 4) if unbatched else a
 
 
 # -- window tables for the native kernels ------------------------------------------------
