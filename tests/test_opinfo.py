@@ -36,6 +36,7 @@ from pydl import backends, registry  # noqa: E402
 from pydl.ops.elementwise import dropout_mask  # noqa: E402
 
 backends.load()
+torch.set_num_threads(1)  # tiny tensors: threads only add overhead
 SPECS = registry.SPECS
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
@@ -236,25 +237,13 @@ def _tol(spec, grad=False):
     return max(rtol, floor[0]), max(atol, floor[1])
 
 
-def run_sample(name, sample, backend):
-    """Run one sample on one backend; raises :class:`Refused` (with pydl's message) for a
-    TypeError/ValueError from pydl, AssertionError for a disagreement."""
+def torch_expected(name, sample):
+    """torch's outputs and the gradients of every input it differentiates, for the
+    seeded upstream gradients; computed once per sample, shared by the backends."""
     op, args, kw, conv = pydl_call(name, sample)
     spec = SPECS[op]
-    try:
-        got = getattr(pydl.ops, op)(*args, backend=backend, **kw)
-    except (TypeError, ValueError, NotImplementedError) as e:
-        raise Refused(str(e)) from None
     ref, memo = torch_run(name, sample, kw)
-    got_t, ref_t = _as_tuple(got), _as_tuple(ref)
-    assert len(got_t) == len(ref_t), f"{op}: {len(got_t)} outputs, torch {len(ref_t)}"
-    want_dtype = np.float64 if isinstance(kw.get("dtype"), np.dtype) and kw["dtype"] == np.float64 else np.float32
-    for i, (g, r) in enumerate(zip(got_t, ref_t)):
-        if r.is_floating_point():
-            assert g.dtype == want_dtype, f"{op} output {i}: dtype {g.dtype}, expected {np.dtype(want_dtype)}"
-        _check_close(f"{op}[{backend}] output {i}", g, r, _tol(spec))
-
-    # backward: every input torch differentiates, against torch autograd
+    ref_t = _as_tuple(ref)
     bound = spec.signature.bind(*args, **kw).arguments
     wanted = []  # (pydl name, float64 torch tensor)
     for pname, val in bound.items():
@@ -262,22 +251,47 @@ def run_sample(name, sample, backend):
         if t is not None and t.requires_grad and t.is_floating_point():
             wanted.append((pname, memo[id(t)]))
     float_outs = [(i, r) for i, r in enumerate(ref_t) if r.is_floating_point() and r.requires_grad]
-    if not wanted or not float_outs:
+    ups, tgrads = [], []
+    if wanted and float_outs:
+        rng = np.random.default_rng(7)
+        ups = [rng.standard_normal(tuple(r.shape)) for _, r in float_outs]
+        tgrads = torch.autograd.grad([r for _, r in float_outs], [t for _, t in wanted],
+                                     [torch.from_numpy(u) for u in ups], allow_unused=True)
+        tgrads = [torch.zeros_like(t) if g is None else g for (_, t), g in zip(wanted, tgrads)]
+    return dict(outs=[r.detach() for r in ref_t], wanted=[p for p, _ in wanted],
+                float_outs=[i for i, _ in float_outs], ups=ups, grads=tgrads)
+
+
+def run_sample(name, sample, backend, expected):
+    """Run one sample on one backend (``expected``: a one-element list holding torch's
+    results, filled on first use); raises :class:`Refused` (with pydl's message) for a
+    TypeError/ValueError/NotImplementedError from pydl, AssertionError for a disagreement."""
+    op, args, kw, _ = pydl_call(name, sample)
+    spec = SPECS[op]
+    try:
+        got = getattr(pydl.ops, op)(*args, backend=backend, **kw)
+    except (TypeError, ValueError, NotImplementedError) as e:
+        raise Refused(str(e)) from None
+    if not expected:
+        expected.append(torch_expected(name, sample))
+    expected = expected[0]
+    got_t, ref_t = _as_tuple(got), expected["outs"]
+    assert len(got_t) == len(ref_t), f"{op}: {len(got_t)} outputs, torch {len(ref_t)}"
+    want_dtype = np.float64 if isinstance(kw.get("dtype"), np.dtype) and kw["dtype"] == np.float64 else np.float32
+    for i, (g, r) in enumerate(zip(got_t, ref_t)):
+        if r.is_floating_point():
+            assert g.dtype == want_dtype, f"{op} output {i}: dtype {g.dtype}, expected {np.dtype(want_dtype)}"
+        _check_close(f"{op}[{backend}] output {i}", g, r, _tol(spec))
+    if not expected["grads"]:
         return
-    missing = [p for p, _ in wanted if p not in spec.differentiable]
+    missing = [p for p in expected["wanted"] if p not in spec.differentiable]
     assert not missing, f"{op}: torch differentiates {missing}, pydl's backward does not"
-    rng = np.random.default_rng(7)
-    ups = [rng.standard_normal(tuple(r.shape)) for _, r in float_outs]
-    tgrads = torch.autograd.grad([r for _, r in float_outs], [t for _, t in wanted],
-                                 [torch.from_numpy(u) for u in ups], allow_unused=True)
-    g = [u.astype(got_t[i].dtype) for (i, _), u in zip(float_outs, ups)]
-    pgrad = getattr(pydl.ops, op + "_backward")(g[0] if len(got_t) == 1 or len(g) == 1 else tuple(g),
-                                                *args, backend=backend, **kw)
+    g = [u.astype(got_t[i].dtype) for i, u in zip(expected["float_outs"], expected["ups"])]
+    pgrad = getattr(pydl.ops, op + "_backward")(g[0] if len(g) == 1 else tuple(g), *args,
+                                                backend=backend, **kw)
     by_name = dict(zip(spec.differentiable, pgrad))
-    for (pname, t), tg in zip(wanted, tgrads):
+    for pname, tg in zip(expected["wanted"], expected["grads"]):
         mine = by_name[pname]
-        if tg is None:
-            tg = torch.zeros_like(t)
         assert mine is not None, f"{op}[{backend}]: no gradient for {pname}"
         _check_close(f"{op}[{backend}] d{pname}", mine, tg, _tol(spec, grad=True))
 
@@ -291,10 +305,10 @@ def cpu_backends(op):
 def classify(name, sample, backends_=None):
     """("ok", None) | ("refused", reason id) | ("fail", message) over the backends."""
     op = OPS[name]
-    refused = None
+    refused, expected = None, []
     for b in backends_ or cpu_backends(op):
         try:
-            run_sample(name, sample, b)
+            run_sample(name, sample, b, expected)
         except Refused as e:
             refused = str(e)
         except Exception as e:  # a crash or a disagreement: reported, never hidden
@@ -337,6 +351,17 @@ def report(names=None, out=print):
 
 
 # -- the tests -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The samples are tiny: a parallel launch on a busy 2-core machine costs more than
+    the work (numba's pool waits ~30 ms for a core); threading is tested elsewhere."""
+    before = pydl.get_num_threads()
+    pydl.set_num_threads(1)
+    yield
+    pydl.set_num_threads(before)
+
 
 
 @pytest.mark.parametrize("name", list(OPS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _array
-from ..registry import BadCase, Case, defop
+from ..registry import BadCase, Case, Viewed, defop
 from . import _checks as ck
 
 # float32 kernels use SIMD polynomial exp/erf/tanh: a few ulp, compared to a
@@ -149,12 +149,18 @@ def prelu(x, weight):
     """x if x > 0 else weight * x, with one slope (``weight`` (1,)) or one per channel
     (``weight`` (C,), C = x.shape[1]: x has at least 2 dims). Both are differentiated."""
     x = ck.array("x", x)
-    weight = ck.array("weight", weight, ndim=1, layout="(1,) or (C,)")
+    weight = ck.array("weight", weight, ndim=(1, 0), layout="(1,) or (C,) (or 0-d)")
     ck.same_dtype(x=x, weight=weight)
+    scalar = weight.ndim == 0
+    if scalar:
+        weight = weight.reshape(1)
     if weight.shape[0] != 1 and (x.ndim < 2 or weight.shape[0] != x.shape[1]):
         channels = f"C = x.shape[1] = {x.shape[1]}" if x.ndim >= 2 else f"x is {x.ndim}-D: only (1,)"
         raise ValueError(f"weight: expected shape (1,) or (C,) with {channels}, got {tuple(weight.shape)}")
-    return dict(x=x, weight=weight)
+    a = dict(x=x, weight=weight)
+    if not scalar:
+        return a
+    return Viewed(a, grads=lambda res: (res[0], None if res[1] is None else res[1].reshape(())))
 
 
 def _gelu_cases(rng, dtype):
@@ -207,27 +213,59 @@ def _softmax_bad(rng):
             BadCase("0-d", dict(x=np.ones((), np.float32), dim=0), ValueError, "x")]
 
 
-def _softmax_args(x, dim):
-    x = ck.array("x", x, min_ndim=1)
-    return dict(x=x, dim=ck.dim("dim", dim, x.ndim))
+def _softmax_args(x, dim, dtype):
+    """x (cast to ``dtype`` first if given, as torch does) and dim; a 0-d x is a 1-D view
+    of one element (torch's softmax of a scalar is 1, its log_softmax 0)."""
+    if dtype is None and type(x) is np.ndarray and x.ndim:
+        x = ck.array("x", x)
+        return dict(x=x, dim=ck.dim("dim", dim, x.ndim))
+    x = ck.array("x", x)
+    given = x.dtype
+    if dtype is not None:
+        try:
+            want = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected a float dtype (float32 or float64) or None, got {dtype!r}") from None
+        if want.name not in ck.FLOAT_DTYPES:
+            raise TypeError(f"dtype: expected float32 or float64 (or None), got {want.name}")
+        if want != given:
+            x = x.astype(want)
+    scalar = x.ndim == 0
+    if scalar:
+        ck.dim("dim", dim, 1)
+        x, dim = x.reshape(1), 0
+    a = dict(x=x, dim=ck.dim("dim", dim, x.ndim))
+    if not scalar and x.dtype == given:
+        return a
+
+    def grads(res):
+        dx = res[0]
+        if dx is None:
+            return res
+        return (dx.reshape(()) if scalar else dx).astype(given, copy=False),
+
+    return Viewed(a, out=(lambda o, saved: o.reshape(())) if scalar else None,
+                  grad=(lambda g: g.reshape(1) if getattr(g, "ndim", None) == 0 else g) if scalar else None,
+                  grads=grads)
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_softmax_cases, bad_cases=_softmax_bad,
        torch=lambda torch, F, a: F.softmax(a["x"], dim=a["dim"]),
        bench=_softmax_bench)
-def softmax(x, dim=-1):
-    """exp(x - max) / sum(exp(x - max)) along ``dim``."""
-    return _softmax_args(x, dim)
+def softmax(x, dim=-1, dtype=None):
+    """exp(x - max) / sum(exp(x - max)) along ``dim``. ``dtype`` (float32 or float64)
+    casts x first, as torch's does; the gradient comes back in x's own dtype."""
+    return _softmax_args(x, dim, dtype)
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_softmax_cases, bad_cases=_softmax_bad,
        torch=lambda torch, F, a: F.log_softmax(a["x"], dim=a["dim"]),
        bench=_softmax_bench)
-def log_softmax(x, dim=-1):
-    """x - max - log(sum(exp(x - max))) along ``dim``."""
-    return _softmax_args(x, dim)
+def log_softmax(x, dim=-1, dtype=None):
+    """x - max - log(sum(exp(x - max))) along ``dim``. ``dtype`` as in :func:`softmax`."""
+    return _softmax_args(x, dim, dtype)
 
 
 # -- dropout ----------------------------------------------------------------------

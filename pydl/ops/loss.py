@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 
 from .. import _array
-from ..registry import BadCase, Case, defop
+from ..registry import BadCase, Case, Viewed, defop
 from . import _checks as ck
 
 # The reductions sum at most a few hundred O(1) terms (pairwise in NumPy);
@@ -548,7 +548,9 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     is not differentiated: the gradient of var is taken at max(var, eps) and
     passed through unchanged.
     """
-    input, target = _input_target(input, target)
+    input = ck.array("input", input)
+    target = ck.array("target", target)
+    ck.same_dtype(input=input, target=target)
     if isinstance(var, numbers.Real) and not isinstance(var, (bool, np.bool_)):
         var = _array.module(input).full(input.shape, ck.real("var", var, min=0.0), dtype=input.dtype)
     var = ck.array("var", var)
@@ -558,8 +560,36 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
                          f"or with one dim of size 1, got {tuple(var.shape)}")
     if bool((var < 0).any()):
         raise ValueError(f"var: expected variances >= 0, got {float(var[var < 0].ravel()[0])!r}")
-    return dict(input=input, target=target, var=var, full=ck.boolean("full", full),
-                eps=ck.real("eps", eps, min=0.0), reduction=_reduction(reduction))
+    a = dict(input=input, target=target, var=var, full=ck.boolean("full", full),
+             eps=ck.real("eps", eps, min=0.0), reduction=_reduction(reduction))
+    if input.shape == target.shape and var.ndim == input.ndim:
+        return a
+    return _gnll_broadcast(a)
+
+
+def _gnll_broadcast(a):
+    """torch's broadcasting of target against input (and of a var without input's last
+    dim): input and target as broadcast views of one shape, var given its missing dims as
+    size 1; the gradients summed back to the shapes given."""
+    input, target, var = a["input"], a["target"], a["var"]
+    shapes = tuple(x.shape for x in (input, target, var))
+    if var.shape != input.shape and var.shape == input.shape[:-1]:
+        var = var[..., None]
+    try:
+        full = np.broadcast_shapes(input.shape, target.shape, var.shape)
+    except ValueError:
+        raise ValueError(f"target: expected a shape that broadcasts with input's {shapes[0]} "
+                         f"(and var's {shapes[2]}), got {shapes[1]}") from None
+    xp = _array.module(input)
+    a["input"], a["target"] = xp.broadcast_to(input, full), xp.broadcast_to(target, full)
+    a["var"] = var.reshape((1,) * (len(full) - var.ndim) + var.shape)
+
+    def grads(res):
+        di, dt, dv = res
+        return (ck.sum_to(di, shapes[0]), ck.sum_to(dt, shapes[1]),
+                None if dv is None else dv.reshape(shapes[2]))
+
+    return Viewed(a, grads=grads)
 
 
 # -- kl_div ----------------------------------------------------------------------------------
