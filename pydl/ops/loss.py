@@ -407,12 +407,24 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     ``target`` holds class indices (N, *spatial) of any integer dtype, in [0, C)
     or ``ignore_index`` (those samples count for nothing, also not in the mean).
     A weighted mean divides by the summed weights of the targets that count
-    (NaN when none does). Only ``input`` is differentiated.
+    (NaN when none does). Only ``input`` is differentiated. An unbatched input (C,)
+    takes a 0-d target, as in torch.
     """
-    input = ck.array("input", input, min_ndim=2)
+    input = ck.array("input", input, min_ndim=1)
     ignore_index = ck.integer("ignore_index", ignore_index)
-    return dict(input=input, target=_class_indices(target, input, ignore_index),
-                weight=_class_weight(weight, input), ignore_index=ignore_index, reduction=_reduction(reduction))
+    unbatched = input.ndim == 1
+    if unbatched:
+        input = input[None]
+        target = ck.array("target", target, ndim=0, layout="(a class index for an unbatched input (C,))",
+                          dtypes=ck.INT_DTYPES).reshape(1)
+    a = dict(input=input, target=_class_indices(target, input, ignore_index),
+             weight=_class_weight(weight, input), ignore_index=ignore_index, reduction=_reduction(reduction))
+    if not unbatched:
+        return a
+    a = ck.unbatched_views(a, 1)  # the kernel's loss per sample is (1,)
+    if a["reduction"] != "none":  # a 0-d loss: nothing to squeeze
+        a.out = a.grad = None
+    return a
 
 
 # -- binary_cross_entropy ------------------------------------------------------------------
