@@ -227,3 +227,46 @@ def test_linear_backward_needs(backend, dtype, needs):
                 np.testing.assert_allclose(p, f, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
             else:
                 assert p is None
+
+
+# -- empty dimensions (issue 17's crashes) ---------------------------------------------------
+
+#: (a, b): an empty inner dim (cython/numba matmul_backward raised from reshape(-1, 0)), an
+#: empty batch (cpp matmul raised "out: wrong shape" forward and backward), empty M and N
+EMPTY_MATMULS = [((5, 5, 0), (0, 5)), ((0, 5, 4), (4, 3)), ((0, 5, 4), (0, 4, 3)), ((3, 0, 4), (4, 3)),
+                 ((3, 5, 4), (4, 0)), ((5, 0), (0, 10)), ((0, 0), (5, 0, 0)), ((2, 0, 3), (2, 3, 2))]
+
+
+@pytest.mark.parametrize("backend", [b for b in registry.CPU_ORDER if b in registry.IMPLS["matmul_backward"]])
+@pytest.mark.parametrize("shapes", EMPTY_MATMULS, ids=str)
+def test_matmul_empty_dims(backend, shapes):
+    rng = np.random.default_rng(9)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+    want = np.matmul(a.astype(np.float64), b)
+    out = ops.matmul(a, b, backend=backend)
+    assert out.shape == want.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, want)  # all zeros or no elements
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    da, db = ops.matmul_backward(g, a, b, backend=backend)
+    assert da.shape == a.shape and db.shape == b.shape
+    want_da, want_db = np.matmul(g, np.swapaxes(b, -1, -2)), np.matmul(np.swapaxes(a, -1, -2), g)
+    # a 2-D operand under a batched one is shared: its gradient sums over the batch
+    np.testing.assert_allclose(da, want_da.sum(axis=0) if da.ndim < want_da.ndim else want_da, atol=1e-6)
+    np.testing.assert_allclose(db, want_db.sum(axis=0) if db.ndim < want_db.ndim else want_db, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", [b for b in registry.CPU_ORDER if b in registry.IMPLS["linear_backward"]])
+@pytest.mark.parametrize("xs,ws", [((0, 3), (4, 3)), ((2, 0), (4, 0)), ((2, 3), (0, 3)), ((2, 2, 0), (3, 0))], ids=str)
+def test_linear_empty_dims(backend, xs, ws):
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    out = ops.linear(x, w, b, backend=backend)
+    np.testing.assert_allclose(out, x @ w.T + b, atol=1e-6)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    dx, dw, db = ops.linear_backward(g, x, w, b, backend=backend)
+    g2, x2 = g.reshape(-1, ws[0]) if g.size else g.reshape(int(np.prod(g.shape[:-1])), ws[0]), \
+        x.reshape(int(np.prod(xs[:-1])), xs[-1])
+    np.testing.assert_allclose(dx, g @ w, atol=1e-6)
+    np.testing.assert_allclose(dw, g2.T @ x2, atol=1e-6)
+    np.testing.assert_allclose(db, g2.sum(axis=0), atol=1e-6)

@@ -193,6 +193,8 @@ def sum_to(g, shape):
     if g is None or tuple(g.shape) == tuple(shape):
         return g
     lead = g.ndim - len(shape)
+    if lead < 0:  # the kernel saw the argument without its leading ones
+        return g.reshape(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 

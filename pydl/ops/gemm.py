@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import BadCase, Case, defop
+from .. import _array
+from ..registry import BadCase, Case, Viewed, defop
 from . import _checks as ck
 
 TOL = {"float32": (2e-5, 2e-5), "float64": (1e-12, 1e-12)}
@@ -84,8 +85,8 @@ def _matmul_bad(rng):
         BadCase("inner mismatch", dict(a=f(3, 4), b=f(5, 2)), ValueError, "a's"),
         BadCase("batched inner mismatch", dict(a=f(2, 3, 4), b=f(2, 3, 2)), ValueError, "b: inner"),
         BadCase("batch mismatch", dict(a=f(2, 3, 4), b=f(3, 4, 2)), ValueError, "b: batch"),
-        BadCase("a 1-D", dict(a=f(4), b=f(4, 2)), ValueError, "a"),
-        BadCase("b 4-D", dict(a=f(3, 4), b=f(1, 2, 4, 2)), ValueError, "b"),
+        BadCase("a 0-D", dict(a=f(), b=f(4, 2)), ValueError, "a"),
+        BadCase("b 4-D batch mismatch", dict(a=f(3, 3, 4), b=f(2, 2, 4, 2)), ValueError, "b: batch"),
         BadCase("b int", dict(a=f(3, 4), b=np.ones((4, 2), np.int32)), TypeError, "b"),
     ]
 
@@ -126,28 +127,71 @@ def _linear_tol_scale(a):
        tol_scale=_matmul_tol_scale,
        torch=lambda torch, F, a: torch.matmul(a["a"], a["b"]))
 def matmul(a, b):
-    """Matrix product ``a @ b`` of 2-D or 3-D arrays.
+    """Matrix product ``a @ b`` with ``torch.matmul``'s rules.
 
     (M, K) @ (K, N) -> (M, N); (B, M, K) @ (B, K, N) -> (B, M, N); a 2-D
-    operand against a 3-D one is shared by every batch entry (as in
-    ``torch.matmul``; its gradient is the sum over the batch). Batch sizes
-    must be equal: unlike ``torch.matmul``, a batch of 1 does not broadcast,
-    and 1-D or 4-D operands are not accepted.
+    operand against a batched one is shared by every batch entry (its gradient
+    is the sum over the batch). As in torch, a 1-D ``a`` is a row (K,) and a
+    1-D ``b`` a column (K,), their dimension removed from the result (1-D @
+    1-D is a 0-d dot product), and batch dimensions (any number) broadcast;
+    a batch of 1 is shared like a 2-D operand (a view), a true broadcast of
+    both operands' batches is materialized. The kernels see 2-D or 3-D
+    operands.
     """
-    a = ck.array("a", a, ndim=(2, 3), layout="(M, K) or (B, M, K)")
-    b = ck.array("b", b, ndim=(2, 3), layout="(K, N) or (B, K, N)")
+    a = ck.array("a", a, min_ndim=1)
+    b = ck.array("b", b, min_ndim=1)
     ck.same_dtype(a=a, b=b)
-    if a.shape[-1] != b.shape[-2]:
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
         raise ValueError(
-            f"b: inner dimension {b.shape[-2]} (b's shape {tuple(b.shape)}) does not match "
-            f"a's last dimension {a.shape[-1]} (a's shape {tuple(a.shape)})"
+            f"b: inner dimension {b.shape[-2 if b.ndim > 1 else 0]} (b's shape {tuple(b.shape)}) does not "
+            f"match a's last dimension {a.shape[-1]} (a's shape {tuple(a.shape)})"
         )
-    if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"b: batch dimension {b.shape[0]} does not match a's {a.shape[0]} "
-            f"(a {tuple(a.shape)} @ b {tuple(b.shape)}; pydl does not broadcast a batch of 1)"
-        )
-    return dict(a=a, b=b)
+    if a.ndim in (2, 3) and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 2 or a.shape[0] == b.shape[0]):
+        return dict(a=a, b=b)
+    return _matmul_general(a, b)
+
+
+def _matmul_general(a, b):
+    """torch.matmul's 1-D operands and batch broadcasting, as a :class:`Viewed` of the
+    kernels' 2-D/3-D product."""
+    shape_a, shape_b = tuple(a.shape), tuple(b.shape)
+    a2 = a[None] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    try:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"b: batch dimensions {shape_b[:-2]} do not broadcast with a's "
+                         f"{shape_a[:-2]} (a {shape_a} @ b {shape_b})") from None
+    xp = _array.module(a)
+
+    def kernel_form(x):
+        """2-D if x has no batch or a batch of ones (shared), else 3-D over ``batch``."""
+        if all(n == 1 for n in x.shape[:-2]):
+            return x.reshape(x.shape[-2:])
+        x = xp.broadcast_to(x, batch + x.shape[-2:]) if x.shape[:-2] != batch else x
+        return x.reshape((-1,) + x.shape[-2:])
+
+    ka, kb = kernel_form(a2), kernel_form(b2)
+    M, N = a2.shape[-2], b2.shape[-1]
+    full = batch + (M, N)
+    public = batch + ((M,) if len(shape_a) > 1 else ()) + ((N,) if len(shape_b) > 1 else ())
+    kshape = (ka.shape[0],) + (M, N) if ka.ndim == 3 else ((kb.shape[0], M, N) if kb.ndim == 3 else (M, N))
+    if ka.ndim == 3 and kb.ndim == 3 and ka.shape[0] != kb.shape[0]:
+        raise ValueError(f"b: batch {shape_b[:-2]} does not match a's {shape_a[:-2]}")
+
+    def grads(res):
+        da, db = res
+        if da is not None:
+            da = ck.sum_to(da.reshape(batch + a2.shape[-2:]) if da.ndim == 3 else da, a2.shape).reshape(shape_a)
+        if db is not None:
+            db = ck.sum_to(db.reshape(batch + b2.shape[-2:]) if db.ndim == 3 else db, b2.shape).reshape(shape_b)
+        return da, db
+
+    def grad(g):
+        return g.reshape(kshape) if getattr(g, "shape", None) == public else g
+
+    return Viewed(dict(a=ka, b=kb), out=lambda o, saved: o.reshape(full).reshape(public),
+                  grad=grad, grads=grads)
 
 
 # -- linear ------------------------------------------------------------------------

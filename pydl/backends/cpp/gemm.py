@@ -17,6 +17,8 @@ a row-major B read in place; the path for few rows of A).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ... import _array, _cpp
 from ...registry import register
 from .._shared import SUFFIX, contiguous as _contiguous
@@ -29,16 +31,26 @@ _MATMUL_NEW = {"f": _cpp.gemm_matmul_new_f32, "d": _cpp.gemm_matmul_new_f64}
 _POISON = _array._POISON
 
 
+def _nrows(x):
+    """The rows of x (..., n) seen as 2-D; explicit, since reshape(-1, 0) of an empty array
+    is ambiguous (NumPy refuses it)."""
+    return int(np.prod(x.shape[:-1], dtype=np.int64))
+
+
 def _matmul(a, b, simd="", algo=""):
     # The per-call Python here is part of a small product's time: the usual call is one dict
     # hit and a kernel that allocates its own output (under poisoned(), outputs come NaN-filled
     # from _array.empty so the tests see any element a kernel forgets to write).
-    if not (simd or algo or _POISON.get()):
+    if not (simd or algo or _POISON.get() or 0 in a.shape or 0 in b.shape):
         return _MATMUL_NEW[a.dtype.char](a, b)
     if a.ndim == 2 and b.ndim == 2:
         shape = (a.shape[0], b.shape[1])
     else:
         shape = (a.shape[0] if a.ndim == 3 else b.shape[0], a.shape[-2], b.shape[-1])
+    if 0 in a.shape or 0 in b.shape:
+        # the native kernel rejects an empty batch ("out: wrong shape"); an empty product
+        # is all zeros (K = 0) or has no elements
+        return np.zeros(shape, a.dtype)
     out = _array.empty(shape, a.dtype)
     if simd or algo:
         _MATMUL[a.dtype.char](a, b, out, simd, algo)
@@ -48,6 +60,9 @@ def _matmul(a, b, simd="", algo=""):
 
 
 def _matmul_backward(grad, a, b, simd="", algo=""):
+    if 0 in a.shape or 0 in b.shape or 0 in grad.shape:
+        # an empty dimension anywhere makes both gradients sums of nothing (or empty)
+        return np.zeros(a.shape, a.dtype), np.zeros(b.shape, b.dtype)
     da = _array.empty(a.shape, a.dtype)
     db = _array.empty(b.shape, b.dtype)
     getattr(_cpp, f"gemm_matmul_backward_{SUFFIX[a.dtype]}")(grad, a, b, da, db, simd, algo)
@@ -57,7 +72,7 @@ def _matmul_backward(grad, a, b, simd="", algo=""):
 def _linear(x, weight, bias, activation, simd="", algo=""):
     sfx = SUFFIX[x.dtype]
     n_out, n_in = weight.shape
-    x2 = x.reshape(-1, n_in)
+    x2 = x.reshape(_nrows(x), n_in)
     bias = None if bias is None else _contiguous(bias)  # (out,): a copy costs nothing
     out = _array.empty((x2.shape[0], n_out), x.dtype)
     keep = activation in ("gelu", "tanh", "sigmoid")
@@ -73,16 +88,16 @@ def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", alg
     n_out, n_in = weight.shape
     if saved is None:  # recompute the pre-activation (the output for relu)
         _, saved = _linear(x, weight, bias, activation, simd, algo)
-    g2 = grad.reshape(-1, n_out)
+    g2 = grad.reshape(_nrows(grad), n_out)
     if activation is None:
         dz = g2
     else:
-        z = _contiguous(saved["preact"].reshape(-1, n_out))
+        z = _contiguous(saved["preact"].reshape(_nrows(saved["preact"]), n_out))
         dz = _array.empty(z.shape, z.dtype)
         kernel = _ACT_KERNEL[activation]
         extra = ("none",) if kernel == "gelu" else ()
         getattr(_cpp, f"elementwise_{kernel}_backward_{sfx}")(_contiguous(g2), z, dz, *extra)
-    x2 = x.reshape(-1, n_in)
+    x2 = x.reshape(_nrows(x), n_in)
     want_dx, want_dw, want_db = (True, True, True) if needs is None else needs
     if want_dx and want_dw:
         dx = _array.empty(x2.shape, x.dtype)

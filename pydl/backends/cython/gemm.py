@@ -46,6 +46,12 @@ def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=No
     return out
 
 
+def _rows(x):
+    """x as 2-D rows (..., n) -> (prod(...), n); explicit sizes, since reshape(-1, 0) of an
+    empty array is ambiguous (NumPy refuses it)."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+
+
 @register("matmul", "cython")
 def matmul(a, b):
     batch = (a.shape[0] if a.ndim == 3 else b.shape[0],) if max(a.ndim, b.ndim) == 3 else ()
@@ -59,7 +65,7 @@ def matmul_backward(grad, a, b, saved=None):
     # flattened batch rows; a 2-D a under a 3-D b: per batch entry, then summed.
     if a.ndim == 3 and b.ndim == 2:
         da = gemm_into(grad, b, _array.empty(a.shape, a.dtype), tb=True)
-        a2, g2 = a.reshape(-1, a.shape[2]), grad.reshape(-1, grad.shape[2])
+        a2, g2 = _rows(a), _rows(grad)
         return da, gemm_into(a2, g2, _array.empty(b.shape, b.dtype), ta=True)
     if a.ndim == 2 and b.ndim == 3:
         da = gemm_into(grad, b, np.empty((b.shape[0],) + a.shape, a.dtype), tb=True).sum(axis=0)
@@ -72,7 +78,7 @@ def matmul_backward(grad, a, b, saved=None):
 @register("linear", "cython")
 def linear(x, weight, bias, activation):
     out = _array.empty(x.shape[:-1] + (weight.shape[0],), x.dtype)
-    gemm_into(x.reshape(-1, x.shape[-1]), weight, out.reshape(-1, weight.shape[0]), tb=True,
+    gemm_into(_rows(x), weight, _rows(out), tb=True,
               bias=bias, activation=activation)
     # nothing saved: the backward recomputes grad * act'(z) inside its first GEMM's store
     return out, {"preact": None}
@@ -81,15 +87,14 @@ def linear(x, weight, bias, activation):
 @register("linear_backward", "cython")
 def linear_backward(grad, x, weight, bias, activation, saved=None):
     n_out, n_in = weight.shape
-    x2 = x.reshape(-1, n_in)
-    g2 = grad.reshape(-1, n_out)
+    x2, g2 = _rows(x), _rows(grad)
     if activation is None:
         dz = g2
     else:  # dz = grad * act'(x W^T + b), applied in the GEMM's store: z is never stored
         dz = gemm_into(x2, weight, np.empty(g2.shape, x.dtype), tb=True, bias=bias,
                        activation=activation, grad=g2)
     dx = _array.empty(x.shape, x.dtype)
-    gemm_into(dz, weight, dx.reshape(-1, n_in))
+    gemm_into(dz, weight, _rows(dx))
     dw = gemm_into(dz, x2, _array.empty(weight.shape, x.dtype), ta=True)
     db = None if bias is None else dz.sum(axis=0, dtype=np.float64).astype(x.dtype)
     return dx, dw, db

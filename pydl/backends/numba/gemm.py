@@ -509,6 +509,12 @@ def matmul(a, b):
     return gemm_into(a, b, out)
 
 
+def _rows(x):
+    """x as 2-D rows (..., n) -> (prod(...), n); explicit sizes, since reshape(-1, 0) of an
+    empty array is ambiguous (NumPy refuses it)."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+
+
 def _sum_batch(x3, shape):
     """x3 (B, r, c) summed over the batch when the operand was 2-D."""
     return x3 if len(shape) == 3 else x3.sum(axis=0)
@@ -529,7 +535,7 @@ def matmul_backward(grad, a, b, saved=None):
     # over the flattened batch rows (no sum needed); a 2-D a under a 3-D b: per batch, summed.
     if a.ndim == 3 and b.ndim == 2:
         da = gemm_into(grad, b, _array.empty(a.shape, a.dtype), tb=True)
-        a2, g2 = a.reshape(-1, a.shape[2]), grad.reshape(-1, grad.shape[2])
+        a2, g2 = _rows(a), _rows(grad)
         db = gemm_into(a2, g2, _array.empty(b.shape, b.dtype), ta=True)
         return da, db
     nb = grad.shape[0] if grad.ndim == 3 else 0
@@ -544,9 +550,9 @@ def matmul_backward(grad, a, b, saved=None):
 
 @register("linear", "numba")
 def linear(x, weight, bias, activation):
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = _rows(x)
     out = _array.empty(x.shape[:-1] + (weight.shape[0],), x.dtype)
-    gemm_into(x2, weight, out.reshape(-1, weight.shape[0]), tb=True, bias=bias,
+    gemm_into(x2, weight, _rows(out), tb=True, bias=bias,
               activation=activation)
     # nothing saved: the backward recomputes grad * act'(z) inside its first GEMM's store
     return out, {"preact": None}
@@ -555,14 +561,13 @@ def linear(x, weight, bias, activation):
 @register("linear_backward", "numba")
 def linear_backward(grad, x, weight, bias, activation, saved=None):
     n_out, n_in = weight.shape
-    x2 = x.reshape(-1, n_in)
-    g2 = grad.reshape(-1, n_out)
+    x2, g2 = _rows(x), _rows(grad)
     if activation is None:
         dz = np.ascontiguousarray(g2)
     else:  # dz = grad * act'(x W^T + b): the GEMM's epilogue applies it, z never stored
         dz = gemm_into(x2, weight, np.empty(g2.shape, x.dtype), tb=True, bias=bias,
                        activation=activation, grad=g2)
-    dx = gemm_into(dz, weight, _array.empty(x.shape, x.dtype).reshape(-1, n_in))
+    dx = gemm_into(dz, weight, _rows(_array.empty(x.shape, x.dtype)))
     dw = gemm_into(dz, x2, _array.empty(weight.shape, x.dtype), ta=True)
     db = None if bias is None else dz.sum(axis=0, dtype=np.float64).astype(x.dtype)
     return dx.reshape(x.shape), dw, db

@@ -53,8 +53,9 @@ def linear(x, weight, bias, activation):
 def linear_backward(grad, x, weight, bias, activation, saved=None):
     z = saved["preact"] if saved is not None else linear(x, weight, bias, activation)[1]["preact"]
     dz = grad if activation is None else _ACT[activation][1](grad, z)
-    dz2 = dz.reshape(-1, weight.shape[0])          # every leading dim is a row
-    x2 = x.reshape(-1, weight.shape[1])
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))  # every leading dim is a row (explicit:
+    dz2 = dz.reshape(rows, weight.shape[0])          # reshape(-1, 0) of an empty array fails)
+    x2 = x.reshape(rows, weight.shape[1])
     dx = np.matmul(dz, weight)
     dw = np.matmul(dz2.T, x2)
     db = None if bias is None else dz2.sum(axis=0)
