@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job: `pydl bench --quick`,
-# the benchmark report) and `make test`.
+# the benchmark report, and a short `pydl train`) and `make test`.
 # Each sets up what it needs by itself: a virtual environment in .venv with
 # pydl built and installed (editable) into it, rebuilt when a kernel changes.
 PYTHON ?= python3
@@ -13,17 +13,20 @@ NVCC   ?= nvcc
 
 $(STAMP): $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test,torch,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,torch,bench,train]'
 	touch $@
 
 install: $(STAMP)
 
 # Peaks, every op on every backend beside NumPy and PyTorch, checked; the
 # report lands in ./bench-report/ (report.html, report.md, results.json).
+# Then LeNet-5 trained on the 5,000 bundled MNIST digits for a few epochs: the
+# test accuracy printed, the curves and checkpoint in ./train-report/.
 demo: $(STAMP)
 	$(BIN)/pydl info
 	$(BIN)/pydl bench --quick --out bench-report
-	@echo "open bench-report/report.html (or read bench-report/report.md)"
+	$(BIN)/pydl train --model lenet5 --data mnist5k --epochs 4 --threads 2 --no-progress --out train-report
+	@echo "open bench-report/report.html (or read bench-report/report.md); training curves: train-report/curves.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
