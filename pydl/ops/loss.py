@@ -123,7 +123,7 @@ def _mse_cases(rng, dtype):
 def _mse_bad(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     return _bad(dict(input=x, target=x.copy()),
-                ("target shape", dict(target=x[:, :1]), ValueError, "target"),
+                ("target shape", dict(target=x[:2]), ValueError, "target"),
                 ("reduction", dict(reduction="avg"), ValueError, "reduction"),
                 ("target int", dict(target=x.astype(np.int64)), TypeError, "target"))
 
@@ -263,7 +263,7 @@ def _ce_bad(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     t = np.array([0, 3, 1])
     return _bad(dict(input=x, target=t),
-                ("1-D input", dict(input=x[0], target=t[0]), ValueError, "input"),
+                ("1-D input, 1-D target", dict(input=x[0], target=t[:1]), ValueError, "target"),
                 ("target shape", dict(target=t[:2]), ValueError, "target"),
                 ("prob target shape", dict(target=x[:, :3].copy()), ValueError, "target"),
                 ("target bool", dict(target=t.astype(bool)), TypeError, "target"),
@@ -307,8 +307,11 @@ def _ce_out_shape(a):
     return tuple(x.shape[:1] + x.shape[2:]) if a["reduction"] == "none" else ()
 
 
-@defop(family="loss", differentiable=("input",), out_shape=_ce_out_shape, flops=_n(6), tol=TOL,
+@defop(family="loss", differentiable=("input", "target"), out_shape=_ce_out_shape, flops=_n(6), tol=TOL,
        cases=_ce_cases, bad_cases=_ce_bad,
+       # class-index targets have no gradient (None), which finite differences cannot skip per
+       # case; probability targets' gradient is checked against torch autograd (tests/test_opinfo.py)
+       fd_skip=("target",),
        torch=lambda torch, F, a: F.cross_entropy(a["input"], _long(a["target"]), a["weight"], ignore_index=a["ignore_index"],
                                                  reduction=a["reduction"], label_smoothing=a["label_smoothing"]),
        bench=_ce_bench)
@@ -321,19 +324,36 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     weighted mean divides by the summed weights of the targets that count; with
     probabilities the mean divides by the number of samples N * prod(spatial).
     ``label_smoothing`` mixes the target with the uniform distribution over
-    the C classes. The target is not differentiated.
+    the C classes. Probability targets are differentiated (as in torch), class
+    indices are not (their gradient is None). An unbatched input (C,) takes a
+    0-d class index or (C,) probabilities, as in torch.
     """
-    input = ck.array("input", input, min_ndim=2)
+    input = ck.array("input", input, min_ndim=1)
     target = ck.array("target", target, dtypes=ck.INT_DTYPES + ck.FLOAT_DTYPES)
     ignore_index = ck.integer("ignore_index", ignore_index)
+    unbatched = input.ndim == 1
+    if unbatched:
+        input = input[None]
+        if target.dtype.kind != "f" and target.ndim:
+            raise ValueError(f"target: expected a 0-d class index (or (C,) probabilities) for an "
+                             f"unbatched input (C,), got shape {tuple(target.shape)}")
+        target = target[None] if target.dtype.kind == "f" else target.reshape(1)
     if target.dtype.kind == "f":
         ck.same_dtype(input=input, target=target)
         ck.shape("target", target, input.shape, "(class probabilities: the shape of input)")
     else:
         target = _class_indices(target, input, ignore_index)
-    return dict(input=input, target=target, weight=_class_weight(weight, input), ignore_index=ignore_index,
-                reduction=_reduction(reduction),
-                label_smoothing=ck.real("label_smoothing", label_smoothing, 0.0, 1.0))
+    a = dict(input=input, target=target, weight=_class_weight(weight, input), ignore_index=ignore_index,
+             reduction=_reduction(reduction),
+             label_smoothing=ck.real("label_smoothing", label_smoothing, 0.0, 1.0))
+    if not unbatched:
+        return a
+    a = ck.unbatched_views(a, 1)  # the kernel's loss per sample is (1,)
+    if a["reduction"] != "none":
+        a.out = a.grad = None
+    squeeze = a.grads
+    a.grads = lambda res: squeeze((res[0], None if res[1] is None else res[1][0]))
+    return a
 
 
 # -- nll_loss ---------------------------------------------------------------------------------
@@ -377,7 +397,7 @@ def _nll_bad(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     t = np.array([0, 3, 1])
     return _bad(dict(input=x, target=t),
-                ("1-D input", dict(input=x[0], target=t[0]), ValueError, "input"),
+                ("1-D input, 1-D target", dict(input=x[0], target=t[:1]), ValueError, "target"),
                 ("target shape", dict(target=t[:2]), ValueError, "target"),
                 ("target probabilities", dict(target=x.copy()), TypeError, "target"),
                 ("target bool", dict(target=t.astype(bool)), TypeError, "target"),
@@ -465,7 +485,7 @@ def _bce_bad(rng, logits=False):
     return _bad(dict(input=x, target=x.copy()), *wrong)
 
 
-@defop(family="loss", differentiable=("input",), out_shape=_out_shape, flops=_n(8), tol=TOL,
+@defop(family="loss", differentiable=("input", "target"), out_shape=_out_shape, flops=_n(8), tol=TOL,
        cases=_bce_cases, bad_cases=_bce_bad,
        torch=lambda torch, F, a: F.binary_cross_entropy(a["input"], a["target"], a["weight"],
                                                         reduction=a["reduction"]),
@@ -485,7 +505,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return dict(input=input, target=target, weight=weight, reduction=_reduction(reduction))
 
 
-@defop(family="loss", differentiable=("input",), out_shape=_out_shape, flops=_n(10), tol=TOL,
+@defop(family="loss", differentiable=("input", "target"), out_shape=_out_shape, flops=_n(10), tol=TOL,
        cases=lambda rng, dtype: _bce_cases(rng, dtype, logits=True),
        bad_cases=lambda rng: _bce_bad(rng, logits=True),
        torch=lambda torch, F, a: F.binary_cross_entropy_with_logits(
@@ -531,7 +551,7 @@ def _gnll_bad(rng):
                 ("var < 0", dict(var=v - 2), ValueError, "var"),
                 ("var float < 0", dict(var=-1.0), ValueError, "var"),
                 ("var int", dict(var=np.ones((3, 4), np.int64)), TypeError, "var"),
-                ("target shape", dict(target=x[:, :1]), ValueError, "target"),
+                ("target shape", dict(target=x[:2]), ValueError, "target"),
                 ("full", dict(full=None), TypeError, "full"),
                 ("eps", dict(eps=-1.0), ValueError, "eps"),
                 ("reduction", dict(reduction="batchmean"), ValueError, "reduction"))
@@ -574,7 +594,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
         raise ValueError(f"var: expected variances >= 0, got {float(var[var < 0].ravel()[0])!r}")
     a = dict(input=input, target=target, var=var, full=ck.boolean("full", full),
              eps=ck.real("eps", eps, min=0.0), reduction=_reduction(reduction))
-    if input.shape == target.shape and var.ndim == input.ndim:
+    if input.shape == target.shape:  # the kernels take every var form torch does
         return a
     return _gnll_broadcast(a)
 

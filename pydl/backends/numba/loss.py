@@ -550,4 +550,10 @@ def cross_entropy_backward(grad, input, target, weight, ignore_index, reduction,
         kernel = _backward_par
     kernel(contiguous(grad, (-1,)), x, t, T, w, weight is not None, prob, ignore, label_smoothing, C,
            dx if dx.ndim == 2 else dx.reshape(x.shape), _RED[reduction])
-    return (dx,)
+    if not prob:
+        return dx, None
+    # probability targets: d loss / d target = -(1 - ls) * w * log_softmax(input) * g (NumPy:
+    # a second pass over the logits, only when targets are probabilities)
+    g = _reference._spread(grad, input.shape[:1] + input.shape[2:], reduction, input.size // C)[:, None]
+    logp = _reference.log_softmax(input, 1)
+    return dx, _reference.cross_entropy_target_grad(g, logp, weight, label_smoothing)

@@ -134,10 +134,20 @@ def cross_entropy(input, target, weight, ignore_index, reduction, label_smoothin
 def cross_entropy_backward(grad, input, target, weight, ignore_index, reduction, label_smoothing, saved=None):
     a, keep, count = _ce_coefficients(input, target, weight, ignore_index, label_smoothing)
     g = _spread(grad, input.shape[:1] + input.shape[2:], reduction, count)[:, None]
+    logp = log_softmax(input, 1)
     with np.errstate(invalid="ignore"):  # inf * 0 where every target is ignored: masked below
-        dx = g * (np.exp(log_softmax(input, 1)) * a.sum(axis=1, keepdims=True) - a)
+        dx = g * (np.exp(logp) * a.sum(axis=1, keepdims=True) - a)
     # ignored samples get exactly 0 (even where the mean divides by a zero weight sum)
-    return (dx if keep is None else np.where(keep[:, None], dx, 0),)
+    if keep is not None:
+        return np.where(keep[:, None], dx, 0), None
+    return dx, cross_entropy_target_grad(g, logp, weight, label_smoothing)
+
+
+def cross_entropy_target_grad(g, logp, weight, label_smoothing):
+    """d loss / d target for probability targets: -(1 - ls) * w[c] * logp[i, c] * g[i]
+    (g: the upstream gradient spread over the samples, broadcasting against logp)."""
+    d = -(1 - label_smoothing) * g * logp
+    return d if weight is None else d * _by_class(weight, logp)
 
 
 # -- nll_loss -------------------------------------------------------------------------------------
@@ -180,7 +190,10 @@ def binary_cross_entropy(input, target, weight, reduction):
 @register("binary_cross_entropy_backward", "numpy")
 def binary_cross_entropy_backward(grad, input, target, weight, reduction, saved=None):
     d = (input - target) / np.maximum(input * (1 - input), 1e-12)
-    return (_weighted(d, weight) * _spread(grad, input.shape, reduction),)
+    g = _spread(grad, input.shape, reduction)
+    with np.errstate(divide="ignore"):  # d/dtarget: the clamped log-odds of 1 - input, as torch
+        dt = np.maximum(np.log1p(-input), -100) - np.maximum(np.log(input), -100)
+    return _weighted(d, weight) * g, _weighted(dt, weight) * g
 
 
 # -- binary_cross_entropy_with_logits ----------------------------------------------------------
@@ -201,9 +214,12 @@ def binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weigh
 def binary_cross_entropy_with_logits_backward(grad, input, target, weight, reduction, pos_weight, saved=None):
     if pos_weight is None:
         d = sigmoid(input) - target
+        dt = -input
     else:
         d = (1 + (pos_weight - 1) * target) * sigmoid(input) - pos_weight * target
-    return (_weighted(d, weight) * _spread(grad, input.shape, reduction),)
+        dt = -input - (pos_weight - 1) * _log_sigmoid(input)
+    g = _spread(grad, input.shape, reduction)
+    return _weighted(d, weight) * g, _weighted(dt, weight) * g
 
 
 # -- gaussian_nll_loss ---------------------------------------------------------------------------
