@@ -484,3 +484,62 @@ def test_char_lm_predicts_the_same_in_torch(text):
     with torch.no_grad():
         ref = theirs(torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(ours(ids)[0].numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+# -- the examples and the train benchmark family -------------------------------------------------
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
+
+
+def _example(name):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return mod
+
+
+def test_every_model_has_an_example_listed_in_the_readme():
+    scripts = sorted(p.name for p in EXAMPLES.glob("train_*.py"))
+    readme = (EXAMPLES / "README.md").read_text()
+    assert len(scripts) >= 14 and all(s in readme for s in scripts)
+
+
+@pytest.mark.parametrize("name, argv, check", [
+    ("train_lenet5", ["--data", "digits", "--epochs", "2", "--limit", "400", "--lr", "1e-2"], lambda acc: acc > 0.3),
+    ("train_seq2seq", ["--steps", "3", "--length", "4"], lambda acc: 0 <= acc <= 1),
+    ("train_char_rnn", ["--steps", "3", "--cell", "gru", "--hidden", "16"], lambda loss: loss < 5),
+    ("train_vae", ["--epochs", "1"], lambda nelbo: 0 < nelbo < 60),
+])
+def test_examples_run(name, argv, check, capsys):
+    assert check(_example(name).main(argv))
+    out = capsys.readouterr().out
+    assert out.strip()
+
+
+def test_train_family_times_a_step_against_torch():
+    pytest.importorskip("torch")
+    from pydl.bench import train_step
+
+    res = train_step.run(models=("mlp",), threads=1, rounds=1, per_round=1)
+    (row,) = res["rows"]
+    assert "error" not in row, row.get("error")
+    assert row["pydl_ms"] > 0 and row["torch_ms"] > 0 and row["ratio"] > 0
+    split = row["split_ms"]
+    assert split["kernels"] > 0 and split["optimizer"] > 0
+    assert abs(split["kernels"] + split["autograd+python"] + split["optimizer"] - split["total"]) < 1e-6 + 0.01 * split["total"]
+    ops = {(o["op"], o["kind"]) for o in row["ops"]}
+    assert {("linear", "forward"), ("linear", "backward"), ("cross_entropy", "forward")} <= ops
+    md = "\n".join(train_step.markdown(res))
+    assert "MLP 784-256-10" in md and "torch/pydl" in md
+    assert train_step.split_ops(["train", "gemm"], False) == (["gemm"], True)
+    assert train_step.split_ops(["train"], False) == ([], True)
+    assert train_step.split_ops(None, True) == (None, True) and train_step.split_ops(["gemm"], True) == (["gemm"], False)
+    with pytest.raises(ValueError, match="unknown model 'vit'"):
+        train_step.make_case("vit")
