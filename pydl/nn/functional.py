@@ -16,9 +16,9 @@ from .. import _array
 from ..autograd import Tensor, _record, default_generator, op_function
 from ..registry import SPECS
 
-__all__ = ["dropout", "pad", "flatten", "one_hot"]
+__all__ = ["dropout", "pad", "flatten", "one_hot", "scaled_dot_product_attention", "max_pool2d"]
 
-_OWN = {"dropout"}  # defined below with torch's signature on top of the op
+_OWN = {"dropout", "scaled_dot_product_attention", "max_pool2d"}  # defined below on top of the ops
 
 for _name in SPECS:
     if _name not in _OWN:
@@ -27,6 +27,34 @@ for _name in SPECS:
 del _name
 
 _dropout_op = op_function("dropout")
+_sdpa_op = op_function("scaled_dot_product_attention")
+_max_pool2d_op = op_function("max_pool2d")
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, seed=None, dropout_mask=None, generator=None,
+                                 backend=None):
+    """``pydl.ops.scaled_dot_product_attention`` on Tensors (a float ``attn_mask`` Tensor gets
+    a gradient, as in torch). With ``dropout_p`` > 0 and neither ``seed`` nor ``dropout_mask``,
+    the seed is drawn from ``generator`` (default ``pydl``'s), as :func:`dropout` does."""
+    if dropout_p and seed is None and dropout_mask is None:
+        seed = int((generator or default_generator()).integers(0, 2**63 - 1))
+    return _sdpa_op(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, seed, dropout_mask,
+                    backend=backend)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, backend=None):
+    """``pydl.ops.max_pool2d`` on Tensors. With ``return_indices=True``, ``(out, indices)``:
+    the indices an int64 Tensor without gradient (torch's flat per-plane positions)."""
+    out = _max_pool2d_op(x, kernel_size, stride, padding, dilation, ceil_mode, backend=backend)
+    if not return_indices:
+        return out
+    from ..ops import max_pool2d as op
+
+    data = x.data if isinstance(x, Tensor) else x
+    # the node keeps its saved indices to itself: a second forward (of the op, no graph) gives them
+    return out, Tensor(op(data, kernel_size, stride, padding, dilation, ceil_mode, True, backend=backend)[1])
 
 
 def dropout(x, p: float = 0.5, training: bool = True, inplace: bool = False, *, seed=None, mask=None,

@@ -44,7 +44,8 @@ import math
 
 import numpy as np
 
-from ..registry import BadCase, Case, defop
+from .. import _array
+from ..registry import BadCase, Case, Viewed, defop
 from . import _checks as ck
 
 # float32: dot products of length D, then a softmax-weighted sum of length S;
@@ -156,11 +157,14 @@ def _sdpa_bad(rng):
         return BadCase(cid, dict(good, **wrong), exc, match)
 
     return [
-        case("q 3-D", ValueError, "q", q=f(3, 4, 5)),
-        case("k 5-D", ValueError, "k", k=f(1, 2, 3, 6, 5)),
+        case("q 1-D", ValueError, "q", q=f(5)),
+        case("k 5-D not broadcasting", ValueError, "k", k=f(1, 4, 3, 6, 5)),
         case("k D mismatch", ValueError, "k", k=f(2, 3, 6, 4)),
-        case("k batch mismatch", ValueError, "k", k=f(1, 3, 6, 5)),
-        case("k heads mismatch (no GQA)", ValueError, "k", k=f(2, 1, 6, 5)),
+        case("k batch mismatch", ValueError, "k", k=f(3, 3, 6, 5)),
+        case("k heads mismatch (no GQA)", ValueError, "k", k=f(2, 2, 6, 5)),
+        case("k heads not dividing q's (GQA)", ValueError, "k", k=f(2, 2, 6, 5), v=f(2, 2, 6, 2), enable_gqa=True),
+        case("dropout without seed", ValueError, "seed", dropout_p=0.5),
+        case("dropout_p > 1", ValueError, "dropout_p", dropout_p=1.5, seed=1),
         case("v S mismatch", ValueError, "v", v=f(2, 3, 5, 2)),
         case("v heads mismatch", ValueError, "v", v=f(2, 2, 6, 2)),
         case("mask int", TypeError, "attn_mask", attn_mask=np.ones((4, 6), np.int32)),
@@ -168,7 +172,7 @@ def _sdpa_bad(rng):
         case("mask list", TypeError, "attn_mask", attn_mask=[[True] * 6] * 4),
         case("mask shape", ValueError, "attn_mask", attn_mask=np.ones((4, 5), bool)),
         case("mask 5-D", ValueError, "attn_mask", attn_mask=np.ones((1, 2, 3, 4, 6), bool)),
-        case("mask 1-D", ValueError, "attn_mask", attn_mask=np.ones((6,), bool)),
+        case("mask 1-D", ValueError, "attn_mask", attn_mask=np.ones((5,), bool)),
         case("mask and causal", ValueError, "is_causal", attn_mask=np.ones((4, 6), bool), is_causal=True),
         case("is_causal type", TypeError, "is_causal", is_causal="yes"),
         case("scale type", TypeError, "scale", scale="0.5"),
@@ -217,23 +221,122 @@ def _mha_bench(rng, dtype, quick=False):
     return [c(2, 128, 256, 4, quick=True)] + ([] if quick else [c(4, 512, 768, 12)])
 
 
-@defop(family="attention", differentiable=("q", "k", "v"), out_shape=_sdpa_shape,
+@defop(family="attention", differentiable=("q", "k", "v", "attn_mask"), out_shape=_sdpa_shape,
        flops=_sdpa_flops, tol=TOL, grad_tol=GRAD_TOL, cases=_sdpa_cases, bad_cases=_sdpa_bad,
-       torch=_sdpa_torch, saves=("out", "lse"),
-       bench=_sdpa_bench)
-def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None):
-    """softmax(q @ k^T * scale + mask) @ v over the last two dimensions.
+       torch=_sdpa_torch, saves=("out", "lse"), bench=_sdpa_bench,
+       # a bool mask has no gradient (None), which finite differences cannot skip per case;
+       # a float mask's gradient is checked against torch (testing.torch_check, test_opinfo)
+       fd_skip=("attn_mask",))
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, seed=None, dropout_mask=None):
+    """softmax(q @ k^T * scale + mask) @ v over the last two dimensions, with
+    ``F.scaled_dot_product_attention``'s signature.
 
-    q (B, H, L, D), k (B, H, S, D), v (B, H, S, Dv) -> (B, H, L, Dv).
-    ``attn_mask``: bool (True = may attend) or float (added), 2-D to 4-D, broadcastable to
-    (B, H, L, S); ``is_causal``: query i attends keys j <= i; ``scale``:
-    None = 1/sqrt(D). A fully masked row gives zeros. The reference saves
-    ``out`` and ``lse`` (B, H, L), the log-sum-exp of each row's scores.
+    q (..., L, D), k (..., S, D), v (..., S, Dv) -> (..., L, Dv); the leading
+    dimensions broadcast (the kernels see (B, H, L, D): 4-D inputs with equal
+    B and H pass through as they are). ``attn_mask``: bool (True = may attend)
+    or float (added, and differentiated), broadcastable to (..., L, S);
+    ``is_causal``: query i attends keys j <= i; ``scale``: None = 1/sqrt(D).
+    ``dropout_p`` > 0 drops attention weights with pydl's explicit seed: the
+    keep-mask is ``pydl.ops.elementwise.dropout_mask(seed, (B, H, L, S), p)``
+    (as ``pydl.ops.dropout``), so forward and backward agree; or pass the
+    keep-mask itself, ``dropout_mask`` (bool, (B, H, L, S) or the output's
+    leading dimensions + (L, S)), as the normalized arguments carry it.
+    ``enable_gqa``: k and v may have fewer heads (dimension -3), each shared by
+    H_q / H_kv query heads (torch's grouped-query attention). A fully masked
+    row gives zeros. The reference saves ``out`` and ``lse`` (B, H, L).
     """
+    if (type(q) is np.ndarray and q.ndim == 4 and type(k) is np.ndarray and k.ndim == 4
+            and type(v) is np.ndarray and v.ndim == 4 and q.shape[:2] == k.shape[:2] == v.shape[:2]
+            and not dropout_p and enable_gqa is False and seed is None and dropout_mask is None):
+        return _sdpa_4d(q, k, v, attn_mask, is_causal, scale)  # the common case
+    q = ck.array("q", q, min_ndim=2, layout="(..., L, D)")
+    k = ck.array("k", k, min_ndim=2, layout="(..., S, D)")
+    v = ck.array("v", v, min_ndim=2, layout="(..., S, Dv)")
+    enable_gqa = ck.boolean("enable_gqa", enable_gqa)
+    dropout_p = ck.real("dropout_p", dropout_p, 0.0, 1.0)
+    shapes = tuple(tuple(x.shape) for x in (q, k, v))
+    xp = _array.module(q)
+    rep = 1
+    if enable_gqa and k.ndim >= 3 and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        if k.shape[-3] == 0 or q.shape[-3] % k.shape[-3] or v.ndim < 3 or v.shape[-3] != k.shape[-3]:
+            raise ValueError(f"k: with enable_gqa, k and v need a head count (dimension -3) dividing "
+                             f"q's {q.shape[-3]}, got k {shapes[1]} and v {shapes[2]}")
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = xp.repeat(k, rep, axis=-3), xp.repeat(v, rep, axis=-3)
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"k: leading (batch, head) dimensions of q {shapes[0]}, k {shapes[1]} and "
+                         f"v {shapes[2]} do not broadcast (enable_gqa=True shares k/v heads)") from None
+    L, S = q.shape[-2], k.shape[-2]
+    if attn_mask is not None:
+        attn_mask = ck.array("attn_mask", attn_mask, dtypes=MASK_DTYPES, min_ndim=1)
+        if not _broadcastable(attn_mask.shape, batch + (L, S)):
+            raise ValueError(f"attn_mask: expected a shape broadcastable to {batch + (L, S)}, "
+                             f"got {tuple(attn_mask.shape)}")
+    mask_shape = None if attn_mask is None else tuple(attn_mask.shape)
+
+    def four(x, tail):
+        """x broadcast to batch + tail, as (B, H) + tail: a view unless it must be materialized."""
+        if x.shape[:-2] != batch:
+            x = xp.broadcast_to(x, batch + tail)
+        if len(batch) <= 2:
+            return x.reshape((1,) * (2 - len(batch)) + x.shape)
+        return x.reshape((-1, batch[-1]) + tail)
+
+    q4, k4, v4 = four(q, q.shape[-2:]), four(k, k.shape[-2:]), four(v, v.shape[-2:])
+    m4 = attn_mask
+    if attn_mask is not None and len(batch) > 2:
+        m4 = xp.broadcast_to(attn_mask, batch + (L, S)).reshape((-1, batch[-1], L, S))
+    a = _sdpa_4d(q4, k4, v4, m4, is_causal, scale)
+    if seed is not None:
+        seed = ck.integer("seed", seed, min=0, max=(1 << 64) - 1)
+    weights = a["q"].shape[:3] + (S,)
+    if dropout_p > 0:
+        if (seed is None) == (dropout_mask is None):
+            raise ValueError("seed: dropout_p > 0 needs seed= (an int >= 0; the keep-mask is drawn "
+                             "from it, so forward and backward agree) or dropout_mask=, not both")
+        if dropout_mask is None:
+            from .elementwise import dropout_mask as draw
+            dropout_mask = draw(seed, weights, dropout_p, xp)
+        else:
+            dropout_mask = ck.array("dropout_mask", dropout_mask, dtypes=("bool",))
+            if dropout_mask.size != int(np.prod(weights)) or tuple(dropout_mask.shape) not in (
+                    weights, batch + (L, S)):
+                raise ValueError(f"dropout_mask: expected shape {weights} (or {batch + (L, S)}), "
+                                 f"got {tuple(dropout_mask.shape)}")
+            dropout_mask = dropout_mask.reshape(weights)
+        a["dropout_p"], a["dropout_mask"] = dropout_p, dropout_mask
+    if a["q"].shape == shapes[0] and a["k"].shape == shapes[1] and a["v"].shape == shapes[2] and m4 is attn_mask:
+        return a
+    out_shape = batch + (L, v.shape[-1])
+
+    def grads(res):
+        dq, dk, dv, dm = res
+        dq = ck.sum_to(dq.reshape(batch + dq.shape[-2:]), shapes[0])
+        dk, dv = (ck.sum_to(d.reshape(batch + d.shape[-2:]), x.shape) for d, x in ((dk, k), (dv, v)))
+        if rep > 1:  # each k/v head served rep query heads
+            dk, dv = (d.reshape(d.shape[:-3] + (d.shape[-3] // rep, rep) + d.shape[-2:]).sum(axis=-3)
+                      for d in (dk, dv))
+        dk, dv = dk.reshape(shapes[1]), dv.reshape(shapes[2])
+        if dm is not None:
+            dm = ck.sum_to(dm.reshape(batch + (L, S)) if dm.shape != mask_shape else dm, mask_shape)
+        return dq, dk, dv, dm
+
+    def grad(g):
+        return g.reshape(a["q"].shape[:3] + (v.shape[-1],)) if getattr(g, "shape", None) == out_shape else g
+
+    return Viewed(a, out=lambda o, saved: o.reshape(out_shape), grad=grad, grads=grads)
+
+
+def _sdpa_4d(q, k, v, attn_mask, is_causal, scale):
+    """The kernels' form: q (B, H, L, D), k (B, H, S, D), v (B, H, S, Dv), the mask 2-D to
+    4-D broadcastable to (B, H, L, S)."""
     q = ck.array("q", q, ndim=4, layout="(B, H, L, D)")
     k = ck.array("k", k, ndim=4, layout="(B, H, S, D)")
     v = ck.array("v", v, ndim=4, layout="(B, H, S, Dv)")
-    attn_mask = ck.optional_array("attn_mask", attn_mask, ndim=(2, 3, 4), dtypes=MASK_DTYPES,
+    attn_mask = ck.optional_array("attn_mask", attn_mask, ndim=(1, 2, 3, 4), dtypes=MASK_DTYPES,
                                   layout="broadcastable to (B, H, L, S)")
     ck.same_dtype(q=q, k=k, v=v, attn_mask=_float_mask(attn_mask))
     B, H, L, D = q.shape
@@ -244,7 +347,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
         raise ValueError(f"attn_mask: expected a shape broadcastable to (B, H, L, S) = "
                          f"{(B, H, L, S)}, got {tuple(attn_mask.shape)}")
     is_causal = _causal_flag(is_causal, attn_mask)
-    return dict(q=q, k=k, v=v, attn_mask=attn_mask, is_causal=is_causal, scale=_scale(scale, D))
+    return dict(q=q, k=k, v=v, attn_mask=attn_mask, is_causal=is_causal, scale=_scale(scale, D),
+                dropout_p=0.0, dropout_mask=None)
 
 
 # -- multi_head_attention ------------------------------------------------------------

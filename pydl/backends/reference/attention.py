@@ -30,29 +30,46 @@ def _scores(q, k, attn_mask, is_causal, scale):
 
 
 @register("scaled_dot_product_attention", "numpy")
-def scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale):
+def scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale, dropout_p=0.0, dropout_mask=None):
     s = _scores(q, k, attn_mask, is_causal, scale)
     m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)  # initial: S may be 0
     empty = m == -np.inf  # fully masked row (NaN rows are not: NaN propagates)
     m = np.where(empty, 0, m)
     e = np.exp(s - m)
     total = np.where(empty, 1, e.sum(axis=-1, keepdims=True))
-    out = (e / total) @ v  # a fully masked row has e = 0, so out = 0
+    p = e / total  # a fully masked row has e = 0, so out = 0
+    out = _dropped(p, dropout_p, dropout_mask) @ v
     lse = np.where(empty, np.inf, m + np.log(total))[..., 0]  # +inf: exp(s - lse) = 0 there
     return out, {"out": out, "lse": lse}
 
 
+def _dropped(p, dropout_p, keep):
+    """The weights after dropout: kept ones scaled by 1/(1 - p) (all zero at p = 1)."""
+    if keep is None:
+        return p
+    return p * keep * p.dtype.type(1 / (1 - dropout_p) if dropout_p < 1 else 0)
+
+
 @register("scaled_dot_product_attention_backward", "numpy")
-def scaled_dot_product_attention_backward(grad, q, k, v, attn_mask, is_causal, scale, saved=None):
+def scaled_dot_product_attention_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p=0.0,
+                                          dropout_mask=None, saved=None):
     if saved is None:
-        _, saved = scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale)
+        _, saved = scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask)
     p = np.exp(_scores(q, k, attn_mask, is_causal, scale) - saved["lse"][..., None])
-    dv = _t(p) @ grad
-    dp = grad @ _t(v)
-    # softmax backward: sum_j p_j dp_j = sum_d grad_d out_d (one value per row)
+    dv = _t(_dropped(p, dropout_p, dropout_mask)) @ grad
+    dp = _dropped(grad @ _t(v), dropout_p, dropout_mask)
+    # softmax backward: sum_j p_j dp_j = sum_d grad_d out_d (one value per row; with dropout
+    # out = dropped(p) @ v, and dropped(p) . (grad v^T) = p . dropped(grad v^T))
     delta = (grad * saved["out"]).sum(axis=-1, keepdims=True)
-    ds = p * (dp - delta) * q.dtype.type(scale)
-    return ds @ k, _t(ds) @ q, dv
+    dscore = p * (dp - delta)  # of the masked scores: a float mask (added after scaling) gets it
+    ds = dscore * q.dtype.type(scale)
+    dmask = dscore if attn_mask is not None and attn_mask.dtype != bool else None
+    if dmask is not None and dmask.shape != attn_mask.shape:  # summed over what it broadcast to
+        lead = dmask.ndim - attn_mask.ndim
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(attn_mask.shape)
+                                          if n == 1 and dmask.shape[lead + i] != 1)
+        dmask = dmask.sum(axis=axes, keepdims=True).reshape(attn_mask.shape)
+    return ds @ k, _t(ds) @ q, dv, dmask
 
 
 # -- multi-head attention ------------------------------------------------------------
@@ -110,7 +127,7 @@ def multi_head_attention_backward(grad, query, key, value, num_heads, in_proj_we
     sdpa_saved = dict(out=_split_heads(attn, num_heads), lse=saved["lse"])
     d_heads = scaled_dot_product_attention_backward(
         d_o, saved["q"], saved["k"], saved["v"], saved=sdpa_saved,
-        **_sdpa_args(query, num_heads, attn_mask, is_causal))
+        **_sdpa_args(query, num_heads, attn_mask, is_causal))[:3]
     # each projection y = x @ w.T + b: dx = dy @ w, dw = dy^T x, db = sum dy
     dxs, dws, dbs = [], [], []
     for x, w, dh in zip((query, key, value), np.split(in_proj_weight, 3), d_heads):
