@@ -4,8 +4,8 @@ PyTorch eager on the CPU, timed side by side in one process.
 A step is what a training loop repeats: ``zero_grad``, forward, loss, ``backward()``,
 ``Adam.step()``. Each model is built in pydl (``pydl.models``) and in PyTorch with the
 same attribute names; torch gets pydl's initial weights through ``load_state_dict``,
-both see the same batch, use the same thread count, and the first step's losses are
-checked equal before anything is timed. Rounds alternate between the two libraries;
+both see the same batch, use the same thread count, and the first step's loss and
+every parameter's gradient are checked equal before anything is timed. Rounds alternate between the two libraries;
 a round's time is the best of a few steps, and the ratio reported is the median of
 the per-round ratios (robust to a noisy neighbour), as ``pydl overhead`` does.
 
@@ -226,20 +226,30 @@ def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
         opt_t.step()
         return loss
 
-    # the same first step: same loss, and after Adam's step the same weights
-    lp, lt = float(pydl_step().item()), float(torch_step().item())
+    # the same loss and the same gradients before anything is timed
+    lp, lt = _loss_and_grads(ours, logits_p, F, yf, ctx), _loss_and_grads(theirs, lambda: theirs(xt), torch.nn.functional,
+                                                                          yt.reshape(-1), contextlib.nullcontext)
     if not abs(lp - lt) <= 1e-3 * max(1.0, abs(lt)):
         raise AssertionError(f"train benchmark {name}: first-step loss {lp:.6g} in pydl, {lt:.6g} in torch")
-    theirs_sd = theirs.state_dict()
-    worst = max(float(np.abs(v.numpy() - theirs_sd[k].numpy()).max() / (np.abs(theirs_sd[k].numpy()).max() + 1e-12))
-                for k, v in ((k, _as_torch(torch, a)) for k, a in ours.state_dict().items()))
-    if worst > 1e-2:
-        raise AssertionError(f"train benchmark {name}: weights differ by {worst:.3g} (relative) after one step")
+    theirs_p = dict(theirs.named_parameters())
+    for k, prm in ours.named_parameters():
+        gp, gt = prm.grad, theirs_p[k].grad.numpy()
+        err = float(np.abs(gp - gt).max() / (np.abs(gt).max() + 1e-30))
+        if err > 2e-3:
+            raise AssertionError(f"train benchmark {name}: gradient of {k} differs from torch's by {err:.3g} "
+                                 f"(relative to its largest element)")
+    lp, lt = float(pydl_step().item()), float(torch_step().item())
     return Case(name, label, pydl_step, torch_step, (lp, lt))
 
 
-def _as_torch(torch, a):
-    return torch.from_numpy(np.ascontiguousarray(a))
+def _loss_and_grads(model, logits, F, targets, ctx) -> float:
+    """Forward, loss and backward once (no update); the loss."""
+    with ctx():
+        model.zero_grad()
+        out = logits()
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), targets)
+        loss.backward()
+    return float(loss.item())
 
 
 # -- profiling the registry ops ------------------------------------------------------------------
@@ -442,7 +452,7 @@ METHOD = (
     "One optimizer step (zero_grad, forward, cross-entropy, backward, Adam) of each model, pydl "
     "against PyTorch eager on the CPU: same initial weights (torch loads pydl's state_dict), same batch, "
     "same thread count (OpenBLAS, behind pydl's NumPy reference kernels, limited to it too); the first "
-    "step's losses and the weights after it are checked equal. Rounds alternate between the two; each "
+    "step's loss and gradients are checked equal. Rounds alternate between the two; each "
     "round's time is the best of a few steps; ms are medians, the ratio is the median of the per-round "
     "ratios (higher: pydl faster). The split comes from one more pydl step with every registry op timed: "
     "kernels = time inside the ops (forward and backward); autograd + Python = the rest of forward and "
