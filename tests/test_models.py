@@ -42,7 +42,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits():
     """(images 8x8, images 16x16, labels) of 512 of scikit-learn's digits, in [0, 1]."""
-    from sklearn.datasets import load_digits
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits  # the train extra
 
     d = load_digits()
     idx = np.random.default_rng(0).permutation(len(d.target))[:512]
