@@ -86,9 +86,19 @@ def _softmax_bench(rng, dtype, quick=False):
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(1), tol=TOL,
        cases=_x_cases(), torch=lambda torch, F, a: F.relu(a["x"]),
        bench=_x_bench())
-def relu(x):
-    """max(x, 0), elementwise."""
+def relu(x, inplace=False):
+    """max(x, 0), elementwise. ``inplace`` (torch's keyword) must be False: see :func:`no_inplace`."""
+    if inplace is not False:
+        no_inplace(inplace)
     return dict(x=ck.array("x", x))
+
+
+def no_inplace(inplace):
+    """torch's ``inplace=True`` overwrites its input; pydl's ops return new arrays (the
+    backward takes the forward's input), so only False is accepted."""
+    if ck.boolean("inplace", inplace):
+        raise ValueError("inplace: pydl's ops return a new array (the backward needs the input "
+                         "unchanged); pass inplace=False and assign the result")
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(2), tol=TOL,
@@ -96,8 +106,10 @@ def relu(x):
        bad_cases=_bad(negative_slope=("a", TypeError, "negative_slope")),
        torch=lambda torch, F, a: F.leaky_relu(a["x"], a["negative_slope"]),
        bench=_x_bench(negative_slope=0.1))
-def leaky_relu(x, negative_slope=0.01):
-    """x if x > 0 else negative_slope * x."""
+def leaky_relu(x, negative_slope=0.01, inplace=False):
+    """x if x > 0 else negative_slope * x. ``inplace`` must be False (:func:`no_inplace`)."""
+    if inplace is not False:
+        no_inplace(inplace)
     return dict(x=ck.array("x", x), negative_slope=ck.real("negative_slope", negative_slope))
 
 
@@ -106,8 +118,10 @@ def leaky_relu(x, negative_slope=0.01):
        bad_cases=_bad(alpha=(None, TypeError, "alpha")),
        torch=lambda torch, F, a: F.elu(a["x"], a["alpha"]),
        bench=_x_bench(alpha=1.0))
-def elu(x, alpha=1.0):
-    """x if x > 0 else alpha * (exp(x) - 1)."""
+def elu(x, alpha=1.0, inplace=False):
+    """x if x > 0 else alpha * (exp(x) - 1). ``inplace`` must be False (:func:`no_inplace`)."""
+    if inplace is not False:
+        no_inplace(inplace)
     return dict(x=ck.array("x", x), alpha=ck.real("alpha", alpha))
 
 
