@@ -4,7 +4,7 @@ PyTorch eager on the CPU, timed side by side in one process.
 A step is what a training loop repeats: ``zero_grad``, forward, loss, ``backward()``,
 ``Adam.step()``. Each model is built in pydl (``pydl.models``) and in PyTorch with the
 same attribute names; torch gets pydl's initial weights through ``load_state_dict``,
-both see the same batch, use the same thread count, and the first step's loss and
+both cycle through the same few batches, use the same thread count, and the first step's loss and
 every parameter's gradient are checked equal before anything is timed. Rounds alternate between the two libraries;
 a round's time is the best of a few steps, and the ratio reported is the median of
 the per-round ratios (robust to a noisy neighbour), as ``pydl overhead`` does.
@@ -145,32 +145,37 @@ def _torch_modules(torch):
 # -- the cases -----------------------------------------------------------------------------------
 
 
+#: batches a case cycles through: a step repeated on one batch drives its gradients towards
+#: zero, and Adam's second moments into float32 denormals (100x slower arithmetic in torch)
+K = 8
+
+
 def _build(name: str, torch, rng):
-    """(label, pydl model, torch model, inputs, targets, reshape of logits for the loss)."""
+    """(label, pydl model, torch model, K batches of inputs, K batches of targets)."""
     from pydl import models
 
     tm = _torch_modules(torch)
     if name == "mlp":
         ours, theirs = models.MLP(784, 256, 10), tm["MLP"]()
-        x, y = rng.standard_normal((64, 1, 28, 28)), rng.integers(0, 10, 64)
+        x, y = rng.standard_normal((K, 64, 1, 28, 28)), rng.integers(0, 10, (K, 64))
         label = "MLP 784-256-10, batch 64"
     elif name == "lenet5":
         ours, theirs = models.LeNet5((1, 28, 28), 10), tm["LeNet5"]()
-        x, y = rng.standard_normal((64, 1, 28, 28)), rng.integers(0, 10, 64)
+        x, y = rng.standard_normal((K, 64, 1, 28, 28)), rng.integers(0, 10, (K, 64))
         label = "LeNet-5 1x28x28, batch 64"
     elif name == "resnet":
         ours, theirs = models.ResNet((3, 32, 32), 10), tm["ResNet"](3, 10, (16, 32, 64), (2, 2, 2))
-        x, y = rng.standard_normal((32, 3, 32, 32)), rng.integers(0, 10, 32)
+        x, y = rng.standard_normal((K, 32, 3, 32, 32)), rng.integers(0, 10, (K, 32))
         label = "ResNet-14 3x32x32, batch 32"
     elif name == "lstm_lm":
         ours, theirs = models.CharLM(96, 64, 256, cell="lstm"), tm["CharLM"](96, 64, 256)
-        x, y = rng.integers(0, 96, (32, 64)), rng.integers(0, 96, (32, 64))
+        x, y = rng.integers(0, 96, (K, 32, 64)), rng.integers(0, 96, (K, 32, 64))
         label = "LSTM LM hidden 256, 32 x 64 steps"
     elif name == "transformer":
         ours = models.TransformerClassifier(1000, 10, d_model=256, nhead=4, num_layers=2, dim_feedforward=1024,
                                             max_len=128)
         theirs = tm["TransformerClassifier"](1000, 10, 256, 4, 2, 1024, 128)
-        x, y = rng.integers(0, 1000, (32, 128)), rng.integers(0, 10, 32)
+        x, y = rng.integers(0, 1000, (K, 32, 128)), rng.integers(0, 10, (K, 32))
         label = "Transformer d256 4 heads 2 layers, 32 x 128"
     else:
         raise ValueError(f"train benchmark: unknown model {name!r}; expected one of {', '.join(MODELS)}")
@@ -178,11 +183,13 @@ def _build(name: str, torch, rng):
     theirs.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v).copy()) for k, v in sd.items()})
     if x.dtype.kind == "f":
         x = x.astype(np.float32)
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
     return label, ours, theirs, x, y.astype(np.int64)
 
 
 def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
-    """Both steps of model ``name`` over the same weights and batch (``backend``: pydl's, or automatic)."""
+    """Both steps of model ``name`` from the same weights over the same sequence of batches
+    (``backend``: pydl's, or automatic)."""
     import torch
 
     import pydl
@@ -193,22 +200,24 @@ def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
     label, ours, theirs, x, y = _build(name, torch, rng)
     opt_p = optim.Adam(ours.parameters(), lr=1e-3)
     opt_t = torch.optim.Adam(theirs.parameters(), lr=1e-3, foreach=False)
-    xp = pydl.Tensor(x) if x.dtype.kind == "f" else x
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    yf = y.reshape(-1)
+    xs = [pydl.Tensor(b) if b.dtype.kind == "f" else b for b in x]
+    ys = [b.reshape(-1) for b in y]
+    xts, yts = [torch.from_numpy(b) for b in x], [torch.from_numpy(b.reshape(-1)) for b in y]
     ctx = (lambda: pydl.use_backend(backend)) if backend else contextlib.nullcontext
+    turn = {"pydl": 0, "torch": 0}
 
-    def logits_p():
-        out = ours(xp)
+    def logits_p(i):
+        out = ours(xs[i])
         return out[0] if isinstance(out, tuple) else out
 
     def pydl_step(phases=None):
+        i = turn["pydl"] = (turn["pydl"] + 1) % K
         with ctx():
             t0 = time.perf_counter()
             opt_p.zero_grad()
             t1 = time.perf_counter()
-            out = logits_p()
-            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), yf)
+            out = logits_p(i)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), ys[i])
             t2 = time.perf_counter()
             loss.backward()
             t3 = time.perf_counter()
@@ -219,16 +228,17 @@ def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
         return loss
 
     def torch_step():
+        i = turn["torch"] = (turn["torch"] + 1) % K
         opt_t.zero_grad()
-        out = theirs(xt)
-        loss = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), yt.reshape(-1))
+        out = theirs(xts[i])
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), yts[i])
         loss.backward()
         opt_t.step()
         return loss
 
     # the same loss and the same gradients before anything is timed
-    lp, lt = _loss_and_grads(ours, logits_p, F, yf, ctx), _loss_and_grads(theirs, lambda: theirs(xt), torch.nn.functional,
-                                                                          yt.reshape(-1), contextlib.nullcontext)
+    lp = _loss_and_grads(ours, lambda: logits_p(0), F, ys[0], ctx)
+    lt = _loss_and_grads(theirs, lambda: theirs(xts[0]), torch.nn.functional, yts[0], contextlib.nullcontext)
     if not abs(lp - lt) <= 1e-3 * max(1.0, abs(lt)):
         raise AssertionError(f"train benchmark {name}: first-step loss {lp:.6g} in pydl, {lt:.6g} in torch")
     theirs_p = dict(theirs.named_parameters())
@@ -323,6 +333,16 @@ def _add(prof, key, dt):
     v[1] += 1
 
 
+def profile_torch(case: Case, n: int = 8) -> list[dict]:
+    """torch's costliest ops (self CPU time) in one profiled step: [{op, ms, calls}]."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        case.torch_step()
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:n]
+    return [dict(op=e.key, ms=e.self_cpu_time_total / 1e3, calls=e.count) for e in rows]
+
+
 def profile_step(case: Case, repeats: int = 3) -> Profile:
     """The fastest of ``repeats`` profiled pydl steps (op timers add a little overhead)."""
     best = None
@@ -391,6 +411,7 @@ def run(models=MODELS, threads: int | None = None, backend: str | None = None, r
                 row["ops"] = [dict(op=op, kind=kind, backend=b, ms=s * 1e3, calls=c)
                               for op, kind, b, s, c in prof.top(len(prof.ops))]
                 row["loss_check"] = list(case.loss_check)
+                row["torch_ops"] = profile_torch(case)
             except Exception as e:  # noqa: BLE001 - one model's failure is reported, the others still run
                 row["error"] = f"{type(e).__name__}: {e}"
             rows.append(row)
@@ -477,6 +498,9 @@ def markdown(result: dict) -> list[str]:
         md.append("|---|---|---|---:|---:|---:|")
         md += ["| " + " | ".join(x) + " |" for x in rs]
         md.append("")
+        if r.get("torch_ops"):
+            md.append("torch's costliest ops in the same step (torch.profiler, self CPU ms): "
+                      + ", ".join(f"`{o['op']}` {o['ms']:.3g} ({o['calls']})" for o in r["torch_ops"][:6]) + "\n")
     return md
 
 
@@ -494,7 +518,9 @@ def print_result(result: dict, stream=None) -> None:
     for r in result["rows"]:
         if "ops" in r:
             top = ", ".join(f"{o['op']} {o['kind'][:3]} ({o['backend']}) {o['ms']:.2g}" for o in r["ops"][:4])
-            print(f"  {r['model']}: costliest ops (ms): {top}", file=stream)
+            print(f"  {r['model']}: pydl's costliest ops (ms): {top}", file=stream)
+            top = ", ".join(f"{o['op']} {o['ms']:.2g}" for o in r.get("torch_ops", [])[:4])
+            print(f"  {' ' * len(r['model'])}  torch's (self CPU ms): {top}", file=stream)
 
 
 def html(result: dict) -> str:
