@@ -5,6 +5,7 @@ and conv2d_backward skipping the gradients nobody needs (``needs``) on every CPU
 import numpy as np
 import pytest
 
+import pydl
 from pydl import _array, backends, ops, registry, testing
 
 backends.load()
@@ -35,8 +36,9 @@ def test_scalar_loss_grad_through_call_backward():
     spec = SPECS["cross_entropy"]
     rng = np.random.default_rng(1)
     a = spec.bind((rng.standard_normal((5, 4)).astype(np.float32), rng.integers(0, 4, 5)), {})
-    (dx,) = spec.call_backward(np.float64(0.5), a)
-    (ref,) = spec.call_backward(np.full((), 0.5, np.float32), a)
+    dx, dt = spec.call_backward(np.float64(0.5), a)
+    assert dt is None  # class indices have no gradient
+    ref, _ = spec.call_backward(np.full((), 0.5, np.float32), a)
     assert dx.dtype == np.float32
     np.testing.assert_array_equal(dx, ref)
 
@@ -270,3 +272,109 @@ def test_linear_empty_dims(backend, xs, ws):
     np.testing.assert_allclose(dx, g @ w, atol=1e-6)
     np.testing.assert_allclose(dw, g2.T @ x2, atol=1e-6)
     np.testing.assert_allclose(db, g2.sum(axis=0), atol=1e-6)
+
+
+# -- torch.nn.functional's argument forms (issue 17) ------------------------------------------
+
+def _cpu(op):
+    avail = pydl.available()
+    return [b for b in registry.CPU_ORDER if b in registry.IMPLS.get(op, {}) and avail[b]["available"]]
+
+
+@pytest.mark.parametrize("op,kw", [("conv2d", {}), ("max_pool2d", dict(kernel_size=2)),
+                                   ("avg_pool2d", dict(kernel_size=(2,), stride=(), padding=(1,))),
+                                   ("adaptive_avg_pool2d", dict(output_size=(3, None)))])
+def test_unbatched_is_the_batched_call_without_a_copy(op, kw):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    args = (x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32)) if op == "conv2d" else (x,)
+    a = SPECS[op].bind(args, kw)
+    assert a["x"].shape == (1,) + x.shape and np.shares_memory(a["x"], x)  # a view, not a copy
+    for b in _cpu(op):
+        f, fb = getattr(ops, op), getattr(ops, op + "_backward")
+        out, want = f(*args, backend=b, **kw), f(x[None], *args[1:], backend=b, **kw)[0]
+        np.testing.assert_array_equal(out, want, err_msg=b)
+        g = rng.standard_normal(out.shape).astype(np.float32)
+        got, full = fb(g, *args, backend=b, **kw), fb(g[None], x[None], *args[1:], backend=b, **kw)
+        np.testing.assert_array_equal(got[0], full[0][0], err_msg=b)
+        assert got[0].shape == x.shape
+
+
+@pytest.mark.parametrize("backend", _cpu("max_pool2d"))
+def test_max_pool2d_return_indices(backend):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    out, idx = ops.max_pool2d(x, 3, 2, 1, return_indices=True, backend=backend)
+    want, saved = SPECS["max_pool2d"].with_saved(x, 3, 2, 1, backend=backend)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(idx, saved["indices"])
+    assert idx.dtype == np.int64
+    flat = x.reshape(2, 3, -1)
+    np.testing.assert_array_equal(np.take_along_axis(flat, idx.reshape(2, 3, -1), 2).reshape(out.shape), out)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    for grad in (g, (g, None)):  # the output's gradient alone or with None for the indices
+        (dx,) = ops.max_pool2d_backward(grad, x, 3, 2, 1, return_indices=True, backend=backend)
+        np.testing.assert_array_equal(dx, ops.max_pool2d_backward(g, x, 3, 2, 1, backend=backend)[0])
+
+
+@pytest.mark.parametrize("backend", _cpu("adaptive_avg_pool2d"))
+def test_adaptive_avg_pool2d_no_channels(backend):
+    x = np.ones((2, 0, 4, 4), np.float32)
+    out = ops.adaptive_avg_pool2d(x, 2, backend=backend)
+    assert out.shape == (2, 0, 2, 2)
+    (dx,) = ops.adaptive_avg_pool2d_backward(out, x, 2, backend=backend)
+    assert dx.shape == x.shape
+
+
+def test_conv2d_no_channels_refused():
+    with pytest.raises(ValueError, match=r"conv2d: x: expected C, H, W >= 1"):
+        ops.conv2d(np.ones((2, 0, 5, 5), np.float32), np.ones((4, 0, 3, 3), np.float32))
+
+
+def test_softmax_dtype_casts_first_and_the_gradient_comes_back_in_x_dtype():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    for op in ("softmax", "log_softmax"):
+        f, fb = getattr(ops, op), getattr(ops, op + "_backward")
+        out = f(x, 1, dtype=np.float64)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, f(x.astype(np.float64), 1))
+        g = rng.standard_normal(out.shape)
+        (dx,) = fb(g, x, 1, dtype=np.float64)
+        assert dx.dtype == np.float32
+        np.testing.assert_allclose(dx, fb(g, x.astype(np.float64), 1)[0], rtol=1e-6)
+        assert f(np.full((), 2.0, np.float32), 0).shape == ()
+    with pytest.raises(TypeError, match="dtype"):
+        ops.softmax(x, 1, dtype=np.int32)
+
+
+def test_sdpa_float_mask_gets_a_gradient_through_autograd():
+    torch = pytest.importorskip("torch")
+    import pydl.nn.functional as F
+
+    rng = np.random.default_rng(14)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 4, 5), (2, 3, 6, 5), (2, 3, 6, 2), (4, 6))]
+    mine = [pydl.Tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    g = rng.standard_normal((2, 3, 4, 2)).astype(np.float32)
+    (F.scaled_dot_product_attention(*mine) * pydl.Tensor(g)).sum().backward()
+    (torch.nn.functional.scaled_dot_product_attention(*theirs) * torch.tensor(g)).sum().backward()
+    for m, t in zip(mine, theirs):
+        np.testing.assert_allclose(np.asarray(m.grad), t.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_sdpa_dropout_is_the_seeded_mask():
+    rng = np.random.default_rng(15)
+    q, k, v = (rng.standard_normal(s).astype(np.float64) for s in ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 3)))
+    from pydl.ops.elementwise import dropout_mask
+
+    keep = dropout_mask(7, (2, 2, 3, 5), 0.4)
+    s = q @ np.swapaxes(k, -1, -2) / 2.0
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    want = (w * keep / 0.6) @ v
+    np.testing.assert_allclose(ops.scaled_dot_product_attention(q, k, v, dropout_p=0.4, seed=7), want, rtol=1e-12)
+    np.testing.assert_allclose(ops.scaled_dot_product_attention(q, k, v, dropout_p=0.4, dropout_mask=keep),
+                               want, rtol=1e-12)
+    with pytest.raises(ValueError, match="seed"):
+        ops.scaled_dot_product_attention(q, k, v, dropout_p=0.4)

@@ -88,6 +88,7 @@ REFUSALS = {
     "batch-norm-1d": r"batch_norm: x: expected at least 2 dimensions",
     "random-needs-seed": r"seed: .*(dropout|seed=)",
     "inplace": r"inplace: pydl's ops return a new array",
+    "conv-empty-channels": r"conv2d: x: expected C, H, W >= 1",
 }
 
 #: floors under each spec's float32 tolerance: torch's float64 result on float32 inputs is

@@ -352,6 +352,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, unbatched = ck.batch_dim("x", x, 4, NCHW)
     if 0 in x.shape[1:]:
+        # torch returns an empty (N, 0, OH, OW) for C = 0, whatever K and the bias: pydl refuses
         raise ValueError(f"x: expected C, H, W >= 1 in {NCHW}, got shape {tuple(x.shape)}")
     weight = ck.array("weight", weight, ndim=4, layout="(K, C/groups, R, S)")
     bias = ck.optional_array("bias", bias, ndim=1, layout="(K,)")

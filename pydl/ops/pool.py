@@ -168,10 +168,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return a
 
 
-def _batched(x):
+def _batched(x, empty_channels=False):
+    """x with its batch dimension (see ``ck.batch_dim``); C, H, W >= 1 (C = 0 too with
+    ``empty_channels``: adaptive pooling, where torch takes it)."""
     x, unbatched = ck.batch_dim("x", x, 4, NCHW)
-    if 0 in x.shape[1:]:
-        raise ValueError(f"x: expected C, H, W >= 1 in {NCHW}, got shape {tuple(x.shape)}")
+    if 0 in x.shape[2:] or (x.shape[1] == 0 and not empty_channels):
+        raise ValueError(f"x: expected {'H, W' if empty_channels else 'C, H, W'} >= 1 in {NCHW}, "
+                         f"got shape {tuple(x.shape)}")
     return x, unbatched
 
 
@@ -306,9 +309,10 @@ def adaptive_avg_pool2d(x, output_size):
     ``output_size`` is an int or a pair whose entries are ints >= 0 or None
     (None keeps that input size). Output (oh, ow) averages rows
     [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns: windows may
-    overlap and differ in size by one. An unbatched x (C, H, W) gives (C, OH, OW).
+    overlap and differ in size by one. An unbatched x (C, H, W) gives (C, OH, OW);
+    C may be 0, as in torch.
     """
-    x, unbatched = _batched(x)
+    x, unbatched = _batched(x, empty_channels=True)
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[2:]))
     output_size = ck.int_tuple("output_size", output_size, 2, min=0)
