@@ -1,6 +1,6 @@
 """A small AlexNet-style net (ReLU, local response norm, dropout) on scikit-learn's 8x8 digits, upsampled to 16x16.
 
-    python examples/train_alexnet.py --epochs 4
+    python examples/train_alexnet.py --epochs 6
     python examples/train_alexnet.py --data mnist5k --limit 2000 --epochs 2    # real 28x28 MNIST (slower)
 """
 import sys
@@ -11,7 +11,7 @@ from pydl import models
 
 
 def main(argv=None) -> float:
-    p = parser(__doc__.splitlines()[0], epochs=4, lr=1e-3)
+    p = parser(__doc__.splitlines()[0], epochs=6, lr=2e-3)
     p.add_argument("--data", default="digits", help="digits (default, upsampled to 16x16), mnist5k or fashion-mnist")
     p.add_argument("--limit", type=int, help="use only this many training images")
     args = p.parse_args(argv)

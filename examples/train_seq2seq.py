@@ -1,6 +1,6 @@
 """A GRU encoder-decoder with attention learns to reverse (or sort) sequences of digits.
 
-    python examples/train_seq2seq.py --task reverse --steps 300
+    python examples/train_seq2seq.py --task reverse --steps 400
 """
 import sys
 import time
@@ -8,12 +8,12 @@ import time
 import numpy as np
 from _common import parser, setup
 
-from pydl import models, optim
+from pydl import models, nn, optim
 from pydl.nn import functional as F
 
 
 def main(argv=None) -> float:
-    p = parser(__doc__.splitlines()[0], steps=300, lr=1e-2)
+    p = parser(__doc__.splitlines()[0], steps=400, lr=5e-3)
     p.add_argument("--task", choices=("reverse", "sort"), default="reverse")
     p.add_argument("--length", type=int, default=8)
     args = p.parse_args(argv)
@@ -28,6 +28,7 @@ def main(argv=None) -> float:
         logits = model(src, models.shifted(tgt, 0))
         loss = F.cross_entropy(logits.reshape(-1, V), tgt.reshape(-1))
         loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  loss {loss.item():.3f}")
