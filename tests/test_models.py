@@ -84,7 +84,7 @@ CLASSIFIERS = {  # name: (options keeping the test small, learning rate, steps)
     "vgg": ({"widths": (8, 16), "hidden": 64}, 2e-3, 60),
     "alexnet": ({"widths": (16, 16, 16, 16, 16), "hidden": 128, "dropout": 0.0}, 2e-3, 80),
     "resnet": ({"widths": (8, 16), "blocks": (1, 1)}, 1e-2, 60),
-    "inception": ({"width": 8}, 3e-3, 60),
+    "inception": ({"width": 4}, 3e-3, 60),
 }
 
 
