@@ -40,8 +40,8 @@ from .data import DataLoader, TensorDataset, stratified_kfold, stratified_split
 from .registry import CPU_ORDER, use_backend
 from .serialization import _atomic_write, load, load_metadata, save
 
-__all__ = ["fit", "evaluate", "FitResult", "make_optimizer", "OPTIMIZERS", "SCHEDULES", "backend_order", "Config", "run",
-           "cross_validate", "CVResult", "search", "SearchResult", "write_curves", "CURVE_COLUMNS",
+__all__ = ["fit", "evaluate", "FitResult", "make_optimizer", "OPTIMIZERS", "SCHEDULES", "backend_order", "Config",
+           "run", "cross_validate", "CVResult", "search", "SearchResult", "write_curves", "CURVE_COLUMNS",
            "TrainingDiverged"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -522,8 +522,8 @@ def run(cfg: Config, x_train, y_train, x_val=None, y_val=None, *, num_classes=No
     val_loader = None if x_val is None else DataLoader(TensorDataset(x_val, y_val), batch_size=eval_batch_size)
     result = fit(model, train_loader, val_loader, cfg.optimizer, epochs=cfg.epochs, lr=cfg.lr,
                  weight_decay=cfg.weight_decay, momentum=cfg.momentum, clip=cfg.clip, patience=cfg.patience,
-                 schedule=cfg.schedule, seed=cfg.seed, backend=backend, threads=threads, out=out, resume=resume, progress=progress,
-                 log=log)
+                 schedule=cfg.schedule, seed=cfg.seed, backend=backend, threads=threads, out=out, resume=resume,
+                 progress=progress, log=log)
     return model, result
 
 
