@@ -225,8 +225,9 @@ def bench(args) -> int:
         runs.insert(0, report.make_run(result, settings, pk, environment, time.perf_counter() - t0))
         if with_train:
             print("pydl bench: the train family (one training step of five models against torch)", file=sys.stderr)
-            runs[0]["train"] = train_step.run(threads=args.threads, backend=train_step.pydl_backend(settings.backends),
-                                              progress=lambda m: print(f"  {m}", file=sys.stderr))
+            runs[0]["train"] = train_step.run_isolated(threads=args.threads,
+                                                       backend=train_step.pydl_backend(settings.backends),
+                                                       wait_policy=settings.wait_policy)
             train_step.print_result(runs[0]["train"])
         failures = result.failures
     if not runs:

