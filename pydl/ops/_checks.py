@@ -199,10 +199,11 @@ def sum_to(g, shape):
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 
 
-def unbatched_views(a, ndim, first_only=True):
-    """A :class:`~pydl.registry.Viewed` of ``a`` for an unbatched call: the output (or
-    the first of several) loses the batch dimension, the upstream gradient gains it, and
-    the first input's gradient loses it again."""
+def unbatched_views(a, ndim):
+    """A :class:`~pydl.registry.Viewed` of ``a`` for an unbatched call: the kernels'
+    output (each of a tuple), of rank ``ndim`` with the batch dimension, loses it; an
+    upstream gradient of rank ``ndim - 1`` gains it; the first input's gradient loses it
+    again (the other inputs, weights, have no batch dimension)."""
     from ..registry import Viewed
 
     def out(o, saved):

@@ -139,7 +139,7 @@ def _prelu_bad(rng):
     x = rng.standard_normal((2, 3, 4)).astype(np.float32)
     w = np.full(3, 0.25, np.float32)
     return [BadCase("weight (C+1,)", dict(x=x, weight=np.ones(4, np.float32)), ValueError, "weight"),
-            BadCase("weight 0-d", dict(x=x, weight=np.full((), 0.25, np.float32)), ValueError, "weight"),
+            BadCase("weight 2-D", dict(x=x, weight=np.full((1, 1), 0.25, np.float32)), ValueError, "weight"),
             BadCase("weight (1, 3)", dict(x=x, weight=w[None]), ValueError, "weight"),
             BadCase("1-D x, weight (C,)", dict(x=x[0, 0], weight=np.ones(4, np.float32)), ValueError, "weight"),
             BadCase("weight float64", dict(x=x, weight=w.astype(np.float64)), TypeError, "weight"),
@@ -160,8 +160,9 @@ def _prelu_bench(rng, dtype, quick=False):
        torch=lambda torch, F, a: F.prelu(a["x"], a["weight"]),
        bench=_prelu_bench)
 def prelu(x, weight):
-    """x if x > 0 else weight * x, with one slope (``weight`` (1,)) or one per channel
-    (``weight`` (C,), C = x.shape[1]: x has at least 2 dims). Both are differentiated."""
+    """x if x > 0 else weight * x, with one slope (``weight`` (1,) or 0-d, as torch takes
+    it) or one per channel (``weight`` (C,), C = x.shape[1]: x has at least 2 dims). Both
+    are differentiated."""
     x = ck.array("x", x)
     weight = ck.array("weight", weight, ndim=(1, 0), layout="(1,) or (C,) (or 0-d)")
     ck.same_dtype(x=x, weight=weight)
@@ -224,7 +225,8 @@ def _softmax_bad(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     return [BadCase("dim=2", dict(x=x, dim=2), ValueError, "dim"),
             BadCase("dim=1.0", dict(x=x, dim=1.0), TypeError, "dim"),
-            BadCase("0-d", dict(x=np.ones((), np.float32), dim=0), ValueError, "x")]
+            BadCase("0-d, dim=1", dict(x=np.ones((), np.float32), dim=1), ValueError, "dim"),
+            BadCase("dtype int", dict(x=x, dtype=np.int32), TypeError, "dtype")]
 
 
 def _softmax_args(x, dim, dtype):
