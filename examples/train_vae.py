@@ -5,7 +5,6 @@
 import sys
 import time
 
-import numpy as np
 from _common import ascii_image, image_data, parser, setup
 
 from pydl import models, optim
