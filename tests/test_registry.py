@@ -109,8 +109,10 @@ def test_errors_name_op_and_argument():
         pydl.ops.relu([1.0, 2.0])
     with pytest.raises(ValueError, match=r"pydl.ops.softmax: dim: expected a dimension in \[-2, 2\), got 2"):
         pydl.ops.softmax(x, dim=2)
-    with pytest.raises(TypeError, match=r"pydl.ops.relu: .*unexpected keyword argument 'inplace'"):
-        pydl.ops.relu(x, inplace=True)
+    with pytest.raises(TypeError, match=r"pydl.ops.relu: .*unexpected keyword argument 'alpha'"):
+        pydl.ops.relu(x, alpha=True)
+    with pytest.raises(ValueError, match=r"pydl.ops.relu: inplace: pydl's ops return a new array"):
+        pydl.ops.relu(x, inplace=True)  # torch's keyword, False only
     with pytest.raises(ValueError, match=r"relu_backward: grad: expected the output's shape \(2, 3\), got \(3, 2\)"):
         pydl.ops.relu_backward(np.ones((3, 2), np.float32), x)
 
