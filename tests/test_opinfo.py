@@ -43,7 +43,10 @@ torch.set_num_threads(1)  # tiny tensors: threads only add overhead
 SPECS = registry.SPECS
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
-#: OpInfo name -> pydl op
+#: OpInfo name -> pydl op. Not mapped: ``nn.functional.unfold`` (pydl's ``im2col`` has its own
+#: argument order and column layout, see the README), ``linear_cross_entropy``, ``relu6``,
+#: ``dropout2d``/``dropout3d``, ``embedding_bag``, ``masked.*`` and the private
+#: ``_softmax_backward_data``/``_safe_softmax`` (no pydl op of that meaning).
 OPS = {
     "nn.functional.relu": "relu",
     "nn.functional.leaky_relu": "leaky_relu",
@@ -67,6 +70,7 @@ OPS = {
     "nn.functional.multi_head_attention_forward": "multi_head_attention",
     "nn.functional.layer_norm": "layer_norm",
     "nn.functional.batch_norm": "batch_norm",
+    "nn.functional.batch_norm.without_cudnn": "batch_norm",
     "nn.functional.group_norm": "group_norm",
     "nn.functional.instance_norm": "instance_norm",
     "nn.functional.local_response_norm": "local_response_norm",
