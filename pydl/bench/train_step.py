@@ -477,7 +477,8 @@ def op_table(row: dict, n: int = 8) -> tuple[list[str], list[list[str]]]:
 
 METHOD = (
     "One optimizer step (zero_grad, forward, cross-entropy, backward, Adam) of each model, pydl "
-    "against PyTorch eager on the CPU: same initial weights (torch loads pydl's state_dict), same batch, "
+    "against PyTorch eager on the CPU: same initial weights (torch loads pydl's state_dict), the same 8 batches "
+    "in turn, "
     "same thread count (OpenBLAS, behind pydl's NumPy reference kernels, limited to it too); the first "
     "step's loss and gradients are checked equal. Rounds alternate between the two; each "
     "round's time is the best of a few steps; ms are medians, the ratio is the median of the per-round "
