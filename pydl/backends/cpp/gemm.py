@@ -17,6 +17,8 @@ a row-major B read in place; the path for few rows of A).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ... import _array, _cpp
@@ -34,7 +36,7 @@ _POISON = _array._POISON
 def _nrows(x):
     """The rows of x (..., n) seen as 2-D; explicit, since reshape(-1, 0) of an empty array
     is ambiguous (NumPy refuses it)."""
-    return int(np.prod(x.shape[:-1], dtype=np.int64))
+    return math.prod(x.shape[:-1])
 
 
 def _matmul(a, b, simd="", algo=""):

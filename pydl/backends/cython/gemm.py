@@ -3,6 +3,8 @@
 into its store). Transposes and non-contiguous inputs are passed as strides (the
 kernel's packing reads them); a 2-D operand shared by a batch gets batch stride 0.
 """
+import math
+
 import numpy as np
 
 from ... import _array, _cython
@@ -49,7 +51,7 @@ def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=No
 def _rows(x):
     """x as 2-D rows (..., n) -> (prod(...), n); explicit sizes, since reshape(-1, 0) of an
     empty array is ambiguous (NumPy refuses it)."""
-    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 @register("matmul", "cython")

@@ -512,7 +512,7 @@ def matmul(a, b):
 def _rows(x):
     """x as 2-D rows (..., n) -> (prod(...), n); explicit sizes, since reshape(-1, 0) of an
     empty array is ambiguous (NumPy refuses it)."""
-    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 def _sum_batch(x3, shape):

@@ -1,4 +1,6 @@
 """NumPy reference: matmul, linear (fused bias + activation)."""
+import math
+
 import numpy as np
 
 from ...registry import register
@@ -53,7 +55,7 @@ def linear(x, weight, bias, activation):
 def linear_backward(grad, x, weight, bias, activation, saved=None):
     z = saved["preact"] if saved is not None else linear(x, weight, bias, activation)[1]["preact"]
     dz = grad if activation is None else _ACT[activation][1](grad, z)
-    rows = int(np.prod(x.shape[:-1], dtype=np.int64))  # every leading dim is a row (explicit:
+    rows = math.prod(x.shape[:-1])  # every leading dim is a row (explicit:
     dz2 = dz.reshape(rows, weight.shape[0])          # reshape(-1, 0) of an empty array fails)
     x2 = x.reshape(rows, weight.shape[1])
     dx = np.matmul(dz, weight)
