@@ -232,7 +232,10 @@ struct KT<float, Simd::avx2> {
     if (n >= W) _mm256_storeu_ps(p, x);
     else _mm256_maskstore_ps(p, mask(n), x);
   }
-  static R bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  // set1 of a plain load, not _mm256_broadcast_ss: GCC treats that builtin as an opaque read
+  // that may alias a tile's accumulator array, and then stores every accumulator to the stack
+  // after each FMA (the smallk tiles ran store-bound at half speed); both compile to vbroadcastss.
+  static R bcast(const float* p) { return _mm256_set1_ps(*p); }
   static R set1(float x) { return _mm256_set1_ps(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
@@ -258,7 +261,7 @@ struct KT<double, Simd::avx2> {
     if (n >= W) _mm256_storeu_pd(p, x);
     else _mm256_maskstore_pd(p, mask(n), x);
   }
-  static R bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static R bcast(const double* p) { return _mm256_set1_pd(*p); }  // (see the float one)
   static R set1(double x) { return _mm256_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
