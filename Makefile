@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.pydl-installed
 NATIVE := pyproject.toml setup.py $(wildcard kernels/cpp/*.cpp kernels/common/*.hpp kernels/cython/*.pyx)
 NVCC   ?= nvcc
 
-.PHONY: demo test install cuda-check wheel-check clean
+.PHONY: demo test install cuda-check wheel-check sanitize clean
 
 $(STAMP): $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,23 @@ wheel-check: $(STAMP)
 	  assert not missing, f'wheel lacks {missing}'; assert machine.build_kind() == 'portable'; \
 	  p = machine.path_in_use(); assert 'site' in pydl._cpp.__file__, pydl._cpp.__file__; \
 	  print('wheel ok:', d, '|', len(mods), 'native modules | cpp path:', p['cpp']['level'], '(' + p['cpp']['why'] + ')')"
+
+# The native modules built with AddressSanitizer and UndefinedBehaviorSanitizer in a copy of the
+# tree (build/sanitize: PYDL_SANITIZE, one native-level module per family), then the native
+# families' tests run under them with the sanitizer runtimes preloaded into Python. Any finding
+# stops the run with its report. SAN_TESTS picks the tests (.ci/run runs a subset).
+SAN_DIR   := build/sanitize
+SAN_TESTS ?= tests/test_conformance.py tests/test_gemm.py tests/test_conv.py tests/test_pool.py tests/test_cpp_simd_levels.py tests/test_sanitize.py
+SAN_PY     = $(abspath $(BIN))/python
+sanitize: $(STAMP)
+	$(BIN)/python -m pip install -q 'pybind11>=2.12' 'Cython>=3.0'
+	rm -rf $(SAN_DIR) && mkdir -p $(SAN_DIR)
+	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(SAN_DIR)
+	cd $(SAN_DIR) && PYDL_SANITIZE=address,undefined PYDL_ARCH=native $(SAN_PY) setup.py -q build_ext --inplace
+	cd $(SAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:detect_odr_violation=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYDL_EXPECT_SANITIZED=1 \
+	  $(SAN_PY) -m pytest -q -p no:cacheprovider $(SAN_TESTS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info pydl/*.so pydl/_build_config.py kernels/cython/*.c

@@ -30,6 +30,10 @@ Environment:
 - ``PYDL_EXTENSIONS``: which native modules to build, default ``cpp,cython``.
 - ``PYDL_BUILD_JOBS``: C++ files compiled at once within a module (default:
   the CPU count); setup.cfg's ``[build_ext] parallel`` builds modules at once.
+- ``PYDL_SANITIZE``: sanitizers to compile the native modules with, e.g.
+  ``address,undefined`` (-O1 -g, frame pointers, every finding fatal). For
+  ``make sanitize``, which builds a separate copy and runs the tests under it
+  with the sanitizer runtimes preloaded; never for a build users run.
 """
 import os
 import shutil
@@ -56,6 +60,12 @@ if KIND == "portable":
 else:
     TARGETS = {"native": [f"-march={ARCH}"]}
 FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
+LINK = ["-fopenmp"]
+SANITIZE = os.environ.get("PYDL_SANITIZE", "").strip()
+if SANITIZE:
+    san = [f"-fsanitize={SANITIZE}", "-fno-sanitize-recover=all"]
+    FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fopenmp", "-fno-math-errno"] + san
+    LINK = ["-fopenmp"] + san
 GEN = ROOT / "build" / "pydl-src"  # per-level wrapper sources: distinct object files per level
 
 ParallelCompile("PYDL_BUILD_JOBS").install()
@@ -121,8 +131,9 @@ for level, target in TARGETS.items():
                 depends=HEADERS + [str(p.relative_to(ROOT)) for p in CPP_SOURCES],  # an edit rebuilds
                 cxx_std=17,
                 extra_compile_args=FLAGS + target + [f'-DPYDL_ARCH="{march}"', f"-DPYDL_MODULE=_cpp_{level}",
-                                                     f'-DPYDL_BUILD_KIND="{KIND}"'],
-                extra_link_args=["-fopenmp"],
+                                                     f'-DPYDL_BUILD_KIND="{KIND}"',
+                                                     f'-DPYDL_SANITIZE_FLAGS="{SANITIZE}"'],
+                extra_link_args=LINK,
             )
         )
     if "cython" in WANT:
@@ -132,7 +143,7 @@ for level, target in TARGETS.items():
                 [_wrapper(level, ROOT / "kernels" / "cython" / "_cython.pyx")],
                 depends=PYX,
                 extra_compile_args=FLAGS + target,
-                extra_link_args=["-fopenmp"],
+                extra_link_args=LINK,
             )
         )
 if cython_exts:

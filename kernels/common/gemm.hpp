@@ -40,6 +40,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -232,7 +233,10 @@ struct KT<float, Simd::avx2> {
     if (n >= W) _mm256_storeu_ps(p, x);
     else _mm256_maskstore_ps(p, mask(n), x);
   }
-  static R bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  // set1 of a plain load, not _mm256_broadcast_ss: GCC treats that builtin as an opaque read
+  // that may alias a tile's accumulator array, and then stores every accumulator to the stack
+  // after each FMA (the smallk tiles ran store-bound at half speed); both compile to vbroadcastss.
+  static R bcast(const float* p) { return _mm256_set1_ps(*p); }
   static R set1(float x) { return _mm256_set1_ps(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
@@ -258,7 +262,7 @@ struct KT<double, Simd::avx2> {
     if (n >= W) _mm256_storeu_pd(p, x);
     else _mm256_maskstore_pd(p, mask(n), x);
   }
-  static R bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static R bcast(const double* p) { return _mm256_set1_pd(*p); }  // (see the float one)
   static R set1(double x) { return _mm256_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
@@ -630,6 +634,12 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
   const int nbuf = nt > 1 ? 2 : 1;
   T* base = static_cast<T*>(scratch().get((b_round * nbuf + a_elems * nt) * sizeof(T) + 64));
   T* abufs = base + b_round * nbuf;
+  // Items (row block x column part) are taken dynamically within each KC block: a thread whose
+  // core is shared for a while (a neighbour library's spinning pool, a busy VM) leaves its items
+  // to the others instead of holding them at the next barrier. One counter per B buffer: the
+  // barrier after packing block s+1 is passed only when every item of block s is done, so
+  // thread 0 rewinds block s's counter there, before any thread can reach block s+2's items.
+  std::atomic<int64_t> next_item[2] = {0, 0};
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -650,8 +660,11 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
           if (q1 > q0) pack_b(pc, kc, jc + q0 * W, std::min(nc, q1 * W) - q0 * W, bbuf + q0 * kc * W);
         }
 #pragma omp barrier
-        const int64_t jparts = split_n ? nth : 1;
-        for (int64_t item = tid; item < mblocks * jparts; item += nth) {
+        const int64_t cur = (step - 1) % 2;
+        if (tid == 0 && step >= 2) next_item[step % 2].store(0, std::memory_order_relaxed);  // block step-2's
+        const int64_t jparts = split_n ? nth : 1, items = mblocks * jparts;
+        for (int64_t item = nth > 1 ? next_item[cur].fetch_add(1, std::memory_order_relaxed) : 0; item < items;
+             item = nth > 1 ? next_item[cur].fetch_add(1, std::memory_order_relaxed) : item + 1) {
           const int64_t ib = item / jparts, jp = item % jparts;
           const int64_t ic = ib * mc_max, mc = std::min(mc_max, M - ic);
           const int64_t t0 = tiles_n * jp / jparts, t1 = tiles_n * (jp + 1) / jparts;

@@ -77,6 +77,10 @@ void bind_peak(py::module_& m);
 
 }  // namespace pydl
 
+#ifndef PYDL_SANITIZE_FLAGS
+#define PYDL_SANITIZE_FLAGS ""
+#endif
+
 PYBIND11_MODULE(PYDL_MODULE, m) {
   using namespace pydl;
   m.doc() = "pydl C++ kernels (private; use pydl.ops)";
@@ -99,6 +103,7 @@ PYBIND11_MODULE(PYDL_MODULE, m) {
     d["compiler"] = __VERSION__;
     d["openmp"] = _OPENMP;
     d["compiled_simd"] = simd_name(compiled_simd());
+    d["sanitize"] = PYDL_SANITIZE_FLAGS;  // "" unless built with PYDL_SANITIZE (make sanitize)
     return d;
   });
   bind_elementwise(m);

@@ -470,12 +470,16 @@ struct SmallK {
 
 // Lane-block width (vectors) of the smallk forward for kpad lanes. Measured on one Zen 5 thread
 // (dev/conv/README.md, "row tiles"): AVX-512 blocks of 2 (14 x 2 tiles, 32 KB of weights per
-// depth block in L1) beat 3 and 4 by 5-25% on every ResNet/AlexNet shape; AVX2 ran best at 1
-// (8 x 1 tiles: 61-72 vs 45-56 GFLOP/s at 2-4).
+// depth block in L1) beat 3 and 4 by 5-25% on every ResNet/AlexNet shape. AVX2 (16 ymm): 6 x 2
+// or 4 x 3 tiles (12 accumulators, the weight vectors and a broadcast fill the register file);
+// measured on Zen 4 held to AVX2, one thread, interleaved with PyTorch (dev/conv/README.md,
+// "AVX2"): 3 ahead from 12 vectors of filters on (c128 s2, c256: +5-15%), 2 ahead below (AlexNet
+// +13%, c64 even). (Blocks of 1 only looked best before the broadcast fix of gemm.hpp's KT.)
 template <Simd S>
 int smallk_block(i64 nvec) {
   if (kSmallkBlock > 0) return int(std::min<i64>(kSmallkBlock, 4));
   if constexpr (S == Simd::avx512) return nvec >= 2 ? 2 : 1;
+  else if constexpr (S == Simd::avx2) return nvec >= 12 ? 3 : nvec >= 2 ? 2 : 1;
   else return 1;
 }
 
