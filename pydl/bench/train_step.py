@@ -50,7 +50,7 @@ class Case:
     label: str
     pydl_step: object
     torch_step: object
-    #: (pydl's first loss, torch's, the largest relative gradient difference)
+    #: (pydl's first loss, torch's, pydl's largest relative gradient error against torch in float64)
     loss_check: tuple = ()
     profile: object = None
 
@@ -198,6 +198,7 @@ def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
     from pydl.nn import functional as F
 
     rng = np.random.default_rng(seed)
+    pydl.manual_seed(seed)  # the initial weights too
     label, ours, theirs, x, y = _build(name, torch, rng)
     opt_p = optim.Adam(ours.parameters(), lr=1e-3)
     opt_t = torch.optim.Adam(theirs.parameters(), lr=1e-3, foreach=False)
@@ -237,23 +238,27 @@ def make_case(name: str, backend: str | None = None, seed: int = 0) -> Case:
         opt_t.step()
         return loss
 
-    # the same loss and the same gradients before anything is timed
+    # the same loss and the same gradients before anything is timed: pydl's float32 against torch
+    # in float64 (torch's own float32 is off by up to ~1e-3 of the largest element in the ResNet's
+    # first layers, mkldnn convolution and batch norm, and more where a gradient cancels out)
+    import copy
+
+    ref = copy.deepcopy(theirs).double()
+    x64 = xts[0].double() if xts[0].is_floating_point() else xts[0]
     lp = _loss_and_grads(ours, lambda: logits_p(0), F, ys[0], ctx)
-    lt = _loss_and_grads(theirs, lambda: theirs(xts[0]), torch.nn.functional, yts[0], contextlib.nullcontext)
+    lt = _loss_and_grads(ref, lambda: ref(x64), torch.nn.functional, yts[0], contextlib.nullcontext)
     if not abs(lp - lt) <= 1e-3 * max(1.0, abs(lt)):
-        raise AssertionError(f"train benchmark {name}: first-step loss {lp:.6g} in pydl, {lt:.6g} in torch")
-    # relative to each gradient's largest element; torch's own float32 error reaches ~1e-3 in the
-    # first layers of the ResNet (mkldnn convolution / batch norm against a float64 run, where pydl's
-    # is ~4e-6), so the bound catches wrong math (errors of order 1), not rounding
-    theirs_p = dict(theirs.named_parameters())
+        raise AssertionError(f"train benchmark {name}: first-step loss {lp:.6g} in pydl, {lt:.6g} in torch (float64)")
+    ref_p = dict(ref.named_parameters())
     worst = 0.0
     for k, prm in ours.named_parameters():
-        gp, gt = prm.grad, theirs_p[k].grad.numpy()
+        gp, gt = prm.grad, ref_p[k].grad.numpy()
         err = float(np.abs(gp - gt).max() / (np.abs(gt).max() + 1e-30))
         worst = max(worst, err)
-        if err > 5e-2:
-            raise AssertionError(f"train benchmark {name}: gradient of {k} differs from torch's by {err:.3g} "
-                                 f"(relative to its largest element)")
+        if err > 1e-2:
+            raise AssertionError(f"train benchmark {name}: gradient of {k} differs from torch's (float64) by "
+                                 f"{err:.3g} (relative to its largest element)")
+    del ref
     lp, lt = float(pydl_step().item()), float(torch_step().item())
     return Case(name, label, pydl_step, torch_step, (lp, lt, worst))
 
@@ -480,7 +485,7 @@ METHOD = (
     "against PyTorch eager on the CPU: same initial weights (torch loads pydl's state_dict), the same 8 batches "
     "in turn, "
     "same thread count (OpenBLAS, behind pydl's NumPy reference kernels, limited to it too); the first "
-    "step's loss and gradients are checked equal. Rounds alternate between the two; each "
+    "step's loss and gradients are checked against torch's float64 ones. Rounds alternate between the two; each "
     "round's time is the best of a few steps; ms are medians, the ratio is the median of the per-round "
     "ratios (higher: pydl faster). The split comes from one more pydl step with every registry op timed: "
     "kernels = time inside the ops (forward and backward); autograd + Python = the rest of forward and "
