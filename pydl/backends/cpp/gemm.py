@@ -33,10 +33,10 @@ _MATMUL_NEW = {"f": _cpp.gemm_matmul_new_f32, "d": _cpp.gemm_matmul_new_f64}
 _POISON = _array._POISON
 
 
-def _nrows(x):
-    """The rows of x (..., n) seen as 2-D; explicit, since reshape(-1, 0) of an empty array
-    is ambiguous (NumPy refuses it)."""
-    return math.prod(x.shape[:-1])
+def _empty_rows(x):
+    """x (..., 0) as 2-D rows: reshape(-1, 0) of an empty array is ambiguous (NumPy refuses
+    it), so the row count is given (only then: reshape(-1, n) is the cheaper call)."""
+    return x.reshape(math.prod(x.shape[:-1]), 0)
 
 
 def _matmul(a, b, simd="", algo=""):
@@ -74,7 +74,7 @@ def _matmul_backward(grad, a, b, simd="", algo=""):
 def _linear(x, weight, bias, activation, simd="", algo=""):
     sfx = SUFFIX[x.dtype]
     n_out, n_in = weight.shape
-    x2 = x.reshape(_nrows(x), n_in)
+    x2 = x.reshape(-1, n_in) if n_in else _empty_rows(x)
     bias = None if bias is None else _contiguous(bias)  # (out,): a copy costs nothing
     out = _array.empty((x2.shape[0], n_out), x.dtype)
     keep = activation in ("gelu", "tanh", "sigmoid")
@@ -90,16 +90,16 @@ def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", alg
     n_out, n_in = weight.shape
     if saved is None:  # recompute the pre-activation (the output for relu)
         _, saved = _linear(x, weight, bias, activation, simd, algo)
-    g2 = grad.reshape(_nrows(grad), n_out)
+    g2 = grad.reshape(-1, n_out) if n_out else _empty_rows(grad)
     if activation is None:
         dz = g2
     else:
-        z = _contiguous(saved["preact"].reshape(_nrows(saved["preact"]), n_out))
+        z = _contiguous(saved["preact"].reshape(-1, n_out) if n_out else _empty_rows(saved["preact"]))
         dz = _array.empty(z.shape, z.dtype)
         kernel = _ACT_KERNEL[activation]
         extra = ("none",) if kernel == "gelu" else ()
         getattr(_cpp, f"elementwise_{kernel}_backward_{sfx}")(_contiguous(g2), z, dz, *extra)
-    x2 = x.reshape(_nrows(x), n_in)
+    x2 = x.reshape(-1, n_in) if n_in else _empty_rows(x)
     want_dx, want_dw, want_db = (True, True, True) if needs is None else needs
     if want_dx and want_dw:
         dx = _array.empty(x2.shape, x.dtype)

@@ -510,9 +510,10 @@ def matmul(a, b):
 
 
 def _rows(x):
-    """x as 2-D rows (..., n) -> (prod(...), n); explicit sizes, since reshape(-1, 0) of an
-    empty array is ambiguous (NumPy refuses it)."""
-    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+    """x as 2-D rows (..., n) -> (prod(...), n); the row count given for n = 0, where
+    reshape(-1, 0) of an empty array is ambiguous (NumPy refuses it)."""
+    n = x.shape[-1]
+    return x.reshape(-1, n) if n else x.reshape(math.prod(x.shape[:-1]), 0)
 
 
 def _sum_batch(x3, shape):
