@@ -7,8 +7,12 @@
     out = softmax(scores, dim=-1) @ v
 
 A bool ``attn_mask`` is True where a query may attend (torch's SDPA meaning);
-a float one is added to the scores; either is 2-D to 4-D and broadcasts to
-(B, H, L, S).
+a float one is added to the scores (and differentiated, as in torch); either
+broadcasts to (B, H, L, S). The kernels see that 4-D form: other ranks of
+q, k, v (3-D, mixed) broadcast their leading dimensions into it (views where
+possible), ``enable_gqa`` repeats the k/v heads (the gradients summed back),
+and ``dropout_p`` drops attention weights with an explicit keep-mask (drawn
+from ``seed`` like ``pydl.ops.dropout``'s, or given as ``dropout_mask``).
 ``is_causal`` masks above the top-left-aligned diagonal (query i sees keys
 j <= i, torch's rule, also when L != S).
 
@@ -23,9 +27,8 @@ gradients, as torch (2.5+) does in every SDPA backend; the naive softmax
 would give NaN. NaN in the inputs still propagates.
 
 Deliberate differences from PyTorch:
-- No ``dropout_p``: compose with ``pydl.ops.dropout`` (explicit mask/seed).
-- SDPA takes 4-D (B, H, L, D) inputs with equal B and H (no other batch
-  ranks, no grouped-query ``enable_gqa``).
+- ``dropout_p`` > 0 needs ``seed`` (or ``dropout_mask``): forward and
+  backward must see one mask (``pydl.nn.functional`` draws the seed).
 - ``attn_mask`` with ``is_causal`` is a ValueError in both ops (torch MHA
   treats is_causal as a hint that *requires* the causal attn_mask; pydl's
   is_causal alone is the causal mask). MHA has no key_padding_mask (pass a
