@@ -2,7 +2,8 @@
 
 Semantics and layouts follow ``torch.nn.functional`` (``unfold``, ``fold``,
 ``conv2d``): NCHW inputs, conv weight (K, C/groups, R, S), cross-correlation
-(no kernel flip). Only batched 4-D inputs are accepted (no unbatched 3-D).
+(no kernel flip). conv2d also takes an unbatched (C, H, W) input (the batch dimension
+added as a view); im2col/col2im take batched inputs only.
 
 Geometry, per spatial dimension: a kernel of size R with dilation d spans
 d*(R-1)+1 input positions; with stride s and zero padding p on both sides the
