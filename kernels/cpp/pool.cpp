@@ -23,10 +23,20 @@
 //   Every read stream is prefetched 8 KB ahead in software (Ahead): the hardware prefetchers
 //   lose the stream at each row and plane start.
 //   The strided horizontal passes are explicit SIMD along the output width at simd_level()
-//   (AVX-512 16 lanes, AVX2 8, scalar): stride 1 loads, stride 2 de-interleaved from two
-//   loads with one permute, other strides gathered; window columns in the padding (the borders)
-//   run the scalar code. The contiguous vertical passes are plain loops GCC vectorizes.
-//   float64 runs the scalar code. OpenMP threads over planes.
+//   (AVX-512 16 float32 / 8 float64 lanes, AVX2 8 / 4; V512, V256 and their float64 twins
+//   V512d, V256d, whose column lanes stay int32): stride 1 loads, stride 2 de-interleaved from
+//   two loads with one permute, other strides gathered; window columns in the padding (the
+//   borders) run the scalar code. The contiguous vertical passes are plain loops GCC vectorizes.
+//   OpenMP threads over planes.
+//   Small planes (the output row, or its part clear of the padding, narrower than a vector:
+//   2x2/2 on 8x8 planes has 4 outputs a row): G consecutive planes (~8 KB of input) become one
+//   flat list of windows, and the same two passes run along the list, across rows and planes,
+//   with masked gathers from tables built once per call (entry j reads src[pos[j] + t*step] for
+//   t < n[j]; borders, padding, dilation and empty windows are just table entries). Rows that
+//   tile exactly (every window full, W == OW*stride) make the whole group one long strided row:
+//   the horizontal pass then loads as on wide rows. The max keeps the winning tap's position and
+//   looks its index up once. Adaptive windows that are uniform (n a multiple of out) are given
+//   their stride and kernel, so they take the uniform paths.
 //
 // Napkin math (Zen 5, 2 cores, ~29 GB/s copy bandwidth): N32 C64 112x112 float32 is 103 MB in;
 //   2x2/2 max writes 26 MB of values + 51 MB of int64 indices: 180 MB -> ~6 ms at copy speed.
@@ -38,7 +48,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -551,18 +560,18 @@ void sum_flat(const T* src, const Flat& f, int count, T* dst, const T* div) {
   });
 }
 
-// sum_flat's horizontal pass over exactly tiled rows (taps src[j*s + t], step 1)
+// sum_flat's horizontal pass over exactly tiled rows (taps src[j*s + t], step 1), divided
 template <class V, class T>
-void sum_flat_exact(const T* src, const Axis& aw, int count, T* dst) {
+void sum_flat_exact(const T* src, const Axis& aw, int count, T* dst, const T* div) {
   const int s = aw.stride, k = aw.kernel;
   vectors<V::W>(0, count, [&](int j) {
     typename V::R acc = V::load_strided(src + j * s, s);
     for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(src + j * s + t, s));
-    V::store(dst + j, acc);
+    V::store(dst + j, V::div(acc, V::load(div + j)));
   }, [&](int j) {
     T acc = src[j * s];
     for (int t = 1; t < k; ++t) acc += src[j * s + t];
-    dst[j] = acc;
+    dst[j] = acc / div[j];
   });
 }
 
@@ -572,7 +581,6 @@ void sum_flat_exact(const T* src, const Axis& aw, int count, T* dst) {
 // (Flat positions are int32: planes of 2^30 elements or more stay on the row path.)
 inline bool use_groups(const Axis& aw, int lanes, ptrdiff_t hw) {
   if (hw >= (ptrdiff_t(1) << 30)) return false;
-  if (const char* e = std::getenv("PYDL_POOL_GROUPS")) return e[0] == '1';
   return aw.out() < lanes || aw.hi - aw.lo < lanes;
 }
 
@@ -839,22 +847,35 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
       if (use_groups(aw, V::W, ptrdiff_t(H) * W)) {
-        // horizontal sums of every row of the group (strided loads or gathers), then the vertical
-        // sums of those over each output's rows, divided
+        // vertical sums first (each output row's input rows: contiguous, compiler-vectorized;
+        // they shrink the data before the gathers), then the horizontal taps along the group's
+        // G*OH summed rows (strided loads or gathers), divided
         const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
-        const Flat hf = row_entries(G, H, W, aw), vf = col_entries(G, H, OW, OW, ah);
+        const Flat hf = row_entries(G, OH, W, aw);
         const bool exact = exact_rows(aw, W);
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
         for_groups<AvgBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
-          buf.s.resize(size_t(G) * H * OW);
+          buf.s.resize(size_t(G) * OH * W);
           const T* xg = xp + p0 * H * W;
           buf.ahead.seek(xg);
           buf.ahead.upto(xg + g * H * W);
-          const int eh = int(g * H * OW), ev = int(g * OH * OW);
-          if (exact) sum_flat_exact<V>(xg, aw, eh, buf.s.data());
-          else sum_flat<V>(xg, hf, eh, buf.s.data(), static_cast<const T*>(nullptr));
-          sum_flat<V>(buf.s.data(), vf, ev, op + p0 * OH * OW, div.data());
+          for (ptrdiff_t r = 0; r < g * OH; ++r) {
+            const int oh = int(r % OH), c = ah.count[oh];
+            T* vs = buf.s.data() + r * W;
+            const T* r0 = xg + ((r / OH) * H + ah.start[oh]) * W;
+            if (c == 0) {
+              std::fill(vs, vs + W, T(0));
+              continue;
+            }
+            std::copy(r0, r0 + W, vs);
+            for (int t = 1; t < c; ++t)
+              for (int w = 0; w < W; ++w) vs[w] += r0[ptrdiff_t(t) * W + w];
+          }
+          const int e = int(g * OH * OW);
+          T* og = op + p0 * OH * OW;
+          if (exact) sum_flat_exact<V>(buf.s.data(), aw, e, og, div.data());
+          else sum_flat<V>(buf.s.data(), hf, e, og, div.data());
         });
         return;
       }
@@ -956,11 +977,11 @@ Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vecto
 }
 
 // The group path for the backward where the row path's vectors would idle: the shifted-load
-// range (stride 1, 2) or the row (gathers) narrower than a vector.
+// range (stride 1, 2) or the row (gathers) narrower than two vectors (the row path's per-row
+// steps cost more than the group's gathers there).
 inline bool use_groups_bwd(const Shifts& sh, int W, int lanes, ptrdiff_t hw) {
   if (hw >= (ptrdiff_t(1) << 30)) return false;
-  if (const char* e = std::getenv("PYDL_POOL_GROUPS")) return e[0] == '1';
-  return (sh.ok ? sh.mhi - sh.mlo : W) < lanes;
+  return (sh.ok ? sh.mhi - sh.mlo : W) < 2 * lanes;
 }
 
 template <class T>
@@ -1003,14 +1024,23 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
       if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W)) {
         // q = grad / divisor over the group's outputs; t[(g, oh), w] = sum of q over the windows
         // holding column w; gx[(g, h), w] = sum of t over the windows holding row h
+        // Windows that do not overlap (2x2/2, 8 -> 2 adaptive): each gx element takes at most one
+        // q, gathered in one pass straight into gx.
         const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
+        const bool direct = hmost <= 1 && wmost <= 1;
         Flat hf, vf;
         hf.step = 1, vf.step = W;
-        for (ptrdiff_t r = 0; r < G * OH; ++r)
-          for (int w = 0; w < W; ++w) hf.add(r * OW + wlo[w], wn[w], 0);
-        for (ptrdiff_t g = 0; g < G; ++g)
-          for (int h = 0; h < H; ++h)
-            for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * W + w, hn[h], 0);
+        if (direct) {
+          for (ptrdiff_t g = 0; g < G; ++g)
+            for (int h = 0; h < H; ++h)
+              for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * OW + wlo[w], hn[h] * wn[w], 0);
+        } else {
+          for (ptrdiff_t r = 0; r < G * OH; ++r)
+            for (int w = 0; w < W; ++w) hf.add(r * OW + wlo[w], wn[w], 0);
+          for (ptrdiff_t g = 0; g < G; ++g)
+            for (int h = 0; h < H; ++h)
+              for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * W + w, hn[h], 0);
+        }
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
         for_groups<AvgBwdBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
@@ -1021,6 +1051,10 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
           buf.ahead.upto(gg + g * OH * OW);
           T* q = buf.q.data();
           for (ptrdiff_t j = 0; j < g * OH * OW; ++j) q[j] = gg[j] / div[j];
+          if (direct) {
+            sum_flat<V>(q, vf, int(g * H * W), dp + p0 * H * W, static_cast<const T*>(nullptr));
+            return;
+          }
           sum_flat<V>(q, hf, int(g * OH * W), buf.t.data(), static_cast<const T*>(nullptr));
           sum_flat<V>(buf.t.data(), vf, int(g * H * W), dp + p0 * H * W, static_cast<const T*>(nullptr));
         });
