@@ -112,7 +112,7 @@ def main():
 
                 big = x.nbytes > 20e6
                 rep = max(3, args.repeat // 3) if big else args.repeat
-                inner = 1 if x.nbytes > 1e6 else (10 if x.nbytes > 1e4 else 100)
+                inner = 1 if x.nbytes > 1e6 else (5 if x.nbytes > 1e4 else 20)
                 for name, fn in (("fwd", f), ("f+b", fb)):
                     best = {"old": np.inf, "new": np.inf, "cython": np.inf}
                     for r in range(rep + 1):

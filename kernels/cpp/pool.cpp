@@ -386,7 +386,7 @@ using AheadW = Ahead<true>;
 // f(V{}) with the SIMD wrapper for T at the current level
 template <class T, class F>
 void with_simd(F&& f) {
-  constexpr bool f32 = std::is_same_v<T, float>;
+  [[maybe_unused]] constexpr bool f32 = std::is_same_v<T, float>;  // unused in a scalar-only build
   switch (simd_level()) {
 #if defined(__AVX512F__)
     case Simd::avx512: f(std::conditional_t<f32, V512, V512d>{}); return;
@@ -585,13 +585,15 @@ inline bool use_groups(const Axis& aw, int lanes, ptrdiff_t hw) {
 }
 
 // body(first plane, planes in the group, thread's Buf) for groups of G planes on all threads
+// (dynamic chunks of at least 8 planes, as for_planes: one group can be a single 56x56 plane)
 template <class Buf, class Body>
 void for_groups(ptrdiff_t planes, ptrdiff_t G, Body&& body) {
   const ptrdiff_t groups = (planes + G - 1) / G;
+  const int chunk = static_cast<int>(std::max<ptrdiff_t>(1, 8 / G));
 #pragma omp parallel num_threads(num_threads()) if (groups > 1)
   {
     Buf buf;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, chunk)
     for (ptrdiff_t i = 0; i < groups; ++i) body(i * G, std::min(G, planes - i * G), buf);
   }
 }
