@@ -848,7 +848,9 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
   with_simd<T>([&](auto v) {
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
-      if (use_groups(aw, V::W, ptrdiff_t(H) * W)) {
+      // (rows of two vectors or more keep the row path: its vertical sums already shrink the data
+      // by the kernel height, and a group of one wide plane only adds gathers: 56 -> 7 adaptive)
+      if (use_groups(aw, V::W, ptrdiff_t(H) * W) && W < 2 * V::W) {
         // vertical sums first (each output row's input rows: contiguous, compiler-vectorized;
         // they shrink the data before the gathers), then the horizontal taps along the group's
         // G*OH summed rows (strided loads or gathers), divided
