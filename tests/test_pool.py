@@ -190,3 +190,64 @@ def test_cpp_wide(level):
                     _check(op, "cpp", xs, hp, dtype, rng)
     finally:
         _cpp.set_simd_level(before)
+
+
+SMALL = [  # planes narrower than a vector: the cpp group path (several planes as one flat list)
+    ("max_pool2d", dict(kernel_size=2, stride=2)),                       # exact tiling on even sizes
+    ("max_pool2d", dict(kernel_size=3, stride=3)),
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("max_pool2d", dict(kernel_size=3, stride=1, padding=1)),
+    ("max_pool2d", dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), ceil_mode=True)),
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)),  # empty windows
+    ("max_pool2d", dict(kernel_size=(1, 2), stride=(3, 2), dilation=(1, 2))),
+    ("avg_pool2d", dict(kernel_size=2, stride=2)),
+    ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("avg_pool2d", dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), ceil_mode=True, divisor_override=5)),
+    ("avg_pool2d", dict(kernel_size=(2, 4), stride=(2, 4))),
+    ("adaptive_avg_pool2d", dict(output_size=2)),
+    ("adaptive_avg_pool2d", dict(output_size=(3, 5))),
+]
+
+
+def _small_inputs(rng, xs):
+    """random normal, integer ties (the first max wins), -inf (beats the padding), NaN (last wins)"""
+    x = rng.standard_normal(xs)
+    ties = rng.integers(-2, 2, xs).astype(np.float64)
+    inf = rng.standard_normal(xs)
+    inf[rng.random(xs) < 0.4] = -np.inf
+    nan = rng.integers(-2, 2, xs).astype(np.float64)
+    nan[rng.random(xs) < 0.1] = np.nan
+    return x, ties, inf, nan
+
+
+@pytest.mark.parametrize("level", _simd_levels())
+def test_cpp_small_planes(level):
+    """The cpp group path at every SIMD level, float32 and float64: plane sizes 1..12, plane
+    counts that leave a short last group (37 planes of 8x8 and of 12x12: groups of 32 and 15),
+    every geometry kind; for max, each data kind in turn: normal, ties, -inf, NaN."""
+    from pydl import _cpp
+    before = _cpp.simd_level()
+    _cpp.set_simd_level(level)
+    try:
+        rng = np.random.default_rng(8)
+        for i, (op, hp) in enumerate(SMALL):
+            for k, (h, w, planes) in enumerate(((4, 4, 20), (8, 8, 37), (12, 12, 37), (5, 7, 11),
+                                                (1, 3, 20), (6, 11, 3), (9, 9, 1))):
+                xs = (1, planes, h, w)
+                try:
+                    registry.SPECS[op].normalize(np.zeros(xs, np.float32), **hp)
+                except ValueError:   # kernel larger than the padded plane
+                    continue
+                kinds = _small_inputs(rng, xs) if op == "max_pool2d" else _small_inputs(rng, xs)[:1]
+                _check(op, "cpp", xs, hp, DTYPES[(i + k) % 2], rng, x=kinds[(i + k) % len(kinds)])
+    finally:
+        _cpp.set_simd_level(before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_planes_threads(backend, threads):
+    rng = np.random.default_rng(9)
+    for op, hp in (SMALL[2], SMALL[8], SMALL[12]):
+        for dtype in DTYPES:
+            _check(op, backend, (3, 70, 8, 8), hp, dtype, rng)

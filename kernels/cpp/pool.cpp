@@ -23,10 +23,20 @@
 //   Every read stream is prefetched 8 KB ahead in software (Ahead): the hardware prefetchers
 //   lose the stream at each row and plane start.
 //   The strided horizontal passes are explicit SIMD along the output width at simd_level()
-//   (AVX-512 16 lanes, AVX2 8, scalar): stride 1 loads, stride 2 de-interleaved from two
-//   loads with one permute, other strides gathered; window columns in the padding (the borders)
-//   run the scalar code. The contiguous vertical passes are plain loops GCC vectorizes.
-//   float64 runs the scalar code. OpenMP threads over planes.
+//   (AVX-512 16 float32 / 8 float64 lanes, AVX2 8 / 4; V512, V256 and their float64 twins
+//   V512d, V256d, whose column lanes stay int32): stride 1 loads, stride 2 de-interleaved from
+//   two loads with one permute, other strides gathered; window columns in the padding (the
+//   borders) run the scalar code. The contiguous vertical passes are plain loops GCC vectorizes.
+//   OpenMP threads over planes.
+//   Small planes (the output row, or its part clear of the padding, narrower than a vector:
+//   2x2/2 on 8x8 planes has 4 outputs a row): G consecutive planes (~8 KB of input) become one
+//   flat list of windows, and the same two passes run along the list, across rows and planes,
+//   with masked gathers from tables built once per call (entry j reads src[pos[j] + t*step] for
+//   t < n[j]; borders, padding, dilation and empty windows are just table entries). Rows that
+//   tile exactly (every window full, W == OW*stride) make the whole group one long strided row:
+//   the horizontal pass then loads as on wide rows. The max keeps the winning tap's position and
+//   looks its index up once. Adaptive windows that are uniform (n a multiple of out) are given
+//   their stride and kernel, so they take the uniform paths.
 //
 // Napkin math (Zen 5, 2 cores, ~29 GB/s copy bandwidth): N32 C64 112x112 float32 is 103 MB in;
 //   2x2/2 max writes 26 MB of values + 51 MB of int64 indices: 180 MB -> ~6 ms at copy speed.
@@ -87,10 +97,18 @@ Axis axis_of(const Table& start, const Table& count, int n, int kernel, int stri
     a.start.push_back(static_cast<int32_t>(s[o]));
     a.count.push_back(static_cast<int32_t>(c[o]));
   }
-  if (stride > 0) {
+  if (stride == 0 && a.out() > 0 && a.start[0] == 0 && a.count[0] > 0) {
+    // adaptive windows that happen to be uniform (n a multiple of out: 56 -> 7, 8 -> 2) take the
+    // uniform paths: stride, kernel and no padding, as avg_pool2d would
+    const int k = a.count[0], st = a.out() > 1 ? a.start[1] : k;
+    bool uniform = st >= 1;
+    for (int o = 0; o < a.out() && uniform; ++o) uniform = a.count[o] == k && a.start[o] == o * st;
+    if (uniform) a.kernel = k, a.stride = st, a.pad = 0;
+  }
+  if (a.stride > 0) {
     int lo = a.out(), hi = 0;
     for (int o = 0; o < a.out(); ++o)
-      if (a.count[o] == kernel && a.start[o] == o * stride - pad) lo = std::min(lo, o), hi = o + 1;
+      if (a.count[o] == a.kernel && a.start[o] == o * a.stride - a.pad) lo = std::min(lo, o), hi = o + 1;
     if (lo < hi) a.lo = lo, a.hi = hi;
   }
   return a;
@@ -129,6 +147,13 @@ struct V512 {
   static R set1(float v) { return _mm512_set1_ps(v); }
   static I seti(int v) { return _mm512_set1_epi32(v); }
   static I addi(I a, I b) { return _mm512_add_epi32(a, b); }
+  static I subi(I a, I b) { return _mm512_sub_epi32(a, b); }
+  static M active(I n, int t) { return _mm512_cmpgt_epi32_mask(n, _mm512_set1_epi32(t)); }  // t < n
+  static M mand(M a, M b) { return a & b; }
+  static R gather(const float* p, I idx, M m) { return _mm512_mask_i32gather_ps(zero(), m, idx, p, 4); }
+  static I gatheri(const int32_t* p, I idx, M m) {
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p, 4);
+  }
   static I muli(I a, int s) { return _mm512_mullo_epi32(a, _mm512_set1_epi32(s)); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
@@ -147,6 +172,57 @@ struct V512 {
     const I hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     _mm512_storeu_ps(p, _mm512_permutex2var_ps(a, lo, b));
     _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(a, hi, b));
+  }
+};
+
+// float64 twins: 8 (4) doubles per register, the column/index lanes as 8 (4) int32
+struct V512d {
+  static constexpr int W = 8;
+  using R = __m512d;
+  using I = __m256i;
+  using M = __mmask8;
+  static I iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+  static R load(const double* p) { return _mm512_loadu_pd(p); }
+  static R load_strided(const double* p, int s) {  // p[0], p[s], ..., p[7 s]; never past p[7 s]
+    if (s == 1) return load(p);
+    if (s == 2) {
+      const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+      return _mm512_permutex2var_pd(load(p), even, _mm512_maskz_loadu_pd(0x7F, p + 8));
+    }
+    return _mm512_i32gather_pd(_mm256_mullo_epi32(iota(), _mm256_set1_epi32(s)), p, 8);
+  }
+  static R gather_n(const double* p, I idx, I n, int j) {
+    return gather(p, _mm256_add_epi32(idx, _mm256_set1_epi32(j)), active(n, j));
+  }
+  static M takes(R v, R best) {
+    return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
+  }
+  static R blend(M m, R a, R b) { return _mm512_mask_blend_pd(m, a, b); }
+  static I blendi(M m, I a, I b) { return _mm256_mask_blend_epi32(m, a, b); }
+  static R set1(double v) { return _mm512_set1_pd(v); }
+  static I seti(int v) { return _mm256_set1_epi32(v); }
+  static I addi(I a, I b) { return _mm256_add_epi32(a, b); }
+  static I subi(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static I muli(I a, int s) { return _mm256_mullo_epi32(a, _mm256_set1_epi32(s)); }
+  static M active(I n, int t) { return _mm256_cmpgt_epi32_mask(n, _mm256_set1_epi32(t)); }
+  static M mand(M a, M b) { return a & b; }
+  static R gather(const double* p, I idx, M m) { return _mm512_mask_i32gather_pd(zero(), m, idx, p, 8); }
+  static I gatheri(const int32_t* p, I idx, M m) {
+    return _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, idx, p, 4);
+  }
+  static R add(R a, R b) { return _mm512_add_pd(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+  static R div(R a, R b) { return _mm512_div_pd(a, b); }
+  static R zero() { return _mm512_setzero_pd(); }
+  static I loadi(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void store(double* p, R v) { _mm512_storeu_pd(p, v); }
+  static void storei(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static void store_i64(int64_t* p, I v) { _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(v)); }
+  static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 8
+    const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    _mm512_storeu_pd(p, _mm512_permutex2var_pd(a, lo, b));
+    _mm512_storeu_pd(p + 8, _mm512_permutex2var_pd(a, hi, b));
   }
 };
 #endif
@@ -185,6 +261,13 @@ struct V256 {
   static R set1(float v) { return _mm256_set1_ps(v); }
   static I seti(int v) { return _mm256_set1_epi32(v); }
   static I addi(I a, I b) { return _mm256_add_epi32(a, b); }
+  static I subi(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static M active(I n, int t) { return _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, _mm256_set1_epi32(t))); }
+  static M mand(M a, M b) { return _mm256_and_ps(a, b); }
+  static R gather(const float* p, I idx, M m) { return _mm256_mask_i32gather_ps(zero(), p, idx, m, 4); }
+  static I gatheri(const int32_t* p, I idx, M m) {
+    return _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), p, idx, _mm256_castps_si256(m), 4);
+  }
   static I muli(I a, int s) { return _mm256_mullo_epi32(a, _mm256_set1_epi32(s)); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
@@ -204,6 +287,64 @@ struct V256 {
     _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
   }
 };
+
+struct V256d {
+  static constexpr int W = 4;
+  using R = __m256d;
+  using I = __m128i;
+  using M = __m256d;
+  static I iota() { return _mm_setr_epi32(0, 1, 2, 3); }
+  // the 4 x 64-bit mask as 4 x 32 bits (each 64-bit lane is all ones or all zeros)
+  static __m128i narrow(M m) {
+    const __m256i m32 = _mm256_castpd_si256(m);
+    return _mm_packs_epi32(_mm256_castsi256_si128(m32), _mm256_extracti128_si256(m32, 1));
+  }
+  static R load(const double* p) { return _mm256_loadu_pd(p); }
+  static R load_strided(const double* p, int s) {  // p[0], p[s], p[2 s], p[3 s]; never past p[3 s]
+    if (s == 1) return load(p);
+    if (s == 2) {  // p0 p4 p2 p6 (unpacklo of p0..3 and p4..6), then lanes 0 2 1 3
+      const R b = _mm256_maskload_pd(p + 4, _mm256_setr_epi64x(-1, -1, -1, 0));
+      return _mm256_permute4x64_pd(_mm256_unpacklo_pd(load(p), b), 0xD8);
+    }
+    return _mm256_i32gather_pd(p, _mm_mullo_epi32(iota(), _mm_set1_epi32(s)), 8);
+  }
+  static R gather_n(const double* p, I idx, I n, int j) {
+    return gather(p, _mm_add_epi32(idx, _mm_set1_epi32(j)), active(n, j));
+  }
+  static M takes(R v, R best) {
+    return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
+  }
+  static R blend(M m, R a, R b) { return _mm256_blendv_pd(a, b, m); }
+  static I blendi(M m, I a, I b) { return _mm_blendv_epi8(a, b, narrow(m)); }
+  static R set1(double v) { return _mm256_set1_pd(v); }
+  static I seti(int v) { return _mm_set1_epi32(v); }
+  static I addi(I a, I b) { return _mm_add_epi32(a, b); }
+  static I subi(I a, I b) { return _mm_sub_epi32(a, b); }
+  static I muli(I a, int s) { return _mm_mullo_epi32(a, _mm_set1_epi32(s)); }
+  static M active(I n, int t) {
+    return _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpgt_epi32(n, _mm_set1_epi32(t))));
+  }
+  static M mand(M a, M b) { return _mm256_and_pd(a, b); }
+  static R gather(const double* p, I idx, M m) { return _mm256_mask_i32gather_pd(zero(), p, idx, m, 8); }
+  static I gatheri(const int32_t* p, I idx, M m) {
+    return _mm_mask_i32gather_epi32(_mm_setzero_si128(), p, idx, narrow(m), 4);
+  }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+  static R div(R a, R b) { return _mm256_div_pd(a, b); }
+  static R zero() { return _mm256_setzero_pd(); }
+  static I loadi(const int32_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+  static void store(double* p, R v) { _mm256_storeu_pd(p, v); }
+  static void storei(int32_t* p, I v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v); }
+  static void store_i64(int64_t* p, I v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(v));
+  }
+  static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 4
+    const R lo = _mm256_unpacklo_pd(a, b), hi = _mm256_unpackhi_pd(a, b);  // a0b0|a2b2, a1b1|a3b3
+    _mm256_storeu_pd(p, _mm256_permute2f128_pd(lo, hi, 0x20));
+    _mm256_storeu_pd(p + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
+  }
+};
 #endif
 
 struct Scalar {};  // marker: no SIMD
@@ -221,9 +362,20 @@ struct Scalar {};  // marker: no SIMD
 constexpr ptrdiff_t kAhead = 8192;
 template <bool Write = false>
 struct Ahead {
-  const char* next;
-  explicit Ahead(const void* start)
-      : next(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(start) & ~uintptr_t(63))) {}
+  const char* next = nullptr;
+  const char* from = nullptr;  // the last seek
+  Ahead() = default;
+  explicit Ahead(const void* start) : next(line(start)) {}
+  static const char* line(const void* p) {
+    return reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63));
+  }
+  // a thread's next block of a stream: continue when it follows the blocks before (no line
+  // prefetched twice), restart there when the schedule jumped
+  void seek(const void* start) {
+    const char* s = static_cast<const char*>(start);
+    if (s < from || s > next) next = line(s);
+    from = s;
+  }
   void upto(const void* p) {
     const char* end = static_cast<const char*>(p) + kAhead;
     for (; next < end; next += 64) _mm_prefetch(next, Write ? _MM_HINT_ET0 : _MM_HINT_T0);
@@ -231,19 +383,18 @@ struct Ahead {
 };
 using AheadW = Ahead<true>;
 
-// f(V{}) with the SIMD wrapper for T at the current level (float64: Scalar)
+// f(V{}) with the SIMD wrapper for T at the current level
 template <class T, class F>
 void with_simd(F&& f) {
-  if constexpr (std::is_same_v<T, float>) {
-    switch (simd_level()) {
+  [[maybe_unused]] constexpr bool f32 = std::is_same_v<T, float>;  // unused in a scalar-only build
+  switch (simd_level()) {
 #if defined(__AVX512F__)
-      case Simd::avx512: f(V512{}); return;
+    case Simd::avx512: f(std::conditional_t<f32, V512, V512d>{}); return;
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
-      case Simd::avx2: f(V256{}); return;
+    case Simd::avx2: f(std::conditional_t<f32, V256, V256d>{}); return;
 #endif
-      default: break;
-    }
+    default: break;
   }
   f(Scalar{});
 }
@@ -274,12 +425,186 @@ void for_planes(ptrdiff_t planes, Body&& body) {
   }
 }
 
+// -- small planes: groups of planes as flat lists of windows ---------------------------------
+// Where a plane's output rows are narrower than a vector (2x2/2 on 8x8 planes: 4 outputs a row)
+// the row passes would run scalar. There, G consecutive planes (contiguous in NCHW) become one
+// flat list of windows and the vectors run along the list, across rows and planes: entry j of a
+// pass reads src[pos[j] + t*step] for t < n[j] (masked gathers; tables built once per call, a
+// few KB). The horizontal pass of exactly tiled rows (every window full and W == OW*stride) is
+// one long strided row of the whole group: plain or de-interleaved loads, no gather. Entries are
+// ordered by plane, so the last group, of fewer planes, uses a prefix of the tables.
+struct Flat {
+  std::vector<int32_t> pos, n, off;  // off: the entry's plane offset in the group (max indices)
+  int step = 0, taps = 0;
+  void add(int64_t p, int c, int64_t o) {
+    pos.push_back(static_cast<int32_t>(p)), n.push_back(c), off.push_back(static_cast<int32_t>(o));
+    taps = std::max(taps, c);
+  }
+};
+
+// Planes per group: at least ~8 KB of float32 input (the per-group work dwarfs the schedule's
+// atomic), at least 2 vectors of outputs.
+inline ptrdiff_t group_planes(ptrdiff_t planes, ptrdiff_t hw, ptrdiff_t ohw, int lanes) {
+  const ptrdiff_t g = std::max((2048 + hw - 1) / hw, (2 * lanes + ohw - 1) / std::max<ptrdiff_t>(ohw, 1));
+  return std::max<ptrdiff_t>(1, std::min({g, planes, ((ptrdiff_t(1) << 30) - 1) / hw}));
+}
+
+// the horizontal pass's entries: rows r < G*H of the group, output columns o
+Flat row_entries(ptrdiff_t G, int H, int W, const Axis& aw) {
+  Flat f;
+  f.step = aw.step;
+  for (ptrdiff_t r = 0; r < G * H; ++r)
+    for (int o = 0; o < aw.out(); ++o) f.add(r * W + aw.start[o], aw.count[o], (r / H) * H * W);
+  return f;
+}
+
+// the vertical pass's entries: outputs (g, oh, ow) over a buffer of `rows` rows of `width` per plane
+// (entry (g, oh, ow) reads rows start[oh] + t*step of column ow)
+Flat col_entries(ptrdiff_t G, int rows, int width, int OW, const Axis& ah) {
+  Flat f;
+  f.step = ah.step * width;
+  for (ptrdiff_t g = 0; g < G; ++g)
+    for (int oh = 0; oh < ah.out(); ++oh)
+      for (int ow = 0; ow < OW; ++ow) f.add((g * rows + ah.start[oh]) * width + ow, ah.count[oh], 0);
+  return f;
+}
+
+bool exact_rows(const Axis& aw, int W) {  // every window full, W == OW*stride: one long strided row
+  return aw.stride > 0 && aw.lo == 0 && aw.hi == aw.out() && W == aw.out() * aw.stride;
+}
+
+template <class V>
+void store_idx(int32_t* p, typename V::I v) { V::storei(p, v); }
+template <class V>
+void store_idx(int64_t* p, typename V::I v) { V::store_i64(p, v); }
+
+// dv[j], di[j] for the first `count` entries of f: the max over the taps (first max in tap order,
+// the last NaN) and its index in the plane: sidx[src position] when given (the vertical pass
+// reading the horizontal pass's columns), else src position - off[j]; (-inf, -1) without taps.
+template <class V, class T, class IOut>
+void max_flat(const T* src, const int32_t* sidx, const Flat& f, int count, T* dv, IOut* di) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  vectors<V::W>(0, count, [&](int j) {
+    const typename V::I pos = V::loadi(&f.pos[j]), n = V::loadi(&f.n[j]);
+    typename V::R best = V::set1(ninf);
+    typename V::I bpos = pos;  // the winning tap's source position
+    for (int t = 0; t < f.taps; ++t) {
+      const auto act = V::active(n, t);
+      const typename V::I at = V::addi(pos, V::seti(t * f.step));
+      const typename V::R v = V::gather(src, at, act);
+      const auto take = t == 0 ? act : V::mand(act, V::takes(v, best));
+      best = V::blend(take, best, v);
+      bpos = V::blendi(take, bpos, at);
+    }
+    const auto any = V::active(n, 0);  // the index looked up once, at the winner
+    const typename V::I bi = sidx ? V::gatheri(sidx, bpos, any) : V::subi(bpos, V::loadi(&f.off[j]));
+    V::store(dv + j, best);
+    store_idx<V>(di + j, V::blendi(any, V::seti(-1), bi));
+  }, [&](int j) {
+    T best = ninf;
+    int32_t bi = -1;
+    for (int t = 0, at = f.pos[j]; t < f.n[j]; ++t, at += f.step) {
+      const T v = src[at];
+      const bool take = t == 0 || v > best || v != v;
+      best = take ? v : best;
+      bi = take ? (sidx ? sidx[at] : at - f.off[j]) : bi;
+    }
+    dv[j] = best, di[j] = bi;
+  });
+}
+
+// max_flat's horizontal pass over exactly tiled rows: entry j's taps are src[j*s + t*step]
+template <class V, class T>
+void max_flat_exact(const T* src, const Axis& aw, const Flat& f, int count, T* dv, int32_t* di) {
+  const int s = aw.stride, k = aw.kernel, step = aw.step;
+  vectors<V::W>(0, count, [&](int j) {
+    const int w0 = j * s;
+    const typename V::I cols = V::addi(V::muli(V::iota(), s), V::seti(w0));
+    typename V::R best = V::load_strided(src + w0, s);
+    typename V::I bi = cols;
+    for (int t = 1; t < k; ++t) {
+      const typename V::R v = V::load_strided(src + w0 + t * step, s);
+      const auto m = V::takes(v, best);
+      best = V::blend(m, best, v);
+      bi = V::blendi(m, bi, V::addi(cols, V::seti(t * step)));
+    }
+    V::store(dv + j, best);
+    V::storei(di + j, V::subi(bi, V::loadi(&f.off[j])));
+  }, [&](int j) {
+    int w = j * s, bi = w;
+    T best = src[w];
+    for (int t = 1; t < k; ++t) {
+      w += step;
+      const T v = src[w];
+      const bool take = v > best || v != v;
+      best = take ? v : best;
+      bi = take ? w : bi;
+    }
+    dv[j] = best, di[j] = bi - f.off[j];
+  });
+}
+
+// dst[j] = the sum over entry j's taps (0 without taps), divided by div[j] when given
+template <class V, class T>
+void sum_flat(const T* src, const Flat& f, int count, T* dst, const T* div) {
+  vectors<V::W>(0, count, [&](int j) {
+    const typename V::I pos = V::loadi(&f.pos[j]), n = V::loadi(&f.n[j]);
+    typename V::R acc = V::zero();
+    for (int t = 0; t < f.taps; ++t)
+      acc = V::add(acc, V::gather(src, V::addi(pos, V::seti(t * f.step)), V::active(n, t)));
+    V::store(dst + j, div ? V::div(acc, V::load(div + j)) : acc);
+  }, [&](int j) {
+    T acc = 0;
+    for (int t = 0, at = f.pos[j]; t < f.n[j]; ++t, at += f.step) acc += src[at];
+    dst[j] = div ? acc / div[j] : acc;
+  });
+}
+
+// sum_flat's horizontal pass over exactly tiled rows (taps src[j*s + t], step 1), divided
+template <class V, class T>
+void sum_flat_exact(const T* src, const Axis& aw, int count, T* dst, const T* div) {
+  const int s = aw.stride, k = aw.kernel;
+  vectors<V::W>(0, count, [&](int j) {
+    typename V::R acc = V::load_strided(src + j * s, s);
+    for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(src + j * s + t, s));
+    V::store(dst + j, V::div(acc, V::load(div + j)));
+  }, [&](int j) {
+    T acc = src[j * s];
+    for (int t = 1; t < k; ++t) acc += src[j * s + t];
+    dst[j] = acc / div[j];
+  });
+}
+
+// The group path where the row path would leave vectors idle: the output row, or its interior
+// (windows clear of the padding: the row path's vector part), is narrower than a vector.
+// Adaptive windows (no uniform stride) have no interior in the row path.
+// (Flat positions are int32: planes of 2^30 elements or more stay on the row path.)
+inline bool use_groups(const Axis& aw, int lanes, ptrdiff_t hw) {
+  if (hw >= (ptrdiff_t(1) << 30)) return false;
+  return aw.out() < lanes || aw.hi - aw.lo < lanes;
+}
+
+// body(first plane, planes in the group, thread's Buf) for groups of G planes on all threads
+// (dynamic chunks of at least 8 planes, as for_planes: one group can be a single 56x56 plane)
+template <class Buf, class Body>
+void for_groups(ptrdiff_t planes, ptrdiff_t G, Body&& body) {
+  const ptrdiff_t groups = (planes + G - 1) / G;
+  const int chunk = static_cast<int>(std::max<ptrdiff_t>(1, 8 / G));
+#pragma omp parallel num_threads(num_threads()) if (groups > 1)
+  {
+    Buf buf;
+#pragma omp for schedule(dynamic, chunk)
+    for (ptrdiff_t i = 0; i < groups; ++i) body(i * G, std::min(G, planes - i * G), buf);
+  }
+}
+
 // -- max_pool2d --------------------------------------------------------------------------
 
 template <class T>
 struct MaxBuf {
   std::vector<T> v;
   std::vector<int32_t> col;
+  Ahead<> ahead;  // the group path's input stream
 };
 
 // hv[ow], hc[ow]: max over output column ow's taps of one input row, and its column (-1: no tap)
@@ -348,6 +673,25 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
   py::gil_scoped_release nogil;
   with_simd<T>([&](auto v) {
     using V = decltype(v);
+    if constexpr (!std::is_same_v<V, Scalar>) {
+      if (use_groups(aw, V::W, ptrdiff_t(H) * W)) {
+        const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
+        const Flat hf = row_entries(G, H, W, aw), vf = col_entries(G, H, OW, OW, ah);
+        const bool exact = exact_rows(aw, W);
+        for_groups<MaxBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, MaxBuf<T>& buf) {
+          buf.v.resize(size_t(G) * H * OW);
+          buf.col.resize(size_t(G) * H * OW);
+          const T* xg = xp + p0 * H * W;
+          buf.ahead.seek(xg);
+          buf.ahead.upto(xg + g * H * W);
+          const int eh = int(g * H * OW), ev = int(g * OH * OW);
+          if (exact) max_flat_exact<V>(xg, aw, hf, eh, buf.v.data(), buf.col.data());
+          else max_flat<V>(xg, nullptr, hf, eh, buf.v.data(), buf.col.data());
+          max_flat<V>(buf.v.data(), buf.col.data(), vf, ev, op + p0 * OH * OW, ip + p0 * OH * OW);
+        });
+        return;
+      }
+    }
     for_planes<MaxBuf<T>>(planes, [&](ptrdiff_t p, MaxBuf<T>& buf) {
       buf.v.resize(size_t(H) * OW);
       buf.col.resize(size_t(H) * OW);
@@ -419,27 +763,35 @@ void max_backward(const Array<T>& grad, const py::array_t<int64_t, py::array::c_
   // An index outside [-1, H*W) would write outside its plane: such entries are skipped and
   // reported after the loop (checking them in a pass of their own cost more than the scatter).
   bool bad = false;
+  // chunks of at least 8 planes and ~32K gx elements, each plane zeroed then scattered into;
+  // the prefetch streams run across the chunk (restarted at every 8x8 plane, they re-issued 8 KB
+  // of prefetches for each 256-byte plane)
+  const ptrdiff_t chunk = std::max<ptrdiff_t>(8, 32768 / std::max<ptrdiff_t>(hw, 1));
+  const ptrdiff_t chunks = (planes + chunk - 1) / chunk;
   {
     py::gil_scoped_release nogil;
-#pragma omp parallel for schedule(dynamic, 8) num_threads(num_threads()) if (planes > 1) reduction(|| : bad)
-    for (ptrdiff_t p = 0; p < planes; ++p) {
-      T* d = dp + p * hw;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (planes > 1) reduction(|| : bad)
+    for (ptrdiff_t c = 0; c < chunks; ++c) {
+      const ptrdiff_t p0 = c * chunk, p1 = std::min(planes, p0 + chunk);
+      T* d = dp + p0 * hw;
+      const T* g = gp + p0 * ohw;
+      const int64_t* ix = ip + p0 * ohw;
       AheadW ad(d);
-      for (ptrdiff_t i0 = 0; i0 < hw; i0 += 256) {
-        const ptrdiff_t i1 = std::min(hw, i0 + 256);
-        ad.upto(d + i1);
-        std::fill(d + i0, d + i1, T(0));
-      }
-      const T* g = gp + p * ohw;
-      const int64_t* ix = ip + p * ohw;
       Ahead<> ag(g), ai(ix);
-      for (ptrdiff_t i0 = 0; i0 < ohw; i0 += 64) {
-        const ptrdiff_t i1 = std::min(ohw, i0 + 64);
-        ag.upto(g + i1), ai.upto(ix + i1);
-        for (ptrdiff_t i = i0; i < i1; ++i) {
-          const int64_t j = ix[i];
-          if (static_cast<uint64_t>(j) < static_cast<uint64_t>(hw)) d[j] += g[i];
-          else bad = bad || j != -1;
+      for (ptrdiff_t p = p0; p < p1; ++p, d += hw, g += ohw, ix += ohw) {
+        for (ptrdiff_t i0 = 0; i0 < hw; i0 += 256) {
+          const ptrdiff_t i1 = std::min(hw, i0 + 256);
+          ad.upto(d + i1);
+          std::fill(d + i0, d + i1, T(0));
+        }
+        for (ptrdiff_t i0 = 0; i0 < ohw; i0 += 64) {
+          const ptrdiff_t i1 = std::min(ohw, i0 + 64);
+          ag.upto(g + i1), ai.upto(ix + i1);
+          for (ptrdiff_t i = i0; i < i1; ++i) {
+            const int64_t j = ix[i];
+            if (static_cast<uint64_t>(j) < static_cast<uint64_t>(hw)) d[j] += g[i];
+            else bad = bad || j != -1;
+          }
         }
       }
     }
@@ -453,6 +805,12 @@ template <class T>
 void check_divisors(const Array<T>& dv, const Axis& a, const char* name) {
   PYDL_CHECK(dv.ndim() == 1 && dv.size() == a.out(), name << ": expected " << a.out() << " divisors");
 }
+
+template <class T>
+struct AvgBuf {
+  std::vector<T> s;
+  Ahead<> ahead;
+};
 
 template <class T>
 void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& aw, const Array<T>& dvh,
@@ -489,6 +847,43 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
   }
   with_simd<T>([&](auto v) {
     using V = decltype(v);
+    if constexpr (!std::is_same_v<V, Scalar>) {
+      // (rows of two vectors or more keep the row path: its vertical sums already shrink the data
+      // by the kernel height, and a group of one wide plane only adds gathers: 56 -> 7 adaptive)
+      if (use_groups(aw, V::W, ptrdiff_t(H) * W) && W < 2 * V::W) {
+        // vertical sums first (each output row's input rows: contiguous, compiler-vectorized;
+        // they shrink the data before the gathers), then the horizontal taps along the group's
+        // G*OH summed rows (strided loads or gathers), divided
+        const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
+        const Flat hf = row_entries(G, OH, W, aw);
+        const bool exact = exact_rows(aw, W);
+        std::vector<T> div(size_t(G) * OH * OW);
+        for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
+        for_groups<AvgBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
+          buf.s.resize(size_t(G) * OH * W);
+          const T* xg = xp + p0 * H * W;
+          buf.ahead.seek(xg);
+          buf.ahead.upto(xg + g * H * W);
+          for (ptrdiff_t r = 0; r < g * OH; ++r) {
+            const int oh = int(r % OH), c = ah.count[oh];
+            T* vs = buf.s.data() + r * W;
+            const T* r0 = xg + ((r / OH) * H + ah.start[oh]) * W;
+            if (c == 0) {
+              std::fill(vs, vs + W, T(0));
+              continue;
+            }
+            std::copy(r0, r0 + W, vs);
+            for (int t = 1; t < c; ++t)
+              for (int w = 0; w < W; ++w) vs[w] += r0[ptrdiff_t(t) * W + w];
+          }
+          const int e = int(g * OH * OW);
+          T* og = op + p0 * OH * OW;
+          if (exact) sum_flat_exact<V>(buf.s.data(), aw, e, og, div.data());
+          else sum_flat<V>(buf.s.data(), hf, e, og, div.data());
+        });
+        return;
+      }
+    }
     for_planes<std::vector<T>>(planes, [&](ptrdiff_t p, std::vector<T>& rs) {
       rs.resize(W);
       const T* xpl = xp + p * H * W;
@@ -547,6 +942,7 @@ void inverse(const Axis& a, std::vector<int32_t>& lo, std::vector<int32_t>& n, i
 template <class T>
 struct AvgBwdBuf {
   std::vector<T> q, t;
+  Ahead<> ahead;  // the group path's grad stream
 };
 
 // The horizontal gather t[w] = sum of q over the windows holding column w, for uniform windows of
@@ -582,6 +978,14 @@ Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vecto
     }
   r.ok = true;
   return r;
+}
+
+// The group path for the backward where the row path's vectors would idle: the shifted-load
+// range (stride 1, 2) or the row (gathers) narrower than two vectors (the row path's per-row
+// steps cost more than the group's gathers there).
+inline bool use_groups_bwd(const Shifts& sh, int W, int lanes, ptrdiff_t hw) {
+  if (hw >= (ptrdiff_t(1) << 30)) return false;
+  return (sh.ok ? sh.mhi - sh.mlo : W) < 2 * lanes;
 }
 
 template <class T>
@@ -620,6 +1024,47 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
   }
   with_simd<T>([&](auto v) {
     using V = decltype(v);
+    if constexpr (!std::is_same_v<V, Scalar>) {
+      if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W)) {
+        // q = grad / divisor over the group's outputs; t[(g, oh), w] = sum of q over the windows
+        // holding column w; gx[(g, h), w] = sum of t over the windows holding row h
+        // Windows that do not overlap (2x2/2, 8 -> 2 adaptive): each gx element takes at most one
+        // q, gathered in one pass straight into gx.
+        const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
+        const bool direct = hmost <= 1 && wmost <= 1;
+        Flat hf, vf;
+        hf.step = 1, vf.step = W;
+        if (direct) {
+          for (ptrdiff_t g = 0; g < G; ++g)
+            for (int h = 0; h < H; ++h)
+              for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * OW + wlo[w], hn[h] * wn[w], 0);
+        } else {
+          for (ptrdiff_t r = 0; r < G * OH; ++r)
+            for (int w = 0; w < W; ++w) hf.add(r * OW + wlo[w], wn[w], 0);
+          for (ptrdiff_t g = 0; g < G; ++g)
+            for (int h = 0; h < H; ++h)
+              for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * W + w, hn[h], 0);
+        }
+        std::vector<T> div(size_t(G) * OH * OW);
+        for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
+        for_groups<AvgBwdBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
+          buf.q.resize(size_t(G) * OH * OW);
+          buf.t.resize(size_t(G) * OH * W);
+          const T* gg = gp + p0 * OH * OW;
+          buf.ahead.seek(gg);
+          buf.ahead.upto(gg + g * OH * OW);
+          T* q = buf.q.data();
+          for (ptrdiff_t j = 0; j < g * OH * OW; ++j) q[j] = gg[j] / div[j];
+          if (direct) {
+            sum_flat<V>(q, vf, int(g * H * W), dp + p0 * H * W, static_cast<const T*>(nullptr));
+            return;
+          }
+          sum_flat<V>(q, hf, int(g * OH * W), buf.t.data(), static_cast<const T*>(nullptr));
+          sum_flat<V>(buf.t.data(), vf, int(g * H * W), dp + p0 * H * W, static_cast<const T*>(nullptr));
+        });
+        return;
+      }
+    }
     for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
       buf.q.resize(size_t(OW) + 1);
       buf.t.resize(size_t(OH) * W + 1);
