@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import pydl  # noqa: E402
-from pydl import registry  # noqa: E402
+from pydl import _cpp, registry  # noqa: E402
 
 G = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -126,7 +126,7 @@ def main():
               ("rnn_cell", 1, 1, 512, 512), ("rnn_cell", 1, 64, 512, 512)]
     rng = np.random.default_rng(0)
     print(f"threads {o.threads}, float32, best of {o.rounds} interleaved rounds; cpu simd "
-          f"{pydl._cpp.simd_level() if 'cpp' in backends else '-'}")
+          f"{_cpp.simd_level() if 'cpp' in backends else '-'}")
     print(f"{'case':34s} {'mode':8s} " + " ".join(f"{b + ' ms':>10s} {'GF/s':>6s}" for b in backends + ["torch"])
           + "  " + " ".join(f"{b + '/torch':>11s}" for b in backends))
     for op, T, B, I, H in shapes:
