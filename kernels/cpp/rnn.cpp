@@ -160,15 +160,17 @@ struct Fwd {
 
 // The fused pointwise pass of one step for units [u0, u1) of every row.
 // xw: the step's input projection (B, G*H), standard gate order, biases in;
-// gh: this thread's recurrent GEMM result, row stride G*H, gate k of unit u0 + j at k*nu + j.
+// gh: the recurrent GEMM's result, row stride G*H, gate k of unit u0 + j at [off + k*gs + j]
+// (off = G*u0, gs = u1 - u0 in the per-thread regrouped layout; off = u0, gs = H in the standard one).
 template <class V, class T>
-void step_forward(const Fwd<T>& a, int64_t t, int64_t u0, int64_t u1, const T* xw, const T* gh) {
+void step_forward(const Fwd<T>& a, int64_t t, int64_t u0, int64_t u1, const T* xw, const T* gh, int64_t off,
+                  int64_t gs) {
   using R = typename V::R;
   const int64_t B = a.B, H = a.H, G = gates_of(a.kind), GH = G * H, nu = u1 - u0;
   const R zero = V::set1(T(0));
   for (int64_t b = 0; b < B; ++b) {
     const T* xr = xw + b * GH;
-    const T* gr = gh + b * GH + G * u0;
+    const T* gr = gh + b * GH + off;
     const T* hp = a.hs + (t * B + b) * H;
     T* hn = a.hs + ((t + 1) * B + b) * H;
     T* sv = a.gates ? a.gates + (t * B + b) * 4 * H : nullptr;
@@ -176,7 +178,7 @@ void step_forward(const Fwd<T>& a, int64_t t, int64_t u0, int64_t u1, const T* x
       const std::size_t n = static_cast<std::size_t>(std::min<int64_t>(V::W, nu - j));
       const int64_t u = u0 + j;
       auto X = [&](int k) { return V::load_n(xr + k * H + u, n, T(0)); };
-      auto Hh = [&](int k) { return V::load_n(gr + k * nu + j, n, T(0)); };
+      auto Hh = [&](int k) { return V::load_n(gr + k * gs + j, n, T(0)); };
       if (a.kind == RNN) {
         const R z = V::add(X(0), Hh(0));
         V::store_n(hn + u, a.relu ? V::max(zero, z) : vm::tanh<V>(z), n);
@@ -238,8 +240,28 @@ void forward(const Fwd<T>& a) {
   gemm::Epilogue<T> ep;
   ep.bias = bias_p;
   gemm::gemm<T>(S * B, GH, I, {a.x, I, 1}, {a.w_ih, 1, I}, xw.data(), GH, ep, 0);
-  // 2. w_hh^T regrouped per thread (and b_hh for the GRU)
   const Split sp = split_units(B, H, G);
+  if (S == 1) {
+    // One step (the cells): regrouping w_hh would cost as much as the step's GEMM itself;
+    // gh = h @ w_hh^T (+ b_hh for the GRU) on every thread, then the pointwise pass by units.
+    std::vector<T> gh1(static_cast<std::size_t>(B * GH));
+    gemm::Epilogue<T> e1;
+    if (a.kind == GRU) e1.bias = a.b_hh;
+    if (a.h0) {
+      gemm::gemm<T>(B, GH, H, {a.h0, H, 1}, {a.w_hh, 1, H}, gh1.data(), GH, e1, 0);
+    } else {  // a zero state: only the bias
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < GH; ++j) gh1[b * GH + j] = e1.bias ? e1.bias[j] : T(0);
+    }
+    with_vec<T>([&](auto v) {
+      using V = decltype(v);
+#pragma omp parallel for num_threads(sp.nt) if (sp.nt > 1) schedule(static)
+      for (int p = 0; p < sp.nt; ++p)
+        step_forward<V, T>(a, 0, sp.u0(p), sp.u1(p), xw.data(), gh1.data(), sp.u0(p), H);
+    });
+    return;
+  }
+  // 2. w_hh^T regrouped per thread (and b_hh for the GRU)
   std::vector<T> wp(static_cast<std::size_t>(H * GH)), bp;
   auto col = [&](int g, int64_t u) {
     const int p = static_cast<int>(u / sp.chunk);
@@ -272,7 +294,7 @@ void forward(const Fwd<T>& a) {
       for (int64_t t = 0; t < S; ++t) {
         if (nc > 0) {
           gemm::gemm<T>(B, nc, H, {a.hs + t * B * H, H, 1}, {wp.data() + c0, GH, 1}, gh.data() + c0, GH, e, 1);
-          step_forward<V, T>(a, t, u0, u1, xw.data() + t * B * GH, gh.data());
+          step_forward<V, T>(a, t, u0, u1, xw.data() + t * B * GH, gh.data(), c0, u1 - u0);
         }
         if (sp.nt > 1) {
 #pragma omp barrier
