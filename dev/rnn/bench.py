@@ -2,7 +2,7 @@
 forward+backward, pydl's backends against PyTorch CPU, interleaved in one process
 (each round times every contender once, in turn; best of the rounds).
 
-    python dev/rnn/bench.py [--threads 2] [--rounds 7] [--backends cpp,numba] [--only lstm]
+    python dev/rnn/bench.py [--threads 2] [--rounds 7] [--backends cpp,numba] [--only lstm] [--quick]
 
 GFLOP/s: forward = the spec's flop count (two GEMMs per step + the pointwise work);
 forward+backward = 3x the forward's (the backward's three GEMMs per step: dh, dW_ih, dW_hh
@@ -112,6 +112,7 @@ def main():
     p.add_argument("--backends", default="cpp,numba")
     p.add_argument("--only", default="")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--quick", action="store_true", help="only the T50 B64 I256 H256 sequences")
     o = p.parse_args()
     torch = None
     if not o.no_torch:
@@ -130,7 +131,7 @@ def main():
     print(f"{'case':34s} {'mode':8s} " + " ".join(f"{b + ' ms':>10s} {'GF/s':>6s}" for b in backends + ["torch"])
           + "  " + " ".join(f"{b + '/torch':>11s}" for b in backends))
     for op, T, B, I, H in shapes:
-        if o.only and not op.startswith(o.only):
+        if (o.only and not op.startswith(o.only)) or (o.quick and (T, B) != (50, 64)):
             continue
         a = args_for(op, T, B, I, H, rng)
         spec = registry.SPECS[op]
