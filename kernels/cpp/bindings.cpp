@@ -73,6 +73,7 @@ void bind_elementwise(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
+void bind_rnn(py::module_& m);
 void bind_peak(py::module_& m);
 
 }  // namespace pydl
@@ -110,5 +111,6 @@ PYBIND11_MODULE(PYDL_MODULE, m) {
   bind_gemm(m);
   bind_conv(m);
   bind_pool(m);
+  bind_rnn(m);
   bind_peak(m);
 }

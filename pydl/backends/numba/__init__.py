@@ -47,4 +47,4 @@ _start_pool_keeping_openmp()
 _set_threads(get_num_threads())  # OMP_NUM_THREADS applies to Numba's pool too
 register_thread_hook("numba", _set_threads)
 
-from . import conv, elementwise, gemm, loss, pool  # noqa: E402,F401  (each registers its family's ops)
+from . import conv, elementwise, gemm, loss, pool, rnn  # noqa: E402,F401  (each registers its family's ops)
