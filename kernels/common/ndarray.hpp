@@ -8,7 +8,19 @@
 #pragma once
 #include <pybind11/numpy.h>
 
+#include <sstream>
+#include <string>
+
 namespace pydl {
+
+// "(2, 3)", "(5,)": an array's shape as error messages print it.
+inline std::string shape_str(const pybind11::array& a) {
+  std::ostringstream os;
+  os << "(";
+  for (pybind11::ssize_t d = 0; d < a.ndim(); ++d) os << (d ? ", " : "") << a.shape(d);
+  os << (a.ndim() == 1 ? ",)" : ")");
+  return os.str();
+}
 
 template <class T>
 class NdArray : public pybind11::array {

@@ -38,6 +38,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "simd.hpp"
+
 namespace pydl::vm {
 
 // -- register wrappers --------------------------------------------------------
@@ -370,6 +372,25 @@ template <> inline double erf<ScalarD>(double x) { return std::erf(x); }
 template <> inline double gauss<ScalarD>(double x) { return std::exp(-0.5 * x * x); }
 template <> inline double normal_cdf<ScalarD>(double x, double) {
   return 0.5 * std::erfc(-x * 0.70710678118654752440);
+}
+
+// f(V{}) with the register wrapper for T at the SIMD level in use (float64: ScalarD, libm):
+// the one switch from the run-time level to these templates for a kernel over T.
+template <class T, class F>
+void with_vec(F&& f) {
+  if constexpr (std::is_same_v<T, double>) {
+    f(ScalarD{});
+  } else {
+    switch (simd_level()) {
+#if defined(__AVX512F__)
+      case Simd::avx512: f(Avx512F{}); return;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+      case Simd::avx2: f(Avx2F{}); return;
+#endif
+      default: f(ScalarF{}); return;
+    }
+  }
 }
 
 }  // namespace pydl::vm

@@ -139,24 +139,6 @@ const char* const kVMathNames[] = {"exp", "expm1", "tanh", "sigmoid", "erf", "no
 constexpr ptrdiff_t kChunk = 16384;           // elements per thread task: 64 KB of float32
 constexpr ptrdiff_t kParallelMin = 2 * kChunk;  // measured: from two chunks on, 2 threads beat 1 even for relu
 
-// f(V{}) with the register wrapper for T at the current SIMD level
-template <class T, class F>
-void with_simd(F&& f) {
-  if constexpr (std::is_same_v<T, double>) {
-    f(vm::ScalarD{});
-  } else {
-    switch (simd_level()) {
-#if defined(__AVX512F__)
-      case Simd::avx512: f(vm::Avx512F{}); return;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-      case Simd::avx2: f(vm::Avx2F{}); return;
-#endif
-      default: f(vm::ScalarF{}); return;
-    }
-  }
-}
-
 // f(i, count) for the vectors of [begin, end): count = W except a shorter (masked) last one
 template <class V, class F>
 inline void for_vectors(ptrdiff_t begin, ptrdiff_t end, F&& f) {
@@ -389,7 +371,7 @@ void activation(const Array<T>& x, Array<T>& out, const Op& op) {
   T* yp = output(out, x, {&x});
   const ptrdiff_t n = x.size();
   py::gil_scoped_release nogil;
-  with_simd<T>([&](auto v) { map_forward<decltype(v)>(xp, yp, n, op); });
+  vm::with_vec<T>([&](auto v) { map_forward<decltype(v)>(xp, yp, n, op); });
 }
 
 template <class T, class Op>
@@ -399,7 +381,7 @@ void activation_backward(const Array<T>& g, const Array<T>& x, Array<T>& out, co
   T* dp = output(out, x, {&x, &g});
   const ptrdiff_t n = x.size();
   py::gil_scoped_release nogil;
-  with_simd<T>([&](auto v) { map_backward<decltype(v)>(gp, xp, dp, n, op); });
+  vm::with_vec<T>([&](auto v) { map_backward<decltype(v)>(gp, xp, dp, n, op); });
 }
 
 struct Lines {
@@ -422,7 +404,7 @@ void softmax(const Array<T>& x, Array<T>& out, int dim) {
   T* yp = output(out, x, {&x});
   const Lines l = lines_of(x, dim);
   py::gil_scoped_release nogil;
-  with_simd<T>([&](auto v) {
+  vm::with_vec<T>([&](auto v) {
     using V = decltype(v);
     for_lines<V>(l.outer, l.n, l.inner, [&](const auto& line, ptrdiff_t off) {
       softmax_line<V, Log>(line, xp + off, yp + off);
@@ -437,7 +419,7 @@ void softmax_backward(const Array<T>& g, const Array<T>& x, Array<T>& out, int d
   T* dp = output(out, x, {&x, &g});
   const Lines l = lines_of(x, dim);
   py::gil_scoped_release nogil;
-  with_simd<T>([&](auto v) {
+  vm::with_vec<T>([&](auto v) {
     using V = decltype(v);
     for_lines<V>(l.outer, l.n, l.inner, [&](const auto& line, ptrdiff_t off) {
       softmax_backward_line<V, Log>(line, gp + off, xp + off, dp + off);

@@ -42,14 +42,6 @@ namespace {
 template <class T>
 using Array = NdArray<T>;  // exact dtype, any strides, never converted (ndarray.hpp)
 
-std::string shape_str(const py::array& a) {
-  std::ostringstream os;
-  os << "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) os << (d ? ", " : "") << a.shape(d);
-  os << (a.ndim() == 1 ? ",)" : ")");
-  return os.str();
-}
-
 // A 2-D or 3-D operand as (batch, rows, cols) with element strides (batch stride 0 if 2-D).
 template <class T>
 struct Mat {

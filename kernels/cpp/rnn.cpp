@@ -66,14 +66,6 @@ enum Kind : int { RNN = 0, LSTM = 1, GRU = 2 };
 
 int gates_of(int kind) { return kind == LSTM ? 4 : kind == GRU ? 3 : 1; }
 
-std::string shape_str(const py::array& a) {
-  std::ostringstream os;
-  os << "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) os << (d ? ", " : "") << a.shape(d);
-  os << (a.ndim() == 1 ? ",)" : ")");
-  return os.str();
-}
-
 // A C-contiguous array of exactly this shape (inputs and outputs alike).
 template <class T>
 const T* in(const Array<T>& a, std::initializer_list<int64_t> shape, const char* name) {
@@ -110,24 +102,6 @@ T* out(Array<T>& a, std::initializer_list<int64_t> shape, const char* name) {
   in(a, shape, name);
   PYDL_CHECK(a.writeable(), name << ": must be writeable");
   return a.mutable_data();
-}
-
-// Calls f(V{}) with the register wrapper of the SIMD level in use (float64: scalar libm).
-template <class T, class F>
-void with_vec(F&& f) {
-  if constexpr (std::is_same_v<T, double>) {
-    f(vm::ScalarD{});
-  } else {
-    switch (simd_level()) {
-#if defined(__AVX512F__)
-      case Simd::avx512: f(vm::Avx512F{}); return;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-      case Simd::avx2: f(vm::Avx2F{}); return;
-#endif
-      default: f(vm::ScalarF{}); return;
-    }
-  }
 }
 
 // Hidden units per thread: contiguous ranges, multiples of 16 units (a cache line of
@@ -253,7 +227,7 @@ void forward(const Fwd<T>& a) {
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < GH; ++j) gh1[b * GH + j] = e1.bias ? e1.bias[j] : T(0);
     }
-    with_vec<T>([&](auto v) {
+    vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel for num_threads(sp.nt) if (sp.nt > 1) schedule(static)
       for (int p = 0; p < sp.nt; ++p)
@@ -283,7 +257,7 @@ void forward(const Fwd<T>& a) {
   }
   std::vector<T> gh(static_cast<std::size_t>(B * GH));
   // 3. the recurrence
-  with_vec<T>([&](auto v) {
+  vm::with_vec<T>([&](auto v) {
     using V = decltype(v);
 #pragma omp parallel num_threads(sp.nt) if (sp.nt > 1)
     {
@@ -398,7 +372,7 @@ void backward(const Bwd<T>& a) {
   T* d_hh = a.kind == GRU ? d_hh_own.data() : d_ih.data();
   if (B > 0 && H > 0 && (want_w || a.dh0 || a.dc0)) {
     const Split sp = split_units(B, H, G);
-    with_vec<T>([&](auto v) {
+    vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel num_threads(sp.nt) if (sp.nt > 1)
       {
