@@ -347,74 +347,12 @@ def test_replay_buffer_wraps_and_samples():
 
 
 def _torch_twins():
-    """The same architectures written in PyTorch, with the same attribute names."""
+    """The same architectures written in PyTorch, with the same attribute names (the train bench's)."""
     torch = pytest.importorskip("torch")
-    T = torch.nn
+    from pydl.bench.train_step import torch_modules
 
-    class MLP(T.Module):
-        def __init__(self, d_in, hidden, classes):
-            super().__init__()
-            self.net = T.Sequential(T.Flatten(), T.Linear(d_in, hidden), T.ReLU(), T.Linear(hidden, classes))
-
-        def forward(self, x):
-            return self.net(x)
-
-    class LeNet5(T.Module):
-        def __init__(self, c, fh, classes):
-            super().__init__()
-            self.features = T.Sequential(T.Conv2d(c, 6, 5, padding=2), T.ReLU(), T.MaxPool2d(2),
-                                         T.Conv2d(6, 16, 5), T.ReLU(), T.MaxPool2d(2))
-            self.classifier = T.Sequential(T.Flatten(), T.Linear(16 * fh * fh, 120), T.ReLU(), T.Linear(120, 84),
-                                           T.ReLU(), T.Linear(84, classes))
-
-        def forward(self, x):
-            return self.classifier(self.features(x))
-
-    class Block(T.Module):
-        def __init__(self, c_in, c, stride):
-            super().__init__()
-            self.conv1 = T.Conv2d(c_in, c, 3, stride, 1, bias=False)
-            self.bn1 = T.BatchNorm2d(c)
-            self.conv2 = T.Conv2d(c, c, 3, 1, 1, bias=False)
-            self.bn2 = T.BatchNorm2d(c)
-            self.downsample = (T.Sequential(T.Conv2d(c_in, c, 1, stride, bias=False), T.BatchNorm2d(c))
-                               if stride != 1 or c_in != c else None)
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet(T.Module):
-        def __init__(self, c, classes, widths, blocks):
-            super().__init__()
-            self.conv1 = T.Conv2d(c, widths[0], 3, 1, 1, bias=False)
-            self.bn1 = T.BatchNorm2d(widths[0])
-            prev = widths[0]
-            for i, (w, n) in enumerate(zip(widths, blocks)):
-                stage = []
-                for j in range(n):
-                    stage.append(Block(prev, w, 2 if i > 0 and j == 0 else 1))
-                    prev = w
-                setattr(self, f"layer{i + 1}", T.Sequential(*stage))
-            self.n = len(widths)
-            self.avgpool = T.AdaptiveAvgPool2d(1)
-            self.fc = T.Linear(prev, classes)
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(self.conv1(x)))
-            for i in range(self.n):
-                x = getattr(self, f"layer{i + 1}")(x)
-            return self.fc(self.avgpool(x).flatten(1))
-
-    class CharLM(T.Module):
-        def __init__(self, vocab, embed, hidden):
-            super().__init__()
-            self.embed = T.Embedding(vocab, embed)
-            self.rnn = T.LSTM(embed, hidden, batch_first=True)
-            self.head = T.Linear(hidden, vocab)
-
-        def forward(self, ids):
-            return self.head(self.rnn(self.embed(ids))[0])
+    tm = torch_modules(torch)
+    MLP, LeNet5, ResNet, CharLM = tm["MLP"], tm["LeNet5"], tm["ResNet"], tm["CharLM"]
 
     return torch, {
         "mlp": (lambda: models.MLP(64, 32, 10), lambda: MLP(64, 32, 10), 0),

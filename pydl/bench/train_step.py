@@ -58,25 +58,26 @@ class Case:
 # -- the torch twins -----------------------------------------------------------------------------
 
 
-def _torch_modules(torch):
-    """PyTorch modules with pydl.models' attribute names (so state_dicts move as they are)."""
+def torch_modules(torch):
+    """PyTorch modules with pydl.models' attribute names (so state_dicts move as they are);
+    tests/test_models.py checks predictions in both directions with them."""
     T = torch.nn
 
     class MLP(T.Module):
-        def __init__(self):
+        def __init__(self, d_in=784, hidden=256, classes=10):
             super().__init__()
-            self.net = T.Sequential(T.Flatten(), T.Linear(784, 256), T.ReLU(), T.Linear(256, 10))
+            self.net = T.Sequential(T.Flatten(), T.Linear(d_in, hidden), T.ReLU(), T.Linear(hidden, classes))
 
         def forward(self, x):
             return self.net(x)
 
     class LeNet5(T.Module):
-        def __init__(self):
+        def __init__(self, c=1, fh=5, classes=10):  # fh: the feature map's side after the second pool
             super().__init__()
-            self.features = T.Sequential(T.Conv2d(1, 6, 5, padding=2), T.ReLU(), T.MaxPool2d(2),
+            self.features = T.Sequential(T.Conv2d(c, 6, 5, padding=2), T.ReLU(), T.MaxPool2d(2),
                                          T.Conv2d(6, 16, 5), T.ReLU(), T.MaxPool2d(2))
-            self.classifier = T.Sequential(T.Flatten(), T.Linear(400, 120), T.ReLU(), T.Linear(120, 84), T.ReLU(),
-                                           T.Linear(84, 10))
+            self.classifier = T.Sequential(T.Flatten(), T.Linear(16 * fh * fh, 120), T.ReLU(), T.Linear(120, 84),
+                                           T.ReLU(), T.Linear(84, classes))
 
         def forward(self, x):
             return self.classifier(self.features(x))
@@ -155,7 +156,7 @@ def _build(name: str, torch, rng):
     """(label, pydl model, torch model, K batches of inputs, K batches of targets)."""
     from pydl import models
 
-    tm = _torch_modules(torch)
+    tm = torch_modules(torch)
     if name == "mlp":
         ours, theirs = models.MLP(784, 256, 10), tm["MLP"]()
         x, y = rng.standard_normal((K, 64, 1, 28, 28)), rng.integers(0, 10, (K, 64))
