@@ -23,8 +23,8 @@ import numpy as np
 from numba import njit, prange
 
 from ... import _array
-from ...registry import register
 from .. import get_num_threads
+from .._rnn_adapters import register_rnn
 from . import sync_threads
 from .elementwise import _vexp, _vtanh
 from .gemm import (SMALL_M, UJG, UKC, UMC, UMR, VEC_BYTES, _gemm_small, _gemm_tiles, _pack_a_panels, _pack_b,
@@ -306,106 +306,4 @@ def _colsum(d):
     return out
 
 
-def _want(needs, n):
-    return (True,) * n if needs is None else tuple(bool(v) for v in needs)
-
-
-@register("rnn", "numba")
-def rnn(x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity):
-    s = _fwd("rnn", x, w_ih, w_hh, b_ih, b_hh, h0, relu=nonlinearity == "relu")
-    return (s["hs"][1:], s["hs"][-1].copy()), s
-
-
-@register("rnn_backward", "numba")
-def rnn_backward(grad, x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, saved=None, needs=None):
-    relu = nonlinearity == "relu"
-    if saved is None:
-        saved = _fwd("rnn", x, w_ih, w_hh, b_ih, b_hh, h0, relu=relu)
-    nx, nwi, nwh, nbi, nbh, nh = _want(needs, 6)
-    r = _bwd("rnn", saved, grad[0], grad[1], None, x, w_ih, w_hh, b_ih, b_hh,
-             (nx, nwi, nwh, nbi, nbh, nh and h0 is not None, False), relu)
-    return r[:6]
-
-
-@register("lstm", "numba")
-def lstm(x, w_ih, w_hh, b_ih, b_hh, h0, c0):
-    s = _fwd("lstm", x, w_ih, w_hh, b_ih, b_hh, h0, c0)
-    return (s["hs"][1:], s["hs"][-1].copy(), s["cs"][-1].copy()), s
-
-
-@register("lstm_backward", "numba")
-def lstm_backward(grad, x, w_ih, w_hh, b_ih, b_hh, h0, c0, saved=None, needs=None):
-    if saved is None:
-        saved = _fwd("lstm", x, w_ih, w_hh, b_ih, b_hh, h0, c0)
-    nx, nwi, nwh, nbi, nbh, nh, nc = _want(needs, 7)
-    return _bwd("lstm", saved, grad[0], grad[1], grad[2], x, w_ih, w_hh, b_ih, b_hh,
-                (nx, nwi, nwh, nbi, nbh, nh and h0 is not None, nc and c0 is not None))
-
-
-@register("gru", "numba")
-def gru(x, w_ih, w_hh, b_ih, b_hh, h0):
-    s = _fwd("gru", x, w_ih, w_hh, b_ih, b_hh, h0)
-    return (s["hs"][1:], s["hs"][-1].copy()), s
-
-
-@register("gru_backward", "numba")
-def gru_backward(grad, x, w_ih, w_hh, b_ih, b_hh, h0, saved=None, needs=None):
-    if saved is None:
-        saved = _fwd("gru", x, w_ih, w_hh, b_ih, b_hh, h0)
-    nx, nwi, nwh, nbi, nbh, nh = _want(needs, 6)
-    r = _bwd("gru", saved, grad[0], grad[1], None, x, w_ih, w_hh, b_ih, b_hh,
-             (nx, nwi, nwh, nbi, nbh, nh and h0 is not None, False))
-    return r[:6]
-
-
-def _x3(x):
-    return x.reshape((1,) + x.shape)
-
-
-@register("rnn_cell", "numba")
-def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-    return _fwd("rnn", _x3(x), w_ih, w_hh, b_ih, b_hh, h, relu=nonlinearity == "relu")["hs"][1]
-
-
-@register("rnn_cell_backward", "numba")
-def rnn_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, saved=None, needs=None):
-    relu = nonlinearity == "relu"
-    x3 = _x3(x)
-    s = _fwd("rnn", x3, w_ih, w_hh, b_ih, b_hh, h, relu=relu)
-    nx, nh, nwi, nwh, nbi, nbh = _want(needs, 6)
-    dx, dwi, dwh, dbi, dbh, dh, _ = _bwd("rnn", s, _x3(grad), None, None, x3, w_ih, w_hh, b_ih, b_hh,
-                                         (nx, nwi, nwh, nbi, nbh, nh and h is not None, False), relu)
-    return None if dx is None else dx[0], dh, dwi, dwh, dbi, dbh
-
-
-@register("lstm_cell", "numba")
-def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    s = _fwd("lstm", _x3(x), w_ih, w_hh, b_ih, b_hh, h, c)
-    return s["hs"][1], s["cs"][1]
-
-
-@register("lstm_cell_backward", "numba")
-def lstm_cell_backward(grad, x, h, c, w_ih, w_hh, b_ih, b_hh, saved=None, needs=None):
-    x3 = _x3(x)
-    s = _fwd("lstm", x3, w_ih, w_hh, b_ih, b_hh, h, c)
-    nx, nh, nc, nwi, nwh, nbi, nbh = _want(needs, 7)
-    g_h, g_c = grad
-    dx, dwi, dwh, dbi, dbh, dh, dc = _bwd(
-        "lstm", s, None if g_h is None else _x3(g_h), None, g_c, x3, w_ih, w_hh, b_ih, b_hh,
-        (nx, nwi, nwh, nbi, nbh, nh and h is not None, nc and c is not None))
-    return None if dx is None else dx[0], dh, dc, dwi, dwh, dbi, dbh
-
-
-@register("gru_cell", "numba")
-def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
-    return _fwd("gru", _x3(x), w_ih, w_hh, b_ih, b_hh, h)["hs"][1]
-
-
-@register("gru_cell_backward", "numba")
-def gru_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, saved=None, needs=None):
-    x3 = _x3(x)
-    s = _fwd("gru", x3, w_ih, w_hh, b_ih, b_hh, h)
-    nx, nh, nwi, nwh, nbi, nbh = _want(needs, 6)
-    dx, dwi, dwh, dbi, dbh, dh, _ = _bwd("gru", s, _x3(grad), None, None, x3, w_ih, w_hh, b_ih, b_hh,
-                                         (nx, nwi, nwh, nbi, nbh, nh and h is not None, False))
-    return None if dx is None else dx[0], dh, dwi, dwh, dbi, dbh
+register_rnn("numba", _fwd, _bwd)
