@@ -121,14 +121,6 @@ def test_avg_nan_inf(op, backend):
             _check(op, backend, xs, hp, dtype, rng, x=x)
 
 
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    before = pydl.get_num_threads()
-    pydl.set_num_threads(request.param)
-    yield request.param
-    pydl.set_num_threads(before)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_threads(backend, threads):
     rng = np.random.default_rng(4)

@@ -139,14 +139,6 @@ def test_cpp_simd_levels(level, op):
         _cpp.set_simd_level(before)
 
 
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    before = pydl.get_num_threads()
-    pydl.set_num_threads(request.param)
-    yield request.param
-    pydl.set_num_threads(before)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_threads(backend, threads):
     for op in OPS:
