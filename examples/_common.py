@@ -90,6 +90,26 @@ def fit_classifier(model, data, epochs: int, lr: float, rng, batch: int = 64) ->
     return acc
 
 
+def fit_text_lm(model, loss_fn, vocab, steps: int, lr: float, T: int, rng) -> float:
+    """Adam on random windows of TEXT (``loss_fn(model, x, y)`` -> the loss Tensor), then a sample."""
+    ids = vocab.encode(TEXT)
+    opt = optim.Adam(model.parameters(), lr=lr)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        start = rng.integers(0, len(ids) - T - 1, 32)
+        x = np.stack([ids[s:s + T] for s in start])
+        y = np.stack([ids[s + 1:s + T + 1] for s in start])
+        opt.zero_grad()
+        loss = loss_fn(model, x, y)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"step {step:4d}  loss {loss.item():.3f}  (uniform guess {np.log(len(vocab)):.3f})")
+    print(f"{steps} steps in {time.perf_counter() - t0:.1f} s; a sample at temperature 0.5:")
+    print("  the " + vocab.decode(model.generate(vocab.encode("the "), 160, 0.5, rng)))
+    return float(loss.item())
+
+
 def ascii_image(img, width: int = 8) -> str:
     """A small grey image in [0, 1] as characters, darkest to brightest."""
     ramp = " .:-=+*#%@"
