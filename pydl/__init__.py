@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from . import ops  # noqa: E402  (declares every op)
 from .backends import available, get_num_threads, set_num_threads  # noqa: E402
+from .backends._neighbours import set_blas_parking  # noqa: E402
 from .registry import BACKENDS, use_backend  # noqa: E402
 from .autograd import (  # noqa: E402
     Tensor, Function, no_grad, enable_grad, inference_mode, set_grad_enabled, is_grad_enabled,
@@ -19,7 +20,8 @@ from .autograd import (  # noqa: E402
     arange, cat, stack, where, manual_seed, default_generator,
 )
 
-__all__ = ["ops", "use_backend", "available", "set_num_threads", "get_num_threads", "BACKENDS", "__version__",
+__all__ = ["ops", "use_backend", "available", "set_num_threads", "get_num_threads", "set_blas_parking",
+           "BACKENDS", "__version__",
            "Tensor", "Function", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
            "is_grad_enabled", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty",
            "zeros_like", "ones_like", "randn", "rand", "arange", "cat", "stack", "where", "manual_seed",

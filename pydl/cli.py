@@ -36,6 +36,11 @@ def _print_info(d: dict) -> None:
         print(f"build      {b.get('kind', 'native')}, this module -march={b['arch']}  gcc {b['compiler']}  OpenMP {b['openmp']}  "
               f"compiled SIMD: {b['compiled_simd']}  in use: {b['simd_in_use']}")
     print(f"threads    {d['threads']}")
+    nb = d.get("neighbours") or {}
+    if nb:
+        blas = ", ".join(p.rsplit("/", 1)[-1] for p in nb["libraries"]) or "no OpenBLAS loaded"
+        print(f"neighbours OpenMP spin: {nb['openmp_spin']}; OpenBLAS parking "
+              f"{'on' if nb['enabled'] else 'off'} before kernels of >= {nb['park_flops']:.0e} flops ({blas})")
     print("backends")
     for name, s in d["backends"].items():
         state = "available" if s["available"] else "unavailable"
@@ -140,7 +145,9 @@ def _add_bench(sub) -> None:
     mode = pb.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the quick cases only (default)")
     mode.add_argument("--full", action="store_true", help="every bench case (minutes to hours)")
-    pb.add_argument("--ops", help="comma-separated op names or families (default: all)")
+    pb.add_argument("--ops", help="comma-separated op names or families (default: all); the families "
+                                  "'train' (training steps against torch) and 'neighbours' (GEMM and conv in "
+                                  "one process beside NumPy and PyTorch) run alone when named alone")
     pb.add_argument("--backends", help="comma-separated: cpp,cython,numba,cuda,numpy,torch or backend:variant")
     pb.add_argument("--no-variants", action="store_true", help="skip the named variants")
     pb.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -190,10 +197,12 @@ def bench(args) -> int:
         return 2
     failures = []
     if not args.no_run:
-        from pydl.bench import train_step
+        from pydl.bench import neighbours, train_step
 
         split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
         ops, with_train = train_step.split_ops(split(args.ops), args.full)
+        ops, with_neighbours = neighbours.split_ops(ops)
+        with_neighbours = with_neighbours and args.device == "cpu"
         settings = runner.Settings(
             quick=not args.full, budget=args.budget or (1.0 if args.full else 0.05),
             ops=ops, backends=split(args.backends), variants=not args.no_variants,
@@ -229,6 +238,13 @@ def bench(args) -> int:
                                                        backend=train_step.pydl_backend(settings.backends),
                                                        wait_policy=settings.wait_policy)
             train_step.print_result(runs[0]["train"])
+        if with_neighbours:
+            print("pydl bench: the neighbours family (GEMM and conv in one process beside NumPy and PyTorch)",
+                  file=sys.stderr)
+            runs[0]["neighbours"] = neighbours.run_isolated(
+                quick=settings.quick, backend=train_step.pydl_backend(settings.backends) or "cpp",
+                threads=args.threads)
+            neighbours.print_result(runs[0]["neighbours"])
         failures = result.failures
     if not runs:
         print("pydl bench: nothing to report (--no-run without --merge)", file=sys.stderr)

@@ -247,6 +247,7 @@ def info() -> dict:
         "caches": m["caches"],
         "native": m["native"],
         "threads": backends.get_num_threads(),
+        "neighbours": backends._neighbours.status(),
         "backends": backends.available(),
     }
     try:

@@ -110,6 +110,17 @@ class Viewed(dict):
         self.out, self.grad, self.grads = out, grad, grads
 
 
+#: backends whose kernels run on pydl's own CPU threads (and their variants' tags, "cpp:name"):
+#: before them OpenBLAS's spinning workers may be parked (pydl/backends/_neighbours.py)
+_NATIVE_CPU = ("cpp", "cython", "numba")
+
+
+def _before_native(spec, tag: str, a) -> None:
+    from .backends._neighbours import before_native
+
+    before_native(spec, tag, a)
+
+
 def _default_bytes(spec: "OpSpec", a: dict) -> int:
     """Fewest bytes a forward moves: every array input read once, output written once."""
     n = sum(v.nbytes for v in a.values() if _array.kind(v) is not None)
@@ -196,7 +207,9 @@ class OpSpec:
     # -- calling ---------------------------------------------------------------
     def call(self, a: dict, backend: str | None = None):
         """Forward on normalized arguments; returns (output, saved)."""
-        _, impl = select(self.name, a, backend)
+        b, impl = select(self.name, a, backend)
+        if b.startswith(_NATIVE_CPU):
+            _before_native(self, b, a)
         res = impl(**a)
         out, saved = res if self.saves else (res, None)
         if type(a) is not dict and a.out is not None:
@@ -216,9 +229,11 @@ class OpSpec:
             grad = a.grad(grad)
         if checked:
             grad = _check_grad(self, grad, a)
-            _, impl = select(self.name + "_backward", a, backend, extra=grad)
+            b, impl = select(self.name + "_backward", a, backend, extra=grad)
         else:
-            _, impl = select(self.name + "_backward", a, backend)
+            b, impl = select(self.name + "_backward", a, backend)
+        if b.startswith(_NATIVE_CPU):
+            _before_native(self, b, a)
         if needs is not None and getattr(impl, "_pydl_takes_needs", False):
             res = _arrays(impl(grad, saved=saved, needs=tuple(needs), **a))
         else:

@@ -13,6 +13,9 @@ import os
 import threading
 
 from ..registry import BACKENDS
+from . import _neighbours
+
+_neighbours.quiet_openmp()  # before any backend loads libgomp
 
 # backend name -> package under pydl.backends
 _PACKAGES = {"numpy": "reference", "cpp": "cpp", "cython": "cython", "numba": "numba", "cuda": "cuda"}

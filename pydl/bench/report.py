@@ -241,6 +241,11 @@ def write(runs: list[dict], out_dir) -> dict[str, Path]:
 
             md += train_step.markdown(run["train"])
             sec.append(train_step.html(run["train"]))
+        if run.get("neighbours"):  # pydl in one process beside NumPy and PyTorch
+            from . import neighbours
+
+            md += neighbours.markdown(run["neighbours"])
+            sec.append(neighbours.html(run["neighbours"]))
         body.append("\n".join(sec))
     (out / "report.md").write_text("\n".join(md) + "\n")
     toc = "".join(f"<li><a href='#{_slug(r, i)}'>{html.escape(_machine(r))}</a></li>" for i, r in enumerate(runs))

@@ -67,6 +67,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..backends import _neighbours
 from . import timing
 
 MODES = ("forward", "forward+backward")
@@ -569,6 +570,10 @@ def _run_child(runtime: str, jobs, settings: Settings, offset: int, total: int, 
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
         if runtime != "numpy":  # see the module docstring: no idle OpenBLAS pool beside the timed one
             env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        if runtime == "torch" and _neighbours.set_spincount():
+            # PyTorch timed as a program without pydl runs it: libgomp's own spin, not pydl's choice
+            env.pop("GOMP_SPINCOUNT", None)
+            env["PYDL_GOMP_SPINCOUNT"] = "default"
         policy = effective_wait_policy(settings.wait_policy)
         if policy != "inherit":
             env["OMP_WAIT_POLICY"] = policy.upper()

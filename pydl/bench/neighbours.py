@@ -1,0 +1,253 @@
+"""The ``neighbours`` family of ``pydl bench``: pydl's speed in one process beside NumPy and PyTorch.
+
+``pydl bench`` times every runtime in its own process (pydl/bench/runner.py), which is the
+speed of a program that uses pydl alone. A NumPy or PyTorch program that adopts pydl calls
+them in turn, in one process, and sees something else: the thread pool that has just finished
+keeps spinning while the next one starts (see pydl/backends/_neighbours.py). This family
+measures that, for the big GEMM and conv cases, in one process:
+
+- ``isolated``: the pydl op back to back;
+- ``after NumPy``: each pydl call right after a NumPy ``a @ b`` (512 x 512, float32: OpenBLAS
+  wakes its threads), with pydl's OpenBLAS parking on (the default) and off;
+- ``after PyTorch``: each pydl call right after the same op in PyTorch (``torch.mm`` /
+  ``F.conv2d``);
+- and the other way round, NumPy's ``a @ b`` and PyTorch's op right after pydl's against
+  their own back-to-back speed, so a reader sees what pydl costs its neighbours.
+
+Every scenario is timed in every round, rounds interleaved; a figure is the best call of its
+scenario; ratios are to the isolated figure of the same library (1.0: no slowdown).
+``python -m pydl.bench.neighbours`` prints the table; ``pydl bench --ops neighbours`` runs it
+in a child process (the bench's own process has NumPy and every backend loaded) and puts it in
+the report.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+METHOD = (
+    "One process, 2 threads (pydl, OpenBLAS and PyTorch alike), float32. Each scenario is timed in "
+    "every round, rounds interleaved; a figure is the best call of its scenario. 'after NumPy': each "
+    "pydl call follows a NumPy 512x512 a @ b (OpenBLAS's threads then spin ~0.1 s waiting for work); "
+    "'parking off': the same with pydl.set_blas_parking(False); 'after PyTorch': each call follows the "
+    "same op in PyTorch. The last two columns time NumPy's a @ b and PyTorch's op right after pydl's "
+    "against their own back-to-back speed. Ratios are to isolated speed (1.00 = no slowdown)."
+)
+
+#: (label, quick?, op, shapes): the big cases of the GEMM and conv families
+CASES = (
+    ("sgemm 1024", True, "matmul", dict(m=1024, k=1024, n=1024)),
+    ("sgemm 2048", False, "matmul", dict(m=2048, k=2048, n=2048)),
+    ("conv2d ResNet 3x3 c64 56x56 N8", True, "conv2d", dict(N=8, C=64, H=56, K=64, R=3, stride=1)),
+    ("conv2d ResNet 3x3 c128 28x28 s2 N8", False, "conv2d", dict(N=8, C=128, H=28, K=128, R=3, stride=2)),
+    ("conv2d ResNet 3x3 c256 14x14 N8", False, "conv2d", dict(N=8, C=256, H=14, K=256, R=3, stride=1)),
+)
+
+
+def _make(op, p, rng):
+    if op == "matmul":
+        a = rng.standard_normal((p["m"], p["k"]), dtype=np.float32)
+        b = rng.standard_normal((p["k"], p["n"]), dtype=np.float32)
+        return (a, b), {}
+    x = rng.standard_normal((p["N"], p["C"], p["H"], p["H"]), dtype=np.float32)
+    w = rng.standard_normal((p["K"], p["C"], p["R"], p["R"]), dtype=np.float32) * 0.05
+    return (x, w), dict(stride=p["stride"], padding=p["R"] // 2)
+
+
+def _best(ts):
+    return min(ts) if ts else float("nan")
+
+
+def run(quick: bool = True, backend: str = "cpp", threads: int = 2, rounds: int = 5, per_round: int = 3,
+        progress=None, cases=CASES) -> dict:
+    """The table's figures, measured in this process. Needs PyTorch for the PyTorch columns
+    (they are None without it)."""
+    import pydl
+    from pydl.backends import _neighbours
+
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = F = None
+    pydl.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(threads, user_api="blas")
+    except ImportError:  # OpenBLAS keeps its default thread count (one per core)
+        limit = None
+    rng = np.random.default_rng(0)
+    na = rng.standard_normal((512, 512), dtype=np.float32)
+    numpy_op = lambda: na @ na  # noqa: E731
+    rows = []
+    parking_before = _neighbours._state["enabled"]
+    try:
+        for label, is_quick, op, p in cases:
+            if quick and not is_quick:
+                continue
+            if progress:
+                progress(label)
+            args, kw = _make(op, p, rng)
+            fn = getattr(pydl.ops, op)
+            mine = lambda: fn(*args, backend=backend, **kw)  # noqa: E731
+            if torch is not None:
+                targs = [torch.from_numpy(x) for x in args]
+                theirs = ((lambda: torch.mm(*targs)) if op == "matmul"
+                          else (lambda: F.conv2d(*targs, **kw)))
+            else:
+                theirs = None
+            # pydl against the expected result once (the figures are of a right answer)
+            got = mine()
+            want = (args[0].astype(np.float64) @ args[1].astype(np.float64) if op == "matmul"
+                    else pydl.ops.conv2d(*(x.astype(np.float64) for x in args), backend="numpy", **kw))
+            err = float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-30))
+            if not err < 1e-4:
+                raise RuntimeError(f"neighbours: {label} on {backend} is wrong (relative error {err:.3g})")
+            scen = {
+                "isolated": (None, mine, True),
+                "after NumPy": (numpy_op, mine, True),
+                "after NumPy, parking off": (numpy_op, mine, False),
+                "NumPy isolated": (None, numpy_op, True),
+                "NumPy after pydl": (mine, numpy_op, True),
+            }
+            if theirs is not None:
+                scen.update({"after PyTorch": (theirs, mine, True), "PyTorch isolated": (None, theirs, True),
+                             "PyTorch after pydl": (mine, theirs, True)})
+            for _, f, _ in scen.values():
+                f()
+            if theirs is not None:
+                theirs()
+            times = {k: [] for k in scen}
+            for _ in range(rounds):
+                for k, (before, f, park) in scen.items():
+                    _neighbours.set_blas_parking(park)
+                    for _ in range(per_round):
+                        if before is not None:
+                            before()
+                        t0 = time.perf_counter()
+                        f()
+                        times[k].append(time.perf_counter() - t0)
+                    _neighbours.set_blas_parking(parking_before)
+            best = {k: _best(v) * 1e3 for k, v in times.items()}
+            iso, np_iso, t_iso = best["isolated"], best["NumPy isolated"], best.get("PyTorch isolated")
+            rows.append({
+                "case": label, "op": op, "isolated_ms": iso,
+                "ms": best,
+                "after_numpy": iso / best["after NumPy"],
+                "after_numpy_no_parking": iso / best["after NumPy, parking off"],
+                "after_torch": iso / best["after PyTorch"] if theirs is not None else None,
+                "numpy_after_pydl": np_iso / best["NumPy after pydl"],
+                "torch_after_pydl": t_iso / best["PyTorch after pydl"] if theirs is not None else None,
+            })
+    finally:
+        _neighbours.set_blas_parking(parking_before)
+        if limit is not None:
+            limit.restore_original_limits()
+    return {"backend": backend, "threads": threads, "rows": rows, "quick": quick,
+            "torch": getattr(torch, "__version__", None), "numpy": np.__version__,
+            "blas": _neighbours.status()["libraries"]}
+
+
+def table(result: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["case", "pydl isolated ms", "after NumPy", "after NumPy, parking off", "after PyTorch",
+            "NumPy after pydl", "PyTorch after pydl"]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+    return head, [[r["case"], f"{r['isolated_ms']:.3g}", fmt(r["after_numpy"]), fmt(r["after_numpy_no_parking"]),
+                   fmt(r["after_torch"]), fmt(r["numpy_after_pydl"]), fmt(r["torch_after_pydl"])]
+                  for r in result["rows"]]
+
+
+def _title(result: dict) -> str:
+    return (f"neighbours: pydl ({result['backend']}) in one process beside NumPy {result['numpy']} and "
+            f"PyTorch {result['torch'] or '(absent)'}, {result['threads']} threads")
+
+
+def markdown(result: dict) -> list[str]:
+    head, rows = table(result)
+    return ([f"### {_title(result)}\n", METHOD + "\n", "| " + " | ".join(head) + " |",
+             "|---|" + "---:|" * (len(head) - 1)] + ["| " + " | ".join(r) + " |" for r in rows] + [""])
+
+
+def html(result: dict) -> str:
+    import html as _html
+
+    from .report import _html_table
+
+    head, rows = table(result)
+    return (f"<h3>{_html.escape(_title(result))}</h3><p class='method'>{_html.escape(METHOD)}</p>"
+            + _html_table(head, rows))
+
+
+def print_result(result: dict, stream=None) -> None:
+    import sys
+
+    stream = stream or sys.stdout
+    head, rows = table(result)
+    widths = [max(len(head[j]), *(len(r[j]) for r in rows)) for j in range(len(head))]
+    print(_title(result), file=stream)
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))),
+              file=stream)
+
+
+def split_ops(ops):
+    """``pydl bench --ops``: (the rest, whether to run this family): it runs when named, or when
+    no ``--ops`` is given."""
+    if ops is None:
+        return None, True
+    rest = [o for o in ops if o != "neighbours"]
+    return rest, len(rest) < len(ops)
+
+
+def run_isolated(quick: bool = True, backend: str | None = None, threads: int | None = None) -> dict:
+    """:func:`run` in a child process (a clean process: only NumPy, PyTorch and pydl loaded)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    with tempfile.TemporaryDirectory(prefix="pydl-bench-neighbours-") as d:
+        out = Path(d) / "neighbours.json"
+        cmd = [sys.executable, "-m", "pydl.bench.neighbours", "--out", str(out)]
+        cmd += [] if quick else ["--full"]
+        cmd += ["--backend", backend] if backend else []
+        cmd += ["--threads", str(threads)] if threads else []
+        p = subprocess.run(cmd, env=env)
+        if p.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"the neighbours benchmark's process failed (exit status {p.returncode})")
+        return json.loads(out.read_text())
+
+
+def _main(argv=None) -> int:
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m pydl.bench.neighbours",
+                                description="pydl's GEMM and conv speed in one process beside NumPy and PyTorch")
+    p.add_argument("--full", action="store_true", help="every case (default: the quick ones)")
+    p.add_argument("--backend", default="cpp")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", help="write the result as JSON here (default: print the table)")
+    a = p.parse_args(argv)
+    res = run(quick=not a.full, backend=a.backend, threads=a.threads, rounds=a.rounds,
+              progress=lambda c: print(f"  {c}", file=sys.stderr, flush=True))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f)
+    else:
+        print_result(res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,137 @@
+"""pydl beside NumPy and PyTorch in one process (pydl/backends/_neighbours.py): OpenBLAS's idle
+workers parked before big native kernels, the short OpenMP spin set at import, the bench family."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import pydl
+from pydl.backends import _neighbours
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _pool():
+    st = _neighbours.status()
+    if not st["libraries"]:
+        pytest.skip("no OpenBLAS with a pthread pool is loaded (NumPy built against another BLAS)")
+    return st
+
+
+def _wake_openblas():
+    a = np.random.default_rng(1).standard_normal((384, 384))
+    a @ a  # a threaded OpenBLAS call: its workers exist afterwards
+
+
+@pytest.fixture
+def two_threads():
+    before = pydl.get_num_threads()
+    pydl.set_num_threads(2)
+    yield
+    pydl.set_num_threads(before)
+
+
+def _big(rng):
+    a = rng.standard_normal((512, 512), dtype=np.float32)
+    b = rng.standard_normal((512, 256), dtype=np.float32)  # 1.3e8 flops >= PARK_FLOPS
+    return a, b
+
+
+def test_big_native_kernel_parks_openblas_and_numpy_still_works(two_threads):
+    _pool()
+    rng = np.random.default_rng(0)
+    a, b = _big(rng)
+    _wake_openblas()
+    if not any(_neighbours.status()["workers_alive"]):
+        pytest.skip("OpenBLAS runs one thread here (OPENBLAS_NUM_THREADS=1?): no pool to park")
+    parks = _neighbours.status()["parks"]
+    got = pydl.ops.matmul(a, b, backend="cpp")
+    st = _neighbours.status()
+    assert st["parks"] > parks and not any(st["workers_alive"])
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    # NumPy starts its threads again and computes the same as before
+    x = rng.standard_normal((300, 300))
+    assert np.array_equal(x @ x, x @ x)
+    np.testing.assert_allclose(x @ x, np.einsum("ij,jk->ik", x, x), rtol=1e-12, atol=1e-10)
+    assert any(_neighbours.status()["workers_alive"])
+
+
+@pytest.mark.parametrize("why", ["small", "disabled", "one pydl thread", "another Python thread"])
+def test_no_park(why, two_threads):
+    _pool()
+    rng = np.random.default_rng(0)
+    a, b = _big(rng)
+    if why == "small":
+        a, b = a[:64, :64], b[:64, :64]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait) if why == "another Python thread" else None
+    if other:
+        other.start()
+    try:
+        if why == "disabled":
+            pydl.set_blas_parking(False)
+        if why == "one pydl thread":
+            pydl.set_num_threads(1)
+        _wake_openblas()
+        parks = _neighbours.status()["parks"]
+        got = pydl.ops.matmul(a, b, backend="cpp")
+        assert _neighbours.status()["parks"] == parks
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    finally:
+        pydl.set_blas_parking(True)
+        stop.set()
+        if other:
+            other.join()
+
+
+def test_set_blas_parking_wants_a_bool():
+    with pytest.raises(TypeError, match="set_blas_parking"):
+        pydl.set_blas_parking(1)
+
+
+def _spin_in_child(env_extra, code="import pydl"):
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
+                                                            "PYDL_GOMP_SPINCOUNT")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code + "; import os, json; from pydl.backends import _neighbours as n;"
+                          "print(json.dumps([os.environ.get('GOMP_SPINCOUNT'), n.status()['openmp_spin']]))"],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_sets_a_short_openmp_spin_only_when_it_is_ours_to_set():
+    value, why = _spin_in_child({})
+    assert value == _neighbours.SPINCOUNT and "set by pydl" in why
+    assert _spin_in_child({"GOMP_SPINCOUNT": "777"})[0] == "777"
+    assert _spin_in_child({"OMP_WAIT_POLICY": "passive"})[0] is None
+    assert _spin_in_child({"PYDL_GOMP_SPINCOUNT": "default"})[0] is None
+    assert _spin_in_child({"PYDL_GOMP_SPINCOUNT": "5000"})[0] == "5000"
+    pytest.importorskip("torch")
+    value, why = _spin_in_child({}, code="import torch, pydl")  # torch loaded libgomp first
+    assert value is None and "loaded before pydl" in why
+
+
+def test_bench_family_runs_and_reports():
+    from pydl.bench import neighbours, report
+
+    small = (("sgemm 384", True, "matmul", dict(m=384, k=384, n=384)),
+             ("conv2d 3x3 c16 16x16 N2", True, "conv2d", dict(N=2, C=16, H=16, K=16, R=3, stride=1)))
+    res = neighbours.run(rounds=1, per_round=1, cases=small)
+    assert [r["case"] for r in res["rows"]] == [c[0] for c in small]
+    for r in res["rows"]:
+        for k in ("after_numpy", "after_numpy_no_parking", "numpy_after_pydl"):
+            assert 0 < r[k] < 100
+        assert r["isolated_ms"] > 0
+    head, rows = neighbours.table(res)
+    assert len(rows) == 2 and all(len(x) == len(head) for x in rows)
+    md = "\n".join(neighbours.markdown(res))
+    assert "after NumPy" in md and "sgemm 384" in md
+    assert neighbours.split_ops(None) == (None, True)
+    assert neighbours.split_ops(["gemm", "neighbours"]) == (["gemm"], True)
+    assert neighbours.split_ops(["gemm"]) == (["gemm"], False)
+    assert "sgemm 384" in neighbours.html(res)
+    assert hasattr(report, "write")
