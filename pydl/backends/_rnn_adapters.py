@@ -9,8 +9,8 @@ A native backend (cpp, numba) supplies two functions over time-major sequences:
 
 ``register_rnn(backend, forward, backward)`` registers the six ops and their backwards on them:
 the sequences return ``out`` as a view ``hs[1:]`` of the saved states (``h_n``/``c_n`` copies);
-a cell is a sequence of one step (x viewed as (1, B, I)) whose backward recomputes that step
-(the cell ops save nothing). Backwards honour autograd's ``needs``: no dh0/dc0 for a missing
+a cell is a sequence of one step (x viewed as (1, B, I)) and saves what that sequence saves
+(its backward recomputes the step only when called without ``saved``). Backwards honour autograd's ``needs``: no dh0/dc0 for a missing
 state, nothing for an input nobody asked about.
 """
 from __future__ import annotations
@@ -73,10 +73,10 @@ def register_rnn(backend: str, forward, backward) -> None:
 
     # -- cells: one step -------------------------------------------------------------------
 
-    def cell_backward(kind, g_h, g_c, x, h, c, w_ih, w_hh, b_ih, b_hh, needs, relu=False):
+    def cell_backward(kind, g_h, g_c, x, h, c, w_ih, w_hh, b_ih, b_hh, needs, saved, relu=False):
         """(dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh) of one step, in the cell ops' order."""
         x3 = _x3(x)
-        s = forward(kind, x3, w_ih, w_hh, b_ih, b_hh, h, c, relu=relu)
+        s = forward(kind, x3, w_ih, w_hh, b_ih, b_hh, h, c, relu=relu) if saved is None else saved
         if kind == "lstm":
             nx, nh, nc, nwi, nwh, nbi, nbh = _want(needs, 7)
         else:
@@ -88,28 +88,31 @@ def register_rnn(backend: str, forward, backward) -> None:
 
     @register("rnn_cell", backend)
     def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-        return forward("rnn", _x3(x), w_ih, w_hh, b_ih, b_hh, h, relu=nonlinearity == "relu")["hs"][1]
+        s = forward("rnn", _x3(x), w_ih, w_hh, b_ih, b_hh, h, relu=nonlinearity == "relu")
+        return s["hs"][1], s
 
     @register("rnn_cell_backward", backend)
     def rnn_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, saved=None, needs=None):
         dx, dh, _, dwi, dwh, dbi, dbh = cell_backward("rnn", grad, None, x, h, None, w_ih, w_hh, b_ih, b_hh,
-                                                      needs, relu=nonlinearity == "relu")
+                                                      needs, saved, relu=nonlinearity == "relu")
         return dx, dh, dwi, dwh, dbi, dbh
 
     @register("lstm_cell", backend)
     def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
         s = forward("lstm", _x3(x), w_ih, w_hh, b_ih, b_hh, h, c)
-        return s["hs"][1], s["cs"][1]
+        return (s["hs"][1], s["cs"][1]), s
 
     @register("lstm_cell_backward", backend)
     def lstm_cell_backward(grad, x, h, c, w_ih, w_hh, b_ih, b_hh, saved=None, needs=None):
-        return cell_backward("lstm", grad[0], grad[1], x, h, c, w_ih, w_hh, b_ih, b_hh, needs)
+        return cell_backward("lstm", grad[0], grad[1], x, h, c, w_ih, w_hh, b_ih, b_hh, needs, saved)
 
     @register("gru_cell", backend)
     def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
-        return forward("gru", _x3(x), w_ih, w_hh, b_ih, b_hh, h)["hs"][1]
+        s = forward("gru", _x3(x), w_ih, w_hh, b_ih, b_hh, h)
+        return s["hs"][1], s
 
     @register("gru_cell_backward", backend)
     def gru_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, saved=None, needs=None):
-        dx, dh, _, dwi, dwh, dbi, dbh = cell_backward("gru", grad, None, x, h, None, w_ih, w_hh, b_ih, b_hh, needs)
+        dx, dh, _, dwi, dwh, dbi, dbh = cell_backward("gru", grad, None, x, h, None, w_ih, w_hh, b_ih, b_hh,
+                                                      needs, saved)
         return dx, dh, dwi, dwh, dbi, dbh

@@ -346,7 +346,7 @@ def _seq_bench(kind, state_names, **params):
 @defop(family="rnn", differentiable=("x", "h", "w_ih", "w_hh", "b_ih", "b_hh"),
        out_shape=_cell_shape, flops=_flops("rnn"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_with_relu(_cell_cases("rnn", ("h",), nonlinearity="tanh")),
-       bad_cases=_bad("rnn", ("h",), seq=False), torch=_torch_cell("rnn"),
+       bad_cases=_bad("rnn", ("h",), seq=False), torch=_torch_cell("rnn"), saves=("hs",),
        bench=_cell_bench("rnn", ("h",), nonlinearity="tanh"))
 def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """One Elman RNN step: ``act(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)``.
@@ -362,7 +362,7 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
        out_shape=lambda a: (_cell_shape(a),) * 2, outputs=2, flops=_flops("lstm"),
        tol=TOL, grad_tol=GRAD_TOL, cases=_cell_cases("lstm", ("h", "c")),
        bad_cases=_bad("lstm", ("h", "c"), seq=False), torch=_torch_cell("lstm"),
-       bench=_cell_bench("lstm", ("h", "c")))
+       saves=("hs", "cs", "gates"), bench=_cell_bench("lstm", ("h", "c")))
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step; gates i, f, g, o stacked in that order in w_ih (4H, I),
     w_hh (4H, H) and the biases (4H,). h, c (B, H) or None (zeros).
@@ -373,7 +373,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 @defop(family="rnn", differentiable=("x", "h", "w_ih", "w_hh", "b_ih", "b_hh"),
        out_shape=_cell_shape, flops=_flops("gru"), tol=TOL, grad_tol=GRAD_TOL,
        cases=_cell_cases("gru", ("h",)), bad_cases=_bad("gru", ("h",), seq=False),
-       torch=_torch_cell("gru"),
+       torch=_torch_cell("gru"), saves=("hs", "gates"),
        bench=_cell_bench("gru", ("h",)))
 def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """One GRU step; gates r, z, n stacked in that order in w_ih (3H, I),

@@ -93,16 +93,22 @@ def _gru_step_backward(dh_new, h, acts):
 # -- cells -----------------------------------------------------------------------------
 
 
+# A cell saves what a sequence of that one step saves: hs (2, B, H) = [h, h'], for the LSTM
+# cs (2, B, H) = [c, c'] and gates (1, B, 4H), for the GRU gates (1, B, 4H) (see the sequences).
+
+
 @register("rnn_cell", "numpy")
 def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     h = _zeros_if_none(h, x, w_hh.shape[1])
-    return _rnn_step(_affine(x, w_ih, b_ih), h, w_hh, b_hh, nonlinearity)
+    h_new = _rnn_step(_affine(x, w_ih, b_ih), h, w_hh, b_hh, nonlinearity)
+    return h_new, {"hs": np.stack([h, h_new])}
 
 
 @register("rnn_cell_backward", "numpy")
 def rnn_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, saved=None):
-    h_prev = _zeros_if_none(h, x, w_hh.shape[1])
-    h_new = rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    if saved is None:
+        _, saved = rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    h_prev, h_new = saved["hs"]
     d = _rnn_step_backward(grad, h_new, nonlinearity)
     dw_ih, dw_hh, db_ih, db_hh = _param_grads(d, d, x, h_prev, b_ih, b_hh)
     return d @ w_ih, None if h is None else d @ w_hh, dw_ih, dw_hh, db_ih, db_hh
@@ -111,16 +117,16 @@ def rnn_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, saved=No
 @register("lstm_cell", "numpy")
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     H = w_hh.shape[1]
-    h_new, c_new, _ = _lstm_step(_affine(x, w_ih, b_ih), _zeros_if_none(h, x, H),
-                                 _zeros_if_none(c, x, H), w_hh, b_hh)
-    return h_new, c_new
+    h, c = _zeros_if_none(h, x, H), _zeros_if_none(c, x, H)
+    h_new, c_new, gates = _lstm_step(_affine(x, w_ih, b_ih), h, c, w_hh, b_hh)
+    return (h_new, c_new), {"hs": np.stack([h, h_new]), "cs": np.stack([c, c_new]), "gates": gates[None]}
 
 
 @register("lstm_cell_backward", "numpy")
 def lstm_cell_backward(grad, x, h, c, w_ih, w_hh, b_ih, b_hh, saved=None):
-    H = w_hh.shape[1]
-    h_prev, c_prev = _zeros_if_none(h, x, H), _zeros_if_none(c, x, H)
-    _, c_new, gates = _lstm_step(_affine(x, w_ih, b_ih), h_prev, c_prev, w_hh, b_hh)
+    if saved is None:
+        _, saved = lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    (h_prev, _), (c_prev, c_new), gates = saved["hs"], saved["cs"], saved["gates"][0]
     dh_new, dc_new = (_grad_or_zeros(g, c_new) for g in grad)
     d, dc = _lstm_step_backward(dh_new, dc_new, c_prev, c_new, gates)
     dw_ih, dw_hh, db_ih, db_hh = _param_grads(d, d, x, h_prev, b_ih, b_hh)
@@ -131,13 +137,15 @@ def lstm_cell_backward(grad, x, h, c, w_ih, w_hh, b_ih, b_hh, saved=None):
 @register("gru_cell", "numpy")
 def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     h = _zeros_if_none(h, x, w_hh.shape[1])
-    return _gru_step(_affine(x, w_ih, b_ih), h, w_hh, b_hh)[0]
+    h_new, acts = _gru_step(_affine(x, w_ih, b_ih), h, w_hh, b_hh)
+    return h_new, {"hs": np.stack([h, h_new]), "gates": acts[None]}
 
 
 @register("gru_cell_backward", "numpy")
 def gru_cell_backward(grad, x, h, w_ih, w_hh, b_ih, b_hh, saved=None):
-    h_prev = _zeros_if_none(h, x, w_hh.shape[1])
-    _, acts = _gru_step(_affine(x, w_ih, b_ih), h_prev, w_hh, b_hh)
+    if saved is None:
+        _, saved = gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+    h_prev, acts = saved["hs"][0], saved["gates"][0]
     d_ih, d_hh, dh = _gru_step_backward(grad, h_prev, acts)
     dw_ih, dw_hh, db_ih, db_hh = _param_grads(d_ih, d_hh, x, h_prev, b_ih, b_hh)
     return d_ih @ w_ih, None if h is None else dh + d_hh @ w_hh, dw_ih, dw_hh, db_ih, db_hh
