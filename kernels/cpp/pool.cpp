@@ -513,34 +513,50 @@ void max_flat(const T* src, const int32_t* sidx, const Flat& f, int count, T* dv
   });
 }
 
+// Windowed max of V::W windows at once: lane i's window starts at src[w0 + i*s] and has k taps
+// `step` apart. best: the maxima (NaN wins, the first of equal values stays); bi: their columns.
+template <class V, class T>
+inline void max_taps(const T* src, int w0, int s, int k, int step, typename V::R& best, typename V::I& bi) {
+  const typename V::I cols = V::addi(V::muli(V::iota(), s), V::seti(w0));
+  best = V::load_strided(src + w0, s);
+  bi = cols;
+  for (int t = 1; t < k; ++t) {
+    const typename V::R v = V::load_strided(src + w0 + t * step, s);
+    const auto m = V::takes(v, best);
+    best = V::blend(m, best, v);
+    bi = V::blendi(m, bi, V::addi(cols, V::seti(t * step)));
+  }
+}
+
+// The same for one window in scalar code: its max over c taps from src[w] on, and that column.
+template <class T>
+inline void max_taps1(const T* src, int w, int c, int step, T& best_out, int& bi_out) {
+  int bi = w;
+  T best = src[w];
+  for (int t = 1; t < c; ++t) {
+    w += step;
+    const T v = src[w];
+    const bool take = v > best || v != v;  // selects, not a branch: random data mispredicts half
+    best = take ? v : best;
+    bi = take ? w : bi;
+  }
+  best_out = best, bi_out = bi;
+}
+
 // max_flat's horizontal pass over exactly tiled rows: entry j's taps are src[j*s + t*step]
 template <class V, class T>
 void max_flat_exact(const T* src, const Axis& aw, const Flat& f, int count, T* dv, int32_t* di) {
   const int s = aw.stride, k = aw.kernel, step = aw.step;
   vectors<V::W>(0, count, [&](int j) {
-    const int w0 = j * s;
-    const typename V::I cols = V::addi(V::muli(V::iota(), s), V::seti(w0));
-    typename V::R best = V::load_strided(src + w0, s);
-    typename V::I bi = cols;
-    for (int t = 1; t < k; ++t) {
-      const typename V::R v = V::load_strided(src + w0 + t * step, s);
-      const auto m = V::takes(v, best);
-      best = V::blend(m, best, v);
-      bi = V::blendi(m, bi, V::addi(cols, V::seti(t * step)));
-    }
+    typename V::R best;
+    typename V::I bi;
+    max_taps<V>(src, j * s, s, k, step, best, bi);
     V::store(dv + j, best);
     V::storei(di + j, V::subi(bi, V::loadi(&f.off[j])));
   }, [&](int j) {
-    int w = j * s, bi = w;
-    T best = src[w];
-    for (int t = 1; t < k; ++t) {
-      w += step;
-      const T v = src[w];
-      const bool take = v > best || v != v;
-      best = take ? v : best;
-      bi = take ? w : bi;
-    }
-    dv[j] = best, di[j] = bi - f.off[j];
+    int bi;
+    max_taps1(src, j * s, k, step, dv[j], bi);
+    di[j] = bi - f.off[j];
   });
 }
 
@@ -617,16 +633,9 @@ void max_row(const T* row, const Axis& ax, T* hv, int32_t* hc) {
       hv[o] = -std::numeric_limits<T>::infinity(), hc[o] = -1;
       return;
     }
-    int w = ax.start[o], bi = w;
-    T best = row[w];
-    for (int t = 1; t < c; ++t) {
-      w += step;
-      const T v = row[w];
-      const bool take = v > best || v != v;  // selects, not a branch: random data mispredicts half
-      best = take ? v : best;
-      bi = take ? w : bi;
-    }
-    hv[o] = best, hc[o] = bi;
+    int bi;
+    max_taps1(row, ax.start[o], c, step, hv[o], bi);
+    hc[o] = bi;
   };
   if constexpr (std::is_same_v<V, Scalar>) {
     for (int o = 0; o < ow_n; ++o) one(o);
@@ -635,16 +644,9 @@ void max_row(const T* row, const Axis& ax, T* hv, int32_t* hc) {
     const int s = ax.stride, k = ax.kernel;
     for (int o = 0; o < lo; ++o) one(o);
     vectors<V::W>(lo, hi, [&](int o) {
-      const int w0 = o * s - ax.pad;
-      const typename V::I cols = V::addi(V::muli(V::iota(), s), V::seti(w0));
-      typename V::R best = V::load_strided(row + w0, s);
-      typename V::I bi = cols;
-      for (int t = 1; t < k; ++t) {
-        const typename V::R v = V::load_strided(row + w0 + t * step, s);
-        const auto m = V::takes(v, best);
-        best = V::blend(m, best, v);
-        bi = V::blendi(m, bi, V::addi(cols, V::seti(t * step)));
-      }
+      typename V::R best;
+      typename V::I bi;
+      max_taps<V>(row, o * s - ax.pad, s, k, step, best, bi);
       V::store(hv + o, best);
       V::storei(hc + o, bi);
     }, one);
