@@ -11,9 +11,15 @@ NVCC   ?= nvcc
 
 .PHONY: demo test install cuda-check wheel-check sanitize clean
 
+# The build tools go into the venv and every build uses them there (--no-build-isolation): one
+# stable set of include paths, so a compiler cache (CI's ccache) serves the wheel check's build
+# from the editable one's objects, and no throwaway build environment is set up per build.
+BUILD_DEPS := 'setuptools>=68' wheel 'pybind11>=2.12' 'Cython>=3.0'
+
 $(STAMP): $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test,torch,bench,train]'
+	$(BIN)/python -m pip install -q $(BUILD_DEPS)
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,torch,bench,train]'
 	touch $@
 
 install: $(STAMP)
@@ -43,7 +49,7 @@ cuda-check:
 # imports the level this CPU runs.
 wheel-check: $(STAMP)
 	rm -rf build/wheel-check && mkdir -p build/wheel-check
-	$(BIN)/python -m pip wheel -q --no-deps -w build/wheel-check .
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w build/wheel-check .
 	$(BIN)/python -m pip install -q --no-deps --target build/wheel-check/site build/wheel-check/pydl-*.whl
 	cd build/wheel-check && PYTHONPATH=site ../../$(BIN)/python -c "import importlib.util as u, pydl, pydl._cpp, pydl._cython; \
 	  from pydl import machine; from pydl.backends.cuda._loader import kernel_dir; d = kernel_dir(); \
@@ -63,7 +69,6 @@ SAN_DIR   := build/sanitize
 SAN_TESTS ?= tests/test_conformance.py tests/test_gemm.py tests/test_conv.py tests/test_pool.py tests/test_cpp_simd_levels.py tests/test_sanitize.py
 SAN_PY     = $(abspath $(BIN))/python
 sanitize: $(STAMP)
-	$(BIN)/python -m pip install -q 'pybind11>=2.12' 'Cython>=3.0'
 	rm -rf $(SAN_DIR) && mkdir -p $(SAN_DIR)
 	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(SAN_DIR)
 	cd $(SAN_DIR) && PYDL_SANITIZE=address,undefined PYDL_ARCH=native $(SAN_PY) setup.py -q build_ext --inplace
