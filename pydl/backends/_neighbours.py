@@ -103,28 +103,34 @@ def _scan() -> None:
     _state["libs"] = libs
 
 
+def _threads() -> int:
+    """pydl's thread count, cheaply (``get_num_threads`` reads the environment and the CPU
+    affinity each time; this runs before every native kernel)."""
+    pkg = sys.modules[__package__]
+    if pkg._NUM_THREADS is not None:
+        return pkg._NUM_THREADS
+    if "default_threads" not in _state:
+        _state["default_threads"] = pkg.get_num_threads()
+    return _state["default_threads"]
+
+
 def before_native(spec, backend: str, a) -> None:
-    """Called by dispatch before a native CPU backend (cpp, cython, numba) runs ``spec``."""
-    if not _state["enabled"]:
+    """Called by dispatch before a native CPU backend (cpp, cython, numba) runs ``spec``.
+    The cheap tests come first (most kernels are small): about a microsecond when nothing
+    is parked."""
+    if not _state["enabled"] or threading.active_count() != 1 or _threads() < 2:
+        return
+    try:
+        if spec.flops(a) < PARK_FLOPS:
+            return
+    except Exception:  # a count that cannot be made here (e.g. viewed arguments) decides nothing
         return
     if _state["scanned_modules"] != len(sys.modules):
         _scan()
-    libs = _state["libs"]
-    if not libs or not any(avail.value for _, _, avail in libs):
-        return
-    from . import get_num_threads
-
-    if get_num_threads() < 2 or threading.active_count() != 1:
-        return
-    try:
-        big = spec.flops(a) >= PARK_FLOPS
-    except Exception:  # a count that cannot be made here (e.g. viewed arguments) decides nothing
-        return
-    if big:
-        for _, shutdown, avail in libs:
-            if avail.value:
-                shutdown()
-                _state["parks"] += 1
+    for _, shutdown, avail in _state["libs"]:
+        if avail.value:
+            shutdown()
+            _state["parks"] += 1
 
 
 def set_blas_parking(enabled: bool) -> None:
