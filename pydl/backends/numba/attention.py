@@ -518,3 +518,91 @@ def scaled_dot_product_attention_backward(grad, q, k, v, attn_mask, is_causal, s
 def scaled_dot_product_attention_backward_loops(grad, q, k, v, attn_mask, is_causal, scale, dropout_p=0.0,
                                                 dropout_mask=None, saved=None):
     return _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, saved, False)
+
+
+# -- multi_head_attention: four projections on the numba GEMM around the SDPA above ----------
+
+def _split(x2, B, n, nh):
+    """(B*n, E) rows -> (B, nh, n, E/nh), contiguous (the kernels' layout)."""
+    return np.ascontiguousarray(x2.reshape(B, n, nh, -1).transpose(0, 2, 1, 3))
+
+
+def _merge(x):
+    """(B, nh, n, hd) -> (B*n, nh*hd), contiguous."""
+    B, nh, n, hd = x.shape
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(B * n, nh * hd)
+
+
+def _project(query, key, value, in_proj_weight, in_proj_bias):
+    """x @ w^T + b for the q, k, v thirds; self-attention (one array for all three): one GEMM."""
+    E = query.shape[2]
+    dt = query.dtype
+    if query is key and key is value:
+        x2 = _c(query).reshape(-1, E)
+        y = gemm_into(x2, _c(in_proj_weight), np.empty((x2.shape[0], 3 * E), dt), tb=True, bias=in_proj_bias)
+        return y[:, :E], y[:, E:2 * E], y[:, 2 * E:]
+    ws = np.split(in_proj_weight, 3)
+    bs = (None,) * 3 if in_proj_bias is None else np.split(in_proj_bias, 3)
+    return tuple(gemm_into(_c(x).reshape(-1, E), _c(w), np.empty((x.shape[0] * x.shape[1], E), dt), tb=True,
+                           bias=b) for x, w, b in zip((query, key, value), ws, bs))
+
+
+def _mha(query, key, value, num_heads, in_proj_weight, out_proj_weight, in_proj_bias, out_proj_bias,
+         attn_mask, is_causal):
+    B, L, E = query.shape
+    S = key.shape[1]
+    qp, kp, vp = _project(query, key, value, in_proj_weight, in_proj_bias)
+    q, k, v = _split(qp, B, L, num_heads), _split(kp, B, S, num_heads), _split(vp, B, S, num_heads)
+    sa = _reference._sdpa_args(query, num_heads, attn_mask, is_causal)
+    o, sv = _sdpa(q, k, v, sa["attn_mask"], sa["is_causal"], sa["scale"], 0.0, None, True)
+    attn = _merge(o)
+    out = _array.empty((B, L, E), query.dtype)
+    gemm_into(attn, _c(out_proj_weight), out.reshape(B * L, E), tb=True, bias=out_proj_bias)
+    return out, dict(q=q, k=k, v=v, attn=attn.reshape(B, L, E), lse=sv["lse"])
+
+
+@register("multi_head_attention", "numba")
+def multi_head_attention(query, key, value, num_heads, in_proj_weight, out_proj_weight,
+                         in_proj_bias, out_proj_bias, attn_mask, is_causal):
+    if 0 in query.shape or 0 in key.shape:
+        return _reference.multi_head_attention(query, key, value, num_heads, in_proj_weight, out_proj_weight,
+                                               in_proj_bias, out_proj_bias, attn_mask, is_causal)
+    return _mha(query, key, value, num_heads, in_proj_weight, out_proj_weight, in_proj_bias, out_proj_bias,
+                attn_mask, is_causal)
+
+
+def _colsum(y2):
+    return y2.sum(axis=0, dtype=np.float64).astype(y2.dtype)
+
+
+@register("multi_head_attention_backward", "numba")
+def multi_head_attention_backward(grad, query, key, value, num_heads, in_proj_weight, out_proj_weight,
+                                  in_proj_bias, out_proj_bias, attn_mask, is_causal, saved=None):
+    args = (query, key, value, num_heads, in_proj_weight, out_proj_weight, in_proj_bias, out_proj_bias,
+            attn_mask, is_causal)
+    if 0 in query.shape or 0 in key.shape:
+        return _reference.multi_head_attention_backward(grad, *args, saved=saved)
+    if saved is None:
+        _, saved = _mha(*args)
+    B, L, E = query.shape
+    S = key.shape[1]
+    dt = query.dtype
+    g2 = _c(grad).reshape(B * L, E)
+    attn2 = _c(saved["attn"]).reshape(B * L, E)
+    d_out_w = gemm_into(g2, attn2, _array.empty((E, E), dt), ta=True)
+    d_out_b = None if out_proj_bias is None else _colsum(g2)
+    d_o = _split(gemm_into(g2, _c(out_proj_weight), np.empty((B * L, E), dt)), B, L, num_heads)
+    sa = _reference._sdpa_args(query, num_heads, attn_mask, is_causal)
+    d_heads = _sdpa_backward(d_o, saved["q"], saved["k"], saved["v"], sa["attn_mask"], sa["is_causal"], sa["scale"],
+                             0.0, None, dict(out=_split(attn2, B, L, num_heads), lse=saved["lse"]), True)[:3]
+    dxs, dws, dbs = [], [], []
+    for x, w, dh in zip((query, key, value), np.split(in_proj_weight, 3), d_heads):
+        n = x.shape[1]
+        dy = _merge(dh)
+        dxs.append(gemm_into(dy, _c(w), _array.empty((B * n, E), dt)).reshape(B, n, E))
+        dws.append(gemm_into(dy, _c(x).reshape(B * n, E), np.empty((E, E), dt), ta=True))
+        dbs.append(_colsum(dy))
+    d_in_w = _array.empty((3 * E, E), dt)
+    d_in_w[...] = np.concatenate(dws)
+    d_in_b = None if in_proj_bias is None else np.concatenate(dbs)
+    return (*dxs, d_in_w, d_out_w, d_in_b, d_out_b)
