@@ -193,8 +193,8 @@ def _mm_tn(a, b, out, blas):
 @njit(**_PJIT)
 def _fwd(q, k, v, mode, bm, fm, causal, scale, keep, pdrop, out, lse, blas, BR, BC):
     """q (B, H, L, D), k (B, H, S, D), v (B, H, S, Dv): C order.
-    bm / fm: the bool / float mask broadcast to (B, H, L, S) (views); keep: the dropout
-    keep-mask (pdrop > 0). Writes out (B, H, L, Dv) and lse (B, H, L)."""
+    bm / fm: the bool / float mask, keep: the dropout keep-mask (pdrop > 0), each a
+    (2, B, H, L, S) broadcast view (_view). Writes out (B, H, L, Dv) and lse (B, H, L)."""
     B, H, L, D = q.shape
     S, Dv = k.shape[2], v.shape[3]
     nqb = (L + BR - 1) // BR
@@ -228,9 +228,9 @@ def _fwd(q, k, v, mode, bm, fm, causal, scale, keep, pdrop, out, lse, blas, BR, 
                 i = i0 + r
                 row = st[r]
                 if mode == _BOOL:
-                    _scale_mask_bool(row, sc, bm[b, h, i, j0:j1])
+                    _scale_mask_bool(row, sc, bm[0, b, h, i, j0:j1])
                 elif mode == _FLOAT:
-                    _scale_mask_float(row, sc, fm[b, h, i, j0:j1])
+                    _scale_mask_float(row, sc, fm[0, b, h, i, j0:j1])
                 else:
                     _scale(row, sc)
                 if causal and j1 > i + 1:
@@ -249,7 +249,7 @@ def _fwd(q, k, v, mode, bm, fm, causal, scale, keep, pdrop, out, lse, blas, BR, 
                 if alpha != 1.0:
                     _mul(acc[r], dt(alpha))
                 if pdrop > 0.0:
-                    _mul_keep(row, keep[b, h, i, j0:j1], fdrop)
+                    _mul_keep(row, keep[0, b, h, i, j0:j1], fdrop)
             _mm_nn(st, v[b, h, j0:j1], pv, blas)
             for r in range(br):
                 _add_into(acc[r], pv[r])
@@ -326,9 +326,9 @@ def _bwd(q, k, v, do, lse, delta, mode, bm, fm, causal, scale, keep, pdrop, dqp,
                     i = i0 + r
                     row = st[r]
                     if mode == _BOOL:
-                        _scale_mask_bool(row, sc, bm[b, h, i, j0:j1])
+                        _scale_mask_bool(row, sc, bm[0, b, h, i, j0:j1])
                     elif mode == _FLOAT:
-                        _scale_mask_float(row, sc, fm[b, h, i, j0:j1])
+                        _scale_mask_float(row, sc, fm[0, b, h, i, j0:j1])
                     else:
                         _scale(row, sc)
                     if causal and j1 > i + 1:
@@ -340,7 +340,7 @@ def _bwd(q, k, v, do, lse, delta, mode, bm, fm, causal, scale, keep, pdrop, dqp,
                     pd = pbuf[:br * bc].reshape((br, bc))
                     for r in range(br):
                         pd[r] = st[r]
-                        _mul_keep(pd[r], keep[b, h, i0 + r, j0:j1], fdrop)
+                        _mul_keep(pd[r], keep[0, b, h, i0 + r, j0:j1], fdrop)
                 tv = kbuf[:bc * Dv].reshape((bc, Dv))
                 _mm_tn(pd, doi, tv, blas)
                 for c in range(bc):
@@ -350,7 +350,7 @@ def _bwd(q, k, v, do, lse, delta, mode, bm, fm, causal, scale, keep, pdrop, dqp,
                 for r in range(br):
                     i = i0 + r
                     if pdrop > 0.0:
-                        _mul_keep(dpt[r], keep[b, h, i, j0:j1], fdrop)
+                        _mul_keep(dpt[r], keep[0, b, h, i, j0:j1], fdrop)
                     _ds_row(st[r], dpt[r], delta[b, h, i])
                     if mode == _FLOAT:
                         acc = dm[get_thread_id(), b if Bm > 1 else 0, h if Hm > 1 else 0, i if Lm > 1 else 0]
@@ -395,18 +395,25 @@ _ONE_B = np.ones(1, np.bool_)
 _ONE_F = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): np.zeros(1, np.float64)}
 
 
+def _view(a, shape):
+    """``a`` broadcast to ``shape`` behind a leading axis of 2 with stride 0: never contiguous,
+    so Numba types every mask alike (one compiled kernel per dtype, whether a mask is a
+    broadcast view or a full contiguous array); the kernels read index 0 of that axis."""
+    return np.broadcast_to(a, (2,) + shape)
+
+
 def _masks(attn_mask, dropout_p, dropout_mask, dt, shape):
-    """(mode, bool mask, float mask, keep, p): every one a 4-D broadcast view of ``shape``."""
-    bm = np.broadcast_to(_ONE_B, shape)
-    fm = np.broadcast_to(_ONE_F[dt], shape)
+    """(mode, bool mask, float mask, keep, p): every one a 5-D ``_view`` of ``shape``."""
+    bm = _view(_ONE_B, shape)
+    fm = _view(_ONE_F[dt], shape)
     mode = _NONE
     if attn_mask is not None:
         if attn_mask.dtype == np.bool_:
-            mode, bm = _BOOL, np.broadcast_to(attn_mask, shape)
+            mode, bm = _BOOL, _view(attn_mask, shape)
         else:
-            mode, fm = _FLOAT, np.broadcast_to(attn_mask, shape)
+            mode, fm = _FLOAT, _view(attn_mask, shape)
     p = float(dropout_p) if dropout_mask is not None and dropout_p > 0 else 0.0
-    keep = np.broadcast_to(dropout_mask if p > 0 else _ONE_B, shape)
+    keep = _view(dropout_mask if p > 0 else _ONE_B, shape)
     return mode, bm, fm, keep, p
 
 
