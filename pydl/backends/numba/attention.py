@@ -476,6 +476,13 @@ def scaled_dot_product_attention_loops(q, k, v, attn_mask, is_causal, scale, dro
     return _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, False)
 
 
+def _groups(bh, nkb, nt):
+    """Key-block groups per head in the backward: enough tasks (4 per thread) that the threads
+    share the work evenly when B*H alone is too few; each group beyond the first costs a dQ
+    partial (L*D floats)."""
+    return max(1, min(nkb, -(-4 * nt // bh)))
+
+
 def _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, saved, blas):
     if _trivial(q, k, v):
         return _reference.scaled_dot_product_attention_backward(grad, q, k, v, attn_mask, is_causal, scale,
@@ -490,8 +497,7 @@ def _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropou
     mode, bm, fm, keep, p = _masks(attn_mask, dropout_p, dropout_mask, dt, (B, H, L, S))
     nt = get_num_threads()
     nkb = (S + BCB - 1) // BCB
-    # enough tasks for the threads: split a head's key blocks into G groups (dQ partials)
-    G = max(1, min(nkb, -(-4 * nt // (B * H))))
+    G = _groups(B * H, nkb, nt)
     dq = _array.empty(q.shape, dt)
     dqp = dq[None] if G == 1 else np.empty((G,) + q.shape, dt)
     dqp[...] = 0
