@@ -20,8 +20,9 @@ SDPA, flash-style (the cpp backend's algorithm, FlashAttention-2's loop order):
   mask-shaped accumulator per thread, then over threads.
 
 Tile products: BLAS (np.dot inside njit, on contiguous tiles; SciPy's OpenBLAS held to one
-thread inside the kernels, which run in Numba's own threads) by default; the variant
-"loops" uses explicit loops (dot products for Q K^T, row updates for P V). The figures:
+thread by threadpoolctl while a kernel runs in Numba's own threads) by default, about 10x
+the explicit loops of the variant "loops" (dot products for Q K^T, row updates for P V),
+which is also the default when SciPy or threadpoolctl is missing. The figures:
 dev/attention/numba.md.
 
 Napkin math, B4 H8 S512 D64 float32: 4*B*H*S*S*D = 2.1 GFLOP forward (+5 exp-and-friends per
@@ -449,26 +450,35 @@ class _NoLimit:
 _BLAS_CTL = []
 
 
-def _one_blas_thread(blas):
-    """SciPy's OpenBLAS (np.dot inside njit) keeps its own thread pool, which would
-    oversubscribe Numba's threads: hold it to one thread while a kernel runs."""
-    if not blas:
-        return _NoLimit()
+def _blas_controller():
+    """threadpoolctl's controller once SciPy's BLAS (what np.dot in njit calls) is loaded, or
+    None when SciPy or threadpoolctl is missing: then the kernels take the loops path."""
     if not _BLAS_CTL:
         try:
+            import scipy.linalg.cython_blas  # noqa: F401
             from threadpoolctl import ThreadpoolController
 
-            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba calls: load it now)
             _BLAS_CTL.append(ThreadpoolController())
         except ImportError:
             _BLAS_CTL.append(None)
-    ctl = _BLAS_CTL[0]
+    return _BLAS_CTL[0]
+
+
+def _use_blas():
+    return _blas_controller() is not None
+
+
+def _one_blas_thread(blas):
+    """SciPy's OpenBLAS keeps its own thread pool, which would oversubscribe Numba's threads
+    (measured: 6-15x slower on the shared 2-core machine): hold it to one thread while a
+    kernel runs. The limit is process-wide for that time."""
+    ctl = _blas_controller() if blas else None
     return _NoLimit() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 @register("scaled_dot_product_attention", "numba")
 def scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale, dropout_p=0.0, dropout_mask=None):
-    return _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, True)
+    return _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, _use_blas())
 
 
 @register("scaled_dot_product_attention", "numba", variant="loops")
@@ -524,7 +534,7 @@ def _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropou
 @register("scaled_dot_product_attention_backward", "numba")
 def scaled_dot_product_attention_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p=0.0,
                                           dropout_mask=None, saved=None):
-    return _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, saved, True)
+    return _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropout_mask, saved, _use_blas())
 
 
 @register("scaled_dot_product_attention_backward", "numba", variant="loops")
@@ -567,7 +577,7 @@ def _mha(query, key, value, num_heads, in_proj_weight, out_proj_weight, in_proj_
     qp, kp, vp = _project(query, key, value, in_proj_weight, in_proj_bias)
     q, k, v = _split(qp, B, L, num_heads), _split(kp, B, S, num_heads), _split(vp, B, S, num_heads)
     sa = _reference._sdpa_args(query, num_heads, attn_mask, is_causal)
-    o, sv = _sdpa(q, k, v, sa["attn_mask"], sa["is_causal"], sa["scale"], 0.0, None, True)
+    o, sv = _sdpa(q, k, v, sa["attn_mask"], sa["is_causal"], sa["scale"], 0.0, None, _use_blas())
     attn = _merge(o)
     out = _array.empty((B, L, E), query.dtype)
     gemm_into(attn, _c(out_proj_weight), out.reshape(B * L, E), tb=True, bias=out_proj_bias)
@@ -607,7 +617,7 @@ def multi_head_attention_backward(grad, query, key, value, num_heads, in_proj_we
     d_o = _split(gemm_into(g2, _c(out_proj_weight), np.empty((B * L, E), dt)), B, L, num_heads)
     sa = _reference._sdpa_args(query, num_heads, attn_mask, is_causal)
     d_heads = _sdpa_backward(d_o, saved["q"], saved["k"], saved["v"], sa["attn_mask"], sa["is_causal"], sa["scale"],
-                             0.0, None, dict(out=_split(attn2, B, L, num_heads), lse=saved["lse"]), True)[:3]
+                             0.0, None, dict(out=_split(attn2, B, L, num_heads), lse=saved["lse"]), _use_blas())[:3]
     dxs, dws, dbs = [], [], []
     for x, w, dh in zip((query, key, value), np.split(in_proj_weight, 3), d_heads):
         n = x.shape[1]
