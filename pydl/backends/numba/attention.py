@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ... import _array
 from .. import get_num_threads
-from ...ops.attention import default_scale
 from ...registry import register
 from ..reference import attention as _reference
 from . import sync_threads
@@ -515,7 +515,8 @@ def _sdpa_backward(grad, q, k, v, attn_mask, is_causal, scale, dropout_p, dropou
     dv = _array.empty(v.shape, dt)
     if mode == _FLOAT:
         m4 = (1,) * (4 - attn_mask.ndim) + attn_mask.shape
-        dm = np.zeros((nt,) + m4, dt)
+        # one accumulator per thread id: numba.get_thread_id() < the active thread count
+        dm = np.zeros((numba.get_num_threads(),) + m4, dt)
     else:
         dm = np.zeros((1, 1, 1, 1, 1), dt)
     delta = np.empty((B, H, L), dt)
