@@ -48,3 +48,4 @@ _set_threads(get_num_threads())  # OMP_NUM_THREADS applies to Numba's pool too
 register_thread_hook("numba", _set_threads)
 
 from . import conv, elementwise, gemm, loss, pool, rnn  # noqa: E402,F401  (each registers its family's ops)
+from . import attention  # noqa: E402,F401  (scaled_dot_product_attention, multi_head_attention)
