@@ -202,14 +202,18 @@ def _scale(scale, D):
 
 
 def _sdpa_bench(rng, dtype, quick=False):
-    """B x heads x S x D; the reference materializes B*H*S*S scores (64 MiB at
-    the largest case here)."""
+    """B x heads x S x D: the quick case, then issue 12's shapes, causal and not (B4 H8 S512,
+    B1 H8 S2048, B1 H4 S8192, D64). The reference materializes B*H*S*S scores: 2 GiB in
+    float64 at S=8192 (a few such arrays at its peak), which the flash kernels never do."""
     def c(B, H, S, D, quick=False, **kw):
         f = lambda: rng.standard_normal((B, H, S, D)).astype(dtype)  # noqa: E731
         return Case(f"b{B}_h{H}_s{S}_d{D}" + ("_causal" if kw.get("is_causal") else ""),
                     dict(q=f(), k=f(), v=f(), **kw), tags=("quick",) if quick else ())
 
-    return [c(2, 8, 256, 64, quick=True)] + ([] if quick else [c(2, 8, 1024, 64), c(2, 8, 1024, 64, is_causal=True)])
+    if quick:
+        return [c(2, 8, 256, 64, quick=True)]
+    return [c(2, 8, 256, 64, quick=True)] + [c(B, H, S, 64, is_causal=causal) for B, H, S in
+                                             ((4, 8, 512), (1, 8, 2048), (1, 4, 8192)) for causal in (False, True)]
 
 
 def _mha_bench(rng, dtype, quick=False):
