@@ -163,7 +163,7 @@ def _ce_bench(rng, dtype, quick=False):
                                               target=rng.integers(0, shape[1], (shape[0],) + shape[2:])),
                     tags=("quick",) if quick else ())
 
-    return [c((1024, 1000), quick=True)] + ([] if quick else [c((8192, 1000)), c((8, 21, 128, 128))])
+    return [c((1024, 1000), quick=True)] + ([] if quick else [c((4096, 1000)), c((8192, 1000)), c((8, 21, 128, 128))])
 
 
 def _kl_bench(rng, dtype, quick=False):

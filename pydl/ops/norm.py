@@ -165,11 +165,12 @@ def _normalized_shape(ns, x):
 
 
 def _nchw_bench(make):
-    """CNN activations N x C x H x W: 1.5 MiB (quick) and 49 MiB."""
+    """CNN activations N x C x H x W: 1.5 MiB (quick), 25 MiB (issue 12's N32 C64 56x56) and 49 MiB."""
 
     def bench(rng, dtype, quick=False):
         return [Case("x".join(map(str, s)), make(rng, dtype, s), tags=("quick",) if q else ())
-                for s, q in (((8, 64, 28, 28), True), ((32, 128, 56, 56), False)) if q or not quick]
+                for s, q in (((8, 64, 28, 28), True), ((32, 64, 56, 56), False), ((32, 128, 56, 56), False))
+                if q or not quick]
 
     return bench
 
@@ -190,7 +191,7 @@ def _layer_norm_bench(rng, dtype, quick=False):
         return Case(f"{T}x{E}", dict(x=_randn32(rng, (T, E), dtype), normalized_shape=(E,),
                                      **_affine(rng, dtype, E)), tags=("quick",) if quick else ())
 
-    return [c(2048, 768, quick=True)] + ([] if quick else [c(8192, 1024)])
+    return [c(2048, 768, quick=True)] + ([] if quick else [c(8192, 768), c(8192, 1024)])
 
 
 def _batch_norm_bench_args(rng, dtype, s):

@@ -314,11 +314,12 @@ def _torch_seq(kind):
 
 
 def _cell_bench(kind, state_names, **params):
-    """One step: B x I -> B x H (quick: 64 x 512 -> 512; full: 256 x 1024 -> 1024)."""
+    """One step: B x I -> B x H (quick: 64 x 512 -> 512; full: also issue 12's B1, and 256 x 1024
+    -> 1024)."""
 
     def bench(rng, dtype, quick=False):
         out = []
-        for B, I, H, q in ((64, 512, 512, True), (256, 1024, 1024, False))[:1 if quick else 2]:
+        for B, I, H, q in ((64, 512, 512, True), (1, 512, 512, False), (256, 1024, 1024, False))[:1 if quick else 3]:
             states = {k: _state(rng, dtype, B, H) for k in state_names}
             out.append(Case(f"b{B}_i{I}_h{H}", dict(x=rng.standard_normal((B, I)).astype(dtype), **states,
                                                      **_params(rng, dtype, kind, I, H), **params),
@@ -329,11 +330,14 @@ def _cell_bench(kind, state_names, **params):
 
 
 def _seq_bench(kind, state_names, **params):
-    """A sequence: quick T10 B32 I=H=256; full T100 B64 I=H=512 (the cuDNN anchor in PERF.md)."""
+    """A sequence: quick T10 B32 I=H=256; full also issue 12's T50 B64 I256 H256 and T200 B16 I128
+    H512, and T100 B64 I=H=512 (the cuDNN anchor in PERF.md)."""
 
     def bench(rng, dtype, quick=False):
         out = []
-        for T, B, I, H, q in ((10, 32, 256, 256, True), (100, 64, 512, 512, False))[:1 if quick else 2]:
+        shapes = ((10, 32, 256, 256, True), (50, 64, 256, 256, False), (200, 16, 128, 512, False),
+                  (100, 64, 512, 512, False))
+        for T, B, I, H, q in shapes[:1 if quick else 4]:
             states = {k: _state(rng, dtype, B, H) for k in state_names}
             out.append(Case(f"t{T}_b{B}_i{I}_h{H}", dict(x=rng.standard_normal((T, B, I)).astype(dtype),
                                                           **_params(rng, dtype, kind, I, H), **states, **params),
