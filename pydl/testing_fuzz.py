@@ -58,6 +58,10 @@ class Draw:
     note: str = ""
     #: arrays whose layout the draw chose (name -> layout), for the report
     layouts: dict = field(default_factory=dict)
+    #: the upstream gradients' layout
+    grad_layout: str = "C"
+    #: kernel threads for this example (None: as set); 3 on 2 cores splits unevenly
+    threads: int | None = None
 
     def __repr__(self):  # what Hypothesis prints for a falsifying example
         def show(v):
@@ -66,7 +70,8 @@ class Draw:
                         f"C={v.flags.c_contiguous} aligned={v.flags.aligned}")
             return repr(v)
         body = ", ".join(f"{k}={show(v)}" for k, v in self.args.items())
-        return f"Draw({self.op}, {self.dtype.name}, {self.note}; {body}; layouts={self.layouts})"
+        return (f"Draw({self.op}, {self.dtype.name}, {self.note}; {body}; layouts={self.layouts}, "
+                f"grad {self.grad_layout}, threads={self.threads})")
 
 
 # -- shapes, values, layouts ------------------------------------------------------------
@@ -154,10 +159,21 @@ def _scale(draw):
     return draw(st.sampled_from([1.0, 1.0, 3.0, 0.25, 20.0]), label="scale")
 
 
+SPECIALS = (np.nan, np.inf, -np.inf)
+
+
 @st.composite
 def _finish(draw, op, args, dtype, rng, note=""):
+    floats = [k for k, v in args.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size]
+    if floats and draw(st.integers(0, 19), label="special values") == 0:   # NaN and infinities
+        k = draw(st.sampled_from(floats))
+        v = args[k] = args[k].copy()
+        for _ in range(draw(st.integers(1, 3))):
+            v.flat[int(rng.integers(v.size))] = draw(st.sampled_from(SPECIALS))
+        note += f" ({k} with nan/inf)"
     args, lays = draw(_layouts(args, rng))
-    return Draw(op, args, dtype, note, lays)
+    return Draw(op, args, dtype, note, lays, grad_layout=draw(st.sampled_from(LAYOUTS), label="grad layout"),
+                threads=draw(st.sampled_from([None, None, 1, 2, 3]), label="threads"))
 
 
 def randn(rng, shape, dtype, scale=1.0):
@@ -568,6 +584,18 @@ def _float_dtypes(args):
 
 
 def check(d: Draw, variants: bool = True) -> str:
+    """:func:`check_args` at the draw's thread count."""
+    if d.threads is None:
+        return check_args(d, variants)
+    before = backends.get_num_threads()
+    backends.set_num_threads(d.threads)
+    try:
+        return check_args(d, variants)
+    finally:
+        backends.set_num_threads(before)
+
+
+def check_args(d: Draw, variants: bool = True) -> str:
     """Run ``d`` on the reference and every native backend (and variant); raise
     :class:`Mismatch` (an AssertionError) on any disagreement. Returns "valid" or "invalid".
 
@@ -611,6 +639,9 @@ def check(d: Draw, variants: bool = True) -> str:
     if not bnames:
         return "valid"
     g = testing.upstream_grads(spec, a, np.random.default_rng(len(d.note)), work)
+    lay = np.random.default_rng(1)
+    g = tuple(relayout(x, d.grad_layout, lay) for x in _tuple(g))
+    g = g if spec.outputs > 1 else g[0]
     ref_dtype = spec.dtype_of(a64)
     g_ref = tuple(x.astype(ref_dtype) for x in _tuple(g))
     with np.errstate(all="ignore"):
@@ -654,5 +685,5 @@ def _check_refused(d: Draw, spec, exc: type, variants: bool):
             raise Mismatch(f"{d.op} on {b}: the message does not name the op: {e}")
 
 
-__all__ = ["Draw", "Mismatch", "STRATEGIES", "BOUNDARY", "LAYOUTS", "check", "generic", "native_ops",
+__all__ = ["Draw", "Mismatch", "STRATEGIES", "BOUNDARY", "LAYOUTS", "check", "check_args", "generic", "native_ops",
            "relayout", "strategy", "targets"]

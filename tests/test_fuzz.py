@@ -29,6 +29,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import seed as hseed  # noqa: E402
 
+import pydl  # noqa: E402
 from pydl import testing_fuzz as tf  # noqa: E402
 
 OPS = tf.native_ops()
@@ -115,3 +116,23 @@ def test_relayout_keeps_values(layout):
         assert not r.flags.aligned
     if layout == "negative":
         assert min(r.strides) < 0
+
+
+# -- regressions: every failure the fuzzer found -----------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_regression_numba_matmul_backward_empty_batch_shared_a(dtype):
+    """Found by ``make fuzz`` (matmul, ``(1, 1) @ (0, 1, 1)``): the numba backward took a
+    batch of 0 for "not batched" and wrote da (M, K) from a GEMM over the 0-batch grad,
+    reading past an empty buffer (garbage such as -6.9e36 instead of 0). A 2-D ``a``
+    under an empty batch gets a zero gradient."""
+    for _ in range(50):   # the stale memory it read was usually, not always, non-zero
+        junk = [np.full(n, 7.0e30, dtype) for n in (1, 2, 4, 8, 16)]
+        del junk
+        a, b = np.full((1, 1), 0.5, dtype), np.ones((0, 1, 1), dtype)
+        da, db = pydl.ops.matmul_backward(np.ones((0, 1, 1), dtype), a, b, backend="numba")
+        assert da.shape == (1, 1) and da[0, 0] == 0 and db.shape == (0, 1, 1)
+    for sa, sb in (((2, 3), (0, 3, 4)), ((0, 3), (0, 3, 4)), ((2, 0), (0, 0, 4))):
+        tf.check(tf.Draw("matmul", dict(a=np.ones(sa, dtype), b=np.ones(sb, dtype)), np.dtype(dtype),
+                         f"{sa}@{sb}"))
