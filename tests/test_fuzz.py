@@ -136,3 +136,24 @@ def test_regression_numba_matmul_backward_empty_batch_shared_a(dtype):
     for sa, sb in (((2, 3), (0, 3, 4)), ((0, 3), (0, 3, 4)), ((2, 0), (0, 0, 4))):
         tf.check(tf.Draw("matmul", dict(a=np.ones(sa, dtype), b=np.ones(sb, dtype)), np.dtype(dtype),
                          f"{sa}@{sb}"))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("xs", [(3,), (2, 3), (2, 2, 3)])
+def test_regression_cython_linear_backward_strided_grad(activation, xs):
+    """Found by the fuzzer (linear, an upstream gradient with every other column): the
+    cython GEMM's backward epilogue reads the upstream gradient by rows (``G[i*ldg + j]``)
+    and was given a view whose columns are not adjacent: wrong dx and dweight (9e15 for
+    -0.72), read past the gradient. Now it gets a copy with adjacent columns."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal((5, 3)).astype(np.float32)
+    g = rng.standard_normal(xs[:-1] + (5,)).astype(np.float32)
+    big = np.full(xs[:-1] + (10,), np.nan, np.float32)
+    big[..., ::2] = g
+    for backend in ("cython", "cpp", "numba"):
+        want = pydl.ops.linear_backward(g, x, w, None, activation, backend=backend)
+        got = pydl.ops.linear_backward(big[..., ::2], x, w, None, activation, backend=backend)
+        for p, q in zip(got, want):
+            if q is not None:
+                np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-6)
