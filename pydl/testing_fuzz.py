@@ -161,12 +161,27 @@ def _scale(draw):
 
 SPECIALS = (np.nan, np.inf, -np.inf)
 
+#: what the fuzzer found with NaN/inf in an input other than the first (not drawn by default:
+#: open, see the issue's closing note); each reproduces with the arguments given
+SPECIAL_VALUES_ELSEWHERE = (
+    "lstm_cell cpp: a NaN in w_hh with h=None gives finite outputs (the zero state's GEMM is "
+    "skipped; the reference and torch compute 0 * NaN = NaN)",
+    "conv2d cython: a NaN in weight gives 0 + bias at output positions whose window lies in the "
+    "zero padding (the reference multiplies the padding's zeros by NaN)",
+    "cross_entropy numba: an inf in a probability target gives NaN where the reference gives inf",
+)
+
 
 @st.composite
 def _finish(draw, op, args, dtype, rng, note=""):
-    floats = [k for k, v in args.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size]
-    if floats and draw(st.integers(0, 19), label="special values") == 0:   # NaN and infinities
-        k = draw(st.sampled_from(floats))
+    # NaN and infinities in the op's first input, where the op contract places them (the
+    # conformance suite's test_nan_inf_propagate, here at random positions and shapes). In the
+    # other inputs (weights, targets) the backends differ from the reference today: see
+    # SPECIAL_VALUES_ELSEWHERE
+    first = SPECS[op].differentiable[0]
+    floats = [first] if isinstance(args.get(first), np.ndarray) and args[first].size else []
+    if floats and draw(st.integers(0, 19), label="special values") == 0:
+        k = floats[0]
         v = args[k] = args[k].copy()
         for _ in range(draw(st.integers(1, 3))):
             v.flat[int(rng.integers(v.size))] = draw(st.sampled_from(SPECIALS))
@@ -191,10 +206,12 @@ def elementwise(draw, op):
     args = dict(x=randn(rng, s, dtype, _scale(draw)))
     bad = draw(st.integers(0, 15)) == 0   # one draw in 16 takes a wrong hyper-parameter
     if op == "leaky_relu":
-        args["negative_slope"] = draw(st.floats(-3, 3, allow_nan=False)) if not bad else draw(
+        # float32-representable values: the reference computes in float64, and a slope such
+        # as 5e-324 is 0 in float32 (where -inf * slope is then nan, as in torch)
+        args["negative_slope"] = draw(st.floats(-3, 3, width=32, allow_subnormal=False)) if not bad else draw(
             st.sampled_from(["0.1", None, float("nan"), True]))
     elif op == "elu":
-        args["alpha"] = draw(st.floats(0, 3, allow_nan=False)) if not bad else draw(
+        args["alpha"] = draw(st.floats(0, 3, width=32, allow_subnormal=False)) if not bad else draw(
             st.sampled_from(["1", None, float("nan")]))
     elif op == "gelu":
         args["approximate"] = draw(st.sampled_from(["none", "tanh"])) if not bad else draw(
