@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.pydl-installed
 NATIVE := pyproject.toml setup.py $(wildcard kernels/cpp/*.cpp kernels/common/*.hpp kernels/cython/*.pyx)
 NVCC   ?= nvcc
 
-.PHONY: demo test install cuda-check wheel-check sanitize clean
+.PHONY: demo test install cuda-check wheel-check sanitize fuzz threads clean
 
 # The build tools go into the venv and every build uses them there (--no-build-isolation): one
 # stable set of include paths, so a compiler cache (CI's ccache) serves the wheel check's build
@@ -76,6 +76,21 @@ sanitize: $(STAMP)
 	  ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:detect_odr_violation=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYDL_EXPECT_SANITIZED=1 \
 	  $(SAN_PY) -m pytest -q -p no:cacheprovider $(SAN_TESTS)
+
+# Property-based fuzzing (tests/test_fuzz.py, pydl/testing_fuzz.py): FUZZ_EXAMPLES random examples
+# spread over every op with a native kernel, each on every native backend and variant against
+# the reference, forward and backward (or the same refusal). FUZZ_SEED fixes the draw,
+# FUZZ_OPS=relu,conv2d picks ops; the counts land in fuzz-report.json. The suite runs 12 per op.
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=fuzz-report.json $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/test_fuzz.py -k test_fuzz --hypothesis-show-statistics
+
+# Every native op from 4 Python threads at once against serial runs, the thread count changed
+# while they compute (tests/test_threads.py); THREAD_ROUNDS rounds (the suite runs 20).
+THREAD_ROUNDS ?= 1000
+threads: $(STAMP)
+	THREAD_ROUNDS=$(THREAD_ROUNDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_threads.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info pydl/*.so pydl/_build_config.py kernels/cython/*.c

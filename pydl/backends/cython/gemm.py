@@ -43,6 +43,10 @@ def gemm_into(a, b, out, ta=False, tb=False, bias=None, activation=None, grad=No
     mode = _MODES[activation] + (_BWD if grad is not None else 0)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else np.zeros(1, out.dtype)
+    if grad is not None and grad.strides[-1] != grad.itemsize and grad.shape[-1] > 1:
+        # the kernel reads grad by rows (G[i * ldg + j]): its columns must be adjacent (a
+        # strided upstream gradient was once read as if they were: wrong values, reads past it)
+        grad = np.ascontiguousarray(grad)
     g3 = o3 if grad is None else _as3(grad if grad.ndim == 3 else grad[None], nb)
     _cython.gemm(_as3(a, nb), _as3(b, nb), o3, bias, has_bias, mode, g3)
     return out

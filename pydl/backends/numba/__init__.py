@@ -5,7 +5,9 @@ Numba is imported here, when the backends load (the first op call), not at
 the module, or ``NUMBA_CACHE_DIR``), so a signature compiles once per machine.
 """
 import ctypes
+import functools
 import os
+import threading
 
 import numba
 
@@ -49,3 +51,35 @@ register_thread_hook("numba", _set_threads)
 
 from . import conv, elementwise, gemm, loss, pool, rnn  # noqa: E402,F401  (each registers its family's ops)
 from . import attention  # noqa: E402,F401  (scaled_dot_product_attention, multi_head_attention)
+
+
+def _serialize_if_not_threadsafe() -> None:
+    """Numba's ``workqueue`` threading layer (the one left when neither TBB nor a usable
+    OpenMP is there: e.g. pip's Numba on macOS, or ``NUMBA_THREADING_LAYER=workqueue``)
+    is not thread-safe: two Python threads launching ``parallel=True`` kernels at once
+    terminate the process. The ``omp`` and ``tbb`` layers are. Under workqueue every
+    numba implementation runs under one lock (a re-entrant one: an implementation may
+    dispatch another), so concurrent calls wait instead of aborting."""
+    if numba.threading_layer() != "workqueue":
+        return
+    from ...registry import IMPLS, VARIANTS, register
+
+    lock = threading.RLock()
+
+    def locked(fn):
+        @functools.wraps(fn)   # keeps the signature (register looks for ``needs``)
+        def call(*args, **kwargs):
+            with lock:
+                return fn(*args, **kwargs)
+
+        return call
+
+    for key, impls in list(IMPLS.items()):
+        if "numba" in impls:
+            register(key, "numba")(locked(impls["numba"]))
+    for key, per_backend in list(VARIANTS.items()):
+        for variant, fn in list(per_backend.get("numba", {}).items()):
+            register(key, "numba", variant=variant)(locked(fn))
+
+
+_serialize_if_not_threadsafe()
