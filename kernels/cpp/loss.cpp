@@ -254,120 +254,223 @@ struct PwArgs {
   bool full;
 };
 
-template <class T>
-inline T clamp_log(T v) {
-  return std::max(std::log(v), T(-100));
-}
+// -- vector log for the pointwise losses ---------------------------------------------------------
+// log(x) = e ln2 + log(m), x = m 2^e with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(s),
+// s = (m - 1) / (m + 1), |s| <= 0.172: 2 s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9), relative error
+// under 1e-8 (the next term, s^10/11, is 2e-9). 0 -> -inf, x < 0 -> NaN, inf -> inf, NaN -> NaN.
+// float64 and the scalar float32 path call libm.
 
-template <class T>
-inline T log_sigmoid(T x) {  // -log(1 + exp(-x)) without overflow
-  return std::min(x, T(0)) - std::log1p(std::exp(-std::fabs(x)));
-}
+template <class V>
+inline void split_exp(Reg<V>& x, Reg<V>& e);  // x <- m in [1, 2), e <- the exponent
 
-template <int K, class T>
-inline T pw_term(const PwArgs<T>& a, ptrdiff_t i) {
-  const T x = a.x[i], t = a.t[i];
-  T f;
-  if constexpr (K == kMse) {
-    f = (x - t) * (x - t);
-  } else if constexpr (K == kL1) {
-    f = std::fabs(x - t);
-  } else if constexpr (K == kBce) {
-    f = -(t * clamp_log(x) + (1 - t) * std::max(std::log1p(-x), T(-100)));
-  } else if constexpr (K == kBceLogits) {
-    const T lw = a.pw ? 1 + (a.pw[i] - 1) * t : T(1);
-    f = (1 - t) * x - lw * log_sigmoid(x);
-  } else if constexpr (K == kKl) {
-    f = (t == 0 ? T(0) : t * std::log(t)) - t * x;
-  } else if constexpr (K == kKlLog) {
-    f = std::exp(t) * (t - x);
+#if defined(__AVX512F__)
+template <>
+inline void split_exp<vm::Avx512F>(__m512& x, __m512& e) {
+  e = _mm512_getexp_ps(x);  // subnormals too
+  x = _mm512_getmant_ps(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero);
+}
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+template <>
+inline void split_exp<vm::Avx2F>(__m256& x, __m256& e) {
+  const __m256 sub = _mm256_cmp_ps(x, _mm256_set1_ps(std::numeric_limits<float>::min()), _CMP_LT_OQ);
+  x = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(8388608.0f)), sub);  // subnormals: scale by 2^23
+  const __m256i bits = _mm256_castps_si256(x);
+  const __m256i ei = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
+  e = _mm256_sub_ps(_mm256_cvtepi32_ps(ei), _mm256_and_ps(sub, _mm256_set1_ps(23.0f)));
+  x = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fffff)),
+                                          _mm256_set1_epi32(0x3f800000)));
+}
+#endif
+
+template <class V>
+inline Reg<V> vlog(Reg<V> x) {
+  using T = typename V::T;
+  if constexpr (V::W == 1) {
+    return std::log(x);
   } else {
-    const T v = std::max(a.v[i], T(a.eps)), d = x - t;
-    f = T(0.5) * (std::log(v) + d * d / v);
-    if (a.full) f += T(0.91893853320467274178);  // 0.5 log(2 pi)
+    Reg<V> m = x, e;
+    split_exp<V>(m, e);
+    const auto big = V::gt(m, V::set1(T(1.41421356237309505)));
+    m = V::select(big, V::mul(m, V::set1(T(0.5))), m);
+    e = V::select(big, V::add(e, V::set1(T(1))), e);
+    const Reg<V> s = V::div(V::sub(m, V::set1(T(1))), V::add(m, V::set1(T(1))));
+    const Reg<V> s2 = V::mul(s, s);
+    Reg<V> p = V::fma(s2, V::set1(T(1.0 / 9)), V::set1(T(1.0 / 7)));
+    p = V::fma(s2, p, V::set1(T(1.0 / 5)));
+    p = V::fma(s2, p, V::set1(T(1.0 / 3)));
+    p = V::fma(s2, p, V::set1(T(1)));
+    Reg<V> r = V::fma(e, V::set1(T(0.69314718055994531)), V::mul(V::add(s, s), p));
+    const T inf = std::numeric_limits<T>::infinity();
+    // x <= 0 or NaN: -inf for 0, NaN for x < 0, x itself for NaN; +inf stays +inf
+    const Reg<V> zero_or_nan = V::select(V::lt(V::abs(x), V::set1(T(1))), V::set1(-inf), x);
+    const Reg<V> nonpos = V::select(V::lt(x, V::set1(T(0))), V::set1(std::numeric_limits<T>::quiet_NaN()),
+                                    zero_or_nan);
+    r = V::select(V::gt(x, V::set1(std::numeric_limits<T>::max())), x, r);
+    return V::select(V::gt(x, V::set1(T(0))), r, nonpos);
   }
-  return a.w ? f * a.w[i] : f;
 }
 
-// d loss / d (input, target[, var]) times g
-template <int K, class T>
-inline void pw_grad(const PwArgs<T>& a, ptrdiff_t i, T g, T* dx, T* dt, T* dv) {
-  const T x = a.x[i], t = a.t[i];
-  if (a.w) g *= a.w[i];
-  T di, dti;
+// log(1 + y), accurate for small y: log(u) * y / (u - 1), u = 1 + y rounded (y itself when u == 1)
+template <class V>
+inline Reg<V> vlog1p(Reg<V> y) {
+  using T = typename V::T;
+  if constexpr (V::W == 1) {
+    return std::log1p(y);
+  } else {
+    const Reg<V> u = V::add(V::set1(T(1)), y), um1 = V::sub(u, V::set1(T(1)));
+    const Reg<V> r = V::mul(vlog<V>(u), V::div(y, um1));
+    return V::select(V::lt(V::abs(um1), V::set1(std::numeric_limits<T>::denorm_min())), y, r);
+  }
+}
+
+template <class V>
+inline Reg<V> clamp100(Reg<V> v) {  // max(v, -100); NaN stays NaN
+  return V::max(V::set1(typename V::T(-100)), v);
+}
+
+template <class V>
+inline Reg<V> log_sigmoid(Reg<V> x) {  // -log(1 + exp(-x)) without overflow
+  return V::sub(V::min(V::set1(typename V::T(0)), x), vlog1p<V>(vm::exp<V>(V::sub(V::set1(typename V::T(0)), V::abs(x)))));
+}
+
+template <class V>
+struct PwLanes {  // one vector of every operand (masked lanes: values that keep every term finite)
+  Reg<V> x, t, w, pw, v;
+  bool has_w, has_pw;
+  PwLanes(const PwArgs<typename V::T>& a, ptrdiff_t i, std::size_t c) {
+    using T = typename V::T;
+    x = V::load_n(a.x + i, c, T(0.5));
+    t = V::load_n(a.t + i, c, T(0.5));
+    has_w = a.w != nullptr;
+    has_pw = a.pw != nullptr;
+    w = has_w ? V::load_n(a.w + i, c, T(0)) : V::set1(T(1));
+    pw = has_pw ? V::load_n(a.pw + i, c, T(1)) : V::set1(T(1));
+    v = a.v ? V::load_n(a.v + i, c, T(1)) : V::set1(T(1));
+  }
+};
+
+template <int K, class V>
+inline Reg<V> pw_term(const PwLanes<V>& l, typename V::T eps, bool full) {
+  using T = typename V::T;
+  const Reg<V> one = V::set1(T(1));
+  Reg<V> f;
   if constexpr (K == kMse) {
-    di = 2 * (x - t) * g;
-    dti = -di;
+    const Reg<V> d = V::sub(l.x, l.t);
+    f = V::mul(d, d);
   } else if constexpr (K == kL1) {
-    const T d = x - t;
-    di = (d != d ? d : T((d > 0) - (d < 0))) * g;
-    dti = -di;
+    f = V::abs(V::sub(l.x, l.t));
   } else if constexpr (K == kBce) {
-    di = (x - t) / std::max(x * (1 - x), T(1e-12)) * g;
-    dti = (std::max(std::log1p(-x), T(-100)) - clamp_log(x)) * g;
+    const Reg<V> lp = clamp100<V>(vlog<V>(l.x)), lq = clamp100<V>(vlog1p<V>(V::sub(V::set1(T(0)), l.x)));
+    f = V::sub(V::set1(T(0)), V::fma(l.t, lp, V::mul(V::sub(one, l.t), lq)));
   } else if constexpr (K == kBceLogits) {
-    const T s = T(1) / (T(1) + std::exp(-x));
-    if (a.pw) {
-      const T p = a.pw[i];
-      di = ((1 + (p - 1) * t) * s - p * t) * g;
-      dti = (-x - (p - 1) * log_sigmoid(x)) * g;
+    const Reg<V> lw = l.has_pw ? V::fma(V::sub(l.pw, one), l.t, one) : one;
+    f = V::sub(V::mul(V::sub(one, l.t), l.x), V::mul(lw, log_sigmoid<V>(l.x)));
+  } else if constexpr (K == kKl) {
+    // t log t, 0 where t == 0 (|t| below the least subnormal); NaN stays NaN
+    const Reg<V> tl = V::mul(l.t, vlog<V>(l.t));
+    const Reg<V> tlog = V::select(V::lt(V::abs(l.t), V::set1(std::numeric_limits<T>::denorm_min())), V::set1(T(0)), tl);
+    f = V::sub(tlog, V::mul(l.t, l.x));
+  } else if constexpr (K == kKlLog) {
+    f = V::mul(vm::exp<V>(l.t), V::sub(l.t, l.x));
+  } else {
+    const Reg<V> v = V::max(V::set1(eps), l.v), d = V::sub(l.x, l.t);
+    f = V::mul(V::set1(T(0.5)), V::add(vlog<V>(v), V::div(V::mul(d, d), v)));
+    if (full) f = V::add(f, V::set1(T(0.91893853320467274178)));  // 0.5 log(2 pi)
+  }
+  return l.has_w ? V::mul(f, l.w) : f;
+}
+
+// d loss / d (input, target[, var]) times g, stored at i
+template <int K, class V>
+inline void pw_grad(const PwLanes<V>& l, Reg<V> g, typename V::T eps, typename V::T* dx, typename V::T* dt,
+                    typename V::T* dv, std::size_t c) {
+  using T = typename V::T;
+  const Reg<V> one = V::set1(T(1)), zero = V::set1(T(0));
+  if (l.has_w) g = V::mul(g, l.w);
+  Reg<V> di, dti;
+  if constexpr (K == kMse) {
+    di = V::mul(V::mul(V::set1(T(2)), V::sub(l.x, l.t)), g);
+    dti = V::sub(zero, di);
+  } else if constexpr (K == kL1) {
+    const Reg<V> d = V::sub(l.x, l.t);
+    const Reg<V> sign = V::select(V::gt(d, zero), one, V::select(V::lt(d, zero), V::set1(T(-1)), V::mul(d, zero)));
+    di = V::mul(sign, g);
+    dti = V::sub(zero, di);
+  } else if constexpr (K == kBce) {
+    di = V::mul(V::div(V::sub(l.x, l.t), V::max(V::set1(T(1e-12)), V::mul(l.x, V::sub(one, l.x)))), g);
+    dti = V::mul(V::sub(clamp100<V>(vlog1p<V>(V::sub(zero, l.x))), clamp100<V>(vlog<V>(l.x))), g);
+  } else if constexpr (K == kBceLogits) {
+    const Reg<V> s = vm::sigmoid<V>(l.x);
+    if (l.has_pw) {
+      const Reg<V> pm1 = V::sub(l.pw, one);
+      di = V::mul(V::sub(V::mul(V::fma(pm1, l.t, one), s), V::mul(l.pw, l.t)), g);
+      dti = V::mul(V::sub(V::sub(zero, l.x), V::mul(pm1, log_sigmoid<V>(l.x))), g);
     } else {
-      di = (s - t) * g;
-      dti = -x * g;
+      di = V::mul(V::sub(s, l.t), g);
+      dti = V::mul(V::sub(zero, l.x), g);
     }
   } else if constexpr (K == kKl) {
-    di = -g * t;
-    dti = g * (std::log(t) + 1 - x);
+    di = V::sub(zero, V::mul(g, l.t));
+    dti = V::mul(g, V::sub(V::add(vlog<V>(l.t), one), l.x));
   } else if constexpr (K == kKlLog) {
-    const T p = std::exp(t);
-    di = -g * p;
-    dti = g * p * (t - x + 1);
+    const Reg<V> p = vm::exp<V>(l.t);
+    di = V::sub(zero, V::mul(g, p));
+    dti = V::mul(V::mul(g, p), V::add(V::sub(l.t, l.x), one));
   } else {
-    const T v = std::max(a.v[i], T(a.eps)), r = x - t;
-    di = g * r / v;
-    dti = -di;
-    dv[i] = g * T(0.5) * (1 / v - r * r / (v * v));
+    const Reg<V> v = V::max(V::set1(eps), l.v), r = V::sub(l.x, l.t);
+    const Reg<V> q = V::div(r, v);
+    di = V::mul(g, q);
+    dti = V::sub(zero, di);
+    V::store_n(dv, V::mul(V::mul(g, V::set1(T(0.5))), V::sub(V::div(one, v), V::mul(q, q))), c);
   }
-  dx[i] = di;
-  dt[i] = dti;
+  V::store_n(dx, di, c);
+  V::store_n(dt, dti, c);
 }
 
-template <int K, class T>
-double pw_forward(const PwArgs<T>& a, T* out) {
+template <int K, class V>
+double pw_forward(const PwArgs<typename V::T>& a, typename V::T* out) {
+  using T = typename V::T;
   const ptrdiff_t chunks = (a.n + kChunk - 1) / kChunk;
+  const T eps = T(a.eps);
   double total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total) if (a.n >= kParallelMin) num_threads(num_threads())
-  for (ptrdiff_t c = 0; c < chunks; ++c) {
-    const ptrdiff_t b = c * kChunk, e = std::min(a.n, b + kChunk);
-    T s = 0;
-    if (out) {
-      for (ptrdiff_t i = b; i < e; ++i) out[i] = pw_term<K>(a, i);
-      if constexpr (true) {
-#pragma omp simd reduction(+ : s)
-        for (ptrdiff_t i = b; i < e; ++i) s += out[i];
-      }
-    } else {
-#pragma omp simd reduction(+ : s)
-      for (ptrdiff_t i = b; i < e; ++i) s += pw_term<K>(a, i);
+  for (ptrdiff_t ch = 0; ch < chunks; ++ch) {
+    const ptrdiff_t b = ch * kChunk, e = std::min(a.n, b + kChunk);
+    Reg<V> s0 = V::set1(T(0)), s1 = V::set1(T(0));
+    ptrdiff_t i = b;
+    for (; i + 2 * V::W <= e; i += 2 * V::W) {
+      const Reg<V> f0 = pw_term<K, V>(PwLanes<V>(a, i, V::W), eps, a.full);
+      const Reg<V> f1 = pw_term<K, V>(PwLanes<V>(a, i + V::W, V::W), eps, a.full);
+      if (out) V::store(out + i, f0), V::store(out + i + V::W, f1);
+      s0 = V::add(s0, f0);
+      s1 = V::add(s1, f1);
     }
-    total += double(s);
+    for (; i < e; i += V::W) {
+      const std::size_t c = std::size_t(std::min<ptrdiff_t>(V::W, e - i));
+      const Reg<V> f = pw_term<K, V>(PwLanes<V>(a, i, c), eps, a.full);
+      if (out) V::store_n(out + i, f, c);
+      s0 = V::add(s0, V::mul(f, V::load_n(Ones<T>::v, c, T(0))));  // masked lanes hold finite terms
+    }
+    total += double(V::reduce_add(V::add(s0, s1)));
   }
   return total;
 }
 
-template <int K, class T>
-void pw_backward(const PwArgs<T>& a, const T* g, double gscale, T* dx, T* dt, T* dv) {
+template <int K, class V>
+void pw_backward(const PwArgs<typename V::T>& a, const typename V::T* g, double gscale, typename V::T* dx,
+                 typename V::T* dt, typename V::T* dv) {
+  using T = typename V::T;
   const ptrdiff_t chunks = (a.n + kChunk - 1) / kChunk;
-  const T gs = T(gscale);
+  const Reg<V> gs = V::set1(T(gscale));
+  const T eps = T(a.eps);
 #pragma omp parallel for schedule(static) if (a.n >= kParallelMin) num_threads(num_threads())
-  for (ptrdiff_t c = 0; c < chunks; ++c) {
-    const ptrdiff_t b = c * kChunk, e = std::min(a.n, b + kChunk);
-    if (g) {
-#pragma omp simd
-      for (ptrdiff_t i = b; i < e; ++i) pw_grad<K>(a, i, g[i], dx, dt, dv);
-    } else {
-#pragma omp simd
-      for (ptrdiff_t i = b; i < e; ++i) pw_grad<K>(a, i, gs, dx, dt, dv);
+  for (ptrdiff_t ch = 0; ch < chunks; ++ch) {
+    const ptrdiff_t b = ch * kChunk, e = std::min(a.n, b + kChunk);
+    for (ptrdiff_t i = b; i < e; i += V::W) {
+      const std::size_t c = std::size_t(std::min<ptrdiff_t>(V::W, e - i));
+      const Reg<V> gv = g ? V::load_n(g + i, c, T(0)) : gs;
+      pw_grad<K, V>(PwLanes<V>(a, i, c), gv, eps, dx + i, dt + i, dv ? dv + i : nullptr, c);
     }
   }
 }
@@ -499,7 +602,9 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           double total = 0;
           {
             py::gil_scoped_release nogil;
-            with_kind(kind, [&](auto k) { total = pw_forward<decltype(k)::value>(a, lp); });
+            with_kind(kind, [&](auto k) {
+              vm::with_vec<T>([&](auto v) { total = pw_forward<decltype(k)::value, decltype(v)>(a, lp); });
+            });
           }
           return total;
         },
@@ -516,7 +621,9 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           const T* gp = in(g, "grad", n);
           T *dxp = out(dx, "dinput", n), *dtp = out(dt, "dtarget", n), *dvp = out(dv, "dvar", n);
           py::gil_scoped_release nogil;
-          with_kind(kind, [&](auto k) { pw_backward<decltype(k)::value>(a, gp, gscale, dxp, dtp, dvp); });
+          with_kind(kind, [&](auto k) {
+            vm::with_vec<T>([&](auto v) { pw_backward<decltype(k)::value, decltype(v)>(a, gp, gscale, dxp, dtp, dvp); });
+          });
         },
         py::arg("kind"), py::arg("grad").noconvert(), py::arg("gscale"), py::arg("input").noconvert(),
         py::arg("target").noconvert(), py::arg("weight").noconvert(), py::arg("pos_weight").noconvert(),

@@ -128,6 +128,21 @@ Stats row_stats(const typename V::T* x, ptrdiff_t n) {
   return {double(T(mean)) + s1 / double(n), var != var ? var : std::max(var, 0.0)};
 }
 
+// the mean as an unevaluated sum hi + lo of two T: with a large mean (1e4 in float32 has an
+// ulp of 1e-3) x - hi is exact for x near the mean and lo carries the rest, so x - mean keeps
+// float32 precision relative to the spread, not to the mean
+template <class V>
+struct Centre {
+  Reg<V> hi, lo;
+  explicit Centre(double mean) {
+    using T = typename V::T;
+    const T h = T(mean);
+    hi = V::set1(h);
+    lo = V::set1(T(mean - double(h)));
+  }
+  Reg<V> operator()(Reg<V> x) const { return V::sub(V::sub(x, hi), lo); }
+};
+
 template <class T>
 T invstd_of(double var, double eps) {
   return T(1.0 / std::sqrt(var + eps));
@@ -152,25 +167,24 @@ void rows_forward(const typename V::T* x, typename V::T* y, const RowsShape& sh,
     const Stats st = row_stats<V>(xr, L);
     if (mean_out) mean_out[r] = T(st.mean);
     if (var_out) var_out[r] = T(st.var);
-    const T is = invstd_of<T>(st.var, eps), mu = T(st.mean);
+    const T is = invstd_of<T>(st.var, eps);
+    const Centre<V> centre(st.mean);
     const ptrdiff_t c0 = (r % sh.G) * sh.Cg;
     if (sh.S == 1) {  // per-element affine
-      const Reg<V> mv = V::set1(mu), iv = V::set1(is);
+      const Reg<V> iv = V::set1(is);
       for_vectors<V>(L, [&](ptrdiff_t i, std::size_t c) {
-        Reg<V> h = V::mul(V::sub(V::load_n(xr + i, c, 0), mv), iv);
+        Reg<V> h = V::mul(centre(V::load_n(xr + i, c, 0)), iv);
         if (w) h = V::mul(h, V::load_n(w + c0 + i, c, 0));
         if (b) h = V::add(h, V::load_n(b + c0 + i, c, 0));
         V::store_n(yr + i, h, c);
       });
-    } else {  // per-channel affine: y = x * a + (b - mean * a), a = invstd * w
+    } else {  // per-channel affine: y = (x - mean) * a + b, a = invstd * w
       for (ptrdiff_t j = 0; j < sh.Cg; ++j) {
-        const T a = w ? is * w[c0 + j] : is;
-        const T off = (b ? b[c0 + j] : T(0)) - mu * a;
-        const Reg<V> av = V::set1(a), ov = V::set1(off);
+        const Reg<V> av = V::set1(w ? is * w[c0 + j] : is), ov = V::set1(b ? b[c0 + j] : T(0));
         const T* xs = xr + j * sh.S;
         T* ys = yr + j * sh.S;
         for_vectors<V>(sh.S, [&](ptrdiff_t i, std::size_t c) {
-          V::store_n(ys + i, V::fma(V::load_n(xs + i, c, 0), av, ov), c);
+          V::store_n(ys + i, V::fma(centre(V::load_n(xs + i, c, 0)), av, ov), c);
         });
       }
     }
@@ -217,8 +231,9 @@ void rows_backward(const typename V::T* g, const typename V::T* x, typename V::T
       const T* gr = g + r * L;
       T* dr = dx + r * L;
       const Stats st = row_stats<V>(xr, L);
-      const T is = invstd_of<T>(st.var, eps), mu = T(st.mean);
-      const Reg<V> mv = V::set1(mu), iv = V::set1(is);
+      const T is = invstd_of<T>(st.var, eps);
+      const Reg<V> iv = V::set1(is);
+      const Centre<V> centre(st.mean);
       const ptrdiff_t c0 = (r % sh.G) * sh.Cg;
       double sa = 0, sb = 0;  // sum dxhat, sum dxhat * xhat
       if (per_elem) {
@@ -227,7 +242,7 @@ void rows_backward(const typename V::T* g, const typename V::T* x, typename V::T
         T* pbr = want_affine ? pb[tid].data() + c0 : nullptr;
         for_vectors<V>(L, [&](ptrdiff_t i, std::size_t c) {
           Reg<V> gv = V::load_n(gr + i, c, 0);
-          Reg<V> h = V::mul(V::sub(V::load_n(xr + i, c, 0), mv), iv);
+          Reg<V> h = V::mul(centre(V::load_n(xr + i, c, 0)), iv);
           if (pwr) {
             V::store_n(pwr + i, V::fma(gv, h, V::load_n(pwr + i, c, 0)), c);
             V::store_n(pbr + i, V::add(gv, V::load_n(pbr + i, c, 0)), c);
@@ -246,7 +261,7 @@ void rows_backward(const typename V::T* g, const typename V::T* x, typename V::T
           for_vectors<V>(sh.S, [&](ptrdiff_t i, std::size_t c) {
             Reg<V> gv = V::load_n(gs + i, c, 0);
             a = V::add(a, gv);
-            gh = V::fma(gv, V::mul(V::sub(V::load_n(xs + i, c, 0), mv), iv), gh);
+            gh = V::fma(gv, V::mul(centre(V::load_n(xs + i, c, 0)), iv), gh);
           });
           const double sg = V::reduce_add(a), sgh = V::reduce_add(gh);
           if (want_affine) part.dw[tid][c0 + j] += sgh, part.db[tid][c0 + j] += sg;
@@ -261,7 +276,7 @@ void rows_backward(const typename V::T* g, const typename V::T* x, typename V::T
         for_vectors<V>(L, [&](ptrdiff_t i, std::size_t c) {
           Reg<V> gv = V::load_n(gr + i, c, 0);
           Reg<V> d = w ? V::mul(gv, V::load_n(w + c0 + i, c, 0)) : gv;
-          Reg<V> h = V::mul(V::sub(V::load_n(xr + i, c, 0), mv), iv);
+          Reg<V> h = V::mul(centre(V::load_n(xr + i, c, 0)), iv);
           V::store_n(dr + i, V::mul(iv, V::sub(V::sub(d, ma), V::mul(h, mb))), c);
         });
       } else {
@@ -272,7 +287,7 @@ void rows_backward(const typename V::T* g, const typename V::T* x, typename V::T
           T* ds = dr + j * sh.S;
           for_vectors<V>(sh.S, [&](ptrdiff_t i, std::size_t c) {
             Reg<V> d = V::mul(V::load_n(gs + i, c, 0), wv);
-            Reg<V> h = V::mul(V::sub(V::load_n(xs + i, c, 0), mv), iv);
+            Reg<V> h = V::mul(centre(V::load_n(xs + i, c, 0)), iv);
             V::store_n(ds + i, V::mul(iv, V::sub(V::sub(d, ma), V::mul(h, mb))), c);
           });
         }
@@ -307,28 +322,30 @@ void channels_forward(const typename V::T* x, typename V::T* y, const ChanShape&
   const ptrdiff_t count = sh.N * sh.S;
 #pragma omp parallel for schedule(static) if (sh.N * sh.C * sh.S >= kParallelMin) num_threads(num_threads())
   for (ptrdiff_t c = 0; c < sh.C; ++c) {
+    double mu = double(mean[c]);  // eval: the running mean
     if (training) {
       if (count == 0) {
         mean[c] = var[c] = std::numeric_limits<T>::quiet_NaN();
+        mu = double(mean[c]);
       } else {
         const T k = T(run_sum<V>(x + c * sh.S, sh.S) / double(sh.S));
         double s1 = 0, s2 = 0;
         for (ptrdiff_t n = 0; n < sh.N; ++n) run_shifted<V>(x + (n * sh.C + c) * sh.S, sh.S, k, s1, s2);
         const double m1 = s1 / double(count), v = s2 / double(count) - m1 * m1;
-        mean[c] = T(double(k) + m1);
+        mu = double(k) + m1;
+        mean[c] = T(mu);
         var[c] = T(v != v ? v : std::max(v, 0.0));
       }
     }
     const T is = invstd_of<T>(double(var[c]), eps);
     invstd[c] = is;
-    const T a = w ? is * w[c] : is;
-    const T off = (b ? b[c] : T(0)) - mean[c] * a;
-    const Reg<V> av = V::set1(a), ov = V::set1(off);
+    const Reg<V> av = V::set1(w ? is * w[c] : is), ov = V::set1(b ? b[c] : T(0));
+    const Centre<V> centre(mu);
     for (ptrdiff_t n = 0; n < sh.N; ++n) {
       const T* xs = x + (n * sh.C + c) * sh.S;
       T* ys = y + (n * sh.C + c) * sh.S;
       for_vectors<V>(sh.S, [&](ptrdiff_t i, std::size_t cnt) {
-        V::store_n(ys + i, V::fma(V::load_n(xs + i, cnt, 0), av, ov), cnt);
+        V::store_n(ys + i, V::fma(centre(V::load_n(xs + i, cnt, 0)), av, ov), cnt);
       });
     }
   }
