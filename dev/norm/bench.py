@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import pydl  # noqa: E402
-from pydl import registry  # noqa: E402
+from pydl import _cpp, registry  # noqa: E402
 from pydl.bench.peaks import copy_bandwidth  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def main():
     pydl.set_num_threads(args.threads)
     copy = copy_bandwidth()
     print(f"threads {args.threads}, copy bandwidth {copy:.1f} GB/s, load {os.getloadavg()[0]:.1f}, "
-          f"simd {pydl._cpp.simd_level()}, best of {args.repeat}, interleaved")
+          f"simd {_cpp.simd_level()}, best of {args.repeat}, interleaved")
     print(f"| case | pydl {args.backend} ms | GB/s | % copy | torch ms | torch GB/s | ratio |")
     print("|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)

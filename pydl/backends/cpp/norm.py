@@ -52,8 +52,18 @@ def _rows_backward(grad, x, G, Cg, S, weight, bias, eps):
     return dx, dw, db
 
 
+def _columns(x):
+    """x (N, C) with N > 1 (BatchNorm1d): the channels are strided columns, so the kernel takes
+    x.T, (C, N) contiguous, as one sample of C channels of N positions (two copies, but every
+    pass then streams instead of touching one element per cache line)."""
+    return x.ndim == 2 and x.shape[0] > 1
+
+
 def _channels(x, weight, bias, eps, training, mean=None, var=None):
     """y, mean, var, invstd (C,) over x (N, C, *spatial); eval: ``mean``/``var`` given."""
+    if _columns(x):
+        y, mean, var, invstd = _channels(np.ascontiguousarray(x.T)[None], weight, bias, eps, training, mean, var)
+        return np.ascontiguousarray(y[0].T), mean, var, invstd
     x = contiguous(x)
     N, C, S = _ncs(x)
     y = _array.empty(x.shape, x.dtype)
@@ -67,6 +77,10 @@ def _channels(x, weight, bias, eps, training, mean=None, var=None):
 
 
 def _channels_backward(grad, x, weight, bias, mean, invstd, training):
+    if _columns(x):
+        dx, dw, db = _channels_backward(np.ascontiguousarray(grad.T)[None], np.ascontiguousarray(x.T)[None],
+                                        weight, bias, mean, invstd, training)
+        return np.ascontiguousarray(dx[0].T), dw, db
     x, grad = contiguous(x), contiguous(grad)
     N, C, S = _ncs(x)
     dx = _array.empty(x.shape, x.dtype)
