@@ -3,7 +3,8 @@
 // Computes, for float32 and float64 arrays of any shape (C-contiguous, n elements):
 //   relu, leaky_relu, elu, gelu (erf or tanh form), sigmoid, tanh:  y = f(x),  dx = grad * f'(x);
 //   softmax, log_softmax along `dim`, x viewed as (outer, n, inner):  y = softmax(x) and
-//   dx = y (grad - sum(grad y)) or dx = grad - exp(y_log) sum(grad), per line of n elements.
+//   dx = y (grad - sum(grad y)) or dx = grad - exp(y_log) sum(grad), per line of n elements;
+//   dropout: y = x * keep / (1 - p), keep drawn in the kernel from (seed, index) or given (below).
 // Algorithm: activations are one pass of an op functor over registers (AVX-512 16 lanes, AVX2 8,
 //   or scalar; masked tails) with the vm:: polynomials of simd_math.hpp, threads over 16K-element
 //   chunks. Softmax: a max pass, an exp-sum pass, an output pass; threads over rows when inner == 1
