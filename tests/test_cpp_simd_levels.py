@@ -61,7 +61,8 @@ def _large_cases(name, rng, dtype):
     if "softmax" in name:
         shapes = [((2, 70, 1100), 1), ((2, 70, 1100), 0), ((150, 1001), -1)]  # slabs of 512 columns
         return [dict(x=(rng.standard_normal(s) * 3).astype(dtype), dim=d) for s, d in shapes]
-    params = {"leaky_relu": dict(negative_slope=0.1), "elu": dict(alpha=1.3), "gelu": dict(approximate="none")}
+    params = {"leaky_relu": dict(negative_slope=0.1), "elu": dict(alpha=1.3), "gelu": dict(approximate="none"),
+              "dropout": dict(p=0.3, seed=5)}
     x = (rng.standard_normal(140_001) * 3).astype(dtype)                   # 9 chunks, the last partial
     return [dict(x=x, **params.get(name, {}))] + (
         [dict(x=x, approximate="tanh")] if name == "gelu" else [])

@@ -74,6 +74,8 @@ void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_rnn(py::module_& m);
+void bind_norm(py::module_& m);
+void bind_loss(py::module_& m);
 void bind_peak(py::module_& m);
 
 }  // namespace pydl
@@ -112,5 +114,7 @@ PYBIND11_MODULE(PYDL_MODULE, m) {
   bind_conv(m);
   bind_pool(m);
   bind_rnn(m);
+  bind_norm(m);
+  bind_loss(m);
   bind_peak(m);
 }

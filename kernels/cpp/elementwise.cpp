@@ -1,9 +1,10 @@
-// Elementwise family (pydl._cpp): activations, softmax and log_softmax, forward and backward.
+// Elementwise family (pydl._cpp): activations, softmax and log_softmax, dropout, forward and backward.
 //
 // Computes, for float32 and float64 arrays of any shape (C-contiguous, n elements):
 //   relu, leaky_relu, elu, gelu (erf or tanh form), sigmoid, tanh:  y = f(x),  dx = grad * f'(x);
 //   softmax, log_softmax along `dim`, x viewed as (outer, n, inner):  y = softmax(x) and
-//   dx = y (grad - sum(grad y)) or dx = grad - exp(y_log) sum(grad), per line of n elements.
+//   dx = y (grad - sum(grad y)) or dx = grad - exp(y_log) sum(grad), per line of n elements;
+//   dropout: y = x * keep / (1 - p), keep drawn in the kernel from (seed, index) or given (below).
 // Algorithm: activations are one pass of an op functor over registers (AVX-512 16 lanes, AVX2 8,
 //   or scalar; masked tails) with the vm:: polynomials of simd_math.hpp, threads over 16K-element
 //   chunks. Softmax: a max pass, an exp-sum pass, an output pass; threads over rows when inner == 1
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <iterator>
 #include <limits>
@@ -433,6 +435,61 @@ bool tanh_form(const std::string& approximate) {
   return approximate == "tanh";
 }
 
+// -- dropout: y = x * (keep ? 1/(1-p) : 0), the keep-mask drawn in the kernel -----------------
+// Element i (C order) is kept when the top 24 bits of splitmix64(seed + (i + 1) * golden) are
+// >= ceil(p * 2^24): the integer form of pydl.ops.dropout_mask's u = bits / 2^24 >= p (bits is
+// an integer and p * 2^24 is exact in double), so the mask is the same bit for bit. A multiply,
+// not a select: a dropped NaN stays NaN, as in the reference (x * 0).
+
+template <class T>
+void dropout_seeded(const Array<T>& x, Array<T>& out, std::uint64_t seed, double p) {
+  PYDL_CHECK(p >= 0 && p <= 1, "p: expected a probability in [0, 1], got " << p);
+  const T* xp = input(x, "x", x);
+  T* yp = output(out, x, {&x});
+  const ptrdiff_t n = x.size();
+  const std::uint64_t thresh = static_cast<std::uint64_t>(std::ceil(p * 16777216.0));
+  const T scale = p == 1 ? T(0) : T(1.0 / (1.0 - p));
+  py::gil_scoped_release nogil;
+  // blocks of 256: the hash loop has no branch and vectorizes (AVX-512 has the 64-bit multiply);
+  // the multiply by the per-element factor is a second, streaming loop
+  for_chunks(n, [&](ptrdiff_t b, ptrdiff_t e) {
+    constexpr ptrdiff_t B = 256;
+    const std::uint64_t sd = seed, th = thresh;  // locals, not captured references: the loop vectorizes
+    const T sc = scale;
+    T k[B];
+    for (ptrdiff_t s = b; s < e; s += B) {
+      const ptrdiff_t m = std::min(B, e - s);
+#pragma omp simd
+      for (ptrdiff_t j = 0; j < m; ++j) {
+        std::uint64_t z = sd + (std::uint64_t(s + j) + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        k[j] = T((z >> 40) >= th) * sc;
+      }
+#pragma omp simd
+      for (ptrdiff_t j = 0; j < m; ++j) yp[s + j] = xp[s + j] * k[j];
+    }
+  });
+}
+
+template <class T>
+void dropout_masked(const Array<T>& x, const py::array& mask, Array<T>& out, double p) {
+  PYDL_CHECK(mask.dtype().kind() == 'b' && mask.itemsize() == 1, "mask: expected a bool array");
+  PYDL_CHECK(mask.flags() & py::array::c_style, "mask: expected a C-contiguous array");
+  PYDL_CHECK(same_shape(mask, x), "mask: expected shape " << shape_of(x) << ", got " << shape_of(mask));
+  const T* xp = input(x, "x", x);
+  T* yp = output(out, x, {&x});
+  const auto* mp = static_cast<const std::uint8_t*>(mask.data());
+  const ptrdiff_t n = x.size();
+  const T scale = p == 1 ? T(0) : T(1.0 / (1.0 - p));
+  py::gil_scoped_release nogil;
+  for_chunks(n, [&](ptrdiff_t b, ptrdiff_t e) {
+#pragma omp simd
+    for (ptrdiff_t i = b; i < e; ++i) yp[i] = xp[i] * (mp[i] ? scale : T(0));
+  });
+}
+
 // -- bindings: elementwise_<op>_<f32|f64>(x, out, ...), elementwise_<op>_backward_<..>(grad, x, out, ...)
 
 template <class T>
@@ -472,6 +529,9 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
   m.def(name("softmax_backward").c_str(), &softmax_backward<T, false>, grad, x, out, py::arg("dim"));
   m.def(name("log_softmax").c_str(), &softmax<T, true>, x, out, py::arg("dim"));
   m.def(name("log_softmax_backward").c_str(), &softmax_backward<T, true>, grad, x, out, py::arg("dim"));
+  // the backward is the same map applied to the upstream gradient
+  m.def(name("dropout_seeded").c_str(), &dropout_seeded<T>, x, out, py::arg("seed"), py::arg("p"));
+  m.def(name("dropout_masked").c_str(), &dropout_masked<T>, x, py::arg("mask").noconvert(), out, py::arg("p"));
 }
 
 }  // namespace

@@ -333,6 +333,8 @@ def _dropout_bad(rng):
 
 def _dropout_torch(torch, F, a):
     keep, p = a["mask"], a["p"]
+    if keep is None and a["seed"] is not None:  # the mask the backends draw from the seed
+        keep = torch.from_numpy(dropout_mask(a["seed"], tuple(a["x"].shape), p))
     if keep is None:
         return a["x"] * 1.0
     return a["x"] * keep.to(a["x"].dtype) * (0.0 if p == 1.0 else 1.0 / (1.0 - p))
@@ -347,8 +349,9 @@ def dropout(x, p=0.5, training=True, seed=None, mask=None):
     The mask is explicit: pass ``mask`` (a bool array, True = keep) or ``seed``
     (the mask is then :func:`dropout_mask`), so forward and backward agree and
     every backend gives the same result. ``training=False`` or ``p=0`` is the
-    identity (a copy); ``p=1`` gives zeros. The normalized arguments always
-    carry the mask.
+    identity (a copy); ``p=1`` gives zeros. The normalized arguments carry the
+    mask, or the seed it is drawn from (each backend draws :func:`dropout_mask`
+    itself, e.g. inside its kernel), or neither for the identity.
     """
     x = ck.array("x", x)
     p = ck.real("p", p, 0.0, 1.0)
@@ -362,12 +365,10 @@ def dropout(x, p=0.5, training=True, seed=None, mask=None):
         ck.shape("mask", mask, x.shape, "(the shape of x)")
     xp = _array.module(x)
     if not training or p == 0.0:
-        mask, p = None, 0.0
+        mask, p, seed = None, 0.0, None
     elif p == 1.0:
         mask = xp.zeros(x.shape, bool)
-    elif mask is None:
-        if seed is None:
-            raise ValueError("seed: dropout needs seed= (an int >= 0) or mask= (a bool array) "
-                             "so that forward and backward agree")
-        mask, seed = dropout_mask(seed, x.shape, p, xp), None  # the mask now says it all
+    elif mask is None and seed is None:
+        raise ValueError("seed: dropout needs seed= (an int >= 0) or mask= (a bool array) "
+                         "so that forward and backward agree")
     return dict(x=x, p=p, training=training, seed=None if mask is not None else seed, mask=mask)

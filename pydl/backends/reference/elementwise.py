@@ -139,8 +139,17 @@ def _dropout_scale(x, p):
     return x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
 
 
+def _keep(x, p, seed, mask):
+    """The keep-mask: given, drawn from ``seed``, or None (the identity)."""
+    if mask is None and seed is not None:
+        from ...ops.elementwise import dropout_mask
+        return dropout_mask(seed, x.shape, p)
+    return mask
+
+
 @register("dropout", "numpy")
 def dropout(x, p, training, seed, mask):
+    mask = _keep(x, p, seed, mask)
     if mask is None:
         return x.copy(), {"mask": None}
     return x * (mask.astype(x.dtype) * _dropout_scale(x, p)), {"mask": mask}
@@ -148,7 +157,9 @@ def dropout(x, p, training, seed, mask):
 
 @register("dropout_backward", "numpy")
 def dropout_backward(grad, x, p, training, seed, mask, saved=None):
-    mask = saved["mask"] if saved is not None else mask
+    if saved is not None and saved["mask"] is not None:
+        mask = saved["mask"]
+    mask = _keep(x, p, seed, mask)
     if mask is None:
         return (grad.copy(),)
     return (grad * (mask.astype(grad.dtype) * _dropout_scale(x, p)),)
