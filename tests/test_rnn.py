@@ -187,3 +187,25 @@ def test_matches_torch_modules(backend):
         grads = spec.backward(tuple(ws), **copy_args(a), saved=saved, backend=backend)
         for name, g in zip(spec.differentiable, grads):
             np.testing.assert_allclose(g, ta[name].grad.numpy(), rtol=1e-9, atol=1e-10, err_msg=f"{op} d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", ["rnn_cell", "lstm_cell", "gru_cell"])
+def test_cell_zero_state_propagates_nan_in_w_hh(op, backend):
+    """h=None is a zero state, and 0 * NaN is NaN: a non-finite recurrent weight reaches the
+    output as in the reference and torch (the cpp cell once skipped the zero state's GEMM)."""
+    G = {"rnn_cell": 1, "lstm_cell": 4, "gru_cell": 3}[op]
+    rng = np.random.default_rng(5)
+    B, I, H = 3, 5, 4
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    w_ih = rng.standard_normal((G * H, I)).astype(np.float32)
+    w_hh = rng.standard_normal((G * H, H)).astype(np.float32)
+    w_hh[1, 2] = np.nan  # row 1: the first gate block's unit 1
+    states = dict(h=None, c=None) if op == "lstm_cell" else dict(h=None)
+    fn = getattr(pydl.ops, op)
+    want = fn(x, w_ih=w_ih, w_hh=w_hh, **states, backend="numpy")
+    got = fn(x, w_ih=w_ih, w_hh=w_hh, **states, backend=backend)
+    for w, g in zip(_tuple(want), _tuple(got)):
+        assert np.isnan(w).any()
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_allclose(g[~np.isnan(w)], w[~np.isnan(w)], rtol=1e-5, atol=1e-5)

@@ -221,12 +221,10 @@ void forward(const Fwd<T>& a) {
     std::vector<T> gh1(static_cast<std::size_t>(B * GH));
     gemm::Epilogue<T> e1;
     if (a.kind == GRU) e1.bias = a.b_hh;
-    if (a.h0) {
-      gemm::gemm<T>(B, GH, H, {a.h0, H, 1}, {a.w_hh, 1, H}, gh1.data(), GH, e1, 0);
-    } else {  // a zero state: only the bias
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < GH; ++j) gh1[b * GH + j] = e1.bias ? e1.bias[j] : T(0);
-    }
+    // with a zero state too: 0 * a non-finite weight is NaN, as in the reference and torch
+    std::vector<T> hz;
+    if (!a.h0) hz.assign(static_cast<std::size_t>(B * H), T(0));
+    gemm::gemm<T>(B, GH, H, {a.h0 ? a.h0 : hz.data(), H, 1}, {a.w_hh, 1, H}, gh1.data(), GH, e1, 0);
     vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel for num_threads(sp.nt) if (sp.nt > 1) schedule(static)
