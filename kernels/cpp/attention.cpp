@@ -29,8 +29,10 @@
 //   dV += Pt @ dO_blk; dK += dSt @ Q_blk; dQT[:, blk] += Kt @ dSt (Kt packed once per item).
 //   dK, dV are owned by the item; dQ is summed in per-thread (D, L) accumulators and
 //   reduced (transposed, times scale) at the end. B*H*ceil(S/BKb) items: more than B*H.
-// Tile products: a register-blocked MR x (NV vectors) kernel over unit-stride rows of
-// both operands (AVX-512 float 6 x 64, AVX2 6 x 16, scalar 4 x 8); K and D stay in L1/L2.
+// Tile products: gemm.hpp's gemm_at with nthreads = 1 inside the items' parallel region
+// (its unpacked-B path: the tile's B rows read in place, A packed into micro-panels), or,
+// as a development variant, a register-blocked MR x (NV vectors) kernel over unit-stride
+// rows of both operands (AVX-512 float 6 x 64, AVX2 6 x 16, scalar 4 x 8): dev/attention.
 // Napkin math: B1 H8 S2048 D64 forward = 4*8*2048^2*64 = 8.6 GFLOP, ~40 ms at 200 GFLOP/s;
 // it reads q, k, v once per query block (8 MB / 64 rows), so it is compute-bound.
 // Memory: O(S*D) per head (QT, dOT, dQ accumulators in the backward) plus per-thread tiles.
@@ -64,7 +66,9 @@ template <class T>
 using Array = NdArray<T>;
 
 // Block sizes and the tile-product choice (development controls: dev/attention, tests).
-// 0 = default. tile_gemm: 0 the kernel's own register tiles, 1 gemm.hpp (nthreads = 1).
+// 0 = default. tile_gemm: 1 gemm.hpp's products (nthreads = 1; the default), 2 the
+// register tiles below (kOwnTiles).
+constexpr int kOwnTiles = 2;
 struct Tuning {
   int bq = 0, bk = 0, bq_bwd = 0, bk_bwd = 0, tile_gemm = 0;
 };
@@ -100,8 +104,9 @@ struct Tile {
 };
 
 // C[0:m, 0:n] (+)= A[0:m, 0:kc] @ B[0:kc, 0:n], A(i, k) at a[i*lda + k], B(k, j) at b[k*ldb + j],
-// 0 < n <= NV*W, 0 < m <= MR. Rows past m repeat row m-1 (computed, not stored).
-template <class T, Simd S, int NV>
+// 0 < n <= NV*W (n == NV*W when FULL: no masked load in the k loop), 0 < m <= MR.
+// Rows past m repeat row m-1 (computed, not stored).
+template <class T, Simd S, int NV, bool FULL>
 inline void tile(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, int m,
                  int n, bool acc_c) {
   using K = typename Tile<T, S>::K;
@@ -113,14 +118,14 @@ inline void tile(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T
 #pragma GCC unroll 4
     for (int q = 0; q < NV; ++q) acc[i][q] = K::zero();
   const T* ar[MR];
-  for (int i = 0; i < MR; ++i) ar[i] = a + std::min(i, m - 1) * lda;
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) ar[i] = a + (i < m ? i : m - 1) * lda;
   const int nl = n - (NV - 1) * W;  // lanes of the last vector, 1..W
   for (int64_t k = 0; k < kc; ++k) {
     const T* bk = b + k * ldb;
     R bv[NV];
 #pragma GCC unroll 4
-    for (int q = 0; q < NV - 1; ++q) bv[q] = K::load(bk + q * W);
-    bv[NV - 1] = K::load_n(bk + (NV - 1) * W, nl);
+    for (int q = 0; q < NV; ++q) bv[q] = (FULL || q < NV - 1) ? K::load(bk + q * W) : K::load_n(bk + q * W, nl);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const R av = K::bcast(ar[i] + k);
@@ -128,11 +133,13 @@ inline void tile(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T
       for (int q = 0; q < NV; ++q) acc[i][q] = K::fma(av, bv[q], acc[i][q]);
     }
   }
-  for (int i = 0; i < m; ++i) {
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
     T* ci = c + i * ldc;
 #pragma GCC unroll 4
     for (int q = 0; q < NV; ++q) {
-      const int cnt = std::min(W, n - q * W);
+      const int cnt = FULL ? W : std::min(W, n - q * W);
       R z = acc[i][q];
       if (acc_c) z = K::add(z, K::load_n(ci + q * W, cnt));
       K::store_n(ci + q * W, z, cnt);
@@ -145,7 +152,7 @@ template <class T, Simd S>
 void mm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc,
         bool acc_c) {
   if (M <= 0 || N <= 0) return;
-  if (tuning().tile_gemm == 1) {
+  if (tuning().tile_gemm != kOwnTiles) {
     gemm::Epilogue<T> ep;
     ep.accumulate = acc_c;
     gemm::gemm_at<T>(S, gemm::Algo::automatic, M, N, K, {a, lda, 1}, {b, ldb, 1}, c, ldc, ep, 1);
@@ -155,14 +162,16 @@ void mm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, in
   for (int64_t j0 = 0; j0 < N; j0 += NV * W) {
     const int n = static_cast<int>(std::min<int64_t>(NV * W, N - j0));
     const int nv = (n + W - 1) / W;
+    const T* bj = b + j0;
     for (int64_t i0 = 0; i0 < M; i0 += MR) {
       const int m = static_cast<int>(std::min<int64_t>(MR, M - i0));
       const T* ai = a + i0 * lda;
       T* ci = c + i0 * ldc + j0;
-      if (nv == NV) tile<T, S, NV>(K, ai, lda, b + j0, ldb, ci, ldc, m, n, acc_c);
-      else if (NV >= 4 && nv == 3) tile<T, S, (NV >= 4 ? 3 : 1)>(K, ai, lda, b + j0, ldb, ci, ldc, m, n, acc_c);
-      else if (NV >= 3 && nv == 2) tile<T, S, (NV >= 3 ? 2 : 1)>(K, ai, lda, b + j0, ldb, ci, ldc, m, n, acc_c);
-      else tile<T, S, 1>(K, ai, lda, b + j0, ldb, ci, ldc, m, n, acc_c);
+      if (n == NV * W) tile<T, S, NV, true>(K, ai, lda, bj, ldb, ci, ldc, m, n, acc_c);
+      else if (nv == NV) tile<T, S, NV, false>(K, ai, lda, bj, ldb, ci, ldc, m, n, acc_c);
+      else if (NV >= 4 && nv == 3) tile<T, S, (NV >= 4 ? 3 : 1), false>(K, ai, lda, bj, ldb, ci, ldc, m, n, acc_c);
+      else if (NV >= 3 && nv == 2) tile<T, S, (NV >= 3 ? 2 : 1), false>(K, ai, lda, bj, ldb, ci, ldc, m, n, acc_c);
+      else tile<T, S, 1, false>(K, ai, lda, bj, ldb, ci, ldc, m, n, acc_c);
     }
   }
 }
@@ -486,6 +495,7 @@ Heads<T> heads(A& x, const char* name, int64_t B, int64_t H, int64_t R, int64_t 
              name << ": expected shape (" << B << ", " << H << ", " << R << ", " << C << "), got "
                   << shape_str(x));
   const int64_t it = static_cast<int64_t>(sizeof(std::remove_const_t<T>));
+  if (B * H * R * C == 0) return Heads<T>{static_cast<T*>(nullptr), 0, 0, 0};  // nothing is read or written
   PYDL_CHECK(C <= 1 || x.strides(3) == it, name << ": the last dimension must be contiguous");
   for (int d = 0; d < 3; ++d)
     PYDL_CHECK(x.strides(d) % it == 0, name << ": strides must be multiples of the item size");
@@ -626,7 +636,7 @@ void bind_attention(py::module_& m) {
           PYDL_CHECK(bq >= 0 && bk >= 0 && bq_bwd >= 0 && bk_bwd >= 0 && bq <= 4096 && bk <= 4096 &&
                          bq_bwd <= 4096 && bk_bwd <= 4096,
                      "attention_tuning: block sizes must be in [0, 4096] (0: default)");
-          PYDL_CHECK(tile_gemm == 0 || tile_gemm == 1, "attention_tuning: tile_gemm must be 0 or 1");
+          PYDL_CHECK(tile_gemm >= 0 && tile_gemm <= 2, "attention_tuning: tile_gemm must be 0, 1 or 2");
           tuning() = {bq, bk, bq_bwd, bk_bwd, tile_gemm};
         },
         py::arg("bq") = 0, py::arg("bk") = 0, py::arg("bq_bwd") = 0, py::arg("bk_bwd") = 0,

@@ -31,6 +31,8 @@ from .._shared import SUFFIX
 def _rows(x):
     """x with a unit-stride last dimension and item-aligned strides (a copy only otherwise)."""
     it = x.itemsize
+    if x.size == 0:  # any strides at all: fresh ones
+        return np.empty(x.shape, x.dtype)
     if (x.shape[-1] > 1 and x.strides[-1] != it) or any(s % it for s in x.strides):
         return np.ascontiguousarray(x)
     return x
@@ -109,6 +111,7 @@ def _same(a, b):
 def _linear(x, w, b, out=None):
     """x (R, K) @ w (N, K)^T + b into out (R, N) (new if None)."""
     R, N = x.shape[0], w.shape[0]
+    b = None if b is None else np.ascontiguousarray(b)
     if out is None:
         out = _array.empty((R, N), x.dtype)
     if R == 0:
