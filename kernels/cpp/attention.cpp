@@ -14,10 +14,10 @@
 //     dmask: a writeable (B, H, L, S) view (0 strides where the mask broadcasts) of a
 //     zero-filled array of the mask's shape; the float mask's gradient is added into it.
 //
-// Forward, per work item (b, h, block of BQ query rows), items shared by the threads:
-//   for each block of BK keys (causal: only blocks holding a key j <= the block's last
-//   query; the diagonal one masked element-wise):
-//     Kt = K_blk^T packed (D x BK); S = Q_blk @ Kt * scale (+ mask);
+// Forward: K^T (D, S) per head once per call; then per work item (b, h, block of BQ query
+// rows), items shared by the threads: for each block of BK keys (causal: only blocks
+// holding a key j <= the block's last query; the diagonal one masked element-wise):
+//     S = Q_blk @ K^T[:, blk] * scale (+ mask);
 //     online softmax per row: m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m-m') + sum P,
 //     O = O e^(m-m') + P @ V_blk.
 //   out = O / l, lse = m + log l (l = 0: a fully masked row, out 0 and lse +inf).
@@ -29,13 +29,12 @@
 //   dV += Pt @ dO_blk; dK += dSt @ Q_blk; dQT[:, blk] += Kt @ dSt (Kt packed once per item).
 //   dK, dV are owned by the item; dQ is summed in per-thread (D, L) accumulators and
 //   reduced (transposed, times scale) at the end. B*H*ceil(S/BKb) items: more than B*H.
-// Tile products: gemm.hpp's gemm_at with nthreads = 1 inside the items' parallel region
-// (its unpacked-B path: the tile's B rows read in place, A packed into micro-panels), or,
-// as a development variant, a register-blocked MR x (NV vectors) kernel over unit-stride
-// rows of both operands (AVX-512 float 6 x 64, AVX2 6 x 16, scalar 4 x 8): dev/attention.
+// Tile products: a register-blocked MR x (NV vectors) kernel over unit-stride rows of both
+// operands (AVX-512 float 6 x 64, AVX2 6 x 16, scalar 4 x 8), no packing; the development
+// variant tile_gemm = 1 calls gemm.hpp's gemm_at (nthreads = 1) instead: dev/attention.
 // Napkin math: B1 H8 S2048 D64 forward = 4*8*2048^2*64 = 8.6 GFLOP, ~40 ms at 200 GFLOP/s;
 // it reads q, k, v once per query block (8 MB / 64 rows), so it is compute-bound.
-// Memory: O(S*D) per head (QT, dOT, dQ accumulators in the backward) plus per-thread tiles.
+// Memory: O(S*D) per head (K^T; QT, dOT, dQ accumulators in the backward) plus per-thread tiles.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -66,9 +65,9 @@ template <class T>
 using Array = NdArray<T>;
 
 // Block sizes and the tile-product choice (development controls: dev/attention, tests).
-// 0 = default. tile_gemm: 1 gemm.hpp's products (nthreads = 1; the default), 2 the
-// register tiles below (kOwnTiles).
-constexpr int kOwnTiles = 2;
+// 0 = default. tile_gemm: 0 or 2 the register tiles below (the default), 1 gemm.hpp's
+// products (nthreads = 1).
+constexpr int kGemmTiles = 1;
 struct Tuning {
   int bq = 0, bk = 0, bq_bwd = 0, bk_bwd = 0, tile_gemm = 0;
 };
@@ -152,7 +151,7 @@ template <class T, Simd S>
 void mm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc,
         bool acc_c) {
   if (M <= 0 || N <= 0) return;
-  if (tuning().tile_gemm != kOwnTiles) {
+  if (tuning().tile_gemm == kGemmTiles) {
     gemm::Epilogue<T> ep;
     ep.accumulate = acc_c;
     gemm::gemm_at<T>(S, gemm::Algo::automatic, M, N, K, {a, lda, 1}, {b, ldb, 1}, c, ldc, ep, 1);
@@ -255,17 +254,27 @@ void forward(const Fwd<T>& a) {
   if (items == 0) return;
   const T ninf = -std::numeric_limits<T>::infinity(), inf = std::numeric_limits<T>::infinity();
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
+  // K^T per head (D, S), once per call: every query block reads its key blocks as unit-stride
+  // rows (transposing per block cost a third of the products' time at D = 64, BQ = 64)
+  const int64_t BH = a.B * a.H;
+  const std::size_t hk = static_cast<std::size_t>(D * S_);
+  std::vector<T> kt(BH * hk);
+  {
+    const int ntt = static_cast<int>(std::min<int64_t>(nt, BH));
+#pragma omp parallel for num_threads(ntt) schedule(static) if (ntt > 1)
+    for (int64_t bh = 0; bh < BH; ++bh)
+      transpose(a.k.at(bh / a.H, bh % a.H), a.k.sr, S_, D, kt.data() + bh * hk, S_);
+  }
   std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    std::vector<T> kt(static_cast<std::size_t>(std::max<int64_t>(D, 1) * BK)), sb(BQ * BK),
-        o(static_cast<std::size_t>(BQ * std::max<int64_t>(Dv, 1))), m(BQ), l(BQ);
+    std::vector<T> sb(BQ * BK), o(static_cast<std::size_t>(BQ * std::max<int64_t>(Dv, 1))), m(BQ), l(BQ);
     for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) {
       // causal: the last query blocks carry the most keys; hand them out first
       const int64_t bh = it / nqb, qb = a.causal ? nqb - 1 - it % nqb : it % nqb;
       const int64_t b = bh / a.H, h = bh % a.H, i0 = qb * BQ, bq = std::min(BQ, L - i0);
       const T* qp = a.q.at(b, h) + i0 * a.q.sr;
-      const T* kp = a.k.at(b, h);
+      const T* kth = kt.data() + bh * hk;
       const T* vp = a.v.at(b, h);
       std::fill(o.begin(), o.end(), T(0));
       std::fill(m.begin(), m.end(), ninf);
@@ -273,8 +282,7 @@ void forward(const Fwd<T>& a) {
       const int64_t jend = a.causal ? std::min(S_, i0 + bq) : S_;
       for (int64_t j0 = 0; j0 < jend; j0 += BK) {
         const int64_t bk = std::min(BK, jend - j0);
-        transpose(kp + j0 * a.k.sr, a.k.sr, bk, D, kt.data(), BK);
-        if (D > 0) mm<T, S>(bq, bk, D, qp, a.q.sr, kt.data(), BK, sb.data(), BK, false);
+        if (D > 0) mm<T, S>(bq, bk, D, qp, a.q.sr, kth + j0, S_, sb.data(), BK, false);
         else std::fill(sb.begin(), sb.end(), T(0));
         for (int64_t r = 0; r < bq; ++r) {
           T* row = sb.data() + r * BK;
@@ -642,7 +650,7 @@ void bind_attention(py::module_& m) {
         py::arg("bq") = 0, py::arg("bk") = 0, py::arg("bq_bwd") = 0, py::arg("bk_bwd") = 0,
         py::arg("tile_gemm") = 0,
         "Development control: query/key block sizes of the forward and backward (0: default) and "
-        "the tile product (0: the kernel's register tiles, 1: gemm.hpp).");
+        "the tile product (0: default = 2, 1: gemm.hpp, 2: the kernel's own register tiles).");
 }
 
 }  // namespace pydl
