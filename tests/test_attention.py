@@ -325,7 +325,7 @@ def test_torch_mha(backend, self_attn):
 # -- memory -------------------------------------------------------------------------
 
 _MEM = textwrap.dedent("""
-    import resource, sys
+    import sys
     import numpy as np
     import pydl
     from pydl import registry
@@ -337,23 +337,31 @@ _MEM = textwrap.dedent("""
     small = {n: x[:, :, :64].copy() for n, x in a.items()}
     out, sv = spec.with_saved(**small, backend=sys.argv[2])   # threads, scratch, code paths warm
     spec.backward(g[:, :, :64].copy(), **small, saved=sv, backend=sys.argv[2])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def kib(key):  # from /proc/self/status, KiB
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+
+    base = kib("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current RSS
     out, sv = spec.with_saved(**a, backend=sys.argv[2])
     grads = spec.backward(g, **a, saved=sv, backend=sys.argv[2])
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+    print(kib("VmHWM") - base)
 """)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable VmHWM")
 def test_memory_is_linear_in_s(backend):
-    """Peak resident memory of a forward + backward at S = 4096 grows by far less than a tenth
-    of the one (S, S) float32 score matrix the materialized version needs (64 MiB); what the
-    kernels must allocate is O(S*D): out, lse, the gradients and the backward's transposes."""
-    S = 4096
+    """Peak resident memory (VmHWM, reset first) of a forward + backward at S = 4096, D = 64 grows
+    by a small multiple of one (S, D) array (the kernels allocate out, lse, the gradients, K^T,
+    Q^T, dO^T and per-thread dQ^T accumulators: ~7 of them), far below the one (S, S) float32
+    score matrix the materialized version needs (64 MiB; dev/attention/bench.py --only mem
+    compares the two at S = 8192)."""
+    S, D = 4096, 64
     env = dict(os.environ, PYDL_NUM_THREADS="2", OMP_NUM_THREADS="2")
     res = subprocess.run([sys.executable, "-c", _MEM, str(S), backend], capture_output=True, text=True, env=env,
                          timeout=120, cwd=os.path.dirname(os.path.dirname(pydl.__file__)))
     assert res.returncode == 0, res.stderr
     grew_kib = int(res.stdout.split()[-1])
-    materialized_kib = S * S * 4 // 1024
-    assert grew_kib < materialized_kib / 10, (grew_kib, materialized_kib)
+    one_sd_kib, materialized_kib = S * D * 4 // 1024, S * S * 4 // 1024
+    assert grew_kib < 12 * one_sd_kib and grew_kib < materialized_kib / 5, (grew_kib, one_sd_kib, materialized_kib)
