@@ -1,7 +1,7 @@
 """SDPA and MHA, pydl cpp against PyTorch CPU: interleaved in one process, best of N.
 
     PYTHONPATH=. python dev/attention/bench.py [--reps 3] [--threads 2] [--only sdpa|mha|mem]
-          [--tuning bq,bk,bq_bwd,bk_bwd,tile_gemm]
+          [--tuning bq,bk,bq_bwd,bk_bwd,tile_gemm] [--lib both|pydl|torch]
 
 Prints one Markdown table row per case: ms (best of N), GFLOP/s and the ratio torch / pydl
 (> 1: pydl faster). Flops: forward 4*B*H*L*S*D (the two products; causal: half),
@@ -26,7 +26,12 @@ SDPA_CASES = [(4, 8, 512, 64), (1, 8, 2048, 64), (1, 4, 8192, 64)]
 MHA_CASES = [(2, 128, 256, 4), (4, 512, 768, 12)]
 
 
+LIB = "both"  # --lib: time one library only (run twice, each in its own process)
+
+
 def best(fn, reps):
+    if fn is None:
+        return float("nan")
     fn()  # warm
     t = []
     for _ in range(reps):
@@ -71,8 +76,8 @@ def sdpa(reps):
             for name, pf, tf, f in (("fwd", p_fwd, t_fwd, fl), ("fwd+bwd", p_both, t_both, 3.5 * fl)):
                 tp, tt = [], []
                 for _ in range(reps):  # interleaved
-                    tp.append(best(pf, 1))
-                    tt.append(best(tf, 1))
+                    tp.append(best(pf if LIB != "torch" else None, 1))
+                    tt.append(best(tf if LIB != "pydl" else None, 1))
                 tp, tt = min(tp), min(tt)
                 cid = f"B{B} H{H} S{S} D{D}" + (" causal" if causal else "")
                 print(f"| {cid} | {name} | {tp * 1e3:.1f} | {tt * 1e3:.1f} | {f / tp / 1e9:.0f} | "
@@ -119,8 +124,8 @@ def mha(reps):
         for name, pf, tf in (("fwd", p_fwd, t_fwd), ("fwd+bwd", p_both, t_both)):
             tp, tt = [], []
             for _ in range(reps):
-                tp.append(best(pf, 1))
-                tt.append(best(tf, 1))
+                tp.append(best(pf if LIB != "torch" else None, 1))
+                tt.append(best(tf if LIB != "pydl" else None, 1))
             tp, tt = min(tp), min(tt)
             print(f"| B{B} L{L} E{E} h{nh} | {name} | {tp * 1e3:.1f} | {tt * 1e3:.1f} | {tt / tp:.2f} |",
                   flush=True)
@@ -162,7 +167,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("sdpa", "mha", "mem"))
     ap.add_argument("--tuning", default="")
+    ap.add_argument("--lib", choices=("both", "pydl", "torch"), default="both",
+                    help="time one library only (each library in its own process)")
     a = ap.parse_args()
+    global LIB
+    LIB = a.lib
     import torch
     torch.set_num_threads(a.threads)
     pydl.set_num_threads(a.threads)
