@@ -74,6 +74,7 @@ void bind_gemm(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_rnn(py::module_& m);
+void bind_attention(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_peak(py::module_& m);
@@ -114,6 +115,7 @@ PYBIND11_MODULE(PYDL_MODULE, m) {
   bind_conv(m);
   bind_pool(m);
   bind_rnn(m);
+  bind_attention(m);
   bind_norm(m);
   bind_loss(m);
   bind_peak(m);
