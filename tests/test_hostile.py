@@ -148,15 +148,21 @@ def test_conv_stride_past_the_input(stride):
 
 def test_conv_huge_padding_small_output():
     """Regression: direct and smallk copy zero-padded planes, which grow with the padding,
-    not the output: padding 2**13 with stride 2**13 on a 6x6 image is a 3x3 output but a
-    1 GB plane per channel (and aborted the process when the allocation failed in a parallel
+    not the output: padding 2**14 with stride 2**14 on a 6x6 image is a 2x2 output but a
+    4 GB plane per channel (the process aborted when the allocation failed in a parallel
     region); past a few times the input, the cpp paths hand such a convolution to the
-    im2col tiles."""
+    im2col tiles. At 2**10 here (the reference pads for real: 34 MB a channel)."""
+    from pydl.backends.cpp import conv as cpp_conv
+
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((1, 2, 6, 6)), rng.standard_normal((2, 2, 3, 3))
-    _agree("conv2d", dict(x=x, weight=w, stride=2 ** 13, padding=2 ** 13 - 3))
+    _agree("conv2d", dict(x=x, weight=w, stride=2 ** 10, padding=2 ** 10 - 3))
+    for forced in ("cpp", "cpp:smallk", "cpp:direct"):
+        out = SPECS["conv2d"].forward(x, w, stride=2 ** 10, padding=2 ** 10 - 3, backend=forced)
+        SPECS["conv2d"].backward(np.ones_like(out), x, w, stride=2 ** 10, padding=2 ** 10 - 3, backend=forced)
+        assert cpp_conv.last_path == {"forward": "im2col", "backward": "im2col"}, (forced, cpp_conv.last_path)
     dw = rng.standard_normal((2, 1, 3, 3))  # depthwise: the direct path
-    _agree("conv2d", dict(x=x, weight=dw, stride=2 ** 12, padding=2 ** 12, groups=2))
+    _agree("conv2d", dict(x=x, weight=dw, stride=2 ** 10, padding=2 ** 10, groups=2))
 
 
 @pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
