@@ -539,12 +539,15 @@ def matmul_backward(grad, a, b, saved=None):
         a2, g2 = _rows(a), _rows(grad)
         db = gemm_into(a2, g2, _array.empty(b.shape, b.dtype), ta=True)
         return da, db
-    nb = grad.shape[0] if grad.ndim == 3 else 0
-    da_shape = (nb,) + a.shape[-2:] if nb else a.shape
-    db_shape = (nb,) + b.shape[-2:] if nb else b.shape
+    # batched by grad's rank, not its batch size: an empty batch (0, M, N) is still one, and
+    # a 2-D operand's gradient is then the sum of nothing, zeros (it was np.empty's garbage)
+    batched = grad.ndim == 3
+    nb = grad.shape[0] if batched else 0
+    da_shape = (nb,) + a.shape[-2:] if batched else a.shape
+    db_shape = (nb,) + b.shape[-2:] if batched else b.shape
     da = gemm_into(grad, b, np.empty(da_shape, a.dtype), tb=True)
     db = gemm_into(a, grad, np.empty(db_shape, b.dtype), ta=True)
-    if nb and a.ndim == 2:
+    if batched and a.ndim == 2:
         da = da.sum(axis=0)
     return da.astype(a.dtype, copy=False), db
 
