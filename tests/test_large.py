@@ -49,25 +49,36 @@ def test_relu_past_2_31_elements(backend):
 @pytest.mark.parametrize("backend", ["cpp", "cython", "numba"])
 def test_conv_whose_columns_exceed_2_31_elements(backend):
     """C*R*S x OH*OW = 10816 x 262144 = 2.8e9 column elements (11 GB as float32): every
-    backend tiles them (none may allocate them), and the result matches PyTorch."""
-    torch = pytest.importorskip("torch")
+    backend tiles them (none may allocate them). The reference is computed at sampled
+    positions in float64 (PyTorch's CPU conv unfolds them: 23 GB in float64, OOM-killed here)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 64, 512, 512)).astype(np.float32)
     w = (rng.standard_normal((2, 64, 13, 13)) / np.sqrt(64 * 169)).astype(np.float32)
     b = rng.standard_normal(2).astype(np.float32)
     assert 64 * 13 * 13 * 512 * 512 > 2 ** 31
     spec = registry.SPECS["conv2d"]
-    out = spec.forward(x, w, b, padding=6, backend=backend)
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
-                                     torch.from_numpy(b).double(), padding=6).numpy()
     a = spec.bind((), dict(x=x, weight=w, bias=b, padding=6))
-    assert_close(f"conv2d on {backend}", out, ref, *spec.tolerance("float32", a))
+    rtol, atol = spec.tolerance("float32", a)
+    out = spec.forward(x, w, b, padding=6, backend=backend)
+    assert out.shape == (1, 2, 512, 512)
+    xp = np.pad(x[0].astype(np.float64), ((0, 0), (6, 6), (6, 6)))
+    w64 = w.astype(np.float64)
+    pts = [(k, i, j) for k in (0, 1) for i in (0, 1, 255, 510, 511) for j in (0, 3, 256, 511)]
+    for k, i, j in pts:
+        want = float(np.sum(xp[:, i:i + 13, j:j + 13] * w64[k]) + b[k])
+        assert abs(out[0, k, i, j] - want) <= atol + rtol * abs(want), (backend, k, i, j, out[0, k, i, j], want)
     g = rng.standard_normal(out.shape).astype(np.float32)
     dx, dw, db = spec.backward(g, x, w, b, padding=6, backend=backend)
-    tx, tw, tb = (torch.from_numpy(v).double().requires_grad_() for v in (x, w, b))
-    torch.nn.functional.conv2d(tx, tw, tb, padding=6).backward(torch.from_numpy(g).double())
-    for name, got, want in (("dx", dx, tx.grad), ("dw", dw, tw.grad), ("db", db, tb.grad)):
-        assert_close(f"conv2d on {backend} {name}", got, want.numpy(), *spec.tolerance("float32", a, grad=True))
+    rtol, atol = spec.tolerance("float32", a, grad=True)
+    g64 = g[0].astype(np.float64)
+    assert np.allclose(db, g64.sum(axis=(1, 2)), rtol=rtol, atol=atol)
+    for k, c, r, t in ((0, 0, 0, 0), (1, 63, 12, 12), (0, 31, 6, 3), (1, 5, 12, 0)):
+        want = float(np.sum(g64[k] * xp[c, r:r + 512, t:t + 512]))
+        assert abs(dw[k, c, r, t] - want) <= atol + rtol * abs(want), (backend, "dw", k, c, r, t)
+    gp = np.pad(g64, ((0, 0), (6, 6), (6, 6)))
+    for c, h, v in ((0, 0, 0), (63, 511, 511), (17, 256, 3)):
+        want = float(np.sum(gp[:, h:h + 13, v:v + 13] * w64[:, c, ::-1, ::-1]))
+        assert abs(dx[0, c, h, v] - want) <= atol + rtol * abs(want), (backend, "dx", c, h, v)
 
 
 def test_matmul_inner_dimension_past_2_31():
