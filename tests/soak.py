@@ -66,15 +66,15 @@ def _step(spec, args, backend, rng, dtype):
         spec.backward(g if spec.outputs > 1 else g[0], **a, saved=saved, backend=backend)
 
 
-def soak(iters: int, seed: int = 0, ops=None, log=None) -> dict:
+def soak(iters: int, seed: int = 0, ops=None, log=None, max_cases=None) -> dict:
     """Warm up (every case of every op on every native backend, both dtypes), then
-    ``iters`` random forward+backward steps per op. Returns the RSS figures in bytes and
-    the step count."""
+    ``iters`` random forward+backward steps per op. ``max_cases`` keeps each op's first
+    cases only (the short run). Returns the RSS figures in bytes and the step count."""
     rng = np.random.default_rng(seed)
     table = native_ops()
     if ops is not None:
         table = {k: v for k, v in table.items() if k in ops}
-    cases = {(name, dt): registry.SPECS[name].cases(np.random.default_rng(1), np.dtype(dt))
+    cases = {(name, dt): registry.SPECS[name].cases(np.random.default_rng(1), np.dtype(dt))[:max_cases]
              for name in table for dt in ("float32", "float64")}
     for (name, dt), cs in cases.items():
         for b in table[name]:
