@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.pydl-installed
 NATIVE := pyproject.toml setup.py $(wildcard kernels/cpp/*.cpp kernels/common/*.hpp kernels/cython/*.pyx)
 NVCC   ?= nvcc
 
-.PHONY: demo test install cuda-check wheel-check sanitize fuzz threads clean
+.PHONY: demo test install cuda-check wheel-check sanitize fuzz threads large soak clean
 
 # The build tools go into the venv and every build uses them there (--no-build-isolation): one
 # stable set of include paths, so a compiler cache (CI's ccache) serves the wheel check's build
@@ -91,6 +91,19 @@ fuzz: $(STAMP)
 THREAD_ROUNDS ?= 1000
 threads: $(STAMP)
 	THREAD_ROUNDS=$(THREAD_ROUNDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_threads.py
+
+# Tensors past 2^31 elements (tests/test_large.py): an 8.6 GB float32 relu on every native
+# backend (needs ~17.2 GB free, else skipped saying so), a conv whose im2col columns would be
+# 2.8e9 elements (every backend tiles them) against PyTorch, and a GEMM with K > 2^31.
+large: $(STAMP)
+	PYDL_LARGE=1 $(BIN)/python -m pytest -q -p no:cacheprovider -rs tests/test_large.py
+
+# Memory soak (tests/soak.py): every native op's forward and backward SOAK_ITERS times on random
+# shapes and dtypes, across its native backends; fails if resident memory grows 5% or more after
+# the warm-up. tests/test_soak.py runs a short version in the default suite.
+SOAK_ITERS ?= 10000
+soak: $(STAMP)
+	$(BIN)/python tests/soak.py --iters $(SOAK_ITERS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info pydl/*.so pydl/_build_config.py kernels/cython/*.c

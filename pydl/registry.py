@@ -168,12 +168,13 @@ class OpSpec:
         """Bind public arguments and run the normalizer (all validation).
 
         The normalizer has the public signature, so Python binds the
-        arguments itself (no ``inspect`` on the hot path); any TypeError or
-        ValueError, from binding or from validation, gets the op's name.
+        arguments itself (no ``inspect`` on the hot path); any TypeError,
+        ValueError or MemoryError (an output no machine holds), from binding or
+        from validation, gets the op's name.
         """
         try:
             return self.normalize(*args, **kwargs)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, MemoryError) as e:
             e.args = (f"pydl.ops.{self.name}: {e.args[0] if e.args else e}",) + e.args[1:]
             raise  # one-device check: in select(), with the upstream gradient too
 

@@ -40,6 +40,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -94,10 +95,13 @@ inline void valid_range(i64 off, i64 stride, i64 w, i64 ow, i64& lo, i64& hi) {
 template <class T>
 void im2col_rows(const Geom& q, const T* x, i64 cc, i64 oh0, i64 oh1, T* cols, i64 ldc) {
   const i64 sw = q.sw, pl = (q.w + sw - 1) / sw;  // phase length
-  std::vector<T> phases(sw > 1 ? static_cast<size_t>(q.h * sw * pl) : 0);
+  // a stride wider than the row (any stride up to 2^31 is valid: one output column) leaves
+  // nothing to de-interleave and its sw phases would be mostly empty: read in place instead
+  const bool split = sw > 1 && sw <= q.w;
+  std::vector<T> phases(split ? static_cast<size_t>(q.h * sw * pl) : 0);
   for (i64 c = 0; c < cc; ++c) {
     const T* xc = x + c * q.h * q.w;
-    if (sw > 1)
+    if (split)
       for (i64 i = 0; i < q.h; ++i)
         for (i64 j = 0; j < q.w; ++j) phases[(i * sw + j % sw) * pl + j / sw] = xc[i * q.w + j];
     for (i64 r = 0; r < q.r; ++r)
@@ -115,9 +119,13 @@ void im2col_rows(const Geom& q, const T* x, i64 cc, i64 oh0, i64 oh1, T* cols, i
             std::fill(d, d + q.ow, T(0));
             continue;
           }
-          const T* src = sw == 1 ? xc + ih * q.w + off : phases.data() + (ih * sw + ph) * pl + qo;
           std::fill(d, d + lo, T(0));
-          std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
+          if (split || sw == 1) {
+            const T* src = sw == 1 ? xc + ih * q.w + off : phases.data() + (ih * sw + ph) * pl + qo;
+            std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
+          } else {
+            for (i64 o = lo; o < hi; ++o) d[o] = xc[ih * q.w + off + o * sw];
+          }
           std::fill(d + hi, d + q.ow, T(0));
         }
       }
@@ -162,9 +170,23 @@ i64 tile_rows(const Geom& q) {
 // smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every such bench shape, 1x1
 // included, one thread); 1x1/stride 1/pad 0 -> GEMM on x itself; else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
 // to 4 MB im2col tiles on every measured shape, so only its variant reaches it.
+//
+// direct and smallk copy the group's zero-padded (smallk: width-phase-split) planes per thread:
+// that grows with the padding and the stride, not with the output (padding 2^14 on a 6x6 image:
+// a 4 GB plane for a 3x3 output), and an allocation failing inside a parallel region aborts the
+// process. Past a few times the input's planes, the im2col tiles (bounded by the output) take
+// the convolution, also when a variant forces direct or smallk (the path taken is returned).
+bool planes_fit(const Geom& q) {
+  const double hp = double(q.h) + 2.0 * double(q.ph), wp = double(q.w) + 2.0 * double(q.pw);
+  const double wq = double(q.sw) * std::ceil(wp / double(q.sw));  // smallk's phase-split width
+  return double(q.cg()) * hp * std::max(wp, wq) <= 4.0 * double(q.cg()) * double(q.h) * double(q.w) + double(1 << 20);
+}
+
 int choose_path(const Geom& q, int forced) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
-  if (forced != kAuto) return forced;
+  const bool fit = planes_fit(q);
+  if (forced != kAuto) return (!fit && (forced == kDirect || forced == kSmallK)) ? kIm2col : forced;
+  if (!fit) return q.is1x1() ? kGemm1x1 : kIm2col;
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
   if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
   if (q.kg() <= 256) return kSmallK;
@@ -780,6 +802,7 @@ bool smallk_dx(const Geom& q, const T* dy, const T* wt, T* dx) {
   // 0.74 ms for the GEMM + col2im, one thread)
   if (q.sh != 1 || q.sw != 1 || ph < 0 || pw < 0 || q.cg() < 32 || q.cg() > 256) return false;
   Geom t{q.n, q.k, q.oh, q.ow, q.c, q.r, q.s, 1, 1, ph, pw, q.dh, q.dw, q.g, q.h, q.w};
+  if (!planes_fit(t)) return false;  // dy's padded planes would dwarf it: the GEMM + col2im
   const i64 rs = q.r * q.s;
   std::vector<T> wf(static_cast<size_t>(q.k * q.crs()));
   for (i64 g = 0; g < q.g; ++g)
@@ -1064,10 +1087,17 @@ T* out_ptr(Array<T>& a, const char* name, std::initializer_list<i64> shape) {
 
 Geom geom(i64 n, i64 c, i64 h, i64 w, i64 k, i64 r, i64 s, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh,
           i64 dw, i64 g) {
-  PYDL_CHECK(r >= 1 && s >= 1, "kernel_size: expected >= 1, got (" << r << ", " << s << ")");
-  PYDL_CHECK(sh >= 1 && sw >= 1, "stride: expected >= 1, got (" << sh << ", " << sw << ")");
-  PYDL_CHECK(ph >= 0 && pw >= 0, "padding: expected >= 0, got (" << ph << ", " << pw << ")");
-  PYDL_CHECK(dh >= 1 && dw >= 1, "dilation: expected >= 1, got (" << dh << ", " << dw << ")");
+  // bounds (Python's checks: pydl/ops/_checks.py HYPER_MAX) that keep every product below in 64 bits
+  constexpr i64 kMax = (i64(1) << 31) - 1, kDimMax = i64(1) << 31;
+  PYDL_CHECK(r >= 1 && s >= 1 && r <= kDimMax && s <= kDimMax,
+             "kernel_size: expected 1..2^31, got (" << r << ", " << s << ")");
+  PYDL_CHECK(sh >= 1 && sw >= 1 && sh <= kMax && sw <= kMax,
+             "stride: expected 1.." << kMax << ", got (" << sh << ", " << sw << ")");
+  PYDL_CHECK(ph >= 0 && pw >= 0 && ph <= kMax && pw <= kMax,
+             "padding: expected 0.." << kMax << ", got (" << ph << ", " << pw << ")");
+  PYDL_CHECK(dh >= 1 && dw >= 1 && dh <= kMax && dw <= kMax,
+             "dilation: expected 1.." << kMax << ", got (" << dh << ", " << dw << ")");
+  PYDL_CHECK(h <= kDimMax && w <= kDimMax, "x: expected H, W <= 2^31, got (" << h << ", " << w << ")");
   PYDL_CHECK(g >= 1 && c % g == 0 && k % g == 0,
              "groups: expected a divisor of C = " << c << " and K = " << k << ", got " << g);
   PYDL_CHECK(c >= 1 && h >= 1 && w >= 1 && n >= 0, "x: expected N >= 0 and C, H, W >= 1");

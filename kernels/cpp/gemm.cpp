@@ -151,7 +151,8 @@ void matmul(const Array<T>& a, const Array<T>& b, Array<T>& out, const std::stri
   PYDL_CHECK(!(A.batched && B.batched) || A.batch == B.batch,
              "b: batch dimension " << B.batch << " does not match a's " << A.batch);
   const bool batched_out = A.batched || B.batched;
-  const int64_t batch = std::max(A.batch, B.batch);
+  // the batched operand's batch (a 2-D operand counts 1, so max() would turn an empty batch into 1)
+  const int64_t batch = A.batched ? A.batch : B.batch;
   std::vector<int64_t> shape;
   if (batched_out) shape.push_back(batch);
   shape.push_back(A.rows);
@@ -191,7 +192,7 @@ void matmul_backward(const Array<T>& g, const Array<T>& a, const Array<T>& b, Ar
                      Array<T>& db, const std::string& simd, const std::string& algo_s) {
   const Mat<T> A = mat(a, "a"), B = mat(b, "b"), G = mat(g, "grad");
   const int64_t M = A.rows, K = A.cols, N = B.cols;
-  const int64_t batch = std::max(A.batch, B.batch);
+  const int64_t batch = A.batched ? A.batch : B.batch;  // as matmul: an empty batch stays empty
   PYDL_CHECK(A.cols == B.rows && G.rows == M && G.cols == N && G.batch == batch &&
                  G.batched == (A.batched || B.batched),
              "grad: shape " << shape_str(g) << " does not match the product of a " << shape_str(a)

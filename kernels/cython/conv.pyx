@@ -257,7 +257,9 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
         conv_direct_image(x, w, out, bias, c, h, wd, k, groups, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
         return 0
     cdef Py_ssize_t wq = (wd + sw - 1) // sw
-    if sw > 1 and not one:
+    # a stride wider than the row (one output column) has nothing to split: read in place
+    cdef bint split = sw > 1 and sw <= wd and not one
+    if split:
         conv_phase_split(x, xs, c, h, wd, sw, wq)
     o0 = 0
     while o0 < oh:
@@ -269,7 +271,7 @@ cdef int conv_fwd_image(const floating* x, const floating* w, floating* out, con
                 ldb = L
             else:
                 for ci in range(cg):
-                    if sw > 1:
+                    if split:
                         conv_im2col_plane_ph(xs + (g * cg + ci) * sw * h * wq, buf + ci * kh * kw * T,
                                              h, wd, wq, kh, kw, sh, sw, ph, pw, dh, dw, o0, o1, ow)
                     else:
@@ -479,7 +481,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w, float
     cdef Py_ssize_t nbuf = nt if per_image else 1
     # per thread: the column tile, one B sliver (crs x GM_NR), the phase-split image (a width
     # stride); the packed weights
-    cdef Py_ssize_t xsz = c * sw * h * ((wd + sw - 1) // sw) if sw > 1 and not one else 0
+    cdef Py_ssize_t xsz = c * sw * h * ((wd + sw - 1) // sw) if 1 < sw <= wd and not one else 0
     cdef Py_ssize_t kg = k // groups, per = bsz + crs * GM_NR + xsz
     cdef Py_ssize_t aps = (kg + GM_MR - 1) // GM_MR * GM_MR * crs
     cdef floating* bufs = <floating*> malloc(nbuf * per * sizeof(floating))

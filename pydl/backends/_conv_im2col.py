@@ -37,6 +37,15 @@ def _is_1x1(weight, stride, padding):
     return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
 
 
+def image_fits(x, weight, stride, padding, l_out):
+    """True if one image's column matrix (C*R*S x L) fits :data:`WORKSPACE_BYTES` (or the
+    convolution is 1x1, whose columns are x itself). The chunked drivers here hold at least
+    one image's columns (two in the backward): a backend with tiled drivers uses those for
+    anything larger (a 13x13 kernel over 64 channels of 512x512: 11 GB of columns)."""
+    crs = x.shape[1] * weight.shape[2] * weight.shape[3]
+    return _is_1x1(weight, stride, padding) or crs * l_out * x.itemsize <= WORKSPACE_BYTES
+
+
 def _chunks(n, rows, length, itemsize):
     step = max(1, WORKSPACE_BYTES // max(1, rows * length * itemsize))
     return [(i, min(n, i + step)) for i in range(0, n, step)]

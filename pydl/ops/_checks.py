@@ -6,7 +6,9 @@ and hyper-parameter values. The registry prefixes the op's name.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import os
 
 import numpy as np
 
@@ -20,12 +22,62 @@ _NATIVE = {d: frozenset(np.dtype(n) for n in d)
            for d in (FLOAT_DTYPES, INT_DTYPES, INT_DTYPES + FLOAT_DTYPES)}
 
 
+def memory_limit() -> int:
+    """Bytes this process could ever hold: physical memory plus swap, or the cgroup's
+    limit if lower (read once). An array or output larger than that cannot be computed:
+    refusing it up front beats the kernel that would write it being killed half-way."""
+    if not _LIMIT:
+        n = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        try:
+            with open("/proc/meminfo") as f:
+                swap = next((int(line.split()[1]) * 1024 for line in f if line.startswith("SwapTotal:")), 0)
+        except OSError:
+            swap = 0
+        n += swap
+        for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+            try:
+                with open(path) as f:
+                    n = min(n, int(f.read().strip()))
+                break
+            except (OSError, ValueError):  # absent, or "max": no limit
+                continue
+        _LIMIT.append(n)
+    return _LIMIT[0]
+
+
+_LIMIT: list = []
+#: arrays up to this size skip the memory check (no machine pydl runs on has less)
+_SMALL_BYTES = 1 << 30
+
+
+def _gib(n):
+    return f"{n / 2 ** 30:.3g} GiB"
+
+
+def fits(names, shape, itemsize, what="the output"):
+    """``what`` of ``shape`` (Python ints, so nothing wraps) can exist: ValueError naming
+    ``names`` (the arguments that set the shape) if its byte count overflows int64,
+    MemoryError if it exceeds :func:`memory_limit`. Cheap: call it before any allocation."""
+    n = math.prod(int(d) for d in shape) * int(itemsize)
+    if n <= _SMALL_BYTES:
+        return
+    shape = tuple(int(d) for d in shape)
+    if n > np.iinfo(np.int64).max:
+        raise ValueError(f"{names}: {what} would have shape {shape}, {n // itemsize} elements: "
+                         f"more than a 64-bit size can count")
+    if n > memory_limit():
+        raise MemoryError(f"{names}: {what} would have shape {shape} and need {_gib(n)}, more than "
+                          f"this machine's memory ({_gib(memory_limit())})")
+
+
 def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
     """A NumPy or CuPy array of one of ``dtypes`` and (optionally) rank ``ndim``.
 
-    ``layout`` (e.g. "(N, C, H, W)") only makes the rank error readable.
+    ``layout`` (e.g. "(N, C, H, W)") only makes the rank error readable. An array whose
+    logical size exceeds the machine's memory (a zero-stride broadcast view can claim
+    any size) is a MemoryError: every op's output or workspace is at least that big.
     """
-    if (type(x) is np.ndarray and x.dtype in _NATIVE.get(dtypes, ())
+    if (type(x) is np.ndarray and x.dtype in _NATIVE.get(dtypes, ()) and x.nbytes <= _SMALL_BYTES
             and (ndim is None or x.ndim == ndim or (type(ndim) is tuple and x.ndim in ndim))
             and (min_ndim is None or x.ndim >= min_ndim)):
         return x  # the common case, accepted in a few hundred nanoseconds
@@ -47,6 +99,7 @@ def array(name, x, ndim=None, min_ndim=None, layout=None, dtypes=FLOAT_DTYPES):
             )
     if min_ndim is not None and x.ndim < min_ndim:
         raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    fits(name, x.shape, x.dtype.itemsize, "the array")
     return x
 
 
@@ -89,9 +142,14 @@ def integer(name, v, min=None, max=None):
     return v
 
 
-def int_tuple(name, v, n, min=None):
+#: the largest window hyper-parameter (kernel size, stride, padding, dilation, output size)
+#: accepted: the native kernels hold each in 32 bits and multiply them with sizes in 64
+HYPER_MAX = 2 ** 31 - 1
+
+
+def int_tuple(name, v, n, min=None, max=HYPER_MAX):
     """An int or a sequence of ``n`` ints (or of one int, repeated, as torch takes it),
-    returned as an ``n``-tuple."""
+    returned as an ``n``-tuple, each at most ``max`` (window hyper-parameters: 2**31 - 1)."""
     if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
         v = (v,) * n
     if isinstance(v, (tuple, list)) and len(v) == 1 and n > 1:
@@ -101,6 +159,8 @@ def int_tuple(name, v, n, min=None):
     out = tuple(integer(name, e) for e in v)
     if min is not None and any(e < min for e in out):
         raise ValueError(f"{name}: expected every value >= {min}, got {out}")
+    if max is not None and any(e > max for e in out):
+        raise ValueError(f"{name}: expected every value <= {max}, got {out}")
     return out
 
 

@@ -165,7 +165,10 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     """
     x = nchw("x", x)
     hp = window_args(kernel_size, stride, padding, dilation)
-    output_hw("kernel_size", x.shape[2:], **hp)
+    oh, ow = output_hw("kernel_size", x.shape[2:], **hp)
+    r, s = hp["kernel_size"]
+    ck.fits("x, kernel_size, stride, padding, dilation", (x.shape[0], x.shape[1] * r * s, oh * ow),
+            x.itemsize, "the columns")
     return dict(x=x, **hp)
 
 
@@ -229,6 +232,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     if cols.shape[1] == 0 or cols.shape[1] % (r * s):
         raise ValueError(f"cols: expected dimension 1 to be C*R*S, a positive multiple of "
                          f"R*S = {r * s} for kernel_size {(r, s)}, got shape {tuple(cols.shape)}")
+    ck.fits("cols, output_size", (cols.shape[0], cols.shape[1] // (r * s)) + output_size, cols.itemsize)
     if cols.shape[2] != oh * ow:
         raise ValueError(
             f"cols: expected dimension 2 to be L = {oh}*{ow} = {oh * ow} windows for output_size "
@@ -358,7 +362,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     weight = ck.array("weight", weight, ndim=4, layout="(K, C/groups, R, S)")
     bias = ck.optional_array("bias", bias, ndim=1, layout="(K,)")
     ck.same_dtype(x=x, weight=weight, bias=bias)
-    groups = ck.integer("groups", groups, min=1)
+    groups = ck.integer("groups", groups, min=1, max=ck.HYPER_MAX)
     dilation = ck.int_tuple("dilation", dilation, 2, min=1)
     stride = ck.int_tuple("stride", stride, 2, min=1)
     extra = None
@@ -382,7 +386,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if extra:  # "same" with an even dilated kernel: torch pads the extra row/column on the right
         h, w = x.shape[2:]
         x = _array.module(x).pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
-    output_hw("weight", x.shape[2:], (r, s), **hp)
+    ck.fits("x, weight, stride, padding, dilation",
+            (x.shape[0], k) + output_hw("weight", x.shape[2:], (r, s), **hp), x.itemsize)
     a = dict(x=x, weight=weight, bias=bias, **hp, groups=groups)
     if not (unbatched or extra):
         return a

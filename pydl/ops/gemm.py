@@ -147,6 +147,8 @@ def matmul(a, b):
             f"match a's last dimension {a.shape[-1]} (a's shape {tuple(a.shape)})"
         )
     if a.ndim in (2, 3) and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 2 or a.shape[0] == b.shape[0]):
+        batch = max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
+        ck.fits("a, b", (batch, a.shape[-2], b.shape[-1]), a.itemsize)
         return dict(a=a, b=b)
     return _matmul_general(a, b)
 
@@ -162,6 +164,10 @@ def _matmul_general(a, b):
     except ValueError:
         raise ValueError(f"b: batch dimensions {shape_b[:-2]} do not broadcast with a's "
                          f"{shape_a[:-2]} (a {shape_a} @ b {shape_b})") from None
+    M, N = a2.shape[-2], b2.shape[-1]
+    ck.fits("a, b", batch + (M, N), a.itemsize)
+    for name, x in (("a", a2), ("b", b2)):  # a broadcast batch is materialized for the kernels
+        ck.fits("a, b", batch + x.shape[-2:], x.itemsize, f"{name} broadcast to the batch")
     xp = _array.module(a)
 
     def kernel_form(x):
@@ -172,7 +178,6 @@ def _matmul_general(a, b):
         return x.reshape((-1,) + x.shape[-2:])
 
     ka, kb = kernel_form(a2), kernel_form(b2)
-    M, N = a2.shape[-2], b2.shape[-1]
     full = batch + (M, N)
     public = batch + ((M,) if len(shape_a) > 1 else ()) + ((N,) if len(shape_b) > 1 else ())
     kshape = (ka.shape[0],) + (M, N) if ka.ndim == 3 else ((kb.shape[0], M, N) if kb.ndim == 3 else (M, N))
@@ -294,6 +299,7 @@ def linear(x, weight, bias=None, activation=None):
             f"{x.shape[-1]} (x's shape {tuple(x.shape)}), got {tuple(weight.shape)}"
         )
     ck.shape("bias", bias, (weight.shape[0],), "(out_features, from weight)")
+    ck.fits("x, weight", tuple(x.shape[:-1]) + (weight.shape[0],), x.itemsize)
     if not (activation is None or isinstance(activation, str)):
         raise TypeError(f"activation: expected None or a str, one of {', '.join(map(repr, ACTIVATIONS))}, "
                          f"got {type(activation).__name__} {activation!r}")

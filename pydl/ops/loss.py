@@ -330,7 +330,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     """
     input = ck.array("input", input, min_ndim=1)
     target = ck.array("target", target, dtypes=ck.INT_DTYPES + ck.FLOAT_DTYPES)
-    ignore_index = ck.integer("ignore_index", ignore_index)
+    ignore_index = ck.integer("ignore_index", ignore_index, min=-2 ** 63, max=2 ** 63 - 1)
     unbatched = input.ndim == 1
     if unbatched:
         input = input[None]
@@ -431,7 +431,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     takes a 0-d target, as in torch.
     """
     input = ck.array("input", input, min_ndim=1)
-    ignore_index = ck.integer("ignore_index", ignore_index)
+    ignore_index = ck.integer("ignore_index", ignore_index, min=-2 ** 63, max=2 ** 63 - 1)
     unbatched = input.ndim == 1
     if unbatched:
         input = input[None]

@@ -283,6 +283,11 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
     running_mean, running_var = _running(x, running_mean, running_var)
     weight, bias = _affine_args(x, weight, bias)
     training = ck.boolean("training", training)
+    if training:  # the running statistics are updated in place: refuse them before computing anything
+        for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+            if v is not None and not getattr(v.flags, "writeable", True):
+                raise ValueError(f"{name}: updated in place when training: expected a writeable array, "
+                                 f"got a read-only one")
     if not training and running_mean is None:
         raise ValueError("running_mean: needed with training=False (the running statistics normalize the input)")
     count = x.size // max(x.shape[1], 1)

@@ -207,7 +207,8 @@ def _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad
     del a["dilation"]
     a["count_include_pad"] = ck.boolean("count_include_pad", count_include_pad)
     if divisor_override is not None:
-        divisor_override = ck.integer("divisor_override", divisor_override)
+        divisor_override = ck.integer("divisor_override", divisor_override, min=-ck.HYPER_MAX,
+                                      max=ck.HYPER_MAX)
         if divisor_override == 0:
             raise ValueError("divisor_override: expected a non-zero int or None, got 0")
     a["divisor_override"] = divisor_override
@@ -316,6 +317,7 @@ def adaptive_avg_pool2d(x, output_size):
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[2:]))
     output_size = ck.int_tuple("output_size", output_size, 2, min=0)
+    ck.fits("x, output_size", x.shape[:2] + output_size, x.itemsize)
     a = dict(x=x, output_size=output_size)
     return ck.unbatched_views(a, 4) if unbatched else a
 

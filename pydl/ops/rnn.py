@@ -84,6 +84,9 @@ def _shapes(kind, x, states, w_ih, w_hh, b_ih, b_hh):
     ck.shape("b_hh", b_hh, (G * H,), f"({gh},) with H = {H}")
     for name, s in states.items():
         ck.shape(name, s, (B, H), f"(B, H) with B = {B} from x and H = {H} from w_hh")
+    T = x.shape[0] if x.ndim == 3 else 1
+    # the outputs and what the forward saves for the backward (the gates of every step)
+    ck.fits("x, w_hh", (T, B, (G + 2) * H), x.itemsize, "the outputs and saved gates")
 
 
 def _cell_args(kind, x, states, w_ih, w_hh, b_ih, b_hh):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ... import _array, _cpp
 from ...registry import register
 from .._shared import SUFFIX, contiguous as _contiguous
@@ -43,16 +41,14 @@ def _matmul(a, b, simd="", algo=""):
     # The per-call Python here is part of a small product's time: the usual call is one dict
     # hit and a kernel that allocates its own output (under poisoned(), outputs come NaN-filled
     # from _array.empty so the tests see any element a kernel forgets to write).
-    if not (simd or algo or _POISON.get() or 0 in a.shape or 0 in b.shape):
+    # (empty operands included: the kernel writes the zeros of a K = 0 product and takes an
+    # empty batch)
+    if not (simd or algo or _POISON.get()):
         return _MATMUL_NEW[a.dtype.char](a, b)
     if a.ndim == 2 and b.ndim == 2:
         shape = (a.shape[0], b.shape[1])
     else:
         shape = (a.shape[0] if a.ndim == 3 else b.shape[0], a.shape[-2], b.shape[-1])
-    if 0 in a.shape or 0 in b.shape:
-        # the native kernel rejects an empty batch ("out: wrong shape"); an empty product
-        # is all zeros (K = 0) or has no elements
-        return np.zeros(shape, a.dtype)
     out = _array.empty(shape, a.dtype)
     if simd or algo:
         _MATMUL[a.dtype.char](a, b, out, simd, algo)
@@ -62,9 +58,6 @@ def _matmul(a, b, simd="", algo=""):
 
 
 def _matmul_backward(grad, a, b, simd="", algo=""):
-    if 0 in a.shape or 0 in b.shape or 0 in grad.shape:
-        # an empty dimension anywhere makes both gradients sums of nothing (or empty)
-        return np.zeros(a.shape, a.dtype), np.zeros(b.shape, b.dtype)
     da = _array.empty(a.shape, a.dtype)
     db = _array.empty(b.shape, b.dtype)
     getattr(_cpp, f"gemm_matmul_backward_{SUFFIX[a.dtype]}")(grad, a, b, da, db, simd, algo)

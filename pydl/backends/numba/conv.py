@@ -559,7 +559,7 @@ def _conv_fwd(x, apk, out, bias, groups, nslots, nr, trows, h, w, kh, kw, sh, sw
     kg = k // groups
     tmax = trows * ow
     cg = crs // (kh * kw)
-    wq = (w + sw - 1) // sw if sw > 1 and not one else 0
+    wq = (w + sw - 1) // sw if 1 < sw <= w and not one else 0  # a stride past the row: read in place
     # whole images per tile and a partial last sliver: two images per GEMM (_gemm_serial2):
     # c256 and s2 (L = 196) 4-6% faster; not 1x1, whose x-row packer beats the general
     # im2col the pairs go through (0.83 vs 0.85-0.92 ms, 1 thread N16)
@@ -745,7 +745,8 @@ def _forward(x, weight, bias, stride, padding, dilation, groups):
     n, c, h, w = x.shape
     k = weight.shape[0]
     slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
-    if n < numba.get_num_threads() or n * c * h * w == 0:
+    if n * c * h * w == 0 or (n < numba.get_num_threads()
+                              and _conv_im2col.image_fits(x, weight, stride, padding, oh * ow)):
         return _conv_im2col.forward(_im2col_k, _gemm, x, weight, bias, stride, padding, dilation, groups)
     out = _array.empty((n, k, oh, ow), x.dtype)
     b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
@@ -769,7 +770,8 @@ def _backward(grad, x, weight, bias, stride, padding, dilation, groups, needs):
     n, c, h, w = x.shape
     k = weight.shape[0]
     slots = _slots(n, 2 * n * k * oh * ow * weight[0].size)
-    if n < numba.get_num_threads() or n * c * h * w == 0:
+    if n * c * h * w == 0 or (n < numba.get_num_threads()
+                              and _conv_im2col.image_fits(x, weight, stride, padding, oh * ow)):
         return _conv_im2col.backward(_im2col_k, _col2im_k, _gemm, grad, x, weight, bias, stride, padding,
                                      dilation, groups, needs)
     w3 = weight.reshape(groups, k // groups, -1)

@@ -539,8 +539,8 @@ def matmul_backward(grad, a, b, saved=None):
         a2, g2 = _rows(a), _rows(grad)
         db = gemm_into(a2, g2, _array.empty(b.shape, b.dtype), ta=True)
         return da, db
-    # batched (grad 3-D, even with an empty batch: nb = 0 is still a batch, whose 2-D a gets
-    # a zero gradient; testing it for truth once wrote da (M, K) from a 0-batch grad)
+    # batched by grad's rank, not its batch size: an empty batch (0, M, N) is still one, and
+    # a 2-D operand's gradient is then the sum of nothing, zeros (it was np.empty's garbage)
     batched = grad.ndim == 3
     nb = grad.shape[0] if batched else 0
     da_shape = (nb,) + a.shape[-2:] if batched else a.shape
