@@ -11,18 +11,6 @@ from pydl.testing import assert_close, run_backward, run_forward
 if "cpp" not in registry.SPECS["cross_entropy"].implementations():
     pytest.skip("the cpp backend is not built", allow_module_level=True)
 
-from pydl import _cpp  # noqa: E402
-
-LEVELS = ("scalar", "avx2", "avx512")[: ("scalar", "avx2", "avx512").index(_cpp.compiled_simd()) + 1]
-
-
-@pytest.fixture(params=LEVELS)
-def simd_level(request):
-    before = _cpp.simd_level()
-    _cpp.set_simd_level(request.param)
-    yield request.param
-    _cpp.set_simd_level(before)
-
 
 def _probs(rng, shape, dtype, axis=1):
     e = np.exp(rng.standard_normal(shape))

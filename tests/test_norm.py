@@ -16,18 +16,6 @@ pytest.importorskip("pydl._cpp")
 if "cpp" not in registry.SPECS["layer_norm"].implementations():
     pytest.skip("the cpp backend is not built", allow_module_level=True)
 
-from pydl import _cpp  # noqa: E402
-
-LEVELS = ("scalar", "avx2", "avx512")[: ("scalar", "avx2", "avx512").index(_cpp.compiled_simd()) + 1]
-
-
-@pytest.fixture(params=LEVELS)
-def simd_level(request):
-    before = _cpp.simd_level()
-    _cpp.set_simd_level(request.param)
-    yield request.param
-    _cpp.set_simd_level(before)
-
 
 def _affine(rng, C, dtype):
     return dict(weight=(1 + 0.3 * rng.standard_normal(C)).astype(dtype), bias=rng.standard_normal(C).astype(dtype))

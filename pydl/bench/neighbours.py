@@ -204,26 +204,11 @@ def split_ops(ops):
 
 def run_isolated(quick: bool = True, backend: str | None = None, threads: int | None = None) -> dict:
     """:func:`run` in a child process (a clean process: only NumPy, PyTorch and pydl loaded)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
+    from .train_step import run_module
 
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    with tempfile.TemporaryDirectory(prefix="pydl-bench-neighbours-") as d:
-        out = Path(d) / "neighbours.json"
-        cmd = [sys.executable, "-m", "pydl.bench.neighbours", "--out", str(out)]
-        cmd += [] if quick else ["--full"]
-        cmd += ["--backend", backend] if backend else []
-        cmd += ["--threads", str(threads)] if threads else []
-        p = subprocess.run(cmd, env=env)
-        if p.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"the neighbours benchmark's process failed (exit status {p.returncode})")
-        return json.loads(out.read_text())
+    args = ([] if quick else ["--full"]) + (["--backend", backend] if backend else [])
+    args += ["--threads", str(threads)] if threads else []
+    return run_module("pydl.bench.neighbours", args, what="the neighbours benchmark")
 
 
 def _main(argv=None) -> int:

@@ -573,13 +573,10 @@ def pydl_backend(backends) -> str | None:
     return None
 
 
-def run_isolated(models=MODELS, threads: int | None = None, backend: str | None = None,
-                 wait_policy: str = "inherit", rounds: int = 7, per_round: int = 3) -> dict:
-    """:func:`run` in a child process whose OpenMP threads wait as ``wait_policy`` says
-    ("passive", "active" or "inherit"), as the op jobs of ``pydl bench`` do: libgomp reads
-    OMP_WAIT_POLICY once, when it starts, so a process cannot change its own. On a machine
-    whose load exceeds its cores, a spinning thread burns the time slice its partner needs
-    at the barrier (see pydl/bench/runner.py); the child's stderr shows the progress."""
+def run_module(module: str, args: list, env_extra: dict | None = None, what: str = "a benchmark") -> dict:
+    """``python -m module --out FILE *args`` in a child process that imports this pydl, with
+    ``env_extra`` added to the environment; returns the JSON it wrote (the bench families that
+    must run in a clean process use it: train, neighbours)."""
     import json
     import os
     import subprocess
@@ -587,23 +584,29 @@ def run_isolated(models=MODELS, threads: int | None = None, backend: str | None 
     import tempfile
     from pathlib import Path
 
-    env = dict(os.environ)
+    env = dict(os.environ, **(env_extra or {}))
     root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    if wait_policy in ("passive", "active"):
-        env["OMP_WAIT_POLICY"] = wait_policy.upper()
-    with tempfile.TemporaryDirectory(prefix="pydl-bench-train-") as d:
-        out = Path(d) / "train.json"
-        cmd = [sys.executable, "-m", "pydl.bench.train_step", "--out", str(out), "--models", ",".join(models),
-               "--rounds", str(rounds), "--per-round", str(per_round)]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        if backend:
-            cmd += ["--backend", backend]
-        p = subprocess.run(cmd, env=env)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    with tempfile.TemporaryDirectory(prefix="pydl-bench-") as d:
+        out = Path(d) / "result.json"
+        p = subprocess.run([sys.executable, "-m", module, "--out", str(out)] + list(args), env=env)
         if p.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"the train benchmark's process failed (exit status {p.returncode})")
-        res = json.loads(out.read_text())
+            raise RuntimeError(f"{what}'s process failed (exit status {p.returncode})")
+        return json.loads(out.read_text())
+
+
+def run_isolated(models=MODELS, threads: int | None = None, backend: str | None = None,
+                 wait_policy: str = "inherit", rounds: int = 7, per_round: int = 3) -> dict:
+    """:func:`run` in a child process whose OpenMP threads wait as ``wait_policy`` says
+    ("passive", "active" or "inherit"), as the op jobs of ``pydl bench`` do: libgomp reads
+    OMP_WAIT_POLICY once, when it starts, so a process cannot change its own. On a machine
+    whose load exceeds its cores, a spinning thread burns the time slice its partner needs
+    at the barrier (see pydl/bench/runner.py); the child's stderr shows the progress."""
+    args = ["--models", ",".join(models), "--rounds", str(rounds), "--per-round", str(per_round)]
+    args += ["--threads", str(threads)] if threads else []
+    args += ["--backend", backend] if backend else []
+    env = {"OMP_WAIT_POLICY": wait_policy.upper()} if wait_policy in ("passive", "active") else {}
+    res = run_module("pydl.bench.train_step", args, env, what="the train benchmark")
     res["omp_wait_policy"] = wait_policy
     return res
 
