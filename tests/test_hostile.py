@@ -211,16 +211,20 @@ def test_read_only_and_broadcast_inputs_accepted(op):
 
 
 def test_in_place_paths_refuse_read_only_buffers():
-    """pydl's only in-place writes are batch_norm's running statistics: read-only ones are
-    refused, naming the argument, before anything is computed (torch's inplace=True is
-    refused outright: the ops return new arrays)."""
+    """pydl's only in-place writes are the running statistics of batch_norm (training) and
+    instance_norm (use_input_stats): read-only ones are refused, naming the argument, before
+    anything is computed, on every backend (the fuzzer found instance_norm's cpp adapter
+    failing inside NumPy instead). torch's inplace=True is refused outright: the ops return
+    new arrays."""
     x = np.random.default_rng(6).standard_normal((4, 3, 2, 2))
-    for name in ("running_mean", "running_var"):
-        stats = dict(running_mean=np.zeros(3), running_var=np.ones(3))
-        stats[name].flags.writeable = False
-        with pytest.raises(ValueError, match=f"pydl.ops.batch_norm: {name}: .*writeable"):
-            registry.SPECS["batch_norm"].forward(x, **stats, training=True)
-        assert stats["running_mean"].sum() == 0 and stats["running_var"].sum() == 3
+    for op, flag in (("batch_norm", dict(training=True)), ("instance_norm", dict(use_input_stats=True))):
+        for b in registry.SPECS[op].implementations():
+            for name in ("running_mean", "running_var"):
+                stats = dict(running_mean=np.zeros(3), running_var=np.ones(3))
+                stats[name] = np.broadcast_to(stats[name][:1], (3,))  # a read-only view
+                with pytest.raises(ValueError, match=f"pydl.ops.{op}: {name}: .*writeable"):
+                    registry.SPECS[op].forward(x, **stats, **flag, backend=b)
+                assert stats["running_mean"].sum() == 0 and stats["running_var"].sum() == 3
     for op in ("relu", "leaky_relu", "elu"):
         with pytest.raises(ValueError, match="inplace"):
             registry.SPECS[op].forward(x, inplace=True)

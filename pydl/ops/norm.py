@@ -80,6 +80,13 @@ def _running(x, running_mean, running_var):
     return running_mean, running_var
 
 
+def _writeable_running(running_mean, running_var, when):
+    """The running statistics are updated in place: refuse read-only ones before computing anything."""
+    for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+        if v is not None and not getattr(v.flags, "writeable", True):
+            raise ValueError(f"{name}: updated in place {when}: expected a writeable array, got a read-only one")
+
+
 def _affine_args(x, weight, bias):
     C = x.shape[1]
     return (_channels("weight", weight, C, x, "channels of x"),
@@ -283,11 +290,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
     running_mean, running_var = _running(x, running_mean, running_var)
     weight, bias = _affine_args(x, weight, bias)
     training = ck.boolean("training", training)
-    if training:  # the running statistics are updated in place: refuse them before computing anything
-        for name, v in (("running_mean", running_mean), ("running_var", running_var)):
-            if v is not None and not getattr(v.flags, "writeable", True):
-                raise ValueError(f"{name}: updated in place when training: expected a writeable array, "
-                                 f"got a read-only one")
+    if training:
+        _writeable_running(running_mean, running_var, "when training")
     if not training and running_mean is None:
         raise ValueError("running_mean: needed with training=False (the running statistics normalize the input)")
     count = x.size // max(x.shape[1], 1)
@@ -398,6 +402,8 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     running_mean, running_var = _running(x, running_mean, running_var)
     weight, bias = _affine_args(x, weight, bias)
     use_input_stats = ck.boolean("use_input_stats", use_input_stats)
+    if use_input_stats:
+        _writeable_running(running_mean, running_var, "with use_input_stats=True")
     if use_input_stats and int(np.prod(x.shape[2:])) <= 1:
         raise ValueError(f"x: expected more than 1 spatial element per channel with use_input_stats=True, "
                          f"got shape {tuple(x.shape)}")
