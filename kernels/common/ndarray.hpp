@@ -8,8 +8,12 @@
 #pragma once
 #include <pybind11/numpy.h>
 
+#include <cstddef>
+#include <optional>
 #include <sstream>
 #include <string>
+
+#include "check.hpp"
 
 namespace pydl {
 
@@ -38,6 +42,32 @@ class NdArray : public pybind11::array {
     return d == builtin || api.PyArray_EquivTypes_(d, builtin);
   }
 };
+
+// The raw pointer of a C-contiguous argument of `size` elements, checked (the Python layer has
+// validated the arguments; these guard the pointers a kernel reads and writes). None -> nullptr.
+template <class T>
+const T* flat_in(const NdArray<T>& a, const char* name, std::ptrdiff_t size) {
+  PYDL_CHECK(a.flags() & pybind11::array::c_style, name << ": expected a C-contiguous array");
+  PYDL_CHECK(a.size() == size, name << ": expected " << size << " elements, got shape " << shape_str(a));
+  return a.data();
+}
+
+template <class T>
+const T* flat_in(const std::optional<NdArray<T>>& a, const char* name, std::ptrdiff_t size) {
+  return a ? flat_in(*a, name, size) : nullptr;
+}
+
+// flat_in for an output: also writeable.
+template <class T>
+T* flat_out(NdArray<T>& a, const char* name, std::ptrdiff_t size) {
+  PYDL_CHECK(a.writeable(), name << ": expected a writeable array");
+  return const_cast<T*>(flat_in(a, name, size));
+}
+
+template <class T>
+T* flat_out(std::optional<NdArray<T>>& a, const char* name, std::ptrdiff_t size) {
+  return a ? flat_out(*a, name, size) : nullptr;
+}
 
 }  // namespace pydl
 

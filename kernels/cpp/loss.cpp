@@ -495,34 +495,11 @@ decltype(auto) with_kind(int kind, F&& f) {
 // -- argument checks ----------------------------------------------------------------------------
 
 template <class T>
-const T* in(const Array<T>& a, const char* name, ptrdiff_t size) {
-  PYDL_CHECK(a.flags() & py::array::c_style, name << ": expected a C-contiguous array");
-  PYDL_CHECK(a.size() == size, name << ": expected " << size << " elements, got shape " << shape_str(a));
-  return a.data();
-}
-
-template <class T>
-const T* in(const Opt<T>& a, const char* name, ptrdiff_t size) {
-  return a ? in(*a, name, size) : nullptr;
-}
-
-template <class T>
-T* out(Array<T>& a, const char* name, ptrdiff_t size) {
-  PYDL_CHECK(a.writeable(), name << ": expected a writeable array");
-  return const_cast<T*>(in(a, name, size));
-}
-
-template <class T>
-T* out(Opt<T>& a, const char* name, ptrdiff_t size) {
-  return a ? out(*a, name, size) : nullptr;
-}
-
-template <class T>
 CeArgs<T> ce_args(const Array<T>& x, ptrdiff_t R, ptrdiff_t C, const Opt<std::int64_t>& t, const Opt<T>& P,
                   const Opt<T>& w, std::int64_t ignore, double ls) {
   PYDL_CHECK(R >= 0 && C >= 1 && x.size() == R * C, "x: expected R * C elements with C >= 1");
   PYDL_CHECK(bool(t) != bool(P), "target: expected class indices or probabilities");
-  CeArgs<T> a{R, C, in(x, "x", R * C), in(t, "target", R), in(P, "target", R * C), in(w, "weight", C),
+  CeArgs<T> a{R, C, flat_in(x, "x", R * C), flat_in(t, "target", R), flat_in(P, "target", R * C), flat_in(w, "weight", C),
               ignore, ls, 0.0};
   if (a.t)
     for (ptrdiff_t r = 0; r < R; ++r)
@@ -546,7 +523,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
         [](const A& x, ptrdiff_t R, ptrdiff_t C, const I& t, const O& P, const O& w, std::int64_t ignore,
            double ls, O loss) {
           const CeArgs<T> a = ce_args(x, R, C, t, P, w, ignore, ls);
-          T* lp = out(loss, "out", R);
+          T* lp = flat_out(loss, "out", R);
           double total = 0, wsum = 0;
           {
             py::gil_scoped_release nogil;
@@ -561,9 +538,9 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
         [](const O& g, double gscale, const A& x, ptrdiff_t R, ptrdiff_t C, const I& t, const O& P, const O& w,
            std::int64_t ignore, double ls, A dx, O dT) {
           const CeArgs<T> a = ce_args(x, R, C, t, P, w, ignore, ls);
-          const T* gp = in(g, "grad", R);
-          T* dp = out(dx, "dx", R * C);
-          T* dtp = out(dT, "dtarget", R * C);
+          const T* gp = flat_in(g, "grad", R);
+          T* dp = flat_out(dx, "dx", R * C);
+          T* dtp = flat_out(dT, "dtarget", R * C);
           PYDL_CHECK(!P || dtp, "dtarget: needed with probability targets");
           py::gil_scoped_release nogil;
           vm::with_vec<T>([&](auto v) { ce_backward<decltype(v)>(a, gp, gscale, dp, dtp); });
@@ -575,7 +552,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
   m.def(name("nll").c_str(),
         [](const A& x, ptrdiff_t R, ptrdiff_t C, const I& t, const O& w, std::int64_t ignore, O loss) {
           const CeArgs<T> a = ce_args(x, R, C, t, O(), w, ignore, 0.0);
-          T* lp = out(loss, "out", R);
+          T* lp = flat_out(loss, "out", R);
           double total = 0, wsum = 0;
           nll_forward(a, lp, total, wsum);
           return py::make_tuple(total, wsum);
@@ -586,8 +563,8 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
         [](const O& g, double gscale, const A& x, ptrdiff_t R, ptrdiff_t C, const I& t, const O& w,
            std::int64_t ignore, A dx) {
           const CeArgs<T> a = ce_args(x, R, C, t, O(), w, ignore, 0.0);
-          const T* gp = in(g, "grad", R);
-          T* dp = out(dx, "dx", R * C);
+          const T* gp = flat_in(g, "grad", R);
+          T* dp = flat_out(dx, "dx", R * C);
           py::gil_scoped_release nogil;
           nll_backward(a, gp, gscale, dp);
         },
@@ -597,10 +574,10 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
   m.def(name("pointwise").c_str(),
         [](int kind, const A& x, const A& t, const O& w, const O& pw, const O& v, double eps, bool full, O loss) {
           const ptrdiff_t n = x.size();
-          const PwArgs<T> a{n, in(x, "input", n), in(t, "target", n), in(w, "weight", n), in(pw, "pos_weight", n),
-                            in(v, "var", n), eps, full};
+          const PwArgs<T> a{n, flat_in(x, "input", n), flat_in(t, "target", n), flat_in(w, "weight", n), flat_in(pw, "pos_weight", n),
+                            flat_in(v, "var", n), eps, full};
           PYDL_CHECK(kind != kGnll || a.v, "var: needed by gaussian_nll_loss");
-          T* lp = out(loss, "out", n);
+          T* lp = flat_out(loss, "out", n);
           double total = 0;
           {
             py::gil_scoped_release nogil;
@@ -617,11 +594,11 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
         [](int kind, const O& g, double gscale, const A& x, const A& t, const O& w, const O& pw, const O& v,
            double eps, A dx, A dt, O dv) {
           const ptrdiff_t n = x.size();
-          const PwArgs<T> a{n, in(x, "input", n), in(t, "target", n), in(w, "weight", n), in(pw, "pos_weight", n),
-                            in(v, "var", n), eps, false};
+          const PwArgs<T> a{n, flat_in(x, "input", n), flat_in(t, "target", n), flat_in(w, "weight", n), flat_in(pw, "pos_weight", n),
+                            flat_in(v, "var", n), eps, false};
           PYDL_CHECK(kind != kGnll || (a.v && dv), "var, dvar: needed by gaussian_nll_loss");
-          const T* gp = in(g, "grad", n);
-          T *dxp = out(dx, "dinput", n), *dtp = out(dt, "dtarget", n), *dvp = out(dv, "dvar", n);
+          const T* gp = flat_in(g, "grad", n);
+          T *dxp = flat_out(dx, "dinput", n), *dtp = flat_out(dt, "dtarget", n), *dvp = flat_out(dv, "dvar", n);
           py::gil_scoped_release nogil;
           with_kind(kind, [&](auto k) {
             vm::with_vec<T>([&](auto v) { pw_backward<decltype(k)::value, decltype(v)>(a, gp, gscale, dxp, dtp, dvp); });

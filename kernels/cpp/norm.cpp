@@ -467,32 +467,7 @@ void lrn(const typename V::T* x, const typename V::T* g, typename V::T* y, const
   }
 }
 
-// -- argument checks (Python validated already: these guard the raw pointers) -----------------
-
-template <class T>
-const T* in(const Array<T>& a, const char* name, ptrdiff_t size) {
-  PYDL_CHECK(a.flags() & py::array::c_style, name << ": expected a C-contiguous array");
-  PYDL_CHECK(a.size() == size, name << ": expected " << size << " elements, got shape " << shape_str(a));
-  return a.data();
-}
-
-template <class T>
-const T* in(const Opt<T>& a, const char* name, ptrdiff_t size) {
-  return a ? in(*a, name, size) : nullptr;
-}
-
-template <class T>
-T* out(Array<T>& a, const char* name, ptrdiff_t size) {
-  PYDL_CHECK(a.writeable(), name << ": expected a writeable array");
-  return const_cast<T*>(in(a, name, size));
-}
-
-template <class T>
-T* out(Opt<T>& a, const char* name, ptrdiff_t size) {
-  return a ? out(*a, name, size) : nullptr;
-}
-
-// -- bindings ----------------------------------------------------------------------------------
+// -- bindings (flat_in / flat_out, kernels/common/ndarray.hpp, guard the raw pointers) --------- ----------------------------------------------------------------------------------
 
 template <class T>
 void bind_dtype(py::module_& m, const std::string& sfx) {
@@ -506,10 +481,10 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           const ptrdiff_t L = Cg * S, R = L ? x.size() / L : 0;
           PYDL_CHECK(L == 0 || R % G == 0, "x: expected a multiple of G rows of " << L << " elements");
           const RowsShape sh{R, G, Cg, S};
-          const T* xp = in(x, "x", x.size());
-          T* yp = out(y, "out", x.size());
-          const T *wp = in(w, "weight", G * Cg), *bp = in(b, "bias", G * Cg);
-          T *mp = out(mean, "mean", R), *vp = out(var, "var", R);
+          const T* xp = flat_in(x, "x", x.size());
+          T* yp = flat_out(y, "out", x.size());
+          const T *wp = flat_in(w, "weight", G * Cg), *bp = flat_in(b, "bias", G * Cg);
+          T *mp = flat_out(mean, "mean", R), *vp = flat_out(var, "var", R);
           py::gil_scoped_release nogil;
           vm::with_vec<T>([&](auto v) { rows_forward<decltype(v)>(xp, yp, sh, wp, bp, eps, mp, vp); });
         },
@@ -522,11 +497,11 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           PYDL_CHECK(G >= 1 && Cg >= 0 && S >= 0, "G, Cg, S: expected G >= 1, Cg >= 0, S >= 0");
           const ptrdiff_t L = Cg * S, R = L ? x.size() / L : 0;
           const RowsShape sh{R, G, Cg, S};
-          const T* xp = in(x, "x", x.size());
-          const T* gp = in(g, "grad", x.size());
-          T* dp = out(dx, "dx", x.size());
-          const T* wp = in(w, "weight", G * Cg);
-          T *dwp = out(dweight, "dweight", G * Cg), *dbp = out(dbias, "dbias", G * Cg);
+          const T* xp = flat_in(x, "x", x.size());
+          const T* gp = flat_in(g, "grad", x.size());
+          T* dp = flat_out(dx, "dx", x.size());
+          const T* wp = flat_in(w, "weight", G * Cg);
+          T *dwp = flat_out(dweight, "dweight", G * Cg), *dbp = flat_out(dbias, "dbias", G * Cg);
           py::gil_scoped_release nogil;
           vm::with_vec<T>([&](auto v) { rows_backward<decltype(v)>(gp, xp, dp, sh, wp, eps, dwp, dbp); });
         },
@@ -538,10 +513,10 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
            bool training, A mean, A var, A invstd) {
           const ChanShape sh{N, C, S};
           PYDL_CHECK(N >= 0 && C >= 0 && S >= 0 && x.size() == N * C * S, "x: expected N * C * S elements");
-          const T* xp = in(x, "x", x.size());
-          T* yp = out(y, "out", x.size());
-          const T *wp = in(w, "weight", C), *bp = in(b, "bias", C);
-          T *mp = out(mean, "mean", C), *vp = out(var, "var", C), *ip = out(invstd, "invstd", C);
+          const T* xp = flat_in(x, "x", x.size());
+          T* yp = flat_out(y, "out", x.size());
+          const T *wp = flat_in(w, "weight", C), *bp = flat_in(b, "bias", C);
+          T *mp = flat_out(mean, "mean", C), *vp = flat_out(var, "var", C), *ip = flat_out(invstd, "invstd", C);
           py::gil_scoped_release nogil;
           vm::with_vec<T>([&](auto v) {
             channels_forward<decltype(v)>(xp, yp, sh, wp, bp, eps, training, mp, vp, ip);
@@ -555,11 +530,11 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
            const A& invstd, bool training, O dweight, O dbias) {
           const ChanShape sh{N, C, S};
           PYDL_CHECK(N >= 0 && C >= 0 && S >= 0 && x.size() == N * C * S, "x: expected N * C * S elements");
-          const T* xp = in(x, "x", x.size());
-          const T* gp = in(g, "grad", x.size());
-          T* dp = out(dx, "dx", x.size());
-          const T *wp = in(w, "weight", C), *mp = in(mean, "mean", C), *ip = in(invstd, "invstd", C);
-          T *dwp = out(dweight, "dweight", C), *dbp = out(dbias, "dbias", C);
+          const T* xp = flat_in(x, "x", x.size());
+          const T* gp = flat_in(g, "grad", x.size());
+          T* dp = flat_out(dx, "dx", x.size());
+          const T *wp = flat_in(w, "weight", C), *mp = flat_in(mean, "mean", C), *ip = flat_in(invstd, "invstd", C);
+          T *dwp = flat_out(dweight, "dweight", C), *dbp = flat_out(dbias, "dbias", C);
           py::gil_scoped_release nogil;
           vm::with_vec<T>([&](auto v) {
             channels_backward<decltype(v)>(gp, xp, dp, sh, wp, mp, ip, training, dwp, dbp);
@@ -575,9 +550,9 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           PYDL_CHECK(N >= 0 && C >= 0 && S >= 0 && x.size() == N * C * S, "x: expected N * C * S elements");
           PYDL_CHECK(size >= 1, "size: expected >= 1, got " << size);
           const ChanShape sh{N, C, S};
-          const T* xp = in(x, "x", x.size());
-          const T* gp = in(g, "grad", x.size());
-          T* yp = out(y, "out", x.size());
+          const T* xp = flat_in(x, "x", x.size());
+          const T* gp = flat_in(g, "grad", x.size());
+          T* yp = flat_out(y, "out", x.size());
           py::gil_scoped_release nogil;
           vm::with_vec<T>([&](auto v) { lrn<decltype(v)>(xp, gp, yp, sh, size, alpha, beta, k); });
         },
