@@ -47,12 +47,13 @@ def native_ops() -> dict[str, list[str]]:
 
 
 def _fresh(args: dict, rng, dtype) -> dict:
-    """The case's arguments with new random float values of ``dtype`` (targets, which may
-    have to be probabilities, and integer arrays kept)."""
+    """The case's arguments with their float values shuffled into new arrays of ``dtype``: new
+    data each step, but from the case's own values, so an argument with a domain (BCE's
+    probabilities, a Gaussian NLL's variances) stays in it (targets and integer arrays kept)."""
     out = {}
     for k, v in args.items():
         if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            v = v.astype(dtype) if k == "target" else rng.standard_normal(v.shape).astype(dtype)
+            v = v.astype(dtype) if k == "target" else rng.permutation(v.ravel()).reshape(v.shape).astype(dtype)
         out[k] = v
     return out
 
