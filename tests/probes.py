@@ -284,6 +284,85 @@ def hostile() -> list[Probe]:
         P("q broadcast beyond memory", "scaled_dot_product_attention",
           lambda: dict(q=_wide((1, 1, 2 ** 40, 4)), k=q, v=q), MemoryError, "q"),
     ]
+    # norms: hyper-parameters out of range or of the wrong kind, inputs beyond memory
+    xn = _f(2, 4, 3, 3)
+    c4 = lambda: dict(weight=_f(4), bias=_f(4))  # noqa: E731
+    probes += [
+        P("normalized_shape 2**40", "layer_norm", lambda: dict(x=xn, normalized_shape=(BIG,)), ValueError,
+          "normalized_shape"),
+        P("normalized_shape 2.0", "layer_norm", lambda: dict(x=xn, normalized_shape=(2.0,)), TypeError,
+          "normalized_shape"),
+        P("eps nan", "layer_norm", lambda: dict(x=xn, normalized_shape=(3,), eps=float("nan")), ValueError, "eps"),
+        P("x beyond memory", "layer_norm", lambda: dict(x=_wide((2 ** 40, 3)), normalized_shape=(3,)),
+          MemoryError, "x"),
+        P("num_groups 0", "group_norm", lambda: dict(x=xn, num_groups=0, **c4()), ValueError, "num_groups"),
+        P("num_groups 2**40", "group_norm", lambda: dict(x=xn, num_groups=BIG, **c4()), ValueError, "num_groups"),
+        P("num_groups 3 (C=4)", "group_norm", lambda: dict(x=xn, num_groups=3, **c4()), ValueError, "num_groups"),
+        P("num_groups 2.0", "group_norm", lambda: dict(x=xn, num_groups=2.0, **c4()), TypeError, "num_groups"),
+        P("momentum nan", "batch_norm", lambda: dict(x=xn, running_mean=np.zeros(4, np.float32),
+                                                      running_var=np.ones(4, np.float32), training=True,
+                                                      momentum=float("nan")), ValueError, "momentum"),
+        P("training 'yes'", "batch_norm", lambda: dict(x=xn, running_mean=np.zeros(4, np.float32),
+                                                        running_var=np.ones(4, np.float32), training="yes"),
+          TypeError, "training"),
+        P("running_mean wrong length", "batch_norm", lambda: dict(x=xn, running_mean=np.zeros(5, np.float32),
+                                                                   running_var=np.ones(5, np.float32)),
+          ValueError, "running_mean"),
+        P("x beyond memory", "batch_norm", lambda: dict(x=_wide((2 ** 30, 4, 2 ** 10)), training=True),
+          MemoryError, "x"),
+        P("eps str", "instance_norm", lambda: dict(x=xn, eps="1e-5"), TypeError, "eps"),
+        P("use_input_stats 1", "instance_norm", lambda: dict(x=xn, use_input_stats=1), TypeError,
+          "use_input_stats"),
+        P("weight wrong length", "instance_norm", lambda: dict(x=xn, weight=_f(5), bias=_f(5)), ValueError,
+          "weight"),
+        P("size 0", "local_response_norm", lambda: dict(x=xn, size=0), ValueError, "size"),
+        P("size 2**40", "local_response_norm", lambda: dict(x=xn, size=BIG), ValueError, "size"),
+        P("size 2.0", "local_response_norm", lambda: dict(x=xn, size=2.0), TypeError, "size"),
+        P("beta nan", "local_response_norm", lambda: dict(x=xn, size=3, beta=float("nan")), ValueError, "beta"),
+    ]
+    # losses: mismatched targets, reductions, hyper-parameters, inputs beyond memory
+    a, t = _f(4, 5), _f(4, 5, seed=1)
+    p01 = lambda: np.clip(_f(4, 5) * 0.3, 0.01, 0.99)  # noqa: E731
+    for op in ("mse_loss", "l1_loss", "kl_div", "binary_cross_entropy", "binary_cross_entropy_with_logits"):
+        good = (lambda: dict(input=p01(), target=p01())) if op == "binary_cross_entropy" else (
+            lambda: dict(input=a, target=t))
+        probes += [
+            P("reduction 'avg'", op, lambda g=good: dict(g(), reduction="avg"), ValueError, "reduction"),
+            P("reduction 1", op, lambda g=good: dict(g(), reduction=1), TypeError, "reduction"),
+            P("target shape mismatch", op, lambda g=good: dict(g(), target=_f(4, 6)), ValueError, "target"),
+            P("target int", op, lambda g=good: dict(g(), target=np.ones((4, 5), np.int32)), TypeError, "target"),
+            P("input beyond memory", op, lambda: dict(input=_wide((2 ** 40, 5)), target=_wide((2 ** 40, 5))),
+              MemoryError, "input"),
+        ]
+    probes += [
+        P("var negative", "gaussian_nll_loss", lambda: dict(input=a, target=t, var=-np.ones((4, 5), np.float32)),
+          ValueError, "var"),
+        P("eps nan", "gaussian_nll_loss", lambda: dict(input=a, target=t, var=np.ones((4, 5), np.float32),
+                                                        eps=float("nan")), ValueError, "eps"),
+        P("full 'no'", "gaussian_nll_loss", lambda: dict(input=a, target=t, var=np.ones((4, 5), np.float32),
+                                                          full="no"), TypeError, "full"),
+        P("target 2**40", "nll_loss", lambda: dict(input=a, target=np.array([0, 1, BIG, 2])), ValueError, "target"),
+        P("ignore_index 2**70", "nll_loss", lambda: dict(input=a, target=np.array([0, 1, 2, 3]),
+                                                          ignore_index=2 ** 70), ValueError, "ignore_index"),
+        P("weight wrong length", "nll_loss", lambda: dict(input=a, target=np.array([0, 1, 2, 3]), weight=_f(4)),
+          ValueError, "weight"),
+        P("log_target 'yes'", "kl_div", lambda: dict(input=a, target=t, log_target="yes"), TypeError, "log_target"),
+        P("pos_weight wrong length", "binary_cross_entropy_with_logits",
+          lambda: dict(input=a, target=p01(), pos_weight=_f(6)), ValueError, "pos_weight"),
+        P("input outside [0, 1]", "binary_cross_entropy", lambda: dict(input=a * 4, target=p01()), ValueError,
+          "input"),
+    ]
+    # dropout: probability, seed, mask
+    xd = _f(4, 5)
+    probes += [
+        P("p 1.5", "dropout", lambda: dict(x=xd, p=1.5, seed=1), ValueError, "p"),
+        P("p nan", "dropout", lambda: dict(x=xd, p=float("nan"), seed=1), ValueError, "p"),
+        P("seed -1", "dropout", lambda: dict(x=xd, p=0.5, seed=-1), ValueError, "seed"),
+        P("seed 2**70", "dropout", lambda: dict(x=xd, p=0.5, seed=2 ** 70), ValueError, "seed"),
+        P("seed 1.0", "dropout", lambda: dict(x=xd, p=0.5, seed=1.0), TypeError, "seed"),
+        P("mask wrong shape", "dropout", lambda: dict(x=xd, p=0.5, mask=np.ones((4, 6), bool)), ValueError, "mask"),
+        P("x beyond memory", "dropout", lambda: dict(x=_wide((2 ** 40, 5)), p=0.5, seed=1), MemoryError, "x"),
+    ]
     return probes
 
 

@@ -451,5 +451,5 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     The mean divides by ``size`` (channels outside [0, C) count as zeros), as in torch.
     """
     x = _nc(x, min_ndim=3)
-    return dict(x=x, size=ck.integer("size", size, min=1), alpha=ck.real("alpha", alpha),
+    return dict(x=x, size=ck.integer("size", size, min=1, max=ck.HYPER_MAX), alpha=ck.real("alpha", alpha),
                 beta=ck.real("beta", beta), k=ck.real("k", k))

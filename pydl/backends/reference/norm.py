@@ -193,10 +193,11 @@ def instance_norm_backward(grad, x, running_mean, running_var, weight, bias, use
 
 def _channel_window_sum(a, before, after):
     """out[:, c] = a[:, c - before] + ... + a[:, c + after], zero outside [0, C)."""
+    C = a.shape[1]
+    before, after = min(before, C), min(after, C)  # a window past every channel adds only zeros
     pad = [(0, 0)] * a.ndim
     pad[1] = (before, after)
     padded = np.pad(a, pad)
-    C = a.shape[1]
     out = np.zeros_like(a)
     for i in range(before + after + 1):
         out += padded[:, i:i + C]
