@@ -155,6 +155,8 @@ class OpSpec:
     bench: Callable | None = None
     #: ``tol_scale(a)`` -> factor >= 1 on ``tol``/``grad_tol`` for long accumulations (see :meth:`tolerance`)
     tol_scale: Callable | None = None
+    #: arguments the op updates in place by its contract (batch_norm's running statistics)
+    mutates: tuple[str, ...] = ()
     signature: inspect.Signature = field(init=False)
     forward: Callable = field(init=False)
     backward: Callable = field(init=False)
@@ -280,6 +282,7 @@ def defop(
     fd_skip: tuple[str, ...] = (),
     bench: Callable | None = None,
     tol_scale: Callable | None = None,
+    mutates: tuple[str, ...] = (),
 ):
     """Declare an op. Decorates its normalizer; returns the public forward.
 
@@ -304,7 +307,7 @@ def defop(
             flops=flops, tol=tol, cases=cases, bad_cases=bad_cases,
             torch=torch, saves=tuple(saves), outputs=outputs, bytes=bytes,
             grad_tol=grad_tol, dtypes=tuple(dtypes), fd_skip=tuple(fd_skip),
-            bench=bench, tol_scale=tol_scale,
+            bench=bench, tol_scale=tol_scale, mutates=tuple(mutates),
         )
 
         @functools.wraps(normalize)

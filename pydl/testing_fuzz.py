@@ -577,11 +577,6 @@ def _snapshot(args):
     return {k: np.array(v, copy=True) for k, v in args.items() if isinstance(v, np.ndarray)}
 
 
-#: arguments an op updates in place by its spec: batch_norm's (and instance_norm's) running
-#: statistics in training. Each backend's update is checked against the reference's, then undone.
-IN_PLACE = {"batch_norm": ("running_mean", "running_var"), "instance_norm": ("running_mean", "running_var")}
-
-
 def _undo(args, keys, snap):
     for k in keys:
         if args[k].flags.writeable:  # read-only ones are only valid where nothing is updated
@@ -632,7 +627,7 @@ def check_args(d: Draw, variants: bool = True) -> str:
     spec = SPECS[d.op]
     try:
         with np.errstate(all="ignore"):
-            if d.op in IN_PLACE:  # validity of the arrays as given (a read-only running_mean)
+            if spec.mutates:  # validity of the arrays as given (a read-only running_mean)
                 spec.bind((), dict(d.args))
             a64 = spec.bind((), testing.copy_args(d.args, np.float64))
             ref_args = testing.copy_args(d.args, np.float64)
@@ -645,7 +640,9 @@ def check_args(d: Draw, variants: bool = True) -> str:
     loose = min(_float_dtypes(d.args) | {work}, key=lambda t: t.itemsize)
     rtol, atol = spec.tolerance(loose, a)
     snap = _snapshot(d.args)
-    inplace = [k for k in IN_PLACE.get(d.op, ()) if isinstance(d.args.get(k), np.ndarray)]
+    # arguments the op updates in place (spec.mutates): each backend's update is checked against
+    # the reference's, then undone
+    inplace = [k for k in spec.mutates if isinstance(d.args.get(k), np.ndarray)]
     names = targets(d.op) if variants else [b for b in NATIVE if b in registry.IMPLS.get(d.op, {})]
     saved_of = {}
     for b in names:

@@ -213,8 +213,9 @@ def run_isolated(quick: bool = True, backend: str | None = None, threads: int | 
 
 def _main(argv=None) -> int:
     import argparse
-    import json
     import sys
+
+    from .train_step import emit
 
     p = argparse.ArgumentParser(prog="python -m pydl.bench.neighbours",
                                 description="pydl's GEMM and conv speed in one process beside NumPy and PyTorch")
@@ -226,12 +227,7 @@ def _main(argv=None) -> int:
     a = p.parse_args(argv)
     res = run(quick=not a.full, backend=a.backend, threads=a.threads, rounds=a.rounds,
               progress=lambda c: print(f"  {c}", file=sys.stderr, flush=True))
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f)
-    else:
-        print_result(res)
-    return 0
+    return emit(res, a.out, print_result)
 
 
 if __name__ == "__main__":

@@ -573,6 +573,18 @@ def pydl_backend(backends) -> str | None:
     return None
 
 
+def emit(res: dict, out: str | None, print_result) -> int:
+    """A bench family's command line ends here: the result as JSON to ``out``, else its table."""
+    import json
+
+    if out:
+        with open(out, "w") as f:
+            json.dump(res, f)
+    else:
+        print_result(res)
+    return 0
+
+
 def run_module(module: str, args: list, env_extra: dict | None = None, what: str = "a benchmark") -> dict:
     """``python -m module --out FILE *args`` in a child process that imports this pydl, with
     ``env_extra`` added to the environment; returns the JSON it wrote (the bench families that
@@ -613,7 +625,6 @@ def run_isolated(models=MODELS, threads: int | None = None, backend: str | None 
 
 def _main(argv=None) -> int:
     import argparse
-    import json
     import sys
 
     p = argparse.ArgumentParser(prog="python -m pydl.bench.train_step",
@@ -628,12 +639,7 @@ def _main(argv=None) -> int:
     a = p.parse_args(argv)
     res = run([m for m in a.models.split(",") if m], a.threads, a.backend, a.rounds, a.per_round,
               progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f)
-    else:
-        print_result(res)
-    return 0
+    return emit(res, a.out, print_result)
 
 
 if __name__ == "__main__":

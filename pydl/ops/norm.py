@@ -272,7 +272,7 @@ def _batch_norm_bad(rng):
     ]
 
 
-@defop(family="norm", differentiable=("x", "weight", "bias"), out_shape=_out_x,
+@defop(family="norm", mutates=("running_mean", "running_var"), differentiable=("x", "weight", "bias"), out_shape=_out_x,
        flops=_flops_affine(7), tol=TOL, grad_tol=GRAD_TOL, saves=("mean", "invstd"),
        cases=_batch_norm_cases, bad_cases=_batch_norm_bad,
        torch=lambda torch, F, a: F.batch_norm(a["x"], a["running_mean"], a["running_var"], a["weight"],
@@ -385,7 +385,7 @@ def _instance_norm_bad(rng):
     ]
 
 
-@defop(family="norm", differentiable=("x", "weight", "bias"), out_shape=_out_x,
+@defop(family="norm", mutates=("running_mean", "running_var"), differentiable=("x", "weight", "bias"), out_shape=_out_x,
        flops=_flops_affine(7), tol=TOL, grad_tol=GRAD_TOL,
        cases=_instance_norm_cases, bad_cases=_instance_norm_bad,
        torch=lambda torch, F, a: F.instance_norm(a["x"], a["running_mean"], a["running_var"], a["weight"],
