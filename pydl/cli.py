@@ -35,6 +35,16 @@ def _print_info(d: dict) -> None:
     else:
         print(f"build      {b.get('kind', 'native')}, this module -march={b['arch']}  gcc {b['compiler']}  OpenMP {b['openmp']}  "
               f"compiled SIMD: {b['compiled_simd']}  in use: {b['simd_in_use']}")
+    t = d.get("tuning") or {}
+    if t:
+        def kib(n):
+            return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB" if n else "?"
+
+        blocks = "  ".join(f"{dt} {'/'.join(map(str, kmn))}" for dt, kmn in t.get("gemm_blocks", {}).items())
+        level = ((d.get("native") or {}).get("cpp") or {}).get("level", "")
+        table = ", ".join(f"{k}{tuple(v)}" for k, v in t["table"].get(level, {}).items()) or "none (cache-derived defaults)"
+        print(f"tuning     {t['microarch']}; caches ({t['source']}) L1d {kib(t['l1d'])}, L2 {kib(t['l2'])}, "
+              f"L3 {kib(t['l3'])} per CPU -> GEMM KC/MC/NC {blocks}; table: {table}")
     print(f"threads    {d['threads']}")
     nb = d.get("neighbours") or {}
     if nb:

@@ -164,6 +164,11 @@ def load_native(family: str):
         raise ImportError(f"pydl._{family}: {name} ({why}) did not import: {e}. "
                           f"Build it: python setup.py build_ext --inplace") from e
     _CHOSEN[family] = {"module": name, "level": level, "why": why}
+    if family == "cpp" and hasattr(mod, "set_cache_sizes"):
+        t = tuning()
+        mod.set_cache_sizes(t["l1d"], t["l2"], t["l3"])
+        for hook, value in t["table"].get(level, {}).items():
+            getattr(mod, hook)(*value)
     return mod
 
 
@@ -205,6 +210,90 @@ def caches(cpu: int = 0) -> list[dict]:
                     "line": int(read("coherency_line_size") or 0) or None,
                     "shared_cpus": read("shared_cpu_list")})
     return out
+
+
+def _cpuinfo_fields() -> dict:
+    """vendor_id, cpu family and model of the first CPU in /proc/cpuinfo ({} elsewhere)."""
+    out = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                out[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def microarch(fields: dict | None = None) -> str:
+    """The CPU's microarchitecture family from its vendor, family and model numbers:
+    'zen2', 'zen3', 'zen4', 'zen5', 'intel', or 'unknown'."""
+    f = _cpuinfo_fields() if fields is None else fields
+    try:
+        family, model = int(f.get("cpu family", "")), int(f.get("model", ""))
+    except ValueError:
+        return "unknown"
+    vendor = f.get("vendor_id", "")
+    if vendor == "AuthenticAMD":
+        if family == 23:
+            return "zen2"
+        if family == 25:  # Zen 3: models 0x00-0x0f, 0x20-0x5f; Zen 4: 0x10-0x1f, 0x60-0xaf
+            return "zen4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0xAF else "zen3"
+        if family == 26:
+            return "zen5"
+    if vendor == "GenuineIntel":
+        return "intel"
+    return "unknown"
+
+
+#: per-microarchitecture settings of the cpp kernels where a measurement showed that the
+#: cache-derived defaults are not the best (dev/build/tuning.md has the figures):
+#: family -> module level -> {native hook name: its arguments}. Families and levels without an
+#: entry run the defaults.
+MICROARCH_TABLE: dict[str, dict[str, dict[str, tuple]]] = {}
+
+
+def _cache_bytes(cs: list[dict], level: int, per_cpu: bool) -> int:
+    """Bytes of the level-``level`` data or unified cache (0 when unknown); ``per_cpu``: divided
+    among the logical CPUs sharing it."""
+    for c in cs:
+        if c.get("level") == level and c.get("type") in ("Data", "Unified") and c.get("size"):
+            return c["size"] // (_count_cpus(c.get("shared_cpus")) if per_cpu else 1)
+    return 0
+
+
+def _count_cpus(cpu_list: str | None) -> int:
+    """How many CPUs a sysfs list such as '0-3,8-11' names (1 when unknown)."""
+    n = 0
+    for part in (cpu_list or "").split(","):
+        lo, _, hi = part.strip().partition("-")
+        if lo.isdigit():
+            n += (int(hi) - int(lo) + 1) if hi.isdigit() else 1
+    return max(n, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def tuning() -> dict:
+    """What the cpp kernels are tuned from on this CPU: the caches per logical CPU (L1d and L2
+    whole, the L3 divided among the CPUs sharing it), the microarchitecture family, and that
+    family's entries of :data:`MICROARCH_TABLE`. ``PYDL_CACHES=l1d,l2,l3`` (bytes) overrides the
+    caches (to try another machine's blocks)."""
+    env = os.environ.get("PYDL_CACHES")
+    if env:
+        try:
+            l1d, l2, l3 = (int(x) for x in env.split(","))
+        except ValueError:
+            raise ValueError(f"PYDL_CACHES: expected three byte counts 'l1d,l2,l3', got {env!r}") from None
+        source = "PYDL_CACHES"
+    else:
+        cs = caches()  # L1d and L2 are a core's own (sysfs lists its SMT siblings as sharers)
+        l1d, l2, l3 = _cache_bytes(cs, 1, False), _cache_bytes(cs, 2, False), _cache_bytes(cs, 3, True)
+        source = "sysfs" if (l1d or l2 or l3) else "unknown (the levels' constants)"
+    arch = microarch()
+    return {"l1d": l1d, "l2": l2, "l3": l3, "source": source, "microarch": arch,
+            "table": dict(MICROARCH_TABLE.get(arch, {}))}
 
 
 def describe() -> dict:
@@ -255,6 +344,7 @@ def info() -> dict:
 
         out["cpp_build"] = dict(_cpp.build_info())
         out["cpp_build"]["simd_in_use"] = _cpp.simd_level()
+        out["tuning"] = dict(tuning(), gemm_blocks={dt: _cpp.gemm_blocks(dt) for dt in ("float32", "float64")})
     except ImportError as e:
         out["cpp_build"] = {"error": str(e)}
     try:

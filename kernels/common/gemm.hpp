@@ -113,6 +113,22 @@ inline Tuning& tuning() {
   return t;
 }
 
+// The caches of the CPU the code runs on, per core, in bytes (0: unknown). Set once at import
+// from the operating system (pydl.machine.tuning -> set_cache_sizes); the cache blocks below are
+// derived from them.
+struct CacheSizes {
+  int64_t l1d = 0, l2 = 0, l3 = 0;
+};
+
+inline CacheSizes& cache_sizes() {
+  static CacheSizes c;
+  return c;
+}
+
+struct Blocks {
+  int64_t kc, mc, nc;
+};
+
 namespace detail {
 
 template <class T>
@@ -314,6 +330,35 @@ struct KT<double, Simd::avx512> {
   static double hsum(R a) { return _mm512_reduce_add_pd(a); }
 };
 #endif
+
+// Cache blocks at level S, from the caches (measured on Zen 4 and Zen 5, dev/gemm/README.md):
+// - KC: the B micro-panel pair (KC x NR) fills at most the L1d (it is streamed through L1 while
+//   each MR x KC A micro-panel and the C tile pass), within 128-256: on Zen 4 and Zen 5 KC = 384
+//   gained nothing at AVX-512 and lost 3-6% at AVX2; 128 lost 5-10% (the C tile is loaded and
+//   stored once per KC block).
+// - MC: the packed A block (MC x KC) in a quarter of the L2 (room for B's panels and C).
+// - NC: the packed B block (KC x NC) in a quarter of one core's share of the L3.
+// Unknown caches (0) keep the level's constants. A positive tuning() field overrides each.
+template <class T, Simd S>
+inline Blocks blocks_from(const CacheSizes& c) {
+  using Kt = KT<T, S>;
+  constexpr int64_t MR = Kt::MR, NR = Kt::W * Kt::NP, sz = sizeof(T);
+  Blocks b{Kt::KC, Kt::MC, Kt::NC};
+  if (c.l1d > 0) b.kc = std::clamp<int64_t>(c.l1d / (NR * sz) / 32 * 32, 128, 256);
+  if (c.l2 > 0) b.mc = std::clamp<int64_t>(c.l2 / 4 / (b.kc * sz) / MR * MR, 4 * MR, 48 * MR);
+  if (c.l3 > 0) b.nc = std::clamp<int64_t>(c.l3 / 4 / (b.kc * sz) / NR * NR, 16 * NR, 8192);
+  return b;
+}
+
+template <class T, Simd S>
+inline Blocks blocks() {
+  Blocks b = blocks_from<T, S>(cache_sizes());
+  const Tuning& tu = tuning();
+  if (tu.kc > 0) b.kc = tu.kc;
+  if (tu.mc > 0) b.mc = tu.mc;
+  if (tu.nc > 0) b.nc = tu.nc;
+  return b;
+}
 
 // The epilogue of the last KC block, with the tile's position in C.
 template <class T>
@@ -613,10 +658,10 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
             const Epilogue<T>& ep, int nt) {
   using Kt = KT<T, S>;
   constexpr int MR = Kt::MR, W = Kt::W, NP = Kt::NP, NR = W * NP;
-  const Tuning tu = tuning();
-  const int64_t KC = tu.kc > 0 ? tu.kc : Kt::KC;
-  const int64_t MC = round_up(tu.mc > 0 ? tu.mc : Kt::MC, MR);
-  const int64_t NC = round_up(tu.nc > 0 ? tu.nc : Kt::NC, NR);
+  const Blocks bl = blocks<T, S>();
+  const int64_t KC = bl.kc;
+  const int64_t MC = round_up(bl.mc, MR);
+  const int64_t NC = round_up(bl.nc, NR);
   const int64_t kc_max = std::min(K, KC);
   const int64_t nc_max = std::min(round_up(N, NR), NC);
   // blocks of M: a multiple of the thread count when there are enough rows
@@ -710,8 +755,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
               const Epilogue<T>& ep, int nt) {
   using Kt = KT<T, S>;
   constexpr int MR = Kt::MR, NR = Kt::W * Kt::NP;
-  const Tuning tu = tuning();
-  const int64_t KC = tu.kc > 0 ? tu.kc : Kt::KC;
+  const int64_t KC = blocks<T, S>().kc;
   const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
   const bool pack = tiles_n > 2;
   T* abuf = pack ? static_cast<T*>(scratch().get(static_cast<std::size_t>(tiles_m * MR * K) * sizeof(T) + 64))

@@ -68,7 +68,14 @@ constexpr int kNumPaths = 6;
 // im2col tile budget per thread (conv_set_tile_bytes). Measured (dev/conv/README.md): 512 KB tiles
 // (3 output rows of ResNet 3x3 C64) starve the packed GEMM of columns (N = 168, or 42 at 14x14);
 // 2-8 MB (L3-resident; the GEMM re-packs B into L2/L1 blocks itself) run 1.5-3x faster.
-i64 kTileBytes = 4 << 20;
+// 0: derived from the L3 (a quarter of one CPU's share, within 2-8 MB; 4 MB when unknown).
+i64 kTileBytes = 0;
+
+i64 tile_bytes() {
+  if (kTileBytes > 0) return kTileBytes;
+  const i64 l3 = gemm::cache_sizes().l3;
+  return l3 > 0 ? std::clamp<i64>(l3 / 4, i64(2) << 20, i64(8) << 20) : i64(4) << 20;
+}
 
 struct Geom {
   i64 n, c, h, w, k, r, s, sh, sw, ph, pw, dh, dw, g, oh, ow;
@@ -162,7 +169,7 @@ void col2im_rows(const Geom& q, const T* cols, i64 ldc, i64 cc, i64 oh0, i64 oh1
 template <class T>
 i64 tile_rows(const Geom& q) {
   const i64 per_row = q.crs() * q.ow * i64(sizeof(T));
-  return std::max<i64>(1, std::min<i64>(q.oh, kTileBytes / std::max<i64>(per_row, 1)));
+  return std::max<i64>(1, std::min<i64>(q.oh, tile_bytes() / std::max<i64>(per_row, 1)));
 }
 
 // The measured heuristic (dev/conv/README.md): depthwise (groups, one input channel per group,
@@ -495,13 +502,15 @@ struct SmallK {
 // depth block in L1) beat 3 and 4 by 5-25% on every ResNet/AlexNet shape. AVX2 (16 ymm): 6 x 2
 // or 4 x 3 tiles (12 accumulators, the weight vectors and a broadcast fill the register file);
 // measured on Zen 4 held to AVX2, one thread, interleaved with PyTorch (dev/conv/README.md,
-// "AVX2"): 3 ahead from 12 vectors of filters on (c128 s2, c256: +5-15%), 2 ahead below (AlexNet
-// +13%, c64 even). (Blocks of 1 only looked best before the broadcast fix of gemm.hpp's KT.)
+// "AVX2"): 3 x 4 tiles (4 vectors, 12 accumulators) ahead from 4 vectors of filters on (c64 +6%,
+// c128 s2 +9%, c256 +7%, AlexNet +5% over the 3- and 2-vector blocks; the 3-pixel tile also wastes
+// less of a 14-pixel row than 4 or 6), 2 below (LeNet c2). (Blocks of 1 only looked best before the
+// broadcast fix of gemm.hpp's KT.)
 template <Simd S>
 int smallk_block(i64 nvec) {
   if (kSmallkBlock > 0) return int(std::min<i64>(kSmallkBlock, 4));
   if constexpr (S == Simd::avx512) return nvec >= 2 ? 2 : 1;
-  else if constexpr (S == Simd::avx2) return nvec >= 12 ? 3 : nvec >= 2 ? 2 : 1;
+  else if constexpr (S == Simd::avx2) return nvec >= 4 ? 4 : nvec >= 2 ? 2 : 1;
   else return 1;
 }
 
@@ -1212,11 +1221,11 @@ void bind_conv(py::module_& m) {
   bind_dtype<float>(m, "f32");
   bind_dtype<double>(m, "f64");
   m.def("conv_set_tile_bytes", [](i64 b) {
-    PYDL_CHECK(b >= 1, "bytes: expected >= 1, got " << b);
+    PYDL_CHECK(b >= 0, "bytes: expected >= 1 (or 0: derived from the L3), got " << b);
     const i64 old = kTileBytes;
     kTileBytes = b;
     return old;
-  }, "Sets the im2col tile budget (bytes per thread); returns the previous one (tuning hook).");
+  }, "Sets the im2col tile budget (bytes per thread; 0 = a quarter of one CPU's L3 share, within 2-8 MB); returns the previous one (tuning hook).");
   m.def("conv_set_smallk_block", [](int b, long long depth, int dwb, long long dwdepth) {
     PYDL_CHECK(b >= 0 && b <= 4, "vectors: expected 0 (automatic) to 4, got " << b);
     PYDL_CHECK(depth >= 1, "depth: expected >= 1, got " << depth);

@@ -315,6 +315,27 @@ void bind_gemm(py::module_& m) {
         }, py::arg("kc") = 0, py::arg("mc") = 0, py::arg("nc") = 0, py::arg("direct_max_m") = 4,
         py::arg("unpacked_max_m") = 512,
         "Development: GEMM cache blocks (0 = the level's default) and the direct-path row limit.");
+  m.def("set_cache_sizes", [](int64_t l1d, int64_t l2, int64_t l3) {
+          PYDL_CHECK(l1d >= 0 && l2 >= 0 && l3 >= 0, "set_cache_sizes: expected sizes >= 0 (0 = unknown), got "
+                                                          << l1d << ", " << l2 << ", " << l3);
+          const gemm::CacheSizes old = gemm::cache_sizes();
+          gemm::cache_sizes() = gemm::CacheSizes{l1d, l2, l3};
+          return py::make_tuple(old.l1d, old.l2, old.l3);
+        }, py::arg("l1d"), py::arg("l2"), py::arg("l3"),
+        "The caches (bytes per core, 0 = unknown) the GEMM cache blocks are derived from; set at import "
+        "by pydl.machine. Returns the previous three.");
+  m.def("gemm_blocks", [](const std::string& dtype, const std::string& level) {
+          const Simd s = level.empty() ? simd_level() : simd_from_name(level);
+          PYDL_CHECK(s <= compiled_simd(), "level: '" << level << "' is not compiled into this module (it has up to '"
+                                                       << simd_name(compiled_simd()) << "')");
+          PYDL_CHECK(dtype == "float32" || dtype == "float64", "dtype: expected 'float32' or 'float64', got '" << dtype << "'");
+          const gemm::Blocks b = with_level(s, [&](auto tag) {
+            constexpr Simd S = decltype(tag)::value;
+            return dtype == "float32" ? gemm::detail::blocks<float, S>() : gemm::detail::blocks<double, S>();
+          });
+          return py::make_tuple(b.kc, b.mc, b.nc);
+        }, py::arg("dtype") = "float32", py::arg("level") = "",
+        "The (KC, MC, NC) cache blocks the packed GEMM uses for dtype at a SIMD level ('' = the level in use).");
 }
 
 }  // namespace pydl
