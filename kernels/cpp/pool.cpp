@@ -620,7 +620,8 @@ template <class T>
 struct MaxBuf {
   std::vector<T> v;
   std::vector<int32_t> col;
-  Ahead<> ahead;  // the group path's input stream
+  Ahead<> ahead;   // the input stream
+  AheadW ao, ai;   // the row path's output and index streams
 };
 
 // hv[ow], hc[ow]: max over output column ow's taps of one input row, and its column (-1: no tap)
@@ -698,8 +699,9 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
       buf.v.resize(size_t(H) * OW);
       buf.col.resize(size_t(H) * OW);
       const T* xpl = xp + p * H * W;
-      Ahead<> ahead(xpl);
-      AheadW ao(op + p * OH * OW), ai(ip + p * OH * OW);
+      Ahead<>& ahead = buf.ahead;
+      AheadW &ao = buf.ao, &ai = buf.ai;
+      ahead.seek(xpl), ao.seek(op + p * OH * OW), ai.seek(ip + p * OH * OW);
       for (int h = 0; h < H; ++h) {
         ahead.upto(xpl + ptrdiff_t(h + 1) * W);
         max_row<V>(xpl + ptrdiff_t(h) * W, aw, &buf.v[size_t(h) * OW], &buf.col[size_t(h) * OW]);
@@ -811,7 +813,8 @@ void check_divisors(const Array<T>& dv, const Axis& a, const char* name) {
 template <class T>
 struct AvgBuf {
   std::vector<T> s;
-  Ahead<> ahead;
+  Ahead<> ahead;  // the input stream
+  AheadW ao;      // the row path's output stream
 };
 
 template <class T>
@@ -886,11 +889,13 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
         return;
       }
     }
-    for_planes<std::vector<T>>(planes, [&](ptrdiff_t p, std::vector<T>& rs) {
+    for_planes<AvgBuf<T>>(planes, [&](ptrdiff_t p, AvgBuf<T>& buf) {
+      std::vector<T>& rs = buf.s;
       rs.resize(W);
       const T* xpl = xp + p * H * W;
-      Ahead<> ahead(xpl);
-      AheadW ao(op + p * OH * OW);
+      Ahead<>& ahead = buf.ahead;
+      AheadW& ao = buf.ao;
+      ahead.seek(xpl), ao.seek(op + p * OH * OW);
       for (int oh = 0; oh < OH; ++oh) {
         // vertical: rs = sum of the window's rows (contiguous; vectorized by the compiler)
         const T* r0 = xpl + ptrdiff_t(ah.start[oh]) * W;
@@ -944,7 +949,8 @@ void inverse(const Axis& a, std::vector<int32_t>& lo, std::vector<int32_t>& n, i
 template <class T>
 struct AvgBwdBuf {
   std::vector<T> q, t;
-  Ahead<> ahead;  // the group path's grad stream
+  Ahead<> ahead;  // the grad stream
+  AheadW aw;      // the row path's gx stream
 };
 
 // The horizontal gather t[w] = sum of q over the windows holding column w, for uniform windows of
@@ -1070,7 +1076,8 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
     for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
       buf.q.resize(size_t(OW) + 1);
       buf.t.resize(size_t(OH) * W + 1);
-      Ahead<> ahead(gp + p * OH * OW);
+      Ahead<>& ahead = buf.ahead;
+      ahead.seek(gp + p * OH * OW);
       for (int oh = 0; oh < OH; ++oh) {
         // q = grad / divisor for this output row; t[oh, w] = sum of q over the windows holding w
         const T* g = gp + (p * OH + oh) * OW;
@@ -1111,7 +1118,8 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
       }
       // gx[h, :] = sum of t over the output rows whose window holds h (contiguous)
       T* d = dp + p * H * W;
-      AheadW aw_(d);
+      AheadW& aw_ = buf.aw;
+      aw_.seek(d);
       for (int h = 0; h < H; ++h) {
         T* dr = d + ptrdiff_t(h) * W;
         aw_.upto(dr + W);
