@@ -166,6 +166,12 @@ struct V512 {
     _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
     _mm512_storeu_si512(p + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
   }
+  // [a0 + a1, ..., a14 + a15, b0 + b1, ..., b14 + b15]: the sums of adjacent pairs of a then b
+  static R pairsum(R a, R b) {
+    const I even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const I odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+  }
   // p[2i] = a[i], p[2i + 1] = b[i] for i < 16
   static void store_interleaved(float* p, R a, R b) {
     const I lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -218,6 +224,11 @@ struct V512d {
   static void store(double* p, R v) { _mm512_storeu_pd(p, v); }
   static void storei(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static void store_i64(int64_t* p, I v) { _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(v)); }
+  static R pairsum(R a, R b) {  // [a0 + a1, ..., a6 + a7, b0 + b1, ..., b6 + b7]
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    return _mm512_add_pd(_mm512_permutex2var_pd(a, even, b), _mm512_permutex2var_pd(a, odd, b));
+  }
   static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 8
     const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
     const __m512i hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
@@ -281,6 +292,10 @@ struct V256 {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4),
                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
   }
+  // [a0 + a1, ..., a6 + a7, b0 + b1, ..., b6 + b7]: the sums of adjacent pairs of a then b
+  static R pairsum(R a, R b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_hadd_ps(a, b)), 0xD8));
+  }
   static void store_interleaved(float* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 8
     const R lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);  // a0b0a1b1|a4b4a5b5, a2..|a6..
     _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
@@ -339,6 +354,8 @@ struct V256d {
   static void store_i64(int64_t* p, I v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(v));
   }
+  // [a0 + a1, a2 + a3, b0 + b1, b2 + b3]: the sums of adjacent pairs of a then b
+  static R pairsum(R a, R b) { return _mm256_permute4x64_pd(_mm256_hadd_pd(a, b), 0xD8); }
   static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 4
     const R lo = _mm256_unpacklo_pd(a, b), hi = _mm256_unpackhi_pd(a, b);  // a0b0|a2b2, a1b1|a3b3
     _mm256_storeu_pd(p, _mm256_permute2f128_pd(lo, hi, 0x20));
@@ -410,6 +427,52 @@ inline void vectors(int lo, int hi, Vec&& vec, One&& one) {
   int o = lo;
   for (; o + W <= hi; o += W) vec(o);
   if (o < hi) vec(hi - W);
+}
+
+// Runs of s = 2, 4 or 8 consecutive values summed V::W at a time without gathers: lane i is
+// p[i*s] + ... + p[i*s + s - 1] (reads p[0, s*V::W)): s/2 + s/4 + ... adjacent-pair sums of
+// contiguous loads (a tree: the order of the additions differs from a running sum).
+// The avg windows with kernel == stride (adaptive 56 -> 7, 8 -> 2, avg 4x4/4).
+inline bool runs_ok(const Axis& a) { return a.kernel == a.stride && (a.stride == 4 || a.stride == 8); }
+
+template <class V, int S, class T>
+inline typename V::R sum_runs_of(const T* p) {
+  typename V::R x[S];
+  for (int i = 0; i < S; ++i) x[i] = V::load(p + i * V::W);
+  for (int n = S; n > 1; n /= 2)
+    for (int i = 0; i < n / 2; ++i) x[i] = V::pairsum(x[2 * i], x[2 * i + 1]);
+  return x[0];
+}
+
+template <class V, class T>
+inline typename V::R sum_runs(const T* p, int s) {
+  return s == 4 ? sum_runs_of<V, 4>(p) : sum_runs_of<V, 8>(p);
+}
+
+// dst[w] = sum of rows r0, r0 + ld, ..., (c rows, c >= 1) at w < n: up to four rows per pass over
+// dst (contiguous, compiler-vectorized). A running sum, row by row, loaded and stored dst once per
+// row: on 56-wide rows of 8 that read-modify-write was ~70% of adaptive 56 -> 7 (perf).
+template <class T>
+inline void sum_rows(const T* r0, ptrdiff_t ld, int c, int n, T* __restrict dst) {
+  const T* a = r0;
+  const T* b = r0 + ld;
+  const T* e = r0 + 2 * ld;
+  const T* f = r0 + 3 * ld;
+  switch (std::min(c, 4)) {
+    case 1: for (int w = 0; w < n; ++w) dst[w] = a[w]; break;
+    case 2: for (int w = 0; w < n; ++w) dst[w] = a[w] + b[w]; break;
+    case 3: for (int w = 0; w < n; ++w) dst[w] = (a[w] + b[w]) + e[w]; break;
+    default: for (int w = 0; w < n; ++w) dst[w] = (a[w] + b[w]) + (e[w] + f[w]); break;
+  }
+  for (int t = 4; t < c; t += 4) {
+    a = r0 + t * ld, b = a + ld, e = b + ld, f = e + ld;
+    switch (std::min(c - t, 4)) {
+      case 1: for (int w = 0; w < n; ++w) dst[w] += a[w]; break;
+      case 2: for (int w = 0; w < n; ++w) dst[w] += a[w] + b[w]; break;
+      case 3: for (int w = 0; w < n; ++w) dst[w] += (a[w] + b[w]) + e[w]; break;
+      default: for (int w = 0; w < n; ++w) dst[w] += (a[w] + b[w]) + (e[w] + f[w]); break;
+    }
+  }
 }
 
 // Loop over planes on all threads; each thread owns `Buf` scratch. Dynamic chunks of 8 planes
@@ -580,9 +643,15 @@ void sum_flat(const T* src, const Flat& f, int count, T* dst, const T* div) {
 template <class V, class T>
 void sum_flat_exact(const T* src, const Axis& aw, int count, T* dst, const T* div) {
   const int s = aw.stride, k = aw.kernel;
+  const bool runs = runs_ok(aw);
   vectors<V::W>(0, count, [&](int j) {
-    typename V::R acc = V::load_strided(src + j * s, s);
-    for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(src + j * s + t, s));
+    typename V::R acc;
+    if (runs) {
+      acc = sum_runs<V>(src + j * s, s);
+    } else {
+      acc = V::load_strided(src + j * s, s);
+      for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(src + j * s + t, s));
+    }
     V::store(dst + j, V::div(acc, V::load(div + j)));
   }, [&](int j) {
     T acc = src[j * s];
@@ -854,14 +923,16 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
       // (rows of two vectors or more keep the row path: its vertical sums already shrink the data
-      // by the kernel height, and a group of one wide plane only adds gathers: 56 -> 7 adaptive)
-      if (use_groups(aw, V::W, ptrdiff_t(H) * W) && W < 2 * V::W) {
+      // by the kernel height, and a group of one wide plane would only add gathers; but exact rows
+      // of kernel == stride 4 or 8 take the group path at any width: no gathers, the row path's
+      // OW < V::W outputs would be scalar: adaptive 56 -> 7)
+      const bool exact = exact_rows(aw, W);
+      if (use_groups(aw, V::W, ptrdiff_t(H) * W) && (W < 2 * V::W || (exact && runs_ok(aw)))) {
         // vertical sums first (each output row's input rows: contiguous, compiler-vectorized;
         // they shrink the data before the gathers), then the horizontal taps along the group's
         // G*OH summed rows (strided loads or gathers), divided
         const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
         const Flat hf = row_entries(G, OH, W, aw);
-        const bool exact = exact_rows(aw, W);
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
         for_groups<AvgBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
@@ -877,9 +948,7 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
               std::fill(vs, vs + W, T(0));
               continue;
             }
-            std::copy(r0, r0 + W, vs);
-            for (int t = 1; t < c; ++t)
-              for (int w = 0; w < W; ++w) vs[w] += r0[ptrdiff_t(t) * W + w];
+            sum_rows(r0, W, c, W, vs);
           }
           const int e = int(g * OH * OW);
           T* og = op + p0 * OH * OW;
@@ -900,11 +969,8 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
         // vertical: rs = sum of the window's rows (contiguous; vectorized by the compiler)
         const T* r0 = xpl + ptrdiff_t(ah.start[oh]) * W;
         ahead.upto(r0 + ptrdiff_t(ah.count[oh]) * W);
-        std::copy(r0, r0 + W, rs.data());
-        for (int t = 1; t < ah.count[oh]; ++t) {
-          const T* r = r0 + ptrdiff_t(t) * W;
-          for (int w = 0; w < W; ++w) rs[w] += r[w];
-        }
+        if (ah.count[oh] == 0) std::fill(rs.begin(), rs.end(), T(0));
+        else sum_rows(r0, W, ah.count[oh], W, rs.data());
         T* orow = op + (p * OH + oh) * OW;
         ao.upto(orow + OW);
         const T d0 = dh[oh];
@@ -920,10 +986,16 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
           const auto [lo, hi] = aw.interior();
           const int s = aw.stride, k = aw.kernel;
           for (int o = 0; o < lo; ++o) one(o);
+          const bool runs = runs_ok(aw);
           vectors<V::W>(lo, hi, [&](int o) {
             const T* q = rs.data() + (o * s - aw.pad);
-            typename V::R acc = V::load_strided(q, s);
-            for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(q + t, s));
+            typename V::R acc;
+            if (runs) {
+              acc = sum_runs<V>(q, s);
+            } else {
+              acc = V::load_strided(q, s);
+              for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(q + t, s));
+            }
             V::store(orow + o, V::div(acc, V::mul(V::set1(d0), V::load(dw + o))));
           }, one);
           for (int o = hi; o < OW; ++o) one(o);
@@ -1127,17 +1199,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
           std::fill(dr, dr + W, T(0));
           continue;
         }
-        const T* t0 = buf.t.data() + size_t(hlo[h]) * W;
-        if (hn[h] == 1) {
-          std::copy(t0, t0 + W, dr);
-          continue;
-        }
-        const T* t1 = t0 + W;
-        for (int w = 0; w < W; ++w) dr[w] = t0[w] + t1[w];
-        for (int j = 2; j < hn[h]; ++j) {
-          const T* tj = t0 + size_t(j) * W;
-          for (int w = 0; w < W; ++w) dr[w] += tj[w];
-        }
+        sum_rows(buf.t.data() + size_t(hlo[h]) * W, W, hn[h], W, dr);
       }
     });
   });
