@@ -1032,9 +1032,11 @@ struct AvgBwdBuf {
 // d in [dlo[e], dhi[e]] (constants per phase e), so t at phase e is a sum of shifted loads of q,
 // and for stride 2 the two phases are interleaved on the store. Valid for m in [mlo, mhi): every
 // such o is a real window and s*m + s - 1 < W; checked against the inverse tables once per call.
+// whole: the same sums over q embedded in zeros (lead zeros before q[0]) hold for every m in
+// [0, ceil(n / s)): windows past either end of q read zeros, so no column is left to scalar code.
 struct Shifts {
-  int s = 0, dlo[2] = {0, 0}, dhi[2] = {-1, -1}, mlo = 0, mhi = 0;
-  bool ok = false;
+  int s = 0, dlo[2] = {0, 0}, dhi[2] = {-1, -1}, mlo = 0, mhi = 0, lead = 0, trail = 0;
+  bool ok = false, whole = false;
 };
 
 inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -1052,6 +1054,16 @@ Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vecto
   }
   r.mlo = -lowest;
   r.mhi = std::min(a.out() - highest, a.n / r.s);
+  r.lead = -lowest, r.trail = highest;
+  r.whole = true;
+  for (int m = 0; m * r.s < a.n && r.whole; ++m)
+    for (int e = 0; e < r.s; ++e) {
+      const int w = r.s * m + e;
+      if (w >= a.n) break;
+      const int o0 = std::max(0, m + r.dlo[e]), o1 = std::min(a.out() - 1, m + r.dhi[e]);
+      const int cnt = std::max(0, o1 - o0 + 1);
+      if (n[w] != cnt || (cnt > 0 && lo[w] != o0)) r.whole = false;
+    }
   if (r.mhi <= r.mlo) return r;
   for (int m = r.mlo; m < r.mhi; ++m)
     for (int e = 0; e < r.s; ++e) {
@@ -1068,6 +1080,62 @@ Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vecto
 inline bool use_groups_bwd(const Shifts& sh, int W, int lanes, ptrdiff_t hw) {
   if (hw >= (ptrdiff_t(1) << 30)) return false;
   return (sh.ok ? sh.mhi - sh.mlo : W) < 2 * lanes;
+}
+
+// The group path's gather-free form for stride 1 or 2 (Shifts::whole): each output row's q in a
+// segment of Mq slots (lead zeros, q, zeros), segments back to back, so t over the whole group is
+// one long row of shifted loads: t[s*m' + e] = sum over d of qz[lead + m' + d] for m' along every
+// segment (output row r's t in [r*s*Mq, r*s*Mq + W), the rest unused); then each gx row sums its
+// windows' t rows (contiguous, sum_rows). No gathers, no scalar borders.
+template <class V, class T>
+void shifted_groups(const T* gp, T* dp, ptrdiff_t planes, int H, int W, const Axis& ah, const Axis& aw,
+                    const Shifts& sh, const std::vector<int32_t>& hlo, const std::vector<int32_t>& hn,
+                    const T* dh, const T* dw) {
+  const int OH = ah.out(), OW = aw.out(), s = sh.s, L = V::W;
+  const int M = (W + s - 1) / s, Mq = std::max(sh.lead + OW, M + sh.trail);
+  const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, L);
+  std::vector<T> div(size_t(OH) * OW);
+  for (size_t j = 0; j < div.size(); ++j) div[j] = dh[j / OW] * dw[j % OW];
+  for_groups<AvgBwdBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
+    const ptrdiff_t rows = g * OH, span = rows * Mq;
+    // zeros once per thread: only the q slots are ever written
+    if (buf.q.empty()) buf.q.assign(size_t(G * OH + 1) * Mq + 2 * L, T(0));
+    buf.t.resize(size_t(G * OH + 1) * s * Mq + 2 * L);
+    const T* gg = gp + p0 * OH * OW;
+    buf.ahead.seek(gg);
+    buf.ahead.upto(gg + rows * OW);
+    T* qz = buf.q.data();
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+      T* qr = qz + r * Mq + sh.lead;
+      const T* gr = gg + r * OW;
+      const T* dr = div.data() + (r % OH) * OW;
+      for (int o = 0; o < OW; ++o) qr[o] = gr[o] / dr[o];
+    }
+    T* t = buf.t.data();
+    const T* q0 = qz + sh.lead;
+    auto sum = [&](ptrdiff_t m, int e) {
+      typename V::R a = V::zero();
+      for (int d = sh.dlo[e]; d <= sh.dhi[e]; ++d) a = V::add(a, V::load(q0 + m + d));
+      return a;
+    };
+    vectors<V::W>(0, int(span), [&](int m) {
+      if (s == 1) V::store(t + m, sum(m, 0));
+      else V::store_interleaved(t + 2 * m, sum(m, 0), sum(m, 1));
+    }, [&](int m) {
+      for (int e = 0; e < s; ++e) {
+        T a = 0;
+        for (int d = sh.dlo[e]; d <= sh.dhi[e]; ++d) a += q0[m + d];
+        t[s * m + e] = a;
+      }
+    });
+    const ptrdiff_t ld = ptrdiff_t(s) * Mq;
+    for (ptrdiff_t gi = 0; gi < g; ++gi)
+      for (int h = 0; h < H; ++h) {
+        T* dst = dp + ((p0 + gi) * H + h) * W;
+        if (hn[h] == 0) std::fill(dst, dst + W, T(0));
+        else sum_rows(t + (gi * OH + hlo[h]) * ld, ld, hn[h], W, dst);
+      }
+  });
 }
 
 template <class T>
@@ -1107,6 +1175,10 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
   with_simd<T>([&](auto v) {
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
+      if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W) && sh.whole) {
+        shifted_groups<V>(gp, dp, planes, H, W, ah, aw, sh, hlo, hn, dh, dw);
+        return;
+      }
       if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W)) {
         // q = grad / divisor over the group's outputs; t[(g, oh), w] = sum of q over the windows
         // holding column w; gx[(g, h), w] = sum of t over the windows holding row h
