@@ -166,6 +166,7 @@ struct V512 {
     _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
     _mm512_storeu_si512(p + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
   }
+  static R permute(R v, I idx) { return _mm512_permutexvar_ps(idx, v); }  // v[idx[i]], idx < 16
   // [a0 + a1, ..., a14 + a15, b0 + b1, ..., b14 + b15]: the sums of adjacent pairs of a then b
   static R pairsum(R a, R b) {
     const I even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -224,6 +225,7 @@ struct V512d {
   static void store(double* p, R v) { _mm512_storeu_pd(p, v); }
   static void storei(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static void store_i64(int64_t* p, I v) { _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(v)); }
+  static R permute(R v, I idx) { return _mm512_permutexvar_pd(_mm512_cvtepi32_epi64(idx), v); }  // idx < 8
   static R pairsum(R a, R b) {  // [a0 + a1, ..., a6 + a7, b0 + b1, ..., b6 + b7]
     const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
     const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
@@ -292,6 +294,7 @@ struct V256 {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4),
                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
   }
+  static R permute(R v, I idx) { return _mm256_permutevar8x32_ps(v, idx); }  // v[idx[i]], idx < 8
   // [a0 + a1, ..., a6 + a7, b0 + b1, ..., b6 + b7]: the sums of adjacent pairs of a then b
   static R pairsum(R a, R b) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_hadd_ps(a, b)), 0xD8));
@@ -354,6 +357,12 @@ struct V256d {
   static void store_i64(int64_t* p, I v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(v));
   }
+  static R permute(R v, I idx) {  // v[idx[i]], idx < 4 (as pairs of float lanes 2 idx, 2 idx + 1)
+    const __m256i e = _mm256_cvtepu32_epi64(idx);
+    const __m256i f = _mm256_add_epi32(_mm256_or_si256(_mm256_slli_epi64(e, 1), _mm256_slli_epi64(e, 33)),
+                                       _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1));
+    return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), f));
+  }
   // [a0 + a1, a2 + a3, b0 + b1, b2 + b3]: the sums of adjacent pairs of a then b
   static R pairsum(R a, R b) { return _mm256_permute4x64_pd(_mm256_hadd_pd(a, b), 0xD8); }
   static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 4
@@ -365,6 +374,12 @@ struct V256d {
 #endif
 
 struct Scalar {};  // marker: no SIMD
+
+template <class V>
+constexpr int lanes_of() {
+  if constexpr (std::is_same_v<V, Scalar>) return 1;
+  else return V::W;
+}
 
 // Software prefetch of a sequential stream, kAhead bytes in front of the reader (Ahead<>) or the
 // writer (AheadW: prefetchw, the line fetched for ownership before the store needs it). Each thread
@@ -1175,7 +1190,10 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
   with_simd<T>([&](auto v) {
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
-      if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W) && sh.whole) {
+      // (windows that do not overlap on rows under 1.5 vectors keep the one-pass gather below:
+      // the shifted form's per-row vertical step costs more there: 4x4 and 8x8 at 8 or 16 lanes)
+      const bool tiny_direct = hmost <= 1 && wmost <= 1 && 2 * W < 3 * V::W;
+      if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W) && sh.whole && !tiny_direct) {
         shifted_groups<V>(gp, dp, planes, H, W, ah, aw, sh, hlo, hn, dh, dw);
         return;
       }
@@ -1220,7 +1238,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
       }
     }
     for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
-      buf.q.resize(size_t(OW) + 1);
+      buf.q.resize(size_t(OW) + 2 * lanes_of<V>());
       buf.t.resize(size_t(OH) * W + 1);
       Ahead<>& ahead = buf.ahead;
       ahead.seek(gp + p * OH * OW);
@@ -1229,7 +1247,13 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         const T* g = gp + (p * OH + oh) * OW;
         ahead.upto(g + OW);
         T* q = buf.q.data();
-        for (int o = 0; o < OW; ++o) q[o] = g[o] / (dh[oh] * dw[o]);
+        if constexpr (std::is_same_v<V, Scalar>) {
+          for (int o = 0; o < OW; ++o) q[o] = g[o] / (dh[oh] * dw[o]);
+        } else {
+          const typename V::R d0 = V::set1(dh[oh]);
+          vectors<V::W>(0, OW, [&](int o) { V::store(q + o, V::div(V::load(g + o), V::mul(d0, V::load(dw + o)))); },
+                        [&](int o) { q[o] = g[o] / (dh[oh] * dw[o]); });
+        }
         T* t = buf.t.data() + size_t(oh) * W;
         auto one = [&](int w) {
           T s = 0;
@@ -1256,6 +1280,13 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         } else {
           vectors<V::W>(0, W, [&](int w) {
             const typename V::I lo = V::loadi(&wlo[w]), n = V::loadi(&wn[w]);
+            const int b = wlo[w];
+            if (wmost == 1 && wlo[w + V::W - 1] - b < V::W) {
+              // windows that do not overlap (56 -> 7 adaptive): the lanes' q are within one load
+              // of q[b]: a permute of it, not a gather (q holds 2 W slots past OW)
+              V::store(t + w, V::blend(V::active(n, 0), V::zero(), V::permute(V::load(q + b), V::subi(lo, V::seti(b)))));
+              return;
+            }
             typename V::R s = V::zero();
             for (int j = 0; j < wmost; ++j) s = V::add(s, V::gather_n(q, lo, n, j));
             V::store(t + w, s);
