@@ -1,6 +1,8 @@
 """Side-by-side A/B of the cpp pooling kernels: this checkout's cpp, a saved copy of an older cpp
 build (--old DIR: a folder holding the old _cpp_<level>*.so files), and the cython backend, in one
 process, calls interleaved (old, new, cython, old, new, ...), best of --repeat per contender.
+Old and new run under this checkout's adapter (pydl/backends/cpp/pool.py, `_bind`): the A/B is
+of the kernels.
 
     PYTHONPATH=. python dev/pool/ab.py --old /tmp/pool_old --threads 1,2 [--sets conf,small,bench] [--big-repeat 21]
     PYDL_SIMD=avx2 PYTHONPATH=. python dev/pool/ab.py ...       # the AVX2 level (new and old)
@@ -120,7 +122,7 @@ def main():
                     best = {"old": np.inf, "new": np.inf, "cython": np.inf}
                     for r in range(rep + 1):
                         for who in ("old", "new", "cython"):
-                            cpp_pool._cpp = old if who == "old" else new
+                            cpp_pool._bind(old if who == "old" else new)
                             b = "cython" if who == "cython" else "cpp"
                             t = time.perf_counter()
                             for _ in range(inner):
@@ -128,7 +130,7 @@ def main():
                             t = (time.perf_counter() - t) / inner
                             if r:
                                 best[who] = min(best[who], t)
-                    cpp_pool._cpp = new
+                    cpp_pool._bind(new)
                     o, n, c = best["old"] * 1e3, best["new"] * 1e3, best["cython"] * 1e3
                     print(f"{label(op, xs, hp):58s} {dt:7s} {nthreads:3d} {name:4s} {o:9.4f} {n:9.4f} {c:9.4f}"
                           f" {n / o:7.2f} {n / c:7.2f}", flush=True)
