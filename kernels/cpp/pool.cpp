@@ -37,6 +37,14 @@
 //   the horizontal pass then loads as on wide rows. The max keeps the winning tap's position and
 //   looks its index up once. Adaptive windows that are uniform (n a multiple of out) are given
 //   their stride and kernel, so they take the uniform paths.
+//   Third pass (issue 18): the vertical sums add up to four rows per pass over the row buffer
+//   (sum_rows); windows with kernel == stride 4 or 8 (adaptive 56 -> 7, 8 -> 2) are summed by a
+//   tree of adjacent-pair sums of contiguous loads (sum_runs), and such exact rows take the group
+//   path at any width; the avg backward on small planes at stride 1 or 2 embeds each output row's
+//   q in zeros, segments back to back, so the whole group is one row of shifted loads
+//   (shifted_groups: no gathers, no scalar borders); the row-path backward of windows that do not
+//   overlap takes q by a permute of one load, not a gather; the row paths' prefetch streams
+//   continue across a thread's planes instead of restarting at each (8 KB per 512-byte plane).
 //
 // Napkin math (Zen 5, 2 cores, ~29 GB/s copy bandwidth): N32 C64 112x112 float32 is 103 MB in;
 //   2x2/2 max writes 26 MB of values + 51 MB of int64 indices: 180 MB -> ~6 ms at copy speed.
