@@ -498,15 +498,25 @@ inline void sum_rows(const T* r0, ptrdiff_t ld, int c, int n, T* __restrict dst)
   }
 }
 
-// Loop over planes on all threads; each thread owns `Buf` scratch. Dynamic chunks of 8 planes
-// (~400 KB of 112x112 input): on a shared machine a thread that loses its core for a while
-// no longer holds the other one at the barrier; on a quiet one it costs ~1 atomic per chunk.
+// Planes per scheduled chunk: at least 8 (~400 KB of 112x112 input) and at least kChunkBytes
+// of input. Each chunk restarts the thread's prefetch streams (kAhead bytes issued at once), so a
+// chunk of 8 small planes (8x8 float64: 4 KB) spent more on prefetching the other thread's planes
+// than on its own (2 threads, small planes: up to 1.5x cython before this bound).
+constexpr ptrdiff_t kChunkBytes = 65536;
+inline int chunk_of(ptrdiff_t planes_min, ptrdiff_t bytes) {
+  return static_cast<int>(std::max<ptrdiff_t>(planes_min, kChunkBytes / std::max<ptrdiff_t>(bytes, 1)));
+}
+
+// Loop over planes on all threads; each thread owns `Buf` scratch. Dynamic chunks (chunk_of):
+// on a shared machine a thread that loses its core for a while no longer holds the other one at
+// the barrier; on a quiet one it costs ~1 atomic per chunk.
 template <class Buf, class Body>
-void for_planes(ptrdiff_t planes, Body&& body) {
+void for_planes(ptrdiff_t planes, ptrdiff_t plane_bytes, Body&& body) {
+  const int chunk = chunk_of(8, plane_bytes);
 #pragma omp parallel num_threads(num_threads()) if (planes > 1)
   {
     Buf buf;
-#pragma omp for schedule(dynamic, 8)
+#pragma omp for schedule(dynamic, chunk)
     for (ptrdiff_t p = 0; p < planes; ++p) body(p, buf);
   }
 }
@@ -695,9 +705,9 @@ inline bool use_groups(const Axis& aw, int lanes, ptrdiff_t hw) {
 // body(first plane, planes in the group, thread's Buf) for groups of G planes on all threads
 // (dynamic chunks of at least 8 planes, as for_planes: one group can be a single 56x56 plane)
 template <class Buf, class Body>
-void for_groups(ptrdiff_t planes, ptrdiff_t G, Body&& body) {
+void for_groups(ptrdiff_t planes, ptrdiff_t G, ptrdiff_t plane_bytes, Body&& body) {
   const ptrdiff_t groups = (planes + G - 1) / G;
-  const int chunk = static_cast<int>(std::max<ptrdiff_t>(1, 8 / G));
+  const int chunk = chunk_of(std::max<ptrdiff_t>(1, 8 / G), G * plane_bytes);
 #pragma omp parallel num_threads(num_threads()) if (groups > 1)
   {
     Buf buf;
@@ -773,7 +783,7 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
         const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
         const Flat hf = row_entries(G, H, W, aw), vf = col_entries(G, H, OW, OW, ah);
         const bool exact = exact_rows(aw, W);
-        for_groups<MaxBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, MaxBuf<T>& buf) {
+        for_groups<MaxBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, MaxBuf<T>& buf) {
           buf.v.resize(size_t(G) * H * OW);
           buf.col.resize(size_t(G) * H * OW);
           const T* xg = xp + p0 * H * W;
@@ -787,7 +797,7 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
         return;
       }
     }
-    for_planes<MaxBuf<T>>(planes, [&](ptrdiff_t p, MaxBuf<T>& buf) {
+    for_planes<MaxBuf<T>>(planes, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p, MaxBuf<T>& buf) {
       buf.v.resize(size_t(H) * OW);
       buf.col.resize(size_t(H) * OW);
       const T* xpl = xp + p * H * W;
@@ -958,7 +968,7 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
         const Flat hf = row_entries(G, OH, W, aw);
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
-        for_groups<AvgBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
+        for_groups<AvgBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
           buf.s.resize(size_t(G) * OH * W);
           const T* xg = xp + p0 * H * W;
           buf.ahead.seek(xg);
@@ -983,7 +993,7 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
         return;
       }
     }
-    for_planes<AvgBuf<T>>(planes, [&](ptrdiff_t p, AvgBuf<T>& buf) {
+    for_planes<AvgBuf<T>>(planes, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p, AvgBuf<T>& buf) {
       std::vector<T>& rs = buf.s;
       rs.resize(W);
       const T* xpl = xp + p * H * W;
@@ -1119,7 +1129,7 @@ void shifted_groups(const T* gp, T* dp, ptrdiff_t planes, int H, int W, const Ax
   const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, L);
   std::vector<T> div(size_t(OH) * OW);
   for (size_t j = 0; j < div.size(); ++j) div[j] = dh[j / OW] * dw[j % OW];
-  for_groups<AvgBwdBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
+  for_groups<AvgBwdBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
     const ptrdiff_t rows = g * OH, span = rows * Mq;
     // zeros once per thread: only the q slots are ever written
     if (buf.q.empty()) buf.q.assign(size_t(G * OH + 1) * Mq + 2 * L, T(0));
@@ -1227,7 +1237,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         }
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
-        for_groups<AvgBwdBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
+        for_groups<AvgBwdBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
           buf.q.resize(size_t(G) * OH * OW);
           buf.t.resize(size_t(G) * OH * W);
           const T* gg = gp + p0 * OH * OW;
@@ -1245,7 +1255,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         return;
       }
     }
-    for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
+    for_planes<AvgBwdBuf<T>>(planes, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
       buf.q.resize(size_t(OW) + 2 * lanes_of<V>());
       buf.t.resize(size_t(OH) * W + 1);
       Ahead<>& ahead = buf.ahead;
