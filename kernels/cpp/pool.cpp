@@ -514,13 +514,15 @@ inline void sum_rows(const T* r0, ptrdiff_t ld, int c, int n, T* __restrict dst)
   }
 }
 
-// Planes per scheduled chunk: at least 8 (~400 KB of 112x112 input) and at least kChunkBytes
-// of input. Each chunk restarts the thread's prefetch streams (kAhead bytes issued at once), so a
+// Items (planes or groups) per scheduled chunk: at least `least` (8 planes: ~400 KB of 112x112
+// input) and up to kChunkBytes of input, but no more than 1/16 of the items (balance between
+// threads). Each chunk restarts the thread's prefetch streams (kAhead bytes issued at once), so a
 // chunk of 8 small planes (8x8 float64: 4 KB) spent more on prefetching the other thread's planes
 // than on its own (2 threads, small planes: up to 1.5x cython before this bound).
 constexpr ptrdiff_t kChunkBytes = 65536;
-inline int chunk_of(ptrdiff_t planes_min, ptrdiff_t bytes) {
-  return static_cast<int>(std::max<ptrdiff_t>(planes_min, kChunkBytes / std::max<ptrdiff_t>(bytes, 1)));
+inline int chunk_of(ptrdiff_t least, ptrdiff_t bytes, ptrdiff_t items) {
+  return static_cast<int>(
+      std::max<ptrdiff_t>(least, std::min(kChunkBytes / std::max<ptrdiff_t>(bytes, 1), items / 16)));
 }
 
 // Loop over planes on all threads; each thread owns `Buf` scratch. Dynamic chunks (chunk_of):
@@ -528,7 +530,7 @@ inline int chunk_of(ptrdiff_t planes_min, ptrdiff_t bytes) {
 // the barrier; on a quiet one it costs ~1 atomic per chunk.
 template <class Buf, class Body>
 void for_planes(ptrdiff_t planes, ptrdiff_t plane_bytes, Body&& body) {
-  const int chunk = chunk_of(8, plane_bytes);
+  const int chunk = chunk_of(8, plane_bytes, planes);
 #pragma omp parallel num_threads(num_threads()) if (planes > 1)
   {
     Buf buf;
@@ -723,7 +725,7 @@ inline bool use_groups(const Axis& aw, int lanes, ptrdiff_t hw) {
 template <class Buf, class Body>
 void for_groups(ptrdiff_t planes, ptrdiff_t G, ptrdiff_t plane_bytes, Body&& body) {
   const ptrdiff_t groups = (planes + G - 1) / G;
-  const int chunk = chunk_of(std::max<ptrdiff_t>(1, 8 / G), G * plane_bytes);
+  const int chunk = chunk_of(std::max<ptrdiff_t>(1, 8 / G), G * plane_bytes, groups);
 #pragma omp parallel num_threads(num_threads()) if (groups > 1)
   {
     Buf buf;
