@@ -266,6 +266,7 @@ THIRD = [
     ("avg_pool2d", (1, 19, 10, 11), dict(kernel_size=4, stride=2, padding=2, ceil_mode=True)),
     ("avg_pool2d", (1, 50, 12, 12), dict(kernel_size=2, stride=2)),
     ("avg_pool2d", (1, 29, 13, 13), dict(kernel_size=2, stride=2, ceil_mode=True, divisor_override=3)),
+    ("avg_pool2d", (1, 33, 2, 1), dict(kernel_size=(3, 21), stride=1, padding=(1, 10))),  # long lead/trail
     ("avg_pool2d", (1, 2, 6, 60), dict(kernel_size=3, stride=3)),                # permuted backward
     ("avg_pool2d", (1, 2, 5, 70), dict(kernel_size=1, stride=3)),
     ("avg_pool2d", (1, 2, 8, 67), dict(kernel_size=(2, 3), stride=(2, 4))),

@@ -1165,8 +1165,9 @@ void shifted_groups(const T* gp, T* dp, ptrdiff_t planes, int H, int W, const Ax
   for (size_t j = 0; j < div.size(); ++j) div[j] = dh[j / OW] * dw[j % OW];
   for_groups<AvgBwdBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
     const ptrdiff_t rows = g * OH, span = rows * Mq;
-    // zeros once per thread: only the q slots are ever written
-    if (buf.q.empty()) buf.q.assign(size_t(G * OH + 1) * Mq + 2 * L, T(0));
+    // zeros once per thread: only the q slots are ever written; reads reach lead + trail
+    // (each at most Mq) past the last segment, plus a vector
+    if (buf.q.empty()) buf.q.assign(size_t(G * OH + 2) * Mq + 2 * L, T(0));
     buf.t.resize(size_t(G * OH + 1) * s * Mq + 2 * L);
     const T* gg = gp + p0 * OH * OW;
     buf.ahead.seek(gg);
