@@ -245,12 +245,14 @@ def test_small_planes_threads(backend, threads):
             _check(op, backend, (3, 70, 8, 8), hp, dtype, rng)
 
 
-# The third pass's cpp paths (dev/pool/README.md): kernel == stride 4 or 8 summed as trees of
-# pair sums (group path and row path), the gather-free shifted backward over zero-padded q
-# segments (stride 1 and 2 on small planes, borders and ceil_mode included), the permuted
-# (not gathered) backward of windows that do not overlap on wide rows (gaps between windows
-# included), vertical sums of 1..9 rows, and the row paths' prefetch streams carried across
-# planes (many planes of one call, max with ties, -inf and NaN).
+# The fourth pass's cpp paths (dev/pool/README.md): kernel == stride 4 or 8 summed as trees of
+# pair sums (group path, row path, and the half-width row path at AVX-512), the gather-free
+# shifted backward over zero-padded q segments (stride 1 and 2 on small planes, borders and
+# ceil_mode included), the permuted (not gathered) backward of windows that do not overlap on wide
+# rows (gaps between windows included), the group path's flat sums by permutes where a vector's
+# taps fit one load (adaptive windows that overlap), vertical sums of 1..9 rows, and the row
+# paths' prefetch streams carried across planes (many planes of one call, max with ties, -inf
+# and NaN).
 THIRD = [
     ("adaptive_avg_pool2d", (1, 5, 56, 56), dict(output_size=7)),          # runs of 8
     ("adaptive_avg_pool2d", (1, 3, 56, 40), dict(output_size=(7, 5))),
@@ -270,6 +272,8 @@ THIRD = [
     ("avg_pool2d", (1, 2, 6, 60), dict(kernel_size=3, stride=3)),                # permuted backward
     ("avg_pool2d", (1, 2, 5, 70), dict(kernel_size=1, stride=3)),
     ("avg_pool2d", (1, 2, 8, 67), dict(kernel_size=(2, 3), stride=(2, 4))),
+    ("adaptive_avg_pool2d", (1, 37, 11, 11), dict(output_size=2)),        # permuted flat sums,
+    ("adaptive_avg_pool2d", (1, 23, 9, 10), dict(output_size=(4, 3))),    # gx rows as sums of t rows
     ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(5, 3), stride=(1, 2))),    # 1..9 rows summed
     ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(7, 3), stride=(3, 2), padding=(3, 1))),
     ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(9, 2), stride=(2, 2), padding=(4, 0))),

@@ -550,7 +550,9 @@ void for_planes(ptrdiff_t planes, ptrdiff_t plane_bytes, Body&& body) {
 struct Flat {
   std::vector<int32_t> pos, n, off;  // off: the entry's plane offset in the group (max indices)
   int step = 0, taps = 0;
+  bool monotone = true;  // pos nondecreasing (sum_flat may then permute instead of gathering)
   void add(int64_t p, int c, int64_t o) {
+    monotone = monotone && (pos.empty() || p >= pos.back());
     pos.push_back(static_cast<int32_t>(p)), n.push_back(c), off.push_back(static_cast<int32_t>(o));
     taps = std::max(taps, c);
   }
@@ -680,6 +682,17 @@ void sum_flat(const T* src, const Flat& f, int count, T* dst, const T* div) {
   vectors<V::W>(0, count, [&](int j) {
     const typename V::I pos = V::loadi(&f.pos[j]), n = V::loadi(&f.n[j]);
     typename V::R acc = V::zero();
+    const int b = f.pos[j];
+    if (f.monotone && f.pos[j + V::W - 1] + (f.taps - 1) * f.step - b < V::W) {
+      // every tap of these lanes lies within one vector from src[b] (short rows, few windows:
+      // adaptive 11x11 -> 2): permutes of one load, not gathers (src has a vector of slack)
+      const typename V::R v = V::load(src + b);
+      const typename V::I rel = V::subi(pos, V::seti(b));
+      for (int t = 0; t < f.taps; ++t)
+        acc = V::add(acc, V::blend(V::active(n, t), V::zero(), V::permute(v, V::addi(rel, V::seti(t * f.step)))));
+      V::store(dst + j, div ? V::div(acc, V::load(div + j)) : acc);
+      return;
+    }
     for (int t = 0; t < f.taps; ++t)
       acc = V::add(acc, V::gather(src, V::addi(pos, V::seti(t * f.step)), V::active(n, t)));
     V::store(dst + j, div ? V::div(acc, V::load(div + j)) : acc);
@@ -987,7 +1000,7 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
         for_groups<AvgBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
-          buf.s.resize(size_t(G) * OH * W);
+          buf.s.resize(size_t(G) * OH * W + 2 * V::W);  // a vector of slack: sum_flat's permutes
           const T* xg = xp + p0 * H * W;
           buf.ahead.seek(xg);
           for (ptrdiff_t r = 0; r < g * OH; ++r) {
@@ -1266,15 +1279,12 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         } else {
           for (ptrdiff_t r = 0; r < G * OH; ++r)
             for (int w = 0; w < W; ++w) hf.add(r * OW + wlo[w], wn[w], 0);
-          for (ptrdiff_t g = 0; g < G; ++g)
-            for (int h = 0; h < H; ++h)
-              for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * W + w, hn[h], 0);
         }
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
         for_groups<AvgBwdBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
-          buf.q.resize(size_t(G) * OH * OW);
-          buf.t.resize(size_t(G) * OH * W);
+          buf.q.resize(size_t(G) * OH * OW + 2 * V::W);  // a vector of slack: sum_flat's permutes
+          buf.t.resize(size_t(G) * OH * W + 2 * V::W);
           const T* gg = gp + p0 * OH * OW;
           buf.ahead.seek(gg);
           buf.ahead.upto(gg + g * OH * OW);
@@ -1285,7 +1295,14 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
             return;
           }
           sum_flat<V>(q, hf, int(g * OH * W), buf.t.data(), static_cast<const T*>(nullptr));
-          sum_flat<V>(buf.t.data(), vf, int(g * H * W), dp + p0 * H * W, static_cast<const T*>(nullptr));
+          // gx rows: sums of the t rows of their windows (contiguous rows: no gathers)
+          const T* t = buf.t.data();
+          for (ptrdiff_t gi = 0; gi < g; ++gi)
+            for (int h = 0; h < H; ++h) {
+              T* dst = dp + ((p0 + gi) * H + h) * W;
+              if (hn[h] == 0) std::fill(dst, dst + W, T(0));
+              else sum_rows(t + (gi * OH + hlo[h]) * W, W, hn[h], W, dst);
+            }
         });
         return;
       }
