@@ -243,3 +243,67 @@ def test_small_planes_threads(backend, threads):
     for op, hp in (SMALL[2], SMALL[8], SMALL[12]):
         for dtype in DTYPES:
             _check(op, backend, (3, 70, 8, 8), hp, dtype, rng)
+
+
+# The fourth pass's cpp paths (dev/pool/README.md): kernel == stride 4 or 8 summed as trees of
+# pair sums (group path, row path, and the half-width row path at AVX-512), the gather-free
+# shifted backward over zero-padded q segments (stride 1 and 2 on small planes, borders and
+# ceil_mode included), the permuted (not gathered) backward of windows that do not overlap on wide
+# rows (gaps between windows included), the group path's flat sums by permutes where a vector's
+# taps fit one load (adaptive windows that overlap), vertical sums of 1..9 rows, and the row
+# paths' prefetch streams carried across planes (many planes of one call, max with ties, -inf
+# and NaN).
+THIRD = [
+    ("adaptive_avg_pool2d", (1, 5, 56, 56), dict(output_size=7)),          # runs of 8
+    ("adaptive_avg_pool2d", (1, 3, 56, 40), dict(output_size=(7, 5))),
+    ("adaptive_avg_pool2d", (2, 3, 64, 64), dict(output_size=8)),
+    ("adaptive_avg_pool2d", (1, 6, 32, 32), dict(output_size=8)),          # runs of 4
+    ("adaptive_avg_pool2d", (1, 40, 8, 8), dict(output_size=2)),
+    ("adaptive_avg_pool2d", (1, 21, 16, 16), dict(output_size=4)),
+    ("avg_pool2d", (1, 3, 9, 72), dict(kernel_size=(1, 8), stride=(1, 8))),
+    ("avg_pool2d", (1, 4, 9, 64), dict(kernel_size=4, stride=4, ceil_mode=True)),
+    ("avg_pool2d", (1, 37, 12, 12), dict(kernel_size=3, stride=2, padding=1)),   # shifted groups
+    ("avg_pool2d", (1, 37, 8, 8), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    ("avg_pool2d", (1, 23, 7, 9), dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True)),
+    ("avg_pool2d", (1, 19, 10, 11), dict(kernel_size=4, stride=2, padding=2, ceil_mode=True)),
+    ("avg_pool2d", (1, 50, 12, 12), dict(kernel_size=2, stride=2)),
+    ("avg_pool2d", (1, 29, 13, 13), dict(kernel_size=2, stride=2, ceil_mode=True, divisor_override=3)),
+    ("avg_pool2d", (1, 33, 2, 1), dict(kernel_size=(3, 21), stride=1, padding=(1, 10))),  # long lead/trail
+    ("avg_pool2d", (1, 2, 6, 60), dict(kernel_size=3, stride=3)),                # permuted backward
+    ("avg_pool2d", (1, 2, 5, 70), dict(kernel_size=1, stride=3)),
+    ("avg_pool2d", (1, 2, 8, 67), dict(kernel_size=(2, 3), stride=(2, 4))),
+    ("adaptive_avg_pool2d", (1, 37, 11, 11), dict(output_size=2)),        # permuted flat sums,
+    ("adaptive_avg_pool2d", (1, 23, 9, 10), dict(output_size=(4, 3))),    # gx rows as sums of t rows
+    ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(5, 3), stride=(1, 2))),    # 1..9 rows summed
+    ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(7, 3), stride=(3, 2), padding=(3, 1))),
+    ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(9, 2), stride=(2, 2), padding=(4, 0))),
+    ("avg_pool2d", (1, 2, 20, 40), dict(kernel_size=(6, 1), stride=(1, 1))),
+]
+THIRD_MAX = [((1, 70, 9, 40), dict(kernel_size=3, stride=2, padding=1)),
+             ((1, 70, 6, 36), dict(kernel_size=2, stride=2))]
+
+
+@pytest.mark.parametrize("level", _simd_levels())
+def test_cpp_third_pass(level):
+    from pydl import _cpp
+    before = _cpp.simd_level()
+    _cpp.set_simd_level(level)
+    try:
+        rng = np.random.default_rng(10)
+        for op, xs, hp in THIRD:
+            for dtype in DTYPES:
+                _check(op, "cpp", xs, hp, dtype, rng)
+        for xs, hp in THIRD_MAX:
+            for i, x in enumerate(_small_inputs(rng, xs)):
+                _check("max_pool2d", "cpp", xs, hp, DTYPES[i % 2], rng, x=x)
+    finally:
+        _cpp.set_simd_level(before)
+
+
+def test_cpp_third_pass_threads(threads):
+    if "cpp" not in BACKENDS:
+        pytest.skip("the cpp backend is not built")
+    rng = np.random.default_rng(11)
+    for op, xs, hp in (THIRD[0], THIRD[4], THIRD[8], THIRD[14]):
+        for dtype in DTYPES:
+            _check(op, "cpp", (3,) + xs[1:], hp, dtype, rng)

@@ -1,8 +1,10 @@
 """Side-by-side A/B of the cpp pooling kernels: this checkout's cpp, a saved copy of an older cpp
 build (--old DIR: a folder holding the old _cpp_<level>*.so files), and the cython backend, in one
 process, calls interleaved (old, new, cython, old, new, ...), best of --repeat per contender.
+Old and new run under this checkout's adapter (pydl/backends/cpp/pool.py, `_bind`): the A/B is
+of the kernels.
 
-    PYTHONPATH=. python dev/pool/ab.py --old /tmp/pool_old --threads 1,2 [--sets conf,small,bench]
+    PYTHONPATH=. python dev/pool/ab.py --old /tmp/pool_old --threads 1,2 [--sets conf,small,bench] [--big-repeat 21]
     PYDL_SIMD=avx2 PYTHONPATH=. python dev/pool/ab.py ...       # the AVX2 level (new and old)
 
 Sets: "conf" = the registry's conformance cases of the three pool ops; "bench" = the spec's
@@ -75,6 +77,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--only", default="")
+    ap.add_argument("--big-repeat", type=int, default=0,
+                    help="repeats of the cases over 20 MB (default: max(3, --repeat // 3))")
     args = ap.parse_args()
 
     sys.path.insert(0, args.old)
@@ -83,6 +87,7 @@ def main():
     new = _cpp
     old.set_simd_level(new.simd_level())
     print(f"# new {new.__file__} level {new.simd_level()}; old {old.__file__} level {old.simd_level()}")
+    print(f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
     cases = []
     for s in args.sets.split(","):
@@ -111,13 +116,13 @@ def main():
                     return bwd(g, x, **hp, saved=saved, backend=b)
 
                 big = x.nbytes > 20e6
-                rep = max(3, args.repeat // 3) if big else args.repeat
+                rep = (args.big_repeat or max(3, args.repeat // 3)) if big else args.repeat
                 inner = 1 if x.nbytes > 1e6 else (5 if x.nbytes > 1e4 else 20)
                 for name, fn in (("fwd", f), ("f+b", fb)):
                     best = {"old": np.inf, "new": np.inf, "cython": np.inf}
                     for r in range(rep + 1):
                         for who in ("old", "new", "cython"):
-                            cpp_pool._cpp = old if who == "old" else new
+                            cpp_pool._bind(old if who == "old" else new)
                             b = "cython" if who == "cython" else "cpp"
                             t = time.perf_counter()
                             for _ in range(inner):
@@ -125,7 +130,7 @@ def main():
                             t = (time.perf_counter() - t) / inner
                             if r:
                                 best[who] = min(best[who], t)
-                    cpp_pool._cpp = new
+                    cpp_pool._bind(new)
                     o, n, c = best["old"] * 1e3, best["new"] * 1e3, best["cython"] * 1e3
                     print(f"{label(op, xs, hp):58s} {dt:7s} {nthreads:3d} {name:4s} {o:9.4f} {n:9.4f} {c:9.4f}"
                           f" {n / o:7.2f} {n / c:7.2f}", flush=True)

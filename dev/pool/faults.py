@@ -39,7 +39,7 @@ def main():
         gx = np.empty_like(x)
         k, s, p = a["kernel_size"], a["stride"], a["padding"]
         if op == "max_pool2d":
-            (hs, hc), (ws, wc) = cpool._max_tables(x, k, s, p, a["dilation"], a["ceil_mode"])
+            (hs, hc), (ws, wc) = cpool._max_tables(x.shape[2:], k, s, p, a["dilation"], a["ceil_mode"])
             idx = saved["indices"]
             kf = lambda: _cpp.pool_max_f32(x, out, idx, hs, hc, ws, wc, k, s, p, a["dilation"])  # noqa: E731
             kb = lambda: _cpp.pool_max_backward_f32(g, idx, gx)  # noqa: E731

@@ -37,6 +37,14 @@
 //   the horizontal pass then loads as on wide rows. The max keeps the winning tap's position and
 //   looks its index up once. Adaptive windows that are uniform (n a multiple of out) are given
 //   their stride and kernel, so they take the uniform paths.
+//   Third pass (issue 18): the vertical sums add up to four rows per pass over the row buffer
+//   (sum_rows); windows with kernel == stride 4 or 8 (adaptive 56 -> 7, 8 -> 2) are summed by a
+//   tree of adjacent-pair sums of contiguous loads (sum_runs), and such exact rows take the group
+//   path at any width; the avg backward on small planes at stride 1 or 2 embeds each output row's
+//   q in zeros, segments back to back, so the whole group is one row of shifted loads
+//   (shifted_groups: no gathers, no scalar borders); the row-path backward of windows that do not
+//   overlap takes q by a permute of one load, not a gather; the row paths' prefetch streams
+//   continue across a thread's planes instead of restarting at each (8 KB per 512-byte plane).
 //
 // Napkin math (Zen 5, 2 cores, ~29 GB/s copy bandwidth): N32 C64 112x112 float32 is 103 MB in;
 //   2x2/2 max writes 26 MB of values + 51 MB of int64 indices: 180 MB -> ~6 ms at copy speed.
@@ -166,6 +174,13 @@ struct V512 {
     _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
     _mm512_storeu_si512(p + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
   }
+  static R permute(R v, I idx) { return _mm512_permutexvar_ps(idx, v); }  // v[idx[i]], idx < 16
+  // [a0 + a1, ..., a14 + a15, b0 + b1, ..., b14 + b15]: the sums of adjacent pairs of a then b
+  static R pairsum(R a, R b) {
+    const I even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const I odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+  }
   // p[2i] = a[i], p[2i + 1] = b[i] for i < 16
   static void store_interleaved(float* p, R a, R b) {
     const I lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -218,6 +233,12 @@ struct V512d {
   static void store(double* p, R v) { _mm512_storeu_pd(p, v); }
   static void storei(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static void store_i64(int64_t* p, I v) { _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(v)); }
+  static R permute(R v, I idx) { return _mm512_permutexvar_pd(_mm512_cvtepi32_epi64(idx), v); }  // idx < 8
+  static R pairsum(R a, R b) {  // [a0 + a1, ..., a6 + a7, b0 + b1, ..., b6 + b7]
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    return _mm512_add_pd(_mm512_permutex2var_pd(a, even, b), _mm512_permutex2var_pd(a, odd, b));
+  }
   static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 8
     const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
     const __m512i hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
@@ -281,6 +302,11 @@ struct V256 {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4),
                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
   }
+  static R permute(R v, I idx) { return _mm256_permutevar8x32_ps(v, idx); }  // v[idx[i]], idx < 8
+  // [a0 + a1, ..., a6 + a7, b0 + b1, ..., b6 + b7]: the sums of adjacent pairs of a then b
+  static R pairsum(R a, R b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_hadd_ps(a, b)), 0xD8));
+  }
   static void store_interleaved(float* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 8
     const R lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);  // a0b0a1b1|a4b4a5b5, a2..|a6..
     _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
@@ -339,6 +365,14 @@ struct V256d {
   static void store_i64(int64_t* p, I v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(v));
   }
+  static R permute(R v, I idx) {  // v[idx[i]], idx < 4 (as pairs of float lanes 2 idx, 2 idx + 1)
+    const __m256i e = _mm256_cvtepu32_epi64(idx);
+    const __m256i f = _mm256_add_epi32(_mm256_or_si256(_mm256_slli_epi64(e, 1), _mm256_slli_epi64(e, 33)),
+                                       _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1));
+    return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), f));
+  }
+  // [a0 + a1, a2 + a3, b0 + b1, b2 + b3]: the sums of adjacent pairs of a then b
+  static R pairsum(R a, R b) { return _mm256_permute4x64_pd(_mm256_hadd_pd(a, b), 0xD8); }
   static void store_interleaved(double* p, R a, R b) {  // p[2i] = a[i], p[2i + 1] = b[i], i < 4
     const R lo = _mm256_unpacklo_pd(a, b), hi = _mm256_unpackhi_pd(a, b);  // a0b0|a2b2, a1b1|a3b3
     _mm256_storeu_pd(p, _mm256_permute2f128_pd(lo, hi, 0x20));
@@ -348,6 +382,12 @@ struct V256d {
 #endif
 
 struct Scalar {};  // marker: no SIMD
+
+template <class V>
+constexpr int lanes_of() {
+  if constexpr (std::is_same_v<V, Scalar>) return 1;
+  else return V::W;
+}
 
 // Software prefetch of a sequential stream, kAhead bytes in front of the reader (Ahead<>) or the
 // writer (AheadW: prefetchw, the line fetched for ownership before the store needs it). Each thread
@@ -383,6 +423,22 @@ struct Ahead {
 };
 using AheadW = Ahead<true>;
 
+// the half-width wrapper of an AVX-512 one (the same type elsewhere)
+template <class V>
+struct NarrowOf {
+  using type = V;
+};
+#if defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+template <>
+struct NarrowOf<V512> {
+  using type = V256;
+};
+template <>
+struct NarrowOf<V512d> {
+  using type = V256d;
+};
+#endif
+
 // f(V{}) with the SIMD wrapper for T at the current level
 template <class T, class F>
 void with_simd(F&& f) {
@@ -412,15 +468,73 @@ inline void vectors(int lo, int hi, Vec&& vec, One&& one) {
   if (o < hi) vec(hi - W);
 }
 
-// Loop over planes on all threads; each thread owns `Buf` scratch. Dynamic chunks of 8 planes
-// (~400 KB of 112x112 input): on a shared machine a thread that loses its core for a while
-// no longer holds the other one at the barrier; on a quiet one it costs ~1 atomic per chunk.
+// Runs of s = 2, 4 or 8 consecutive values summed V::W at a time without gathers: lane i is
+// p[i*s] + ... + p[i*s + s - 1] (reads p[0, s*V::W)): s/2 + s/4 + ... adjacent-pair sums of
+// contiguous loads (a tree: the order of the additions differs from a running sum).
+// The avg windows with kernel == stride (adaptive 56 -> 7, 8 -> 2, avg 4x4/4).
+inline bool runs_ok(const Axis& a) { return a.kernel == a.stride && (a.stride == 4 || a.stride == 8); }
+
+template <class V, int S, class T>
+inline typename V::R sum_runs_of(const T* p) {
+  typename V::R x[S];
+  for (int i = 0; i < S; ++i) x[i] = V::load(p + i * V::W);
+  for (int n = S; n > 1; n /= 2)
+    for (int i = 0; i < n / 2; ++i) x[i] = V::pairsum(x[2 * i], x[2 * i + 1]);
+  return x[0];
+}
+
+template <class V, class T>
+inline typename V::R sum_runs(const T* p, int s) {
+  return s == 4 ? sum_runs_of<V, 4>(p) : sum_runs_of<V, 8>(p);
+}
+
+// dst[w] = sum of rows r0, r0 + ld, ..., (c rows, c >= 1) at w < n: up to four rows per pass over
+// dst (contiguous, compiler-vectorized). A running sum, row by row, loaded and stored dst once per
+// row: on 56-wide rows of 8 that read-modify-write was ~70% of adaptive 56 -> 7 (perf).
+template <class T>
+inline void sum_rows(const T* r0, ptrdiff_t ld, int c, int n, T* __restrict dst) {
+  const T* a = r0;
+  const T* b = r0 + ld;
+  const T* e = r0 + 2 * ld;
+  const T* f = r0 + 3 * ld;
+  switch (std::min(c, 4)) {
+    case 1: for (int w = 0; w < n; ++w) dst[w] = a[w]; break;
+    case 2: for (int w = 0; w < n; ++w) dst[w] = a[w] + b[w]; break;
+    case 3: for (int w = 0; w < n; ++w) dst[w] = (a[w] + b[w]) + e[w]; break;
+    default: for (int w = 0; w < n; ++w) dst[w] = (a[w] + b[w]) + (e[w] + f[w]); break;
+  }
+  for (int t = 4; t < c; t += 4) {
+    a = r0 + t * ld, b = a + ld, e = b + ld, f = e + ld;
+    switch (std::min(c - t, 4)) {
+      case 1: for (int w = 0; w < n; ++w) dst[w] += a[w]; break;
+      case 2: for (int w = 0; w < n; ++w) dst[w] += a[w] + b[w]; break;
+      case 3: for (int w = 0; w < n; ++w) dst[w] += (a[w] + b[w]) + e[w]; break;
+      default: for (int w = 0; w < n; ++w) dst[w] += (a[w] + b[w]) + (e[w] + f[w]); break;
+    }
+  }
+}
+
+// Items (planes or groups) per scheduled chunk: at least `least` (8 planes: ~400 KB of 112x112
+// input) and up to kChunkBytes of input, but no more than 1/16 of the items (balance between
+// threads). Each chunk restarts the thread's prefetch streams (kAhead bytes issued at once), so a
+// chunk of 8 small planes (8x8 float64: 4 KB) spent more on prefetching the other thread's planes
+// than on its own (2 threads, small planes: up to 1.5x cython before this bound).
+constexpr ptrdiff_t kChunkBytes = 65536;
+inline int chunk_of(ptrdiff_t least, ptrdiff_t bytes, ptrdiff_t items) {
+  return static_cast<int>(
+      std::max<ptrdiff_t>(least, std::min(kChunkBytes / std::max<ptrdiff_t>(bytes, 1), items / 16)));
+}
+
+// Loop over planes on all threads; each thread owns `Buf` scratch. Dynamic chunks (chunk_of):
+// on a shared machine a thread that loses its core for a while no longer holds the other one at
+// the barrier; on a quiet one it costs ~1 atomic per chunk.
 template <class Buf, class Body>
-void for_planes(ptrdiff_t planes, Body&& body) {
+void for_planes(ptrdiff_t planes, ptrdiff_t plane_bytes, Body&& body) {
+  const int chunk = chunk_of(8, plane_bytes, planes);
 #pragma omp parallel num_threads(num_threads()) if (planes > 1)
   {
     Buf buf;
-#pragma omp for schedule(dynamic, 8)
+#pragma omp for schedule(dynamic, chunk)
     for (ptrdiff_t p = 0; p < planes; ++p) body(p, buf);
   }
 }
@@ -436,7 +550,9 @@ void for_planes(ptrdiff_t planes, Body&& body) {
 struct Flat {
   std::vector<int32_t> pos, n, off;  // off: the entry's plane offset in the group (max indices)
   int step = 0, taps = 0;
+  bool monotone = true;  // pos nondecreasing (sum_flat may then permute instead of gathering)
   void add(int64_t p, int c, int64_t o) {
+    monotone = monotone && (pos.empty() || p >= pos.back());
     pos.push_back(static_cast<int32_t>(p)), n.push_back(c), off.push_back(static_cast<int32_t>(o));
     taps = std::max(taps, c);
   }
@@ -566,6 +682,17 @@ void sum_flat(const T* src, const Flat& f, int count, T* dst, const T* div) {
   vectors<V::W>(0, count, [&](int j) {
     const typename V::I pos = V::loadi(&f.pos[j]), n = V::loadi(&f.n[j]);
     typename V::R acc = V::zero();
+    const int b = f.pos[j];
+    if (f.monotone && f.pos[j + V::W - 1] + (f.taps - 1) * f.step - b < V::W) {
+      // every tap of these lanes lies within one vector from src[b] (short rows, few windows:
+      // adaptive 11x11 -> 2): permutes of one load, not gathers (src has a vector of slack)
+      const typename V::R v = V::load(src + b);
+      const typename V::I rel = V::subi(pos, V::seti(b));
+      for (int t = 0; t < f.taps; ++t)
+        acc = V::add(acc, V::blend(V::active(n, t), V::zero(), V::permute(v, V::addi(rel, V::seti(t * f.step)))));
+      V::store(dst + j, div ? V::div(acc, V::load(div + j)) : acc);
+      return;
+    }
     for (int t = 0; t < f.taps; ++t)
       acc = V::add(acc, V::gather(src, V::addi(pos, V::seti(t * f.step)), V::active(n, t)));
     V::store(dst + j, div ? V::div(acc, V::load(div + j)) : acc);
@@ -580,9 +707,15 @@ void sum_flat(const T* src, const Flat& f, int count, T* dst, const T* div) {
 template <class V, class T>
 void sum_flat_exact(const T* src, const Axis& aw, int count, T* dst, const T* div) {
   const int s = aw.stride, k = aw.kernel;
+  const bool runs = runs_ok(aw);
   vectors<V::W>(0, count, [&](int j) {
-    typename V::R acc = V::load_strided(src + j * s, s);
-    for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(src + j * s + t, s));
+    typename V::R acc;
+    if (runs) {
+      acc = sum_runs<V>(src + j * s, s);
+    } else {
+      acc = V::load_strided(src + j * s, s);
+      for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(src + j * s + t, s));
+    }
     V::store(dst + j, V::div(acc, V::load(div + j)));
   }, [&](int j) {
     T acc = src[j * s];
@@ -603,9 +736,12 @@ inline bool use_groups(const Axis& aw, int lanes, ptrdiff_t hw) {
 // body(first plane, planes in the group, thread's Buf) for groups of G planes on all threads
 // (dynamic chunks of at least 8 planes, as for_planes: one group can be a single 56x56 plane)
 template <class Buf, class Body>
-void for_groups(ptrdiff_t planes, ptrdiff_t G, Body&& body) {
+void for_groups(ptrdiff_t planes, ptrdiff_t G, ptrdiff_t plane_bytes, Body&& body) {
   const ptrdiff_t groups = (planes + G - 1) / G;
+  // (a group is already ~8 KB or more of input: more groups a chunk only unbalanced the threads,
+  // 6-9% on 2 threads and 4x4 .. 8x8 max planes)
   const int chunk = static_cast<int>(std::max<ptrdiff_t>(1, 8 / G));
+  (void)plane_bytes;
 #pragma omp parallel num_threads(num_threads()) if (groups > 1)
   {
     Buf buf;
@@ -620,7 +756,8 @@ template <class T>
 struct MaxBuf {
   std::vector<T> v;
   std::vector<int32_t> col;
-  Ahead<> ahead;  // the group path's input stream
+  Ahead<> ahead;   // the input stream
+  AheadW ao, ai;   // the row path's output and index streams
 };
 
 // hv[ow], hc[ow]: max over output column ow's taps of one input row, and its column (-1: no tap)
@@ -680,7 +817,7 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
         const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
         const Flat hf = row_entries(G, H, W, aw), vf = col_entries(G, H, OW, OW, ah);
         const bool exact = exact_rows(aw, W);
-        for_groups<MaxBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, MaxBuf<T>& buf) {
+        for_groups<MaxBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, MaxBuf<T>& buf) {
           buf.v.resize(size_t(G) * H * OW);
           buf.col.resize(size_t(G) * H * OW);
           const T* xg = xp + p0 * H * W;
@@ -694,12 +831,13 @@ void max_forward(const Array<T>& x, Array<T>& out, py::array_t<int64_t, py::arra
         return;
       }
     }
-    for_planes<MaxBuf<T>>(planes, [&](ptrdiff_t p, MaxBuf<T>& buf) {
+    for_planes<MaxBuf<T>>(planes, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p, MaxBuf<T>& buf) {
       buf.v.resize(size_t(H) * OW);
       buf.col.resize(size_t(H) * OW);
       const T* xpl = xp + p * H * W;
-      Ahead<> ahead(xpl);
-      AheadW ao(op + p * OH * OW), ai(ip + p * OH * OW);
+      Ahead<>& ahead = buf.ahead;
+      AheadW &ao = buf.ao, &ai = buf.ai;
+      ahead.seek(xpl), ao.seek(op + p * OH * OW), ai.seek(ip + p * OH * OW);
       for (int h = 0; h < H; ++h) {
         ahead.upto(xpl + ptrdiff_t(h + 1) * W);
         max_row<V>(xpl + ptrdiff_t(h) * W, aw, &buf.v[size_t(h) * OW], &buf.col[size_t(h) * OW]);
@@ -811,7 +949,8 @@ void check_divisors(const Array<T>& dv, const Axis& a, const char* name) {
 template <class T>
 struct AvgBuf {
   std::vector<T> s;
-  Ahead<> ahead;
+  Ahead<> ahead;  // the input stream
+  AheadW ao;      // the row path's output stream
 };
 
 template <class T>
@@ -847,36 +986,38 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
     }
     return;
   }
-  with_simd<T>([&](auto v) {
+  auto body = [&](auto v) {
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
       // (rows of two vectors or more keep the row path: its vertical sums already shrink the data
-      // by the kernel height, and a group of one wide plane only adds gathers: 56 -> 7 adaptive)
-      if (use_groups(aw, V::W, ptrdiff_t(H) * W) && W < 2 * V::W) {
+      // by the kernel height, and a group of one wide plane would only add gathers; but exact rows
+      // of kernel == stride 4 or 8 take the group path at any width: no gathers, the row path's
+      // OW < V::W outputs would be scalar: adaptive 56 -> 7)
+      const bool exact = exact_rows(aw, W);
+      if (use_groups(aw, V::W, ptrdiff_t(H) * W) && (W < 2 * V::W || (exact && runs_ok(aw)))) {
         // vertical sums first (each output row's input rows: contiguous, compiler-vectorized;
         // they shrink the data before the gathers), then the horizontal taps along the group's
         // G*OH summed rows (strided loads or gathers), divided
         const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, V::W);
         const Flat hf = row_entries(G, OH, W, aw);
-        const bool exact = exact_rows(aw, W);
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
-        for_groups<AvgBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
-          buf.s.resize(size_t(G) * OH * W);
+        for_groups<AvgBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBuf<T>& buf) {
+          buf.s.resize(size_t(G) * OH * W + 2 * V::W);  // a vector of slack: sum_flat's permutes
           const T* xg = xp + p0 * H * W;
           buf.ahead.seek(xg);
-          buf.ahead.upto(xg + g * H * W);
           for (ptrdiff_t r = 0; r < g * OH; ++r) {
             const int oh = int(r % OH), c = ah.count[oh];
             T* vs = buf.s.data() + r * W;
             const T* r0 = xg + ((r / OH) * H + ah.start[oh]) * W;
+            // row by row, as the row path: a whole group's prefetches at once (a 56x56 plane:
+            // 200 lines) stalled the loads behind them (N32 56 -> 7 float32 ran at 17 GB/s)
+            buf.ahead.upto(r0 + ptrdiff_t(c) * W);
             if (c == 0) {
               std::fill(vs, vs + W, T(0));
               continue;
             }
-            std::copy(r0, r0 + W, vs);
-            for (int t = 1; t < c; ++t)
-              for (int w = 0; w < W; ++w) vs[w] += r0[ptrdiff_t(t) * W + w];
+            sum_rows(r0, W, c, W, vs);
           }
           const int e = int(g * OH * OW);
           T* og = op + p0 * OH * OW;
@@ -886,20 +1027,19 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
         return;
       }
     }
-    for_planes<std::vector<T>>(planes, [&](ptrdiff_t p, std::vector<T>& rs) {
+    for_planes<AvgBuf<T>>(planes, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p, AvgBuf<T>& buf) {
+      std::vector<T>& rs = buf.s;
       rs.resize(W);
       const T* xpl = xp + p * H * W;
-      Ahead<> ahead(xpl);
-      AheadW ao(op + p * OH * OW);
+      Ahead<>& ahead = buf.ahead;
+      AheadW& ao = buf.ao;
+      ahead.seek(xpl), ao.seek(op + p * OH * OW);
       for (int oh = 0; oh < OH; ++oh) {
         // vertical: rs = sum of the window's rows (contiguous; vectorized by the compiler)
         const T* r0 = xpl + ptrdiff_t(ah.start[oh]) * W;
         ahead.upto(r0 + ptrdiff_t(ah.count[oh]) * W);
-        std::copy(r0, r0 + W, rs.data());
-        for (int t = 1; t < ah.count[oh]; ++t) {
-          const T* r = r0 + ptrdiff_t(t) * W;
-          for (int w = 0; w < W; ++w) rs[w] += r[w];
-        }
+        if (ah.count[oh] == 0) std::fill(rs.begin(), rs.end(), T(0));
+        else sum_rows(r0, W, ah.count[oh], W, rs.data());
         T* orow = op + (p * OH + oh) * OW;
         ao.upto(orow + OW);
         const T d0 = dh[oh];
@@ -915,16 +1055,38 @@ void avg_forward(const Array<T>& x, Array<T>& out, const Axis& ah, const Axis& a
           const auto [lo, hi] = aw.interior();
           const int s = aw.stride, k = aw.kernel;
           for (int o = 0; o < lo; ++o) one(o);
+          const bool runs = runs_ok(aw);
           vectors<V::W>(lo, hi, [&](int o) {
             const T* q = rs.data() + (o * s - aw.pad);
-            typename V::R acc = V::load_strided(q, s);
-            for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(q + t, s));
+            typename V::R acc;
+            if (runs) {
+              acc = sum_runs<V>(q, s);
+            } else {
+              acc = V::load_strided(q, s);
+              for (int t = 1; t < k; ++t) acc = V::add(acc, V::load_strided(q + t, s));
+            }
             V::store(orow + o, V::div(acc, V::mul(V::set1(d0), V::load(dw + o))));
           }, one);
           for (int o = hi; o < OW; ++o) one(o);
         }
       }
     });
+  };
+  // Wide rows of runs too short for an AVX-512 vector (float64 56 -> 7: 7 outputs, 8 lanes) run
+  // at half width: the row path's 4-lane runs. The group path there read N32 56 -> 7 float64 at
+  // 1.2-1.4x cython (the AVX2 level of the same module: 0.85-1.0x).
+  with_simd<T>([&](auto v) {
+    using V = decltype(v);
+    if constexpr (!std::is_same_v<V, Scalar>) {
+      using N = typename NarrowOf<V>::type;
+      if constexpr (!std::is_same_v<N, V>) {
+        if (exact_rows(aw, W) && runs_ok(aw) && aw.out() < V::W && aw.out() >= N::W && W >= 2 * V::W) {
+          body(N{});
+          return;
+        }
+      }
+    }
+    body(v);
   });
 }
 
@@ -944,7 +1106,8 @@ void inverse(const Axis& a, std::vector<int32_t>& lo, std::vector<int32_t>& n, i
 template <class T>
 struct AvgBwdBuf {
   std::vector<T> q, t;
-  Ahead<> ahead;  // the group path's grad stream
+  Ahead<> ahead;  // the grad stream
+  AheadW aw;      // the row path's gx stream
 };
 
 // The horizontal gather t[w] = sum of q over the windows holding column w, for uniform windows of
@@ -952,9 +1115,11 @@ struct AvgBwdBuf {
 // d in [dlo[e], dhi[e]] (constants per phase e), so t at phase e is a sum of shifted loads of q,
 // and for stride 2 the two phases are interleaved on the store. Valid for m in [mlo, mhi): every
 // such o is a real window and s*m + s - 1 < W; checked against the inverse tables once per call.
+// whole: the same sums over q embedded in zeros (lead zeros before q[0]) hold for every m in
+// [0, ceil(n / s)): windows past either end of q read zeros, so no column is left to scalar code.
 struct Shifts {
-  int s = 0, dlo[2] = {0, 0}, dhi[2] = {-1, -1}, mlo = 0, mhi = 0;
-  bool ok = false;
+  int s = 0, dlo[2] = {0, 0}, dhi[2] = {-1, -1}, mlo = 0, mhi = 0, lead = 0, trail = 0;
+  bool ok = false, whole = false;
 };
 
 inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -972,6 +1137,16 @@ Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vecto
   }
   r.mlo = -lowest;
   r.mhi = std::min(a.out() - highest, a.n / r.s);
+  r.lead = -lowest, r.trail = highest;
+  r.whole = true;
+  for (int m = 0; m * r.s < a.n && r.whole; ++m)
+    for (int e = 0; e < r.s; ++e) {
+      const int w = r.s * m + e;
+      if (w >= a.n) break;
+      const int o0 = std::max(0, m + r.dlo[e]), o1 = std::min(a.out() - 1, m + r.dhi[e]);
+      const int cnt = std::max(0, o1 - o0 + 1);
+      if (n[w] != cnt || (cnt > 0 && lo[w] != o0)) r.whole = false;
+    }
   if (r.mhi <= r.mlo) return r;
   for (int m = r.mlo; m < r.mhi; ++m)
     for (int e = 0; e < r.s; ++e) {
@@ -988,6 +1163,63 @@ Shifts shifts_of(const Axis& a, const std::vector<int32_t>& lo, const std::vecto
 inline bool use_groups_bwd(const Shifts& sh, int W, int lanes, ptrdiff_t hw) {
   if (hw >= (ptrdiff_t(1) << 30)) return false;
   return (sh.ok ? sh.mhi - sh.mlo : W) < 2 * lanes;
+}
+
+// The group path's gather-free form for stride 1 or 2 (Shifts::whole): each output row's q in a
+// segment of Mq slots (lead zeros, q, zeros), segments back to back, so t over the whole group is
+// one long row of shifted loads: t[s*m' + e] = sum over d of qz[lead + m' + d] for m' along every
+// segment (output row r's t in [r*s*Mq, r*s*Mq + W), the rest unused); then each gx row sums its
+// windows' t rows (contiguous, sum_rows). No gathers, no scalar borders.
+template <class V, class T>
+void shifted_groups(const T* gp, T* dp, ptrdiff_t planes, int H, int W, const Axis& ah, const Axis& aw,
+                    const Shifts& sh, const std::vector<int32_t>& hlo, const std::vector<int32_t>& hn,
+                    const T* dh, const T* dw) {
+  const int OH = ah.out(), OW = aw.out(), s = sh.s, L = V::W;
+  const int M = (W + s - 1) / s, Mq = std::max(sh.lead + OW, M + sh.trail);
+  const ptrdiff_t G = group_planes(planes, ptrdiff_t(H) * W, ptrdiff_t(OH) * OW, L);
+  std::vector<T> div(size_t(OH) * OW);
+  for (size_t j = 0; j < div.size(); ++j) div[j] = dh[j / OW] * dw[j % OW];
+  for_groups<AvgBwdBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
+    const ptrdiff_t rows = g * OH, span = rows * Mq;
+    // zeros once per thread: only the q slots are ever written; reads reach lead + trail
+    // (each at most Mq) past the last segment, plus a vector
+    if (buf.q.empty()) buf.q.assign(size_t(G * OH + 2) * Mq + 2 * L, T(0));
+    buf.t.resize(size_t(G * OH + 1) * s * Mq + 2 * L);
+    const T* gg = gp + p0 * OH * OW;
+    buf.ahead.seek(gg);
+    buf.ahead.upto(gg + rows * OW);
+    T* qz = buf.q.data();
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+      T* qr = qz + r * Mq + sh.lead;
+      const T* gr = gg + r * OW;
+      const T* dr = div.data() + (r % OH) * OW;
+      for (int o = 0; o < OW; ++o) qr[o] = gr[o] / dr[o];
+    }
+    T* t = buf.t.data();
+    const T* q0 = qz + sh.lead;
+    auto sum = [&](ptrdiff_t m, int e) {
+      typename V::R a = V::zero();
+      for (int d = sh.dlo[e]; d <= sh.dhi[e]; ++d) a = V::add(a, V::load(q0 + m + d));
+      return a;
+    };
+    vectors<V::W>(0, int(span), [&](int m) {
+      if (s == 1) V::store(t + m, sum(m, 0));
+      else V::store_interleaved(t + 2 * m, sum(m, 0), sum(m, 1));
+    }, [&](int m) {
+      for (int e = 0; e < s; ++e) {
+        T a = 0;
+        for (int d = sh.dlo[e]; d <= sh.dhi[e]; ++d) a += q0[m + d];
+        t[s * m + e] = a;
+      }
+    });
+    const ptrdiff_t ld = ptrdiff_t(s) * Mq;
+    for (ptrdiff_t gi = 0; gi < g; ++gi)
+      for (int h = 0; h < H; ++h) {
+        T* dst = dp + ((p0 + gi) * H + h) * W;
+        if (hn[h] == 0) std::fill(dst, dst + W, T(0));
+        else sum_rows(t + (gi * OH + hlo[h]) * ld, ld, hn[h], W, dst);
+      }
+  });
 }
 
 template <class T>
@@ -1027,6 +1259,13 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
   with_simd<T>([&](auto v) {
     using V = decltype(v);
     if constexpr (!std::is_same_v<V, Scalar>) {
+      // (windows that do not overlap on rows under 1.5 vectors keep the one-pass gather below:
+      // the shifted form's per-row vertical step costs more there: 4x4 and 8x8 at 8 or 16 lanes)
+      const bool tiny_direct = hmost <= 1 && wmost <= 1 && 2 * W < 3 * V::W;
+      if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W) && sh.whole && !tiny_direct) {
+        shifted_groups<V>(gp, dp, planes, H, W, ah, aw, sh, hlo, hn, dh, dw);
+        return;
+      }
       if (use_groups_bwd(sh, W, V::W, ptrdiff_t(H) * W)) {
         // q = grad / divisor over the group's outputs; t[(g, oh), w] = sum of q over the windows
         // holding column w; gx[(g, h), w] = sum of t over the windows holding row h
@@ -1043,15 +1282,12 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         } else {
           for (ptrdiff_t r = 0; r < G * OH; ++r)
             for (int w = 0; w < W; ++w) hf.add(r * OW + wlo[w], wn[w], 0);
-          for (ptrdiff_t g = 0; g < G; ++g)
-            for (int h = 0; h < H; ++h)
-              for (int w = 0; w < W; ++w) vf.add((g * OH + hlo[h]) * W + w, hn[h], 0);
         }
         std::vector<T> div(size_t(G) * OH * OW);
         for (size_t j = 0; j < div.size(); ++j) div[j] = dh[(j / OW) % OH] * dw[j % OW];
-        for_groups<AvgBwdBuf<T>>(planes, G, [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
-          buf.q.resize(size_t(G) * OH * OW);
-          buf.t.resize(size_t(G) * OH * W);
+        for_groups<AvgBwdBuf<T>>(planes, G, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p0, ptrdiff_t g, AvgBwdBuf<T>& buf) {
+          buf.q.resize(size_t(G) * OH * OW + 2 * V::W);  // a vector of slack: sum_flat's permutes
+          buf.t.resize(size_t(G) * OH * W + 2 * V::W);
           const T* gg = gp + p0 * OH * OW;
           buf.ahead.seek(gg);
           buf.ahead.upto(gg + g * OH * OW);
@@ -1062,21 +1298,35 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
             return;
           }
           sum_flat<V>(q, hf, int(g * OH * W), buf.t.data(), static_cast<const T*>(nullptr));
-          sum_flat<V>(buf.t.data(), vf, int(g * H * W), dp + p0 * H * W, static_cast<const T*>(nullptr));
+          // gx rows: sums of the t rows of their windows (contiguous rows: no gathers)
+          const T* t = buf.t.data();
+          for (ptrdiff_t gi = 0; gi < g; ++gi)
+            for (int h = 0; h < H; ++h) {
+              T* dst = dp + ((p0 + gi) * H + h) * W;
+              if (hn[h] == 0) std::fill(dst, dst + W, T(0));
+              else sum_rows(t + (gi * OH + hlo[h]) * W, W, hn[h], W, dst);
+            }
         });
         return;
       }
     }
-    for_planes<AvgBwdBuf<T>>(planes, [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
-      buf.q.resize(size_t(OW) + 1);
+    for_planes<AvgBwdBuf<T>>(planes, ptrdiff_t(H) * W * sizeof(T), [&](ptrdiff_t p, AvgBwdBuf<T>& buf) {
+      buf.q.resize(size_t(OW) + 2 * lanes_of<V>());
       buf.t.resize(size_t(OH) * W + 1);
-      Ahead<> ahead(gp + p * OH * OW);
+      Ahead<>& ahead = buf.ahead;
+      ahead.seek(gp + p * OH * OW);
       for (int oh = 0; oh < OH; ++oh) {
         // q = grad / divisor for this output row; t[oh, w] = sum of q over the windows holding w
         const T* g = gp + (p * OH + oh) * OW;
         ahead.upto(g + OW);
         T* q = buf.q.data();
-        for (int o = 0; o < OW; ++o) q[o] = g[o] / (dh[oh] * dw[o]);
+        if constexpr (std::is_same_v<V, Scalar>) {
+          for (int o = 0; o < OW; ++o) q[o] = g[o] / (dh[oh] * dw[o]);
+        } else {
+          const typename V::R d0 = V::set1(dh[oh]);
+          vectors<V::W>(0, OW, [&](int o) { V::store(q + o, V::div(V::load(g + o), V::mul(d0, V::load(dw + o)))); },
+                        [&](int o) { q[o] = g[o] / (dh[oh] * dw[o]); });
+        }
         T* t = buf.t.data() + size_t(oh) * W;
         auto one = [&](int w) {
           T s = 0;
@@ -1103,6 +1353,13 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
         } else {
           vectors<V::W>(0, W, [&](int w) {
             const typename V::I lo = V::loadi(&wlo[w]), n = V::loadi(&wn[w]);
+            const int b = wlo[w];
+            if (wmost == 1 && wlo[w + V::W - 1] - b < V::W) {
+              // windows that do not overlap (56 -> 7 adaptive): the lanes' q are within one load
+              // of q[b]: a permute of it, not a gather (q holds 2 W slots past OW)
+              V::store(t + w, V::blend(V::active(n, 0), V::zero(), V::permute(V::load(q + b), V::subi(lo, V::seti(b)))));
+              return;
+            }
             typename V::R s = V::zero();
             for (int j = 0; j < wmost; ++j) s = V::add(s, V::gather_n(q, lo, n, j));
             V::store(t + w, s);
@@ -1111,7 +1368,8 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
       }
       // gx[h, :] = sum of t over the output rows whose window holds h (contiguous)
       T* d = dp + p * H * W;
-      AheadW aw_(d);
+      AheadW& aw_ = buf.aw;
+      aw_.seek(d);
       for (int h = 0; h < H; ++h) {
         T* dr = d + ptrdiff_t(h) * W;
         aw_.upto(dr + W);
@@ -1119,17 +1377,7 @@ void avg_backward(const Array<T>& grad, Array<T>& gx, const Axis& ah, const Axis
           std::fill(dr, dr + W, T(0));
           continue;
         }
-        const T* t0 = buf.t.data() + size_t(hlo[h]) * W;
-        if (hn[h] == 1) {
-          std::copy(t0, t0 + W, dr);
-          continue;
-        }
-        const T* t1 = t0 + W;
-        for (int w = 0; w < W; ++w) dr[w] = t0[w] + t1[w];
-        for (int j = 2; j < hn[h]; ++j) {
-          const T* tj = t0 + size_t(j) * W;
-          for (int w = 0; w < W; ++w) dr[w] += tj[w];
-        }
+        sum_rows(buf.t.data() + size_t(hlo[h]) * W, W, hn[h], W, dr);
       }
     });
   });
