@@ -37,8 +37,7 @@ def _print_info(d: dict) -> None:
               f"compiled SIMD: {b['compiled_simd']}  in use: {b['simd_in_use']}")
     t = d.get("tuning") or {}
     if t:
-        def kib(n):
-            return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB" if n else "?"
+        from pydl.machine import human_bytes as kib
 
         blocks = "  ".join(f"{dt} {'/'.join(map(str, kmn))}" for dt, kmn in t.get("gemm_blocks", {}).items())
         level = ((d.get("native") or {}).get("cpp") or {}).get("level", "")

@@ -54,29 +54,33 @@ _REQUEST = {"avx512": "avx512", "avx2": "avx2", "scalar": "base", "base": "base"
 SHOWN_FEATURES = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma")
 
 
-def cpu_model() -> str:
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_fields() -> dict:
+    """The fields of the first CPU in /proc/cpuinfo ("model name", "flags", "vendor_id", "cpu
+    family", "model", ...), read once; {} where there is none."""
+    out = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                out[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return out
+
+
+def cpu_model() -> str:
+    return _cpuinfo_fields().get("model name") or platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset:
     """The feature flags this CPU (and OS) reports: /proc/cpuinfo on Linux,
     else NumPy's own run-time detection, mapped to the Linux names."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return _numpy_flags()
+    flags = _cpuinfo_fields().get("flags")
+    return frozenset(flags.split()) if flags is not None else _numpy_flags()
 
 
 def _numpy_flags() -> frozenset:
@@ -212,21 +216,6 @@ def caches(cpu: int = 0) -> list[dict]:
     return out
 
 
-def _cpuinfo_fields() -> dict:
-    """vendor_id, cpu family and model of the first CPU in /proc/cpuinfo ({} elsewhere)."""
-    out = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                out[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return out
-
-
 def microarch(fields: dict | None = None) -> str:
     """The CPU's microarchitecture family from its vendor, family and model numbers:
     'zen2', 'zen3', 'zen4', 'zen5', 'intel', or 'unknown'."""
@@ -309,9 +298,12 @@ def describe() -> dict:
 
 def cache_line(c: dict) -> str:
     kind = {"Data": "d", "Instruction": "i", "Unified": ""}.get(c.get("type"), "")
-    size = c.get("size") or 0
-    human = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
-    return f"L{c['level']}{kind} {human}"
+    return f"L{c['level']}{kind} {human_bytes(c.get('size') or 0)}"
+
+
+def human_bytes(n: int) -> str:
+    """'32 KiB', '1 MiB' ('?' for 0: unknown)."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB" if n else "?"
 
 
 def info() -> dict:

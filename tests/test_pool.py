@@ -129,30 +129,15 @@ def test_threads(backend, threads):
         _check(op, backend, (3, 5) + xs[2:], hp, np.float32, rng)
 
 
-def _simd_levels():
-    if "cpp" not in BACKENDS:
-        return []
-    from pydl import _cpp
-    order = ("scalar", "avx2", "avx512")
-    return list(order[: order.index(_cpp.compiled_simd()) + 1])
-
-
-@pytest.mark.parametrize("level", _simd_levels())
-def test_cpp_simd_levels(level):
-    from pydl import _cpp
-    before = _cpp.simd_level()
-    _cpp.set_simd_level(level)
-    try:
-        rng = np.random.default_rng(5)
-        for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
-            for xs, hp in _cases(op, seed=7 + len(op))[:8]:
-                _check(op, "cpp", xs, hp, np.float32, rng)
-        for xs, hp in COMMON:
-            x = rng.integers(-2, 2, xs).astype(np.float64)
-            x[rng.random(xs) < 0.1] = np.nan
-            _check("max_pool2d", "cpp", xs, hp, np.float32, rng, x=x)
-    finally:
-        _cpp.set_simd_level(before)
+def test_cpp_simd_levels(simd_level):
+    rng = np.random.default_rng(5)
+    for op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
+        for xs, hp in _cases(op, seed=7 + len(op))[:8]:
+            _check(op, "cpp", xs, hp, np.float32, rng)
+    for xs, hp in COMMON:
+        x = rng.integers(-2, 2, xs).astype(np.float64)
+        x[rng.random(xs) < 0.1] = np.nan
+        _check("max_pool2d", "cpp", xs, hp, np.float32, rng, x=x)
 
 
 WIDE = [  # rows long enough for the cpp shifted-load avg backward (stride 1 and 2) at 16 lanes
@@ -165,23 +150,16 @@ WIDE = [  # rows long enough for the cpp shifted-load avg backward (stride 1 and
 ]
 
 
-@pytest.mark.parametrize("level", _simd_levels())
-def test_cpp_wide(level):
+def test_cpp_wide(simd_level):
     """The cpp vector interiors (the shifted-load avg backward at stride 1 and 2 included) at
     every SIMD level, on rows wide enough for several vectors plus a scalar border."""
-    from pydl import _cpp
-    before = _cpp.simd_level()
-    _cpp.set_simd_level(level)
-    try:
-        rng = np.random.default_rng(6)
-        for op in ("max_pool2d", "avg_pool2d"):
-            for xs, hp in WIDE:
-                if op == "max_pool2d":
-                    hp = {k: v for k, v in hp.items() if k not in ("count_include_pad", "divisor_override")}
-                for dtype in DTYPES:
-                    _check(op, "cpp", xs, hp, dtype, rng)
-    finally:
-        _cpp.set_simd_level(before)
+    rng = np.random.default_rng(6)
+    for op in ("max_pool2d", "avg_pool2d"):
+        for xs, hp in WIDE:
+            if op == "max_pool2d":
+                hp = {k: v for k, v in hp.items() if k not in ("count_include_pad", "divisor_override")}
+            for dtype in DTYPES:
+                _check(op, "cpp", xs, hp, dtype, rng)
 
 
 SMALL = [  # planes narrower than a vector: the cpp group path (several planes as one flat list)
@@ -213,28 +191,21 @@ def _small_inputs(rng, xs):
     return x, ties, inf, nan
 
 
-@pytest.mark.parametrize("level", _simd_levels())
-def test_cpp_small_planes(level):
+def test_cpp_small_planes(simd_level):
     """The cpp group path at every SIMD level, float32 and float64: plane sizes 1..12, plane
     counts that leave a short last group (37 planes of 8x8 and of 12x12: groups of 32 and 15),
     every geometry kind; for max, each data kind in turn: normal, ties, -inf, NaN."""
-    from pydl import _cpp
-    before = _cpp.simd_level()
-    _cpp.set_simd_level(level)
-    try:
-        rng = np.random.default_rng(8)
-        for i, (op, hp) in enumerate(SMALL):
-            for k, (h, w, planes) in enumerate(((4, 4, 20), (8, 8, 37), (12, 12, 37), (5, 7, 11),
-                                                (1, 3, 20), (6, 11, 3), (9, 9, 1))):
-                xs = (1, planes, h, w)
-                try:
-                    registry.SPECS[op].normalize(np.zeros(xs, np.float32), **hp)
-                except ValueError:   # kernel larger than the padded plane
-                    continue
-                kinds = _small_inputs(rng, xs) if op == "max_pool2d" else _small_inputs(rng, xs)[:1]
-                _check(op, "cpp", xs, hp, DTYPES[(i + k) % 2], rng, x=kinds[(i + k) % len(kinds)])
-    finally:
-        _cpp.set_simd_level(before)
+    rng = np.random.default_rng(8)
+    for i, (op, hp) in enumerate(SMALL):
+        for k, (h, w, planes) in enumerate(((4, 4, 20), (8, 8, 37), (12, 12, 37), (5, 7, 11),
+                                            (1, 3, 20), (6, 11, 3), (9, 9, 1))):
+            xs = (1, planes, h, w)
+            try:
+                registry.SPECS[op].normalize(np.zeros(xs, np.float32), **hp)
+            except ValueError:   # kernel larger than the padded plane
+                continue
+            kinds = _small_inputs(rng, xs) if op == "max_pool2d" else _small_inputs(rng, xs)[:1]
+            _check(op, "cpp", xs, hp, DTYPES[(i + k) % 2], rng, x=kinds[(i + k) % len(kinds)])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -283,21 +254,14 @@ THIRD_MAX = [((1, 70, 9, 40), dict(kernel_size=3, stride=2, padding=1)),
              ((1, 70, 6, 36), dict(kernel_size=2, stride=2))]
 
 
-@pytest.mark.parametrize("level", _simd_levels())
-def test_cpp_third_pass(level):
-    from pydl import _cpp
-    before = _cpp.simd_level()
-    _cpp.set_simd_level(level)
-    try:
-        rng = np.random.default_rng(10)
-        for op, xs, hp in THIRD:
-            for dtype in DTYPES:
-                _check(op, "cpp", xs, hp, dtype, rng)
-        for xs, hp in THIRD_MAX:
-            for i, x in enumerate(_small_inputs(rng, xs)):
-                _check("max_pool2d", "cpp", xs, hp, DTYPES[i % 2], rng, x=x)
-    finally:
-        _cpp.set_simd_level(before)
+def test_cpp_third_pass(simd_level):
+    rng = np.random.default_rng(10)
+    for op, xs, hp in THIRD:
+        for dtype in DTYPES:
+            _check(op, "cpp", xs, hp, dtype, rng)
+    for xs, hp in THIRD_MAX:
+        for i, x in enumerate(_small_inputs(rng, xs)):
+            _check("max_pool2d", "cpp", xs, hp, DTYPES[i % 2], rng, x=x)
 
 
 def test_cpp_third_pass_threads(threads):
