@@ -334,9 +334,9 @@ _MEM = textwrap.dedent("""
     rng = np.random.default_rng(0)
     a = {n: rng.standard_normal((1, 1, S, D)).astype(np.float32) for n in "qkv"}
     g = rng.standard_normal((1, 1, S, D)).astype(np.float32)
-    small = {n: x[:, :, :64].copy() for n, x in a.items()}
+    small = {n: x[:, :, :256].copy() for n, x in a.items()}  # several key blocks: the multi-block paths
     out, sv = spec.with_saved(**small, backend=sys.argv[2])   # threads, scratch, code paths warm
-    spec.backward(g[:, :, :64].copy(), **small, saved=sv, backend=sys.argv[2])
+    spec.backward(g[:, :, :256].copy(), **small, saved=sv, backend=sys.argv[2])
 
     def kib(key):  # from /proc/self/status, KiB
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
@@ -353,10 +353,11 @@ _MEM = textwrap.dedent("""
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable VmHWM")
 def test_memory_is_linear_in_s(backend):
     """Peak resident memory (VmHWM, reset first) of a forward + backward at S = 4096, D = 64 grows
-    by a small multiple of one (S, D) array (the kernels allocate out, lse, the gradients, K^T,
-    Q^T, dO^T and per-thread dQ^T accumulators: ~7 of them), far below the one (S, S) float32
-    score matrix the materialized version needs (64 MiB; dev/attention/bench.py --only mem
-    compares the two at S = 8192)."""
+    by a small multiple of one (S, D) array, far below the one (S, S) float32 score matrix the
+    materialized version needs (64 MiB; dev/attention/bench.py --only mem compares the two at
+    S = 8192). What the kernels allocate: out, dQ, dK, dV, and up to 4 dQ partials per thread
+    when B*H is smaller than the thread count (numba's backward splits a head's key blocks into
+    groups, 8 at 2 threads: 12 arrays), plus lse, delta and scratch; the bound allows 14."""
     S, D = 4096, 64
     env = dict(os.environ, PYDL_NUM_THREADS="2", OMP_NUM_THREADS="2")
     res = subprocess.run([sys.executable, "-c", _MEM, str(S), backend], capture_output=True, text=True, env=env,
@@ -364,4 +365,4 @@ def test_memory_is_linear_in_s(backend):
     assert res.returncode == 0, res.stderr
     grew_kib = int(res.stdout.split()[-1])
     one_sd_kib, materialized_kib = S * D * 4 // 1024, S * S * 4 // 1024
-    assert grew_kib < 12 * one_sd_kib and grew_kib < materialized_kib / 5, (grew_kib, one_sd_kib, materialized_kib)
+    assert grew_kib < 14 * one_sd_kib and grew_kib < materialized_kib / 4, (grew_kib, one_sd_kib, materialized_kib)
