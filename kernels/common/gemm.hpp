@@ -559,6 +559,29 @@ inline void transpose16x16(const float* src, int64_t ld, float* dst) {
 }
 #endif
 
+#if defined(__AVX2__)
+// dst[c*8 + j] = src[j*ld + c] for an 8x8 float block (AVX2's panel width): 8 row loads,
+// unpack pairs, shuffle quads, swap 128-bit halves, 8 row stores.
+inline void transpose8x8(const float* src, int64_t ld, float* dst) {
+  __m256 r[8], t[8], u[8];
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ld);
+  for (int j = 0; j < 8; j += 2) {  // per 128-bit half: (r_j[c], r_j+1[c]) pairs
+    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int g = 0; g < 8; g += 4) {  // u[g+q], half h: rows g..g+3 of column 4h+q
+    u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+    u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xee);
+    u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+    u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xee);
+  }
+  for (int q = 0; q < 4; ++q) {  // column q: rows 0-3 then 4-7; column 4+q from the high halves
+    _mm256_storeu_ps(dst + q * 8, _mm256_permute2f128_ps(u[q], u[4 + q], 0x20));
+    _mm256_storeu_ps(dst + (4 + q) * 8, _mm256_permute2f128_ps(u[q], u[4 + q], 0x31));
+  }
+}
+#endif
+
 // Packs B[k0:k0+kc, n0:n0+nc] of a strided view into panels of width nr.
 template <class T>
 inline void pack_b_at(int nr, View<T> B, int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst) {
@@ -579,6 +602,12 @@ inline void pack_b_at(int nr, View<T> B, int64_t k0, int64_t kc, int64_t n0, int
       if constexpr (std::is_same_v<T, float>) {
         if (nr == 16 && w == 16 && B.rs == 1)  // full 16x16 blocks: transposed in registers
           for (; kb0 + 16 <= kc; kb0 += 16) transpose16x16(src + kb0, B.cs, d + kb0 * 16);
+      }
+#endif
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<T, float>) {
+        if (nr == 8 && w == 8 && B.rs == 1)  // AVX2 panels: full 8x8 blocks in registers
+          for (; kb0 + 8 <= kc; kb0 += 8) transpose8x8(src + kb0, B.cs, d + kb0 * 8);
       }
 #endif
       for (int64_t kb = kb0; kb < kc; kb += 16) {
@@ -638,11 +667,14 @@ void empty_k(int64_t M, int64_t N, T* C, int64_t ldc, const Epilogue<T>& ep, Sim
 
 // Whether the unpacked-B path beats packing B (measured: dev/gemm/README.md).
 template <class T>
-inline bool unpacked_pays(int64_t M, int64_t K, View<T> B) {
-  // few rows, or a shallow product (conv's W^T @ dy: 2304 x 256 x 392 unpacked 329 vs packed 225
-  // GFLOP/s); not deep and tall ones (1024^3: packed 291 vs 274); the packed A stays <= 8 MB
+inline bool unpacked_pays(Simd level, int64_t M, int64_t K, View<T> B) {
+  // few rows, or at AVX-512 a shallow product (conv's W^T @ dy: 2304 x 256 x 392 unpacked 329
+  // vs packed 225 GFLOP/s); not deep and tall ones (1024^3: packed 291 vs 274); the packed A
+  // stays <= 8 MB. At AVX2 the shallow tall products run better packed (2 threads, Zen 4:
+  // 2304 x 256 x 392 171 vs 138, 576 x 512 x 196 188 vs 171): each thread's column tiles
+  // re-read all of A's 6-row panels, twice as many as AVX-512's 14-row ones.
   const int64_t lim = tuning().unpacked_max_m;
-  return B.cs == 1 && (M <= lim || K <= lim) && M * K <= (int64_t(1) << 21);
+  return B.cs == 1 && (M <= lim || (level == Simd::avx512 && K <= lim)) && M * K <= (int64_t(1) << 21);
 }
 
 template <class T>
@@ -749,7 +781,11 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
 // Threads take contiguous ranges of NR-wide column tiles and run every row tile
 // on each (the slice of B is reused from L1/L2 across row tiles); with fewer
 // column tiles than threads they share the (row, column) tiles. K is blocked by
-// KC to keep the slice of B in L1 across the row tiles.
+// KC; below AVX-512 each thread copies its kc x NR slice of B into a contiguous buffer of
+// its own before the row tiles read it (when there are two or more): read in place, the
+// slice's rows lie ldb apart, and a power-of-two ldb maps all of them to a few L1
+// sets, so every row tile fetched B again from L2 (AVX2, 128 x 1024 x 4096: 38
+// GFLOP/s in place against 83 packed; dev/gemm/README.md, session 9).
 template <class T, Simd S>
 void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
               const Epilogue<T>& ep, int nt) {
@@ -758,10 +794,18 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
   const int64_t KC = blocks<T, S>().kc;
   const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
   const bool pack = tiles_n > 2;
-  T* abuf = pack ? static_cast<T*>(scratch().get(static_cast<std::size_t>(tiles_m * MR * K) * sizeof(T) + 64))
-                 : nullptr;
+  // AVX-512 reads the slice in place: its 28 FMAs per row of B hide the L2 fetch (copying
+  // measured 0.9-1.1x there, within the noise); AVX2's 12 do not
+  const bool copy_b = S != Simd::avx512 && tiles_m > 1;
   if (nt > tiles_m * tiles_n) nt = static_cast<int>(std::max<int64_t>(tiles_m * tiles_n, 1));
+  // one allocation before the parallel region (nothing may throw inside it): packed A, then
+  // one kc x NR slice buffer per thread
+  const std::size_t a_elems = pack ? static_cast<std::size_t>(round_up(tiles_m * MR * K, 64 / sizeof(T))) : 0;
+  const std::size_t s_elems = copy_b ? static_cast<std::size_t>(round_up(std::min(K, KC) * NR, 64 / sizeof(T))) : 0;
+  T* base = (pack || copy_b) ? static_cast<T*>(scratch().get((a_elems + s_elems * nt) * sizeof(T) + 64)) : nullptr;
+  T* abuf = pack ? base : nullptr;
   auto body = [&](const int tid, const int nth) {
+    T* sbuf = copy_b ? base + a_elems + s_elems * tid : nullptr;
     if (pack) {
       for (int64_t r = tid; r < tiles_m; r += nth)
         pack_a<T, MR>(A, r * MR, std::min<int64_t>(MR, M - r * MR), 0, K, abuf + r * MR * K);
@@ -779,6 +823,19 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
         const int64_t col = t * NR;
         const int n = static_cast<int>(std::min<int64_t>(NR, N - col));
         const T* b = B.p + pc * B.rs + col;
+        int64_t ldb = B.rs;
+        if (copy_b) {
+          if (n == NR) {
+            for (int64_t k = 0; k < kc; ++k) {
+              if (k + 8 < kc) __builtin_prefetch(b + (k + 8) * ldb);
+              std::memcpy(sbuf + k * NR, b + k * ldb, NR * sizeof(T));
+            }
+          } else {
+            for (int64_t k = 0; k < kc; ++k) std::memcpy(sbuf + k * NR, b + k * ldb, n * sizeof(T));
+          }
+          b = sbuf;
+          ldb = NR;
+        }
         for (int64_t r = 0; r < tiles_m; ++r) {
           // a C tile belongs to one thread in every KC block (it reads what the last block wrote)
           if (!by_cols && (t * tiles_m + r) % nth != tid) continue;
@@ -787,12 +844,12 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
           T* c = C + row * ldc + col;
           if (pack) {
             const PanelA<T, MR> a{abuf + r * MR * K + pc * MR};
-            tile_rows<T, S>(kc, a, b, B.rs, c, ldc, m, n, load_c, l, row, col);
+            tile_rows<T, S>(kc, a, b, ldb, c, ldc, m, n, load_c, l, row, col);
           } else {
             RowsA<T, MR> a;
             a.cs = A.cs;
             for (int i = 0; i < MR; ++i) a.rows[i] = A.p + std::min<int64_t>(row + i, M - 1) * A.rs + pc * A.cs;
-            tile_rows<T, S>(kc, a, b, B.rs, c, ldc, m, n, load_c, l, row, col);
+            tile_rows<T, S>(kc, a, b, ldb, c, ldc, m, n, load_c, l, row, col);
           }
         }
       }
@@ -1011,7 +1068,7 @@ void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, 
   if (algo == Algo::naive) return detail::naive(M, N, K, A, pack, nr, C, ldc, ep, nt);
   if (algo == Algo::direct ? direct_ok : (algo == Algo::automatic && direct_ok && M <= tuning().direct_max_m))
     return with_level(level, [&](auto s) { detail::direct<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
-  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(M, K, B)))
+  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(level, M, K, B)))
     return with_level(level, [&](auto s) { detail::unpacked<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
   with_level(level, [&](auto s) { detail::packed<T, decltype(s)::value>(M, N, K, A, pack, C, ldc, ep, nt); });
 }
