@@ -694,14 +694,30 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
   const int64_t KC = bl.kc;
   const int64_t MC = round_up(bl.mc, MR);
   const int64_t NC = round_up(bl.nc, NR);
-  const int64_t kc_max = std::min(K, KC);
+  // K in equal blocks of at most KC (784 = 4 x 196, not 3 x 256 + 16: a thin last block
+  // loads and stores every C tile for a few k)
+  const int64_t kc_max = ceil_div(K, ceil_div(K, KC));
   const int64_t nc_max = std::min(round_up(N, NR), NC);
   // blocks of M: a multiple of the thread count when there are enough rows
   int64_t mblocks = ceil_div(M, MC);
+  const bool one_block = mblocks == 1;
   if (nt > 1 && M >= nt * MR) mblocks = round_up(mblocks, nt);
-  const int64_t mc_max = std::min(round_up(ceil_div(M, mblocks), MR), round_up(M, MR));
+  int64_t mc_max = std::min(round_up(ceil_div(M, mblocks), MR), round_up(M, MR));
   mblocks = ceil_div(M, mc_max);
-  const bool split_n = nt > 1 && mblocks < nt;  // too few rows: threads share the columns
+  bool split_n = nt > 1 && mblocks < nt;  // too few rows: threads share the columns
+  if (nt > 1 && one_block && !split_n) {
+    // rows that fit one block: split the columns instead when that leaves each thread fewer
+    // micro-tiles (64 rows, 2 threads, MR 6: 2 x 36 rows run 6 row tiles each, where all 64
+    // rows run 11 on half the columns; the threads then both pack the same small A block)
+    const int64_t tn = ceil_div(nc_max, NR);
+    const int64_t by_rows = ceil_div(mblocks, nt) * ceil_div(mc_max, MR) * tn;
+    const int64_t by_cols = ceil_div(M, MR) * ceil_div(tn, nt);
+    if (by_cols * 20 < by_rows * 19) {
+      mc_max = round_up(M, MR);
+      mblocks = 1;
+      split_n = true;
+    }
+  }
   const std::size_t b_elems = static_cast<std::size_t>(kc_max * nc_max);
   const std::size_t a_elems = static_cast<std::size_t>(round_up(mc_max * kc_max, 64 / sizeof(T)));
   // Two B blocks: the threads pack block s+1 into one while a slower thread
@@ -727,8 +743,8 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
       const int64_t nc = std::min(NC, N - jc);
       const int64_t panels = ceil_div(nc, W);
       const int64_t tiles_n = ceil_div(nc, NR);
-      for (int64_t pc = 0; pc < K; pc += KC) {
-        const int64_t kc = std::min(KC, K - pc);
+      for (int64_t pc = 0; pc < K; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, K - pc);
         const bool first = pc == 0, last = pc + kc == K;
         T* bbuf = base + b_round * (step++ % nbuf);
         {  // B block: threads pack disjoint, pair-aligned ranges of panels
@@ -791,7 +807,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
               const Epilogue<T>& ep, int nt) {
   using Kt = KT<T, S>;
   constexpr int MR = Kt::MR, NR = Kt::W * Kt::NP;
-  const int64_t KC = blocks<T, S>().kc;
+  const int64_t KC = ceil_div(K, ceil_div(K, blocks<T, S>().kc));  // equal K blocks (see packed)
   const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
   const bool pack = tiles_n > 2;
   // AVX-512 reads the slice in place: its 28 FMAs per row of B hide the L2 fetch (copying
