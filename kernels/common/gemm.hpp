@@ -672,9 +672,14 @@ inline bool unpacked_pays(Simd level, int64_t M, int64_t K, View<T> B) {
   // vs packed 225 GFLOP/s); not deep and tall ones (1024^3: packed 291 vs 274); the packed A
   // stays <= 8 MB. At AVX2 the shallow tall products run better packed (2 threads, Zen 4:
   // 2304 x 256 x 392 171 vs 138, 576 x 512 x 196 188 vs 171): each thread's column tiles
-  // re-read all of A's 6-row panels, twice as many as AVX-512's 14-row ones.
+  // re-read all of A's 6-row panels, twice as many as AVX-512's 14-row ones. A transposed B
+  // (linear's weight) with few rows too: each thread transposes its own slices as it goes, no
+  // packing phase and barrier per K block (2 threads, 16-512 rows: 1.0-1.3x packed at AVX2,
+  // 0.93-1.22x at AVX-512; linear 32x4096->4096 AVX2 84 -> 102 GFLOP/s).
   const int64_t lim = tuning().unpacked_max_m;
-  return B.cs == 1 && (M <= lim || (level == Simd::avx512 && K <= lim)) && M * K <= (int64_t(1) << 21);
+  const bool rows = B.cs == 1 && (M <= lim || (level == Simd::avx512 && K <= lim));
+  const bool cols = B.rs == 1 && M <= lim;
+  return (rows || cols) && M * K <= (int64_t(1) << 21);
 }
 
 template <class T>
@@ -788,17 +793,19 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
   }
 }
 
-// Unpacked-B path for few rows of A and a row-major B (B.cs == 1): B is never
-// packed: each micro-tile streams its kc x NR slice of B straight from where
-// it lies, so the reading of B overlaps the FMAs instead of preceding them in a
-// packing pass. A is packed once into MR-row panels (threads pack disjoint
-// panels) when its rows are re-read for more than two column tiles; otherwise
-// the tiles broadcast from A's rows in place (tiny products: no pass at all).
+// Unpacked-B path for few rows of A and a row-major B (B.cs == 1) or a transposed one
+// (B.rs == 1): B is never packed as a whole: each micro-tile streams its kc x NR slice of B
+// straight from where it lies (or from the thread's copy of it, below), so the reading of B
+// overlaps the FMAs instead of preceding them in a packing pass. A is packed once into
+// MR-row panels (threads pack disjoint panels) when its rows are re-read for more than two
+// column tiles or B is transposed; otherwise the tiles broadcast from A's rows in place
+// (tiny products: no pass at all).
 // Threads take contiguous ranges of NR-wide column tiles and run every row tile
 // on each (the slice of B is reused from L1/L2 across row tiles); with fewer
 // column tiles than threads they share the (row, column) tiles. K is blocked by
 // KC; below AVX-512 each thread copies its kc x NR slice of B into a contiguous buffer of
-// its own before the row tiles read it (when there are two or more): read in place, the
+// its own before the row tiles read it (when there are two or more; a transposed B is
+// always copied, into the packed kernel's panels, at every level): read in place, the
 // slice's rows lie ldb apart, and a power-of-two ldb maps all of them to a few L1
 // sets, so every row tile fetched B again from L2 (AVX2, 128 x 1024 x 4096: 38
 // GFLOP/s in place against 83 packed; dev/gemm/README.md, session 9).
@@ -806,13 +813,23 @@ template <class T, Simd S>
 void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
               const Epilogue<T>& ep, int nt) {
   using Kt = KT<T, S>;
-  constexpr int MR = Kt::MR, NR = Kt::W * Kt::NP;
+  constexpr int MR = Kt::MR, W = Kt::W, NR = W * Kt::NP;
   const int64_t KC = ceil_div(K, ceil_div(K, blocks<T, S>().kc));  // equal K blocks (see packed)
   const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
-  const bool pack = tiles_n > 2;
-  // AVX-512 reads the slice in place: its 28 FMAs per row of B hide the L2 fetch (copying
-  // measured 0.9-1.1x there, within the noise); AVX2's 12 do not
-  const bool copy_b = S != Simd::avx512 && tiles_m > 1;
+  // a transposed B (columns contiguous: linear's weight) is always copied, into the packed
+  // kernel's panels (register transposes), and then A must be packed too
+  const bool trans = B.cs != 1;
+  const bool pack = tiles_n > 2 || trans;
+  // A row-major slice is copied below AVX-512 when its rows conflict in the caches: rows
+  // >= 4 KiB apart (all in one L1 set, and few L2 sets) at any M, >= 2 KiB apart from 16 row
+  // tiles on. The copy waits for B to arrive (the first row tile reading in place overlaps
+  // that with its FMAs), which costs more than it saves with few row tiles (AVX2, 2 threads,
+  // B cold: 64x784x256 161 -> 156, 64x784x500 174 -> 145 copied; 256x4608x512 130 -> 179,
+  // 128x784x512 151 -> 167). AVX-512 reads in place: its 28 FMAs per row of B hide the L2
+  // fetch (copying measured 0.9-1.1x there, within the noise); AVX2's 12 do not.
+  const int64_t ldb_bytes = B.rs * static_cast<int64_t>(sizeof(T));
+  const bool copy_b = trans || (S != Simd::avx512 && tiles_m > 1 &&
+                                (ldb_bytes >= 4096 || (ldb_bytes >= 2048 && tiles_m >= 16)));
   if (nt > tiles_m * tiles_n) nt = static_cast<int>(std::max<int64_t>(tiles_m * tiles_n, 1));
   // one allocation before the parallel region (nothing may throw inside it): packed A, then
   // one kc x NR slice buffer per thread
@@ -838,9 +855,11 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t col = t * NR;
         const int n = static_cast<int>(std::min<int64_t>(NR, N - col));
-        const T* b = B.p + pc * B.rs + col;
+        const T* b = B.p + pc * B.rs + col * B.cs;
         int64_t ldb = B.rs;
-        if (copy_b) {
+        if (trans) {
+          pack_b_at(W, B, pc, kc, col, n, sbuf);
+        } else if (copy_b) {
           if (n == NR) {
             for (int64_t k = 0; k < kc; ++k) {
               if (k + 8 < kc) __builtin_prefetch(b + (k + 8) * ldb);
@@ -858,7 +877,13 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
           const int64_t row = r * MR;
           const int m = static_cast<int>(std::min<int64_t>(MR, M - row));
           T* c = C + row * ldc + col;
-          if (pack) {
+          if (trans) {
+            const T* ap = abuf + r * MR * K + pc * MR;
+            if (n > W)
+              micro_tile<T, S, Kt::NP>(kc, ap, sbuf, c, ldc, m, n, load_c, l, row, col);
+            else
+              micro_tile<T, S, 1>(kc, ap, sbuf, c, ldc, m, n, load_c, l, row, col);
+          } else if (pack) {
             const PanelA<T, MR> a{abuf + r * MR * K + pc * MR};
             tile_rows<T, S>(kc, a, b, ldb, c, ldc, m, n, load_c, l, row, col);
           } else {
@@ -1084,7 +1109,7 @@ void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, 
   if (algo == Algo::naive) return detail::naive(M, N, K, A, pack, nr, C, ldc, ep, nt);
   if (algo == Algo::direct ? direct_ok : (algo == Algo::automatic && direct_ok && M <= tuning().direct_max_m))
     return with_level(level, [&](auto s) { detail::direct<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
-  if (algo == Algo::unpacked ? B.cs == 1 : (algo == Algo::automatic && detail::unpacked_pays(level, M, K, B)))
+  if (algo == Algo::unpacked ? (B.cs == 1 || B.rs == 1) : (algo == Algo::automatic && detail::unpacked_pays(level, M, K, B)))
     return with_level(level, [&](auto s) { detail::unpacked<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
   with_level(level, [&](auto s) { detail::packed<T, decltype(s)::value>(M, N, K, A, pack, C, ldc, ep, nt); });
 }
