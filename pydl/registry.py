@@ -115,10 +115,15 @@ class Viewed(dict):
 _NATIVE_CPU = ("cpp", "cython", "numba")
 
 
-def _before_native(spec, tag: str, a) -> None:
-    from .backends._neighbours import before_native
+_NEIGHBOURS = []  # pydl.backends._neighbours.before_native, imported on the first native call
 
-    before_native(spec, tag, a)
+
+def _before_native(spec, tag: str, a) -> None:
+    if not _NEIGHBOURS:  # (an import statement per call cost ~1 us)
+        from .backends._neighbours import before_native
+
+        _NEIGHBOURS.append(before_native)
+    _NEIGHBOURS[0](spec, tag, a)
 
 
 def _default_bytes(spec: "OpSpec", a: dict) -> int:

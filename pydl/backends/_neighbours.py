@@ -118,7 +118,7 @@ def before_native(spec, backend: str, a) -> None:
     """Called by dispatch before a native CPU backend (cpp, cython, numba) runs ``spec``.
     The cheap tests come first (most kernels are small): about a microsecond when nothing
     is parked."""
-    if not _state["enabled"] or threading.active_count() != 1 or _threads() < 2:
+    if not _state["enabled"] or _threads() < 2 or threading.active_count() != 1:
         return
     try:
         if spec.flops(a) < PARK_FLOPS:

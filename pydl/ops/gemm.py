@@ -31,6 +31,8 @@ deep-learning shapes and ``linear`` with bias + ReLU.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _array
@@ -51,8 +53,10 @@ def _matmul_shape(a):
 
 
 def _matmul_flops(a):
+    # math.prod of Python ints (exact, no overflow): this runs before every native call
+    # (pydl/backends/_neighbours.py), where np.prod of a short tuple cost ~2 us
     *batch, m, n = _matmul_shape(a)
-    return 2 * int(np.prod(batch, dtype=np.int64)) * m * n * a["a"].shape[-1]
+    return 2 * math.prod(batch) * m * n * a["a"].shape[-1]
 
 
 def _matmul_cases(rng, dtype):
@@ -206,7 +210,7 @@ def _linear_shape(a):
 
 
 def _linear_flops(a):
-    rows = int(np.prod(a["x"].shape[:-1], dtype=np.int64))
+    rows = math.prod(a["x"].shape[:-1])  # (see _matmul_flops)
     return 2 * rows * a["weight"].shape[0] * a["weight"].shape[1]
 
 

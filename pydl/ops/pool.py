@@ -27,6 +27,8 @@ compared exactly; gradients and averages sum a handful of values (at most
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..registry import BadCase, Case, Viewed, defop
@@ -216,7 +218,7 @@ def _avg_pool_args(x, kernel_size, stride, padding, ceil_mode, count_include_pad
 
 
 @defop(family="pool", differentiable=("x",), out_shape=_pool_shape,
-       flops=lambda a: _window_flops(a) + int(np.prod(_pool_shape(a))), tol=TOL,
+       flops=lambda a: _window_flops(a) + math.prod(_pool_shape(a)), tol=TOL,
        cases=_avg_cases, bad_cases=_avg_bad, bench=_pool_bench,
        torch=lambda torch, F, a: F.avg_pool2d(a["x"], a["kernel_size"], a["stride"], a["padding"],
                                               a["ceil_mode"], a["count_include_pad"],
