@@ -139,6 +139,9 @@ inline void check_epilogue(const Epilogue<T>& ep) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+// K cut into equal blocks of at most kc (784 = 4 x 196, not 3 x 256 + 16: a thin last block
+// loads and stores every C tile for a few k): the block length.
+inline int64_t equal_blocks(int64_t k, int64_t kc) { return ceil_div(k, ceil_div(k, kc)); }
 
 // -- activation over a row of C (in L1 when called), vectorized at a level ----
 
@@ -699,9 +702,7 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
   const int64_t KC = bl.kc;
   const int64_t MC = round_up(bl.mc, MR);
   const int64_t NC = round_up(bl.nc, NR);
-  // K in equal blocks of at most KC (784 = 4 x 196, not 3 x 256 + 16: a thin last block
-  // loads and stores every C tile for a few k)
-  const int64_t kc_max = ceil_div(K, ceil_div(K, KC));
+  const int64_t kc_max = equal_blocks(K, KC);
   const int64_t nc_max = std::min(round_up(N, NR), NC);
   // blocks of M: a multiple of the thread count when there are enough rows
   int64_t mblocks = ceil_div(M, MC);
@@ -814,7 +815,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
               const Epilogue<T>& ep, int nt) {
   using Kt = KT<T, S>;
   constexpr int MR = Kt::MR, W = Kt::W, NR = W * Kt::NP;
-  const int64_t KC = ceil_div(K, ceil_div(K, blocks<T, S>().kc));  // equal K blocks (see packed)
+  const int64_t KC = equal_blocks(K, blocks<T, S>().kc);
   const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
   // a transposed B (columns contiguous: linear's weight) is always copied, into the packed
   // kernel's panels (register transposes), and then A must be packed too
@@ -855,7 +856,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t col = t * NR;
         const int n = static_cast<int>(std::min<int64_t>(NR, N - col));
-        const T* b = B.p + pc * B.rs + col * B.cs;
+        const T* b = B.p + pc * B.rs + col;  // (row-major B; a transposed one goes to sbuf)
         int64_t ldb = B.rs;
         if (trans) {
           pack_b_at(W, B, pc, kc, col, n, sbuf);
