@@ -74,8 +74,12 @@ def nchw(name, x):
 
 def output_hw(name, hw, kernel_size, stride, padding, dilation, ceil_mode=False):
     """(OH, OW), or ValueError naming ``name`` if the dilated kernel does not fit."""
-    out = tuple(out_size(n, k, s, p, d, ceil_mode)
-                for n, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation))
+    if len(hw) == 2 and not ceil_mode:  # out_size's rule written out (a conv call runs this 3 times)
+        (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = hw, kernel_size, stride, padding, dilation
+        out = ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+    else:
+        out = tuple(out_size(n, k, s, p, d, ceil_mode)
+                    for n, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation))
     if min(out) < 1:
         span = tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, dilation))
         padded = tuple(n + 2 * p for n, p in zip(hw, padding))
