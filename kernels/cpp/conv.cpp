@@ -452,47 +452,73 @@ struct SmallK {
   }
 
   // The forward: output rows [oh0, oh1) of `ow` pixels (row oh's first pixel at xg + rowbase[oh];
-  // the pixels of a row consecutive, phase_plane), tiles of mr pixels within a row (the last one
-  // of a row reads past it: results dropped), lanes in blocks of nvb vectors (block at lane v0*W
-  // is packed (depth x nv*W) at wpk + v0*W*depth, smallk_pack_lanes). Deeper than kSmallkDepth:
-  // depth block by depth block through acc (one slot of mr rows per tile), each depth block's
-  // weights (384 x nvb vectors: 48 KB at nvb = 2) staying in L1/L2 across the tiles.
+  // the pixels of a row consecutive, phase_plane), lanes in blocks of nvb vectors (block at lane
+  // v0*W is packed (depth x nv*W) at wpk + v0*W*depth, smallk_pack_lanes), in tiles of mr pixels:
+  // - row tiles (AVX-512: 12-14 pixels, more pointers than the 16 GPRs hold): within a row, one
+  //   pointer per tap (smallk_row_tile); a row's last tile reads past it, results dropped;
+  // - flat tiles (AVX2 and scalar: 3-8 pixels): consecutive pixels of the plane, a row's end
+  //   included, one pointer per pixel (smallk_tile, pixel p's taps at xg + pb[p] + toff[t]). The
+  //   3-pixel AVX2 tile wasted one pixel in 15 on 14-pixel rows (ResNet c256, c128 s2) and the
+  //   6-pixel one two in 12 on LeNet's 10-pixel rows; flat, only the plane's last tile has any.
+  // Deeper than kSmallkDepth: depth block by depth block through acc (one slot of mr rows per
+  // tile), each depth block's weights (384 x nvb vectors: 48 KB at nvb = 2) staying in L1/L2
+  // across the tiles.
+  static constexpr bool kFlat = S != Simd::avx512;
   template <class Emit>
-  static void row_tiles(const T* xg, const i64* rowbase, i64 ow, i64 oh0, i64 oh1, const i64* toff, i64 depth,
-                        const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
+  static void fwd_tiles(const T* xg, const i64* rowbase, const i64* pb, i64 ow, i64 oh0, i64 oh1, const i64* toff,
+                        i64 depth, const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
     const i64 nvec = kpad / W;
-    const int mr = row_mr(nvb, ow);
-    const i64 tpr = (ow + mr - 1) / mr;
+    const int mr = kFlat ? smallk_mr<S>(nvb) : row_mr(nvb, ow);
+    const i64 tpr = (ow + mr - 1) / mr, p0 = oh0 * ow, p1 = oh1 * ow;
+    const i64 ntile = kFlat ? (p1 - p0 + mr - 1) / mr : (oh1 - oh0) * tpr;
     constexpr i64 ldt = 4 * W;
     const i64 dmax = kSmallkDepth;
     const bool deep = depth > dmax;
-    if (deep) acc.resize(static_cast<size_t>((oh1 - oh0) * tpr * mr * ldt));
+    if (deep) acc.resize(static_cast<size_t>(ntile * mr * ldt));
     alignas(64) T tile[kMaxMR * ldt];
+    i64 base[kMaxMR];
+    // tile j: its first output pixel and count, and the kernel call that fills dst
+    auto pixel = [&](i64 j, i64& pt, int& cnt) {
+      if (kFlat) {
+        pt = p0 + j * mr;
+        cnt = int(std::min<i64>(mr, p1 - pt));
+      } else {
+        const i64 oh = oh0 + j / tpr, c0 = j % tpr * mr;
+        pt = oh * ow + c0;
+        cnt = int(std::min<i64>(mr, ow - c0));
+      }
+    };
     for (i64 v0 = 0; v0 < nvec; v0 += nvb) {
       const int nv = int(std::min<i64>(nvec - v0, nvb));
-      const auto f = row_fn(nvb, nv, mr);
+      const auto frow = kFlat ? nullptr : row_fn(nvb, nv, mr);
+      const auto fflat = kFlat ? fn(nvb, nv) : nullptr;
       const T* wb = wpk + v0 * W * depth;
       const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
       for (i64 d0 = 0; d0 < depth; d0 += dmax) {
         const i64 dc = deep ? std::min(dmax, depth - d0) : depth;
-        for (i64 oh = oh0; oh < oh1; ++oh)
-          for (i64 j = 0; j < tpr; ++j) {
-            const T* xt = xg + rowbase[oh] + j * mr;
-            const int cnt = int(std::min<i64>(mr, ow - j * mr));
-            if (!deep) {
-              f(xt, toff, dc, wb, ldw, tile, ldt, false);
-              emit(oh * ow + j * mr, cnt, k0, k1, static_cast<const T*>(tile), ldt);
-            } else {
-              f(xt, toff + d0, dc, wb + d0 * ldw, ldw, acc.data() + ((oh - oh0) * tpr + j) * mr * ldt, ldt, d0 > 0);
-            }
+        for (i64 j = 0; j < ntile; ++j) {
+          i64 pt;
+          int cnt;
+          pixel(j, pt, cnt);
+          T* dst = deep ? acc.data() + j * mr * ldt : tile;
+          const bool add = deep && d0 > 0;
+          if (kFlat) {
+            for (int i = 0; i < mr; ++i) base[i] = pb[pt + std::min(i, cnt - 1)];  // past the end: repeats
+            fflat(xg, base, toff + d0, dc, wb + d0 * ldw, ldw, dst, ldt, add);
+          } else {
+            frow(xg + rowbase[pt / ow] + pt % ow, toff + d0, dc, wb + d0 * ldw, ldw, dst, ldt, add);
           }
+          if (!deep) emit(pt, cnt, k0, k1, static_cast<const T*>(tile), ldt);
+        }
         if (!deep) break;
       }
       if (deep)
-        for (i64 oh = oh0; oh < oh1; ++oh)
-          for (i64 j = 0; j < tpr; ++j)
-            emit(oh * ow + j * mr, int(std::min<i64>(mr, ow - j * mr)), k0, k1,
-                 static_cast<const T*>(acc.data() + ((oh - oh0) * tpr + j) * mr * ldt), ldt);
+        for (i64 j = 0; j < ntile; ++j) {
+          i64 pt;
+          int cnt;
+          pixel(j, pt, cnt);
+          emit(pt, cnt, k0, k1, static_cast<const T*>(acc.data() + j * mr * ldt), ldt);
+        }
     }
   }
 };
@@ -681,7 +707,7 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
     const T* bg = bias ? bias + g * kg : nullptr;
     T* og = out + (n * q.k + g * kg) * L;
     // the tile written transposed into NCHW, with the bias
-    SK::row_tiles(xg, rowbase.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.get() + g * taps * kpad, kpad,
+    SK::fwd_tiles(xg, rowbase.data(), sg.pb.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.get() + g * taps * kpad, kpad,
                   kg, nvb, acc, [&](i64 pt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
                     emit_nchw<T, S>(tile, ldt, cnt, k0, k1, og, L, pt, bg);
                   });
