@@ -563,9 +563,10 @@ inline void transpose16x16(const float* src, int64_t ld, float* dst) {
 #endif
 
 #if defined(__AVX2__)
-// dst[c*8 + j] = src[j*ld + c] for an 8x8 float block (AVX2's panel width): 8 row loads,
-// unpack pairs, shuffle quads, swap 128-bit halves, 8 row stores.
-inline void transpose8x8(const float* src, int64_t ld, float* dst) {
+// dst[c*ldd + j] = src[j*ld + c] (+ add[c] when given) for an 8x8 float block (AVX2's panel
+// width; conv's smallk emit with ldd = the output plane and add = the bias): 8 row loads, unpack
+// pairs, shuffle quads, swap 128-bit halves, 8 row stores.
+inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd = 8, const float* add = nullptr) {
   __m256 r[8], t[8], u[8];
   for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ld);
   for (int j = 0; j < 8; j += 2) {  // per 128-bit half: (r_j[c], r_j+1[c]) pairs
@@ -579,8 +580,13 @@ inline void transpose8x8(const float* src, int64_t ld, float* dst) {
     u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xee);
   }
   for (int q = 0; q < 4; ++q) {  // column q: rows 0-3 then 4-7; column 4+q from the high halves
-    _mm256_storeu_ps(dst + q * 8, _mm256_permute2f128_ps(u[q], u[4 + q], 0x20));
-    _mm256_storeu_ps(dst + (4 + q) * 8, _mm256_permute2f128_ps(u[q], u[4 + q], 0x31));
+    __m256 lo = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20), hi = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
+    if (add) {
+      lo = _mm256_add_ps(lo, _mm256_set1_ps(add[q]));
+      hi = _mm256_add_ps(hi, _mm256_set1_ps(add[4 + q]));
+    }
+    _mm256_storeu_ps(dst + q * ldd, lo);
+    _mm256_storeu_ps(dst + (4 + q) * ldd, hi);
   }
 }
 #endif

@@ -474,10 +474,14 @@ struct SmallK {
     constexpr i64 ldt = 4 * W;
     const i64 dmax = kSmallkDepth;
     const bool deep = depth > dmax;
+    // flat and not deep: tiles gather in a chunk of kChunk tiles (in acc), emitted together, so that
+    // emit_nchw sees whole blocks of 8 pixels; deep: every tile has its slot in acc
+    constexpr i64 kChunk = 8;
     if (deep) acc.resize(static_cast<size_t>(ntile * mr * ldt));
+    else if (kFlat) acc.resize(static_cast<size_t>(kChunk * mr * ldt));
     alignas(64) T tile[kMaxMR * ldt];
     i64 base[kMaxMR];
-    // tile j: its first output pixel and count, and the kernel call that fills dst
+    // tile j: its first output pixel and its count of pixels
     auto pixel = [&](i64 j, i64& pt, int& cnt) {
       if (kFlat) {
         pt = p0 + j * mr;
@@ -500,25 +504,33 @@ struct SmallK {
           i64 pt;
           int cnt;
           pixel(j, pt, cnt);
-          T* dst = deep ? acc.data() + j * mr * ldt : tile;
           const bool add = deep && d0 > 0;
           if (kFlat) {
+            T* dst = acc.data() + (deep ? j : j % kChunk) * mr * ldt;
             for (int i = 0; i < mr; ++i) base[i] = pb[pt + std::min(i, cnt - 1)];  // past the end: repeats
             fflat(xg, base, toff + d0, dc, wb + d0 * ldw, ldw, dst, ldt, add);
+            if (!deep && (j % kChunk == kChunk - 1 || j == ntile - 1)) {
+              const i64 c0 = p0 + (j - j % kChunk) * mr;
+              emit(c0, pt + cnt - c0, k0, k1, static_cast<const T*>(acc.data()), ldt);
+            }
           } else {
+            T* dst = deep ? acc.data() + j * mr * ldt : tile;
             frow(xg + rowbase[pt / ow] + pt % ow, toff + d0, dc, wb + d0 * ldw, ldw, dst, ldt, add);
+            if (!deep) emit(pt, cnt, k0, k1, static_cast<const T*>(tile), ldt);
           }
-          if (!deep) emit(pt, cnt, k0, k1, static_cast<const T*>(tile), ldt);
         }
         if (!deep) break;
       }
-      if (deep)
+      if (deep && kFlat) {
+        emit(p0, p1 - p0, k0, k1, static_cast<const T*>(acc.data()), ldt);  // pixel p's lanes at row p - p0
+      } else if (deep) {
         for (i64 j = 0; j < ntile; ++j) {
           i64 pt;
           int cnt;
           pixel(j, pt, cnt);
           emit(pt, cnt, k0, k1, static_cast<const T*>(acc.data() + j * mr * ldt), ldt);
         }
+      }
     }
   }
 };
@@ -663,11 +675,14 @@ inline void transpose16(__m512 r[16]) {
 }
 #endif
 
-// A finished forward tile (cnt <= 16 output pixels from pt on, lanes [k0, k1), lane k of pixel i at
-// tile[i*ldt + k - k0]) into the NCHW rows og[k*L + pt + i], plus the bias. float on AVX-512: 16 x 16
-// register transposes and masked row stores (the scalar strided loop cost 12% of AlexNet's forward).
+// Finished forward tiles (cnt output pixels from pt on, lanes [k0, k1), lane k of pixel i at
+// tile[i*ldt + k - k0]) into the NCHW rows og[k*L + pt + i], plus the bias. float on AVX-512 (row
+// tiles, cnt <= 16): 16 x 16 register transposes and masked row stores (the scalar strided loop cost
+// 12% of AlexNet's forward). float on AVX2 (flat tiles, emitted a chunk of 8 tiles or a whole
+// plane at a time): 8 x 8 register transposes of full blocks of 8 pixels x 8 lanes, unmasked stores
+// (per 3-pixel tile, masked, they had cost more than the scalar moves: dev/conv/README.md).
 template <class T, Simd S>
-void emit_nchw(const T* tile, i64 ldt, int cnt, i64 k0, i64 k1, T* og, i64 L, i64 pt, const T* bg) {
+void emit_nchw(const T* tile, i64 ldt, i64 cnt, i64 k0, i64 k1, T* og, i64 L, i64 pt, const T* bg) {
 #if defined(__AVX512F__)
   if constexpr (S == Simd::avx512 && std::is_same_v<T, float>) {
     const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
@@ -684,11 +699,23 @@ void emit_nchw(const T* tile, i64 ldt, int cnt, i64 k0, i64 k1, T* og, i64 L, i6
     return;
   }
 #endif
+  i64 i0 = 0;  // pixels before i0 are written
+#if defined(__AVX2__)
+  if constexpr (S == Simd::avx2 && std::is_same_v<T, float>) {
+    const i64 kfull = k0 + (k1 - k0) / 8 * 8;
+    for (; i0 + 8 <= cnt; i0 += 8) {
+      for (i64 kb = k0; kb < kfull; kb += 8)
+        gemm::detail::transpose8x8(tile + i0 * ldt + (kb - k0), ldt, og + kb * L + pt + i0, L, bg ? bg + kb : nullptr);
+      for (i64 k = kfull; k < k1; ++k)
+        for (int i = 0; i < 8; ++i) og[k * L + pt + i0 + i] = tile[(i0 + i) * ldt + (k - k0)] + (bg ? bg[k] : T(0));
+    }
+  }
+#endif
   for (i64 k = k0; k < k1; ++k) {
     T* d = og + k * L + pt;
     const T bk = bg ? bg[k] : T(0);
     const T* sp = tile + (k - k0);
-    for (int i = 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
+    for (i64 i = i0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
   }
 }
 
@@ -708,7 +735,7 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
     T* og = out + (n * q.k + g * kg) * L;
     // the tile written transposed into NCHW, with the bias
     SK::fwd_tiles(xg, rowbase.data(), sg.pb.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.get() + g * taps * kpad, kpad,
-                  kg, nvb, acc, [&](i64 pt, int cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
+                  kg, nvb, acc, [&](i64 pt, i64 cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
                     emit_nchw<T, S>(tile, ldt, cnt, k0, k1, og, L, pt, bg);
                   });
   };
