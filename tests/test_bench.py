@@ -146,6 +146,21 @@ def test_peaks_cache(tmp_path, monkeypatch):
     assert len(calls) == 2
     # another machine (or pydl version) gets its own entry
     assert peaks.cache_path(dict(peaks.machine_key(), cpu="other")) != peaks.cache_path()
+    # so does another SIMD level or thread count of this one: a run held to AVX2 (PYDL_SIMD) on an
+    # AVX-512 CPU measures its own roof instead of reusing the unheld run's
+    import pydl
+    from pydl import _cpp
+
+    assert peaks.machine_key()["simd"] == _cpp.compiled_simd()
+    before = pydl.get_num_threads()
+    mine = peaks.cache_path()
+    try:
+        pydl.set_num_threads(1 if before != 1 else 2)
+        assert peaks.cache_path() != mine
+        peaks.peaks(verbose=False, gpu=False)
+        assert len(calls) == 3  # measured again for the other thread count
+    finally:
+        pydl.set_num_threads(before)
 
 
 def test_fma_probe_runs():

@@ -31,11 +31,22 @@ def cache_dir() -> Path:
 
 
 def machine_key() -> dict:
+    """What the cached peaks depend on: the CPU, the pydl and NumPy versions, and how this process
+    runs it: the SIMD level of the native module in use (PYDL_SIMD=avx2 on an AVX-512 CPU has the
+    AVX2 roof; a cache of the unheld run would give it the AVX-512 one) and pydl's thread count."""
     import pydl
+    from pydl import backends
     from pydl.machine import cpu_model
 
+    try:
+        from pydl import _cpp
+
+        simd = _cpp.compiled_simd()
+    except ImportError:
+        simd = None
     return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "pydl": pydl.__version__, "numpy": np.__version__}
+            else os.cpu_count(), "pydl": pydl.__version__, "numpy": np.__version__, "simd": simd,
+            "threads": backends.get_num_threads()}
 
 
 def cache_path(key: dict | None = None) -> Path:
