@@ -83,7 +83,8 @@ def test_cpp_forced_paths_taken(path):
 def test_cpp_smallk_blocks(dtype, level):
     """smallk beyond the random sweep's sizes: products deeper than one depth block (C*R*S > 256
     taps forward, > 256 pixels for dW), several lane blocks with a narrower tail (Kg = 70, 130),
-    groups, stride/padding/dilation, one image on two threads (dW split over taps)."""
+    groups, stride/padding/dilation, one image on two threads (dW split over taps), stride-2 rows
+    through the vector phase split."""
     from pydl import _cpp
     rng = np.random.default_rng(9)
     _cpp.set_simd_level(level)
@@ -92,7 +93,12 @@ def test_cpp_smallk_blocks(dtype, level):
                    (1, 4, 21, 19, 5, 2, 3, 1, (1, 1), (0, 1), (1, 1)),
                    (2, 60, 6, 5, 6, 3, 3, 2, (2, 1), (1, 0), (1, 2)),
                    (1, 3, 5, 6, 70, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
-                   (3, 2, 7, 4, 130, 1, 2, 1, (1, 2), (0, 1), (2, 1))]:
+                   (3, 2, 7, 4, 130, 1, 2, 1, (1, 2), (0, 1), (2, 1)),
+                   # stride 2 along rows long enough for the vector phase split (16 + 8 + a
+                   # scalar tail; even and odd padding; no padding)
+                   (1, 3, 9, 29, 20, 3, 3, 1, (2, 2), (1, 1), (1, 1)),
+                   (2, 2, 7, 40, 10, 3, 3, 1, (1, 2), (0, 2), (1, 1)),
+                   (1, 2, 6, 17, 9, 2, 2, 1, (2, 2), (0, 0), (1, 1))]:
             _check("cpp:smallk", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
     finally:
         _cpp.set_simd_level("avx512")

@@ -600,7 +600,30 @@ void phase_plane(const Geom& q, i64 wph, const i64* cmap, const T* x, T* dst) {
     // input column ix lands at cmap[ix] (phase (ix + pw) % sw, entry (ix + pw) / sw): one scatter
     // pass over the row (per-phase strided copies of ~15 elements ran at ~100 cycles a row)
     std::fill(d, d + wq, T(0));
-    for (i64 ix = 0; ix < q.w; ++ix) d[cmap[ix]] = src[ix];
+    i64 ix = 0;
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (q.sw == 2) {  // split in registers (the scatter was 6% of a c128 s2 forward at AVX2):
+        // even columns 2m go to phase pw % 2 at entry m + pw / 2, odd ones to the other at m + (pw + 1) / 2
+        float* de = d + (q.pw % 2) * wph + q.pw / 2;
+        float* dd = d + (1 - q.pw % 2) * wph + (q.pw + 1) / 2;
+        for (; ix + 16 <= q.w; ix += 16) {
+          const __m256 a = _mm256_loadu_ps(src + ix), b = _mm256_loadu_ps(src + ix + 8);
+          // per 128-bit half (a0 a2 b0 b2 | a4 a6 b4 b6); the 64-bit permute puts them in order
+          const __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xdd);
+          _mm256_storeu_ps(de + ix / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xd8)));
+          _mm256_storeu_ps(dd + ix / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xd8)));
+        }
+        for (; ix + 8 <= q.w; ix += 8) {
+          const __m256 a = _mm256_loadu_ps(src + ix);
+          const __m128 lo = _mm256_castps256_ps128(a), hi = _mm256_extractf128_ps(a, 1);
+          _mm_storeu_ps(de + ix / 2, _mm_shuffle_ps(lo, hi, 0x88));
+          _mm_storeu_ps(dd + ix / 2, _mm_shuffle_ps(lo, hi, 0xdd));
+        }
+      }
+    }
+#endif
+    for (; ix < q.w; ++ix) d[cmap[ix]] = src[ix];
   }
 }
 
