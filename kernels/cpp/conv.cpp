@@ -479,11 +479,9 @@ struct SmallK {
     constexpr i64 kChunk = 8;
     if (deep) acc.resize(static_cast<size_t>(ntile * mr * ldt));
     else if (kFlat) acc.resize(static_cast<size_t>(kChunk * mr * ldt));
-    alignas(64) T tile[kMaxMR * ldt];
-    i64 base[kMaxMR];
     // tile j: its first output pixel and its count of pixels
     auto pixel = [&](i64 j, i64& pt, int& cnt) {
-      if (kFlat) {
+      if constexpr (kFlat) {
         pt = p0 + j * mr;
         cnt = int(std::min<i64>(mr, p1 - pt));
       } else {
@@ -494,8 +492,10 @@ struct SmallK {
     };
     for (i64 v0 = 0; v0 < nvec; v0 += nvb) {
       const int nv = int(std::min<i64>(nvec - v0, nvb));
-      const auto frow = kFlat ? nullptr : row_fn(nvb, nv, mr);
-      const auto fflat = kFlat ? fn(nvb, nv) : nullptr;
+      Fn fflat = nullptr;  // flat tiles
+      RowFn frow = nullptr;  // row tiles
+      if constexpr (kFlat) fflat = fn(nvb, nv);
+      else frow = row_fn(nvb, nv, mr);
       const T* wb = wpk + v0 * W * depth;
       const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
       for (i64 d0 = 0; d0 < depth; d0 += dmax) {
@@ -505,8 +505,9 @@ struct SmallK {
           int cnt;
           pixel(j, pt, cnt);
           const bool add = deep && d0 > 0;
-          if (kFlat) {
+          if constexpr (kFlat) {
             T* dst = acc.data() + (deep ? j : j % kChunk) * mr * ldt;
+            i64 base[kMaxMR];
             for (int i = 0; i < mr; ++i) base[i] = pb[pt + std::min(i, cnt - 1)];  // past the end: repeats
             fflat(xg, base, toff + d0, dc, wb + d0 * ldw, ldw, dst, ldt, add);
             if (!deep && (j % kChunk == kChunk - 1 || j == ntile - 1)) {
@@ -514,6 +515,7 @@ struct SmallK {
               emit(c0, pt + cnt - c0, k0, k1, static_cast<const T*>(acc.data()), ldt);
             }
           } else {
+            alignas(64) T tile[kMaxMR * ldt];
             T* dst = deep ? acc.data() + j * mr * ldt : tile;
             frow(xg + rowbase[pt / ow] + pt % ow, toff + d0, dc, wb + d0 * ldw, ldw, dst, ldt, add);
             if (!deep) emit(pt, cnt, k0, k1, static_cast<const T*>(tile), ldt);
@@ -722,23 +724,20 @@ void emit_nchw(const T* tile, i64 ldt, i64 cnt, i64 k0, i64 k1, T* og, i64 L, i6
     return;
   }
 #endif
-  i64 i0 = 0;  // pixels before i0 are written
+  i64 i0 = 0, kfull = k0;  // lanes [k0, kfull) of pixels [0, i0) are written
 #if defined(__AVX2__)
   if constexpr (S == Simd::avx2 && std::is_same_v<T, float>) {
-    const i64 kfull = k0 + (k1 - k0) / 8 * 8;
-    for (; i0 + 8 <= cnt; i0 += 8) {
+    kfull = k0 + (k1 - k0) / 8 * 8;
+    for (; i0 + 8 <= cnt; i0 += 8)
       for (i64 kb = k0; kb < kfull; kb += 8)
         gemm::detail::transpose8x8(tile + i0 * ldt + (kb - k0), ldt, og + kb * L + pt + i0, L, bg ? bg + kb : nullptr);
-      for (i64 k = kfull; k < k1; ++k)
-        for (int i = 0; i < 8; ++i) og[k * L + pt + i0 + i] = tile[(i0 + i) * ldt + (k - k0)] + (bg ? bg[k] : T(0));
-    }
   }
 #endif
   for (i64 k = k0; k < k1; ++k) {
     T* d = og + k * L + pt;
     const T bk = bg ? bg[k] : T(0);
     const T* sp = tile + (k - k0);
-    for (i64 i = i0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
+    for (i64 i = k < kfull ? i0 : 0; i < cnt; ++i) d[i] = sp[i * ldt] + bk;
   }
 }
 

@@ -74,9 +74,9 @@ def nchw(name, x):
 
 def output_hw(name, hw, kernel_size, stride, padding, dilation, ceil_mode=False):
     """(OH, OW), or ValueError naming ``name`` if the dilated kernel does not fit."""
-    if len(hw) == 2 and not ceil_mode:  # out_size's rule written out (a conv call runs this 3 times)
-        (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = hw, kernel_size, stride, padding, dilation
-        out = ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+    if len(hw) == 2:  # two calls, no generator (a conv call runs this 3 times)
+        out = (out_size(hw[0], kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode),
+               out_size(hw[1], kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode))
     else:
         out = tuple(out_size(n, k, s, p, d, ceil_mode)
                     for n, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation))
