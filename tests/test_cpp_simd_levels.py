@@ -129,6 +129,23 @@ def test_vector_math(simd_level, fn):
     assert np.all(np.abs(out[small] - ref[small]) <= 6e-45), fn
 
 
+# exp and expm1 (so tanh and sigmoid) take a short path on AVX2 when every lane of a vector is
+# in range (simd_math.hpp, kFastPow2). One lane out of range in each group of 16 sends every
+# vector down the general path: the other lanes must come out with the same bits.
+@pytest.mark.parametrize("fn,far", [("exp", -100.0), ("expm1", -40.0), ("tanh", 20.0), ("sigmoid", 100.0)])
+def test_vector_math_paths_agree(simd_level, fn, far):
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(16 * 1000) * {"tanh": 4.0, "expm1": 8.0}.get(fn, 25.0)).astype(np.float32)
+    x = np.clip(x, -29.0, 87.0)
+    mixed = x.copy()
+    mixed[::16] = far
+    fast, slow = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    _cpp.vmath_f32(fn, x, fast)
+    _cpp.vmath_f32(fn, mixed, slow)
+    keep = np.arange(x.size) % 16 != 0
+    np.testing.assert_array_equal(fast[keep].view(np.uint32), slow[keep].view(np.uint32))
+
+
 def test_vector_math_rejects_unknown_name():
     x = np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="fn"):
