@@ -1,5 +1,5 @@
-"""cpp dropout: the keep-mask drawn inside the kernel is dropout_mask's, bit for bit, at sizes
-that cross the thread chunks; the backward applies the same mask; the given-mask path; NaN."""
+"""cpp dropout: the keep-mask drawn inside the kernel is dropout_mask's, bit for bit, at every
+SIMD level (AVX2 hashes four counters per register) and at sizes that cross the thread chunks; the backward applies the same mask; the given-mask path; NaN."""
 import numpy as np
 import pytest
 
@@ -13,7 +13,7 @@ if "cpp" not in registry.SPECS["dropout"].implementations():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 1 - 2**-24, 3 * 2**-24])
-def test_seeded_mask_is_the_reference_mask(threads, dtype, p):
+def test_seeded_mask_is_the_reference_mask(threads, simd_level, dtype, p):
     rng = np.random.default_rng(0)
     x = rng.uniform(0.5, 1.5, (3, 40001)).astype(dtype)
     seed = int(rng.integers(1 << 63)) * 2 + 1  # past int64: the full uint64 seed range
@@ -29,7 +29,7 @@ def test_seeded_mask_is_the_reference_mask(threads, dtype, p):
     np.testing.assert_array_equal(dx, g * (keep.astype(dtype) * scale))
 
 
-def test_given_mask_eval_and_nan():
+def test_given_mask_eval_and_nan(simd_level):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((70, 513)).astype(np.float32)
     x[3, 5] = np.nan

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <iterator>
 #include <limits>
@@ -441,6 +442,67 @@ bool tanh_form(const std::string& approximate) {
 // an integer and p * 2^24 is exact in double), so the mask is the same bit for bit. A multiply,
 // not a select: a dropped NaN stays NaN, as in the reference (x * 0).
 
+// splitmix64 of element i's counter, as dropout_mask draws it
+inline std::uint64_t dropout_hash(std::uint64_t seed, std::uint64_t i) {
+  std::uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+#if defined(__AVX2__)
+// AVX2 has no 64-bit multiply (vpmullq is AVX-512DQ), and GCC left the hash loop scalar with a
+// branch per element: 2.9 ms for 1M floats on two Zen 5 cores held to AVX2, 0.12 ms at AVX-512.
+// Four counters per register: a * c mod 2^64 = alo clo + ((ahi clo + alo chi) << 32).
+inline __m256i mul64_const(__m256i a, std::uint64_t c) {
+  const __m256i cl = _mm256_set1_epi64x(static_cast<long long>(c & 0xffffffffu));
+  const __m256i ch = _mm256_set1_epi64x(static_cast<long long>(c >> 32));
+  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), cl), _mm256_mul_epu32(a, ch));
+  return _mm256_add_epi64(_mm256_mul_epu32(a, cl), _mm256_slli_epi64(cross, 32));
+}
+
+// all-ones in the 64-bit lanes whose element is dropped: (hash >> 40) < th, z the counters' seed + (i + 1) golden
+inline __m256i dropped4(__m256i z, __m256i th) {
+  z = mul64_const(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xBF58476D1CE4E5B9ull);
+  z = mul64_const(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94D049BB133111EBull);
+  z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+  return _mm256_cmpgt_epi64(th, _mm256_srli_epi64(z, 40));  // both below 2^25: the signed compare holds
+}
+
+// y[i] = x[i] * (kept ? sc : 0) for i in [b, e), 8 floats or 4 doubles a step; returns where it stopped
+template <class T>
+ptrdiff_t dropout_seeded_avx2(const T* x, T* y, ptrdiff_t b, ptrdiff_t e, std::uint64_t seed, std::uint64_t th, T sc) {
+  constexpr int L = std::is_same_v<T, float> ? 8 : 4;
+  constexpr std::uint64_t G = 0x9E3779B97F4A7C15ull;
+  const __m256i thv = _mm256_set1_epi64x(static_cast<long long>(th));
+  const __m256i step4 = _mm256_set1_epi64x(static_cast<long long>(4 * G));
+  const std::uint64_t i0 = static_cast<std::uint64_t>(b);
+  __m256i z = _mm256_setr_epi64x(static_cast<long long>(seed + (i0 + 1) * G), static_cast<long long>(seed + (i0 + 2) * G),
+                                 static_cast<long long>(seed + (i0 + 3) * G), static_cast<long long>(seed + (i0 + 4) * G));
+  ptrdiff_t i = b;
+  if constexpr (L == 8) {
+    const __m256i low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256 scv = _mm256_set1_ps(sc);
+    for (; i + 8 <= e; i += 8) {
+      const __m256i z1 = _mm256_add_epi64(z, step4);
+      const __m256i d0 = _mm256_permutevar8x32_epi32(dropped4(z, thv), low32);
+      const __m256i d1 = _mm256_permutevar8x32_epi32(dropped4(z1, thv), low32);
+      const __m256 drop = _mm256_castsi256_ps(_mm256_permute2x128_si256(d0, d1, 0x20));
+      _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_andnot_ps(drop, scv)));
+      z = _mm256_add_epi64(z1, step4);
+    }
+  } else {
+    const __m256d scv = _mm256_set1_pd(sc);
+    for (; i + 4 <= e; i += 4) {
+      const __m256d drop = _mm256_castsi256_pd(dropped4(z, thv));
+      _mm256_storeu_pd(y + i, _mm256_mul_pd(_mm256_loadu_pd(x + i), _mm256_andnot_pd(drop, scv)));
+      z = _mm256_add_epi64(z, step4);
+    }
+  }
+  return i;
+}
+#endif
+
 template <class T>
 void dropout_seeded(const Array<T>& x, Array<T>& out, std::uint64_t seed, double p) {
   PYDL_CHECK(p >= 0 && p <= 1, "p: expected a probability in [0, 1], got " << p);
@@ -450,25 +512,34 @@ void dropout_seeded(const Array<T>& x, Array<T>& out, std::uint64_t seed, double
   const std::uint64_t thresh = static_cast<std::uint64_t>(std::ceil(p * 16777216.0));
   const T scale = p == 1 ? T(0) : T(1.0 / (1.0 - p));
   py::gil_scoped_release nogil;
-  // blocks of 256: the hash loop has no branch and vectorizes (AVX-512 has the 64-bit multiply);
-  // the multiply by the per-element factor is a second, streaming loop
+  [[maybe_unused]] const bool avx2 = simd_level() == Simd::avx2;
   for_chunks(n, [&](ptrdiff_t b, ptrdiff_t e) {
-    constexpr ptrdiff_t B = 256;
     const std::uint64_t sd = seed, th = thresh;  // locals, not captured references: the loop vectorizes
     const T sc = scale;
-    T k[B];
+#if defined(__AVX2__)
+    if (avx2) {
+      const ptrdiff_t i = dropout_seeded_avx2(xp, yp, b, e, sd, th, sc);
+      for (ptrdiff_t j = i; j < e; ++j) yp[j] = xp[j] * (T((dropout_hash(sd, std::uint64_t(j)) >> 40) >= th) * sc);
+      return;
+    }
+#endif
+    // blocks of 256: the hash loop has no branch and vectorizes at AVX-512 (which has the 64-bit
+    // multiply); the multiply by the per-element factor is a second, streaming loop
+    // (the factor as sc's bits and a mask of the keep bit, not T(kept) * sc: without a vector
+    // 64-bit multiply GCC kept the scalar loop and branched on `kept`, 2.8 ms for 1M floats at x86-64-v2)
+    using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    U scb;
+    std::memcpy(&scb, &sc, sizeof scb);
+    constexpr ptrdiff_t B = 256;
+    U k[B];
     for (ptrdiff_t s = b; s < e; s += B) {
       const ptrdiff_t m = std::min(B, e - s);
 #pragma omp simd
-      for (ptrdiff_t j = 0; j < m; ++j) {
-        std::uint64_t z = sd + (std::uint64_t(s + j) + 1) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        k[j] = T((z >> 40) >= th) * sc;
-      }
+      for (ptrdiff_t j = 0; j < m; ++j) k[j] = scb & (U(0) - U((dropout_hash(sd, std::uint64_t(s + j)) >> 40) >= th));
+      T kf[B];
+      std::memcpy(kf, k, sizeof(U) * static_cast<size_t>(m));
 #pragma omp simd
-      for (ptrdiff_t j = 0; j < m; ++j) yp[s + j] = xp[s + j] * k[j];
+      for (ptrdiff_t j = 0; j < m; ++j) yp[s + j] = xp[s + j] * kf[j];
     }
   });
 }
@@ -485,8 +556,10 @@ void dropout_masked(const Array<T>& x, const py::array& mask, Array<T>& out, dou
   const T scale = p == 1 ? T(0) : T(1.0 / (1.0 - p));
   py::gil_scoped_release nogil;
   for_chunks(n, [&](ptrdiff_t b, ptrdiff_t e) {
+    // no branch: written `mp[i] ? scale : 0`, a random mask mispredicted half the time (1.9 ms
+    // for 1M floats on two Zen 5 cores)
 #pragma omp simd
-    for (ptrdiff_t i = b; i < e; ++i) yp[i] = xp[i] * (mp[i] ? scale : T(0));
+    for (ptrdiff_t i = b; i < e; ++i) yp[i] = xp[i] * (T(mp[i] != 0) * scale);
   });
 }
 
