@@ -30,6 +30,7 @@ cdef inline void _pool_max_row(const floating* row, const int64_t* start, const 
                                floating* hv, int64_t* hc) noexcept nogil:
     cdef Py_ssize_t o, t, w
     cdef floating v
+    cdef bint take
     for o in range(n):
         if count[o] > 0:
             hv[o] = row[start[o]]
@@ -42,9 +43,10 @@ cdef inline void _pool_max_row(const floating* row, const int64_t* start, const 
             if t < count[o]:
                 w = start[o] + t * step
                 v = row[w]
-                if v > hv[o] or v != v:
-                    hv[o] = v
-                    hc[o] = w
+                # selects, not a branch on the data (mispredicted half the time on random input)
+                take = (v > hv[o]) | (v != v)
+                hv[o] = v if take else hv[o]
+                hc[o] = w if take else hc[o]
 
 
 @cython.boundscheck(False)
@@ -62,13 +64,16 @@ cdef inline void _pool_max_col(const floating* hv, const int64_t* hc, Py_ssize_t
     for o in range(n):
         out[o] = hv[h0 * n + o]
         idx[o] = h0 * width + hc[h0 * n + o] if hc[h0 * n + o] >= 0 else -1
+    cdef bint take
+    cdef int64_t j
     for t in range(1, c):
         h = h0 + t * step
         for o in range(n):
             v = hv[h * n + o]
-            if v > out[o] or v != v:
-                out[o] = v
-                idx[o] = h * width + hc[h * n + o] if hc[h * n + o] >= 0 else -1
+            j = h * width + hc[h * n + o] if hc[h * n + o] >= 0 else -1
+            take = (v > out[o]) | (v != v)
+            out[o] = v if take else out[o]
+            idx[o] = j if take else idx[o]
 
 
 @cython.boundscheck(False)
