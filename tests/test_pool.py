@@ -140,6 +140,15 @@ def test_cpp_simd_levels(simd_level):
         _check("max_pool2d", "cpp", xs, hp, np.float32, rng, x=x)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpp_global_average(simd_level, dtype, threads):
+    """adaptive_avg_pool2d to 1x1 (the whole-plane sum): planes shorter than a vector, a whole
+    number of vector pairs, pairs plus a vector plus a tail; enough planes for the threaded loop."""
+    rng = np.random.default_rng(12)
+    for xs in [(2, 3, 1, 1), (2, 3, 3, 5), (1, 4, 9, 13), (3, 2, 16, 16), (2, 3, 8, 8), (4, 512, 7, 7)]:
+        _check("adaptive_avg_pool2d", "cpp", xs, dict(output_size=1), dtype, rng)
+
+
 WIDE = [  # rows long enough for the cpp shifted-load avg backward (stride 1 and 2) at 16 lanes
     ((1, 2, 7, 101), dict(kernel_size=3, stride=2, padding=1)),
     ((1, 2, 6, 70), dict(kernel_size=2, stride=2)),
@@ -271,3 +280,13 @@ def test_cpp_third_pass_threads(threads):
     for op, xs, hp in (THIRD[0], THIRD[4], THIRD[8], THIRD[14]):
         for dtype in DTYPES:
             _check(op, "cpp", (3,) + xs[1:], hp, dtype, rng)
+
+
+def test_adaptive_window_total():
+    """The flop count's window total (plain ints, run before every native call) is the sum of
+    adaptive_bounds' windows."""
+    from pydl.ops.pool import _window_total, adaptive_bounds
+    for n in range(1, 40):
+        for out in range(1, 45):
+            start, end = adaptive_bounds(n, out)
+            assert _window_total(n, out) == int((end - start).sum()), (n, out)
