@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+import pydl  # noqa: E402
 from pydl import _cpp  # noqa: E402  (make test always builds it)
 
 import test_conformance as conformance  # noqa: E402  (module import: pytest must not collect its tests twice)
@@ -144,6 +145,25 @@ def test_vector_math_paths_agree(simd_level, fn, far):
     _cpp.vmath_f32(fn, mixed, slow)
     keep = np.arange(x.size) % 16 != 0
     np.testing.assert_array_equal(fast[keep].view(np.uint32), slow[keep].view(np.uint32))
+
+
+# The pointwise losses' vector log takes a short path on AVX2 when every lane is a positive
+# normal float (loss.cpp, vlog). A zero input (log 0 = -inf, clamped to -100) in each group of 16
+# sends every vector of binary_cross_entropy down the general path; kl_div's target the same.
+def test_loss_log_paths_agree(simd_level):
+    rng = np.random.default_rng(13)
+    p = rng.uniform(1e-6, 1 - 1e-6, 16 * 1000).astype(np.float32)
+    t = rng.uniform(1e-6, 1.0, p.size).astype(np.float32)
+    zero_p, zero_t = p.copy(), t.copy()
+    zero_p[::16] = 0.0
+    zero_t[::16] = 0.0
+    keep = np.arange(p.size) % 16 != 0
+    for op, args in (("binary_cross_entropy", [(a, t) for a in (p, zero_p)]),
+                     ("kl_div", [(np.log(p), b) for b in (t, zero_t)])):
+        fast, slow = (getattr(pydl.ops, op)(*a, reduction="none", backend="cpp") for a in args)
+        np.testing.assert_array_equal(fast[keep].view(np.uint32), slow[keep].view(np.uint32))
+        ref = getattr(pydl.ops, op)(*args[1], reduction="none", backend="numpy")
+        np.testing.assert_allclose(slow, ref, rtol=2e-5, atol=1e-6)  # the zeros too (log 0 clamped)
 
 
 def test_vector_math_rejects_unknown_name():
