@@ -177,10 +177,13 @@ def build():
 
 @section("pytest")
 def run_pytest():
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "--no-header", "-p", "no:cacheprovider",
+    # every failure, not the first only (a first run on a GPU); synchronized launches, so that a fault
+    # inside a kernel is reported against the test that launched it
+    cmd = [sys.executable, "-m", "pytest", "-q", "--maxfail=50", "-rfE", "--no-header", "-p", "no:cacheprovider",
            "tests/test_cuda.py", "tests/test_conformance.py", "-k", "cuda"]
     t0 = time.time()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)
+    env = dict(os.environ, PYDL_CUDA_SYNC="1")
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
     tail = (p.stdout + p.stderr)[-6000:]
     RESULTS["info"]["pytest_rc"] = p.returncode
     RESULTS["info"]["pytest_s"] = round(time.time() - t0, 1)
@@ -449,6 +452,15 @@ def markdown():
     return "\n".join(lines) + "\n"
 
 
+def save(t0) -> str:
+    """Write the JSON and the table so far (a call cut at its time limit keeps what it measured)."""
+    RESULTS["info"]["total_s"] = round(time.time() - t0, 1)
+    (OUT / "cuda_validate.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+    md = markdown()
+    (OUT / "cuda_validate.md").write_text(md)
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one size per group")
@@ -462,19 +474,22 @@ def main():
     build()
     if want("pytest") and not args.skip_pytest:
         run_pytest()
+    save(t0)
     if want("check"):
-        check_gemm()
-        check_conv_pool()
-    if want("gemm"):
-        time_gemm(args.quick)
-    if want("conv"):
-        time_conv(args.quick)
-    if want("pool"):
-        time_pool(args.quick)
-    RESULTS["info"]["total_s"] = round(time.time() - t0, 1)
-    (OUT / "cuda_validate.json").write_text(json.dumps(RESULTS, indent=1, default=str))
-    md = markdown()
-    (OUT / "cuda_validate.md").write_text(md)
+        # synchronized launches: a fault is reported against its kernel and check, not a later one
+        _loader._SYNC, sync = True, _loader._SYNC
+        try:
+            check_gemm()
+            save(t0)
+            check_conv_pool()
+            save(t0)
+        finally:
+            _loader._SYNC = sync
+    for name, fn in (("gemm", time_gemm), ("conv", time_conv), ("pool", time_pool)):
+        if want(name):
+            fn(args.quick)
+            save(t0)
+    md = save(t0)
     log(md)
     return 0 if not RESULTS["errors"] and all(c["ok"] for c in RESULTS["checks"]) else 1
 
