@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.pydl-installed
 NATIVE := pyproject.toml setup.py $(wildcard kernels/cpp/*.cpp kernels/common/*.hpp kernels/cython/*.pyx)
 NVCC   ?= nvcc
 
-.PHONY: demo test install cuda-check wheel-check sanitize fuzz threads large soak clean
+.PHONY: demo test install cuda-check nvrtc-check wheel-check sanitize fuzz threads large soak clean
 
 # The build tools go into the venv and every build uses them there (--no-build-isolation): one
 # stable set of include paths, so a compiler cache (CI's ccache) serves the wheel check's build
@@ -36,6 +36,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Every CUDA family through NVRTC, the compiler the loader uses on a GPU, with the loader's options and
+# the template instances the adapters declare (NVIDIA's wheel carries libnvrtc; no GPU, no driver).
+nvrtc-check: $(STAMP)
+	$(BIN)/python -m pip install -q 'nvidia-cuda-nvrtc==13.*'
+	$(BIN)/python dev/cuda/nvrtc_check.py --arch 90
+	$(BIN)/python dev/cuda/nvrtc_check.py --arch 80
 
 # Every CUDA source must compile with plain nvcc for Hopper (no GPU needed).
 cuda-check:

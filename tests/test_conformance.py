@@ -144,6 +144,8 @@ def test_bad_inputs(name, backend, dtype):
     bad = [(b.id, b.args, b.exc, b.match) for b in (spec.bad_cases(rng) if spec.bad_cases else [])]
     bad += list(_generic_bad(spec, rng))
     for bid, args, exc, match in bad:
+        if xp is not np and any(isinstance(v, np.ndarray) and not v.dtype.isnative for v in args.values()):
+            continue  # CuPy arrays are native-endian only (cupy.asarray swaps the bytes): no such input
         args = {k: (xp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in args.items()}
         with pytest.raises(exc, match=re.escape(match)) as info:
             spec.forward(**args, backend=backend)

@@ -455,6 +455,18 @@ def _cdiv(a, b):  # C's truncating division
 
 def _taps_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
     """cuda_helpers.cuh for_each_tap_reaching: (r, s, oh, ow) whose window reads (h, w)."""
+    if dh == 1 and dw == 1:  # the undilated range form, in the general loop's order
+        hp, wp = h + ph, w + pw
+        oh0, oh1 = ((hp - kh + sh) // sh if hp >= kh else 0), min(OH - 1, hp // sh)
+        ow0, ow1 = ((wp - kw + sw) // sw if wp >= kw else 0), min(OW - 1, wp // sw)
+        for oh in range(oh1, oh0 - 1, -1):
+            for ow in range(ow1, ow0 - 1, -1):
+                yield hp - oh * sh, wp - ow * sw, oh, ow
+        return
+    yield from _taps_reaching_general(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def _taps_reaching_general(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
     for r in range(kh):
         th = h + ph - r * dh
         if th < 0 or th % sh:
@@ -470,6 +482,21 @@ def _taps_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
             if ow >= OW:
                 continue
             yield r, s, oh, ow
+
+
+def test_taps_reaching_range_form_matches_tap_loop():
+    """The undilated range form visits the taps of the general loop, in its order."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        kh, kw, sh, sw = (int(v) for v in rng.integers(1, 6, 4))
+        ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+        H, W = (int(v) for v in rng.integers(max(kh, kw), 20, 2))
+        OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+        OH, OW = OH + int(rng.integers(0, 2)), OW + int(rng.integers(0, 2))  # ceil_mode's extra output
+        for h in range(H):
+            for w in range(W):
+                win = (h, w, OH, OW, kh, kw, sh, sw, ph, pw, 1, 1)
+                assert list(_taps_reaching(*win)) == list(_taps_reaching_general(*win)), win
 
 
 def _k_max_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW):

@@ -167,6 +167,7 @@ def build():
     for fam in ("elementwise", "gemm", "conv", "pool"):
         t0 = time.time()
         mod = _loader.module(fam)
+        mod.compile()                       # NVRTC now (extern "C" families have no names to resolve)
         for name in _loader._NAMES.get(fam, ()):
             mod.get_function(name)          # every declared instance must resolve
         RESULTS["info"][f"compile_{fam}_s"] = round(time.time() - t0, 2)
@@ -307,8 +308,10 @@ def check_conv_pool():
         with poisoned():
             y = getattr(pydl.ops, op)(x, **kw, backend="cuda")
             (dx,) = getattr(pydl.ops, op + "_backward")(gy, x, **kw, backend="cuda")
-        check(f"{op} {kw} fwd", y, cupy.from_dlpack(ref.detach()), 1e-6)
-        check(f"{op} {kw} bwd", dx, cupy.from_dlpack(xt.grad), 1e-6)
+        # a max is exact; an average sums up to the whole plane (adaptive 1x1: 57*61 terms) in fp32
+        tol = 1e-6 if kind == "max" else acc_tol(x.shape[2] * x.shape[3] if kind == "adaptive" else 9)
+        check(f"{op} {kw} fwd", y, cupy.from_dlpack(ref.detach()), tol)
+        check(f"{op} {kw} bwd", dx, cupy.from_dlpack(xt.grad), tol)
 
 
 # -- 4. timings ----------------------------------------------------------------------------

@@ -17,32 +17,34 @@ __global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long 
   // planes = N*C; element (p, r, s, oh, ow) with p = n*C + c -> cols[n, (c*KH + r)*KW + s, oh*OW + ow],
   // which is the flat index of (p, r, s, oh, ow) in that order.
   const long long L = (long long)OH * OW, total = planes * kh * kw * L;
-  PYDL_GRID_STRIDE(i, total) {
-    long long t = i;
-    const int ow = (int)(t % OW); t /= OW;
-    const int oh = (int)(t % OH); t /= OH;
-    const int s = (int)(t % kw); t /= kw;
-    const int r = (int)(t % kh); t /= kh;
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    I t = i;
+    const int ow = (int)(t % (I)OW); t /= (I)OW;
+    const int oh = (int)(t % (I)OH); t /= (I)OH;
+    const int s = (int)(t % (I)kw); t /= (I)kw;
+    const int r = (int)(t % (I)kh); t /= (I)kh;
     const long long p = t;
     const int ih = oh * sh - ph + r * dh, iw = ow * sw - pw + s * dw;
     cols[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[(p * H + ih) * W + iw] : T(0);
-  }
+  });
 }
 
 template <typename T>
 __global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, long long planes, int H, int W,
                        int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw) {
   const long long total = planes * H * W, L = (long long)OH * OW;
-  PYDL_GRID_STRIDE(i, total) {
-    const int w = (int)(i % W), h = (int)((i / W) % H);
-    const long long p = i / ((long long)H * W);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
+    const long long p = i / (I)((long long)H * W);
     const T* base = cols + p * kh * kw * L;
     T acc = T(0);
     pydl::for_each_tap_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, [&](int r, int s, int oh, int ow) {
       acc += base[((long long)r * kw + s) * L + (long long)oh * OW + ow];
     });
     x[i] = acc;
-  }
+  });
 }
 
 #define PYDL_CONV_INST(K, T)                                                                  \

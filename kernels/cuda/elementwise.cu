@@ -51,12 +51,12 @@ using namespace pydl;
 #define PYDL_ACT(NAME, FWD, BWD)                                                        \
   template <typename T>                                                                 \
   __device__ void NAME##_fwd(const T* __restrict__ x, T* __restrict__ y, long long n, T p) { \
-    PYDL_GRID_STRIDE(i, n) { T v = x[i]; y[i] = (FWD); }                                \
+    for_each_index(n, [&](auto i) { T v = x[i]; y[i] = (FWD); });                       \
   }                                                                                     \
   template <typename T>                                                                 \
   __device__ void NAME##_bwd(const T* __restrict__ g, const T* __restrict__ x,          \
                              T* __restrict__ dx, long long n, T p) {                    \
-    PYDL_GRID_STRIDE(i, n) { T v = x[i]; T gi = g[i]; dx[i] = (BWD); }                  \
+    for_each_index(n, [&](auto i) { T v = x[i]; T gi = g[i]; dx[i] = (BWD); });         \
   }                                                                                     \
   extern "C" __global__ void elementwise_##NAME##_f32(const float* x, float* y, long long n, float p) { NAME##_fwd<float>(x, y, n, p); } \
   extern "C" __global__ void elementwise_##NAME##_f64(const double* x, double* y, long long n, double p) { NAME##_fwd<double>(x, y, n, p); } \
@@ -88,7 +88,7 @@ __device__ void softmax_rows(const T* x, T* y, long long rows, long long n) {
   for (long long r = warp; r < rows; r += nwarps) {
     const T* xr = x + r * n;
     T* yr = y + r * n;
-    T m = -INFINITY;
+    T m = neg_inf<T>();
     for (long long j = lane; j < n; j += 32) { T v = xr[j]; m = (v > m || v != v) ? v : m; }
     m = warp_max(m);
     T s = 0;
@@ -101,24 +101,26 @@ __device__ void softmax_rows(const T* x, T* y, long long rows, long long n) {
 
 template <typename T, bool LOG>
 __device__ void softmax_cols(const T* x, T* y, long long outer, long long n, long long inner) {
-  PYDL_GRID_STRIDE(c, outer * inner) {
-    const long long o = c / inner, in = c % inner;
+  for_each_index(outer * inner, [&](auto c) {
+    using I = decltype(c);
+    const long long o = c / (I)inner, in = c % (I)inner;
     const T* xc = x + o * n * inner + in;
     T* yc = y + o * n * inner + in;
-    T m = -INFINITY;
+    T m = neg_inf<T>();
     for (long long j = 0; j < n; ++j) { T v = xc[j * inner]; m = (v > m || v != v) ? v : m; }
     T s = 0;
     for (long long j = 0; j < n; ++j) s += ex(xc[j * inner] - m);
     if (LOG) { T ls = lg(s); for (long long j = 0; j < n; ++j) yc[j * inner] = xc[j * inner] - m - ls; }
     else { T inv = T(1) / s; for (long long j = 0; j < n; ++j) yc[j * inner] = ex(xc[j * inner] - m) * inv; }
-  }
+  });
 }
 
 template <typename T, bool LOG>
 __device__ void softmax_bwd_cols(const T* g, const T* x, T* dx, long long outer, long long n, long long inner) {
-  PYDL_GRID_STRIDE(c, outer * inner) {
-    const long long o = c / inner, in = c % inner, base = o * n * inner + in;
-    T m = -INFINITY;
+  for_each_index(outer * inner, [&](auto c) {
+    using I = decltype(c);
+    const long long o = c / (I)inner, in = c % (I)inner, base = o * n * inner + in;
+    T m = neg_inf<T>();
     for (long long j = 0; j < n; ++j) { T v = x[base + j * inner]; m = (v > m || v != v) ? v : m; }
     T s = 0;
     for (long long j = 0; j < n; ++j) s += ex(x[base + j * inner] - m);
@@ -132,7 +134,7 @@ __device__ void softmax_bwd_cols(const T* g, const T* x, T* dx, long long outer,
       const T p = ex(x[k] - m) / s;
       dx[k] = LOG ? g[k] - p * dot : p * (g[k] - dot);
     }
-  }
+  });
 }
 
 #define PYDL_SOFTMAX(NAME, LOG)                                                                  \

@@ -309,12 +309,13 @@ __global__ void cast_f32_bf16(const float* __restrict__ x, unsigned short* __res
   x += blockIdx.z * s_in;
   y += blockIdx.z * s_out;
   const long long n = (long long)rows * ld_out;
-  PYDL_GRID_STRIDE(i, n) {
-    int r = (int)(i / ld_out), c = (int)(i % ld_out);
+  for_each_index(n, [&](auto i) {
+    using I = decltype(i);
+    int r = (int)(i / (I)ld_out), c = (int)(i % (I)ld_out);
     float v = 0.f;
     if (c < cols) v = TRANS ? x[(long long)c * ld_in + r] : x[(long long)r * ld_in + c];
     y[i] = f32_to_bf16(v);
-  }
+  });
 }
 
 // out[c] = sum_r g[r * cols + c]: one thread per column, rows read coalesced

@@ -19,11 +19,12 @@ __global__ void max_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
                                long long planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
                                int ph, int pw, int dh, int dw) {
   const long long total = planes * OH * OW;
-  PYDL_GRID_STRIDE(i, total) {
-    const int ow = (int)(i % OW), oh = (int)((i / OW) % OH);
-    const long long p = i / ((long long)OH * OW);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int ow = (int)(i % (I)OW), oh = (int)((i / (I)OW) % (I)OH);
+    const long long p = i / (I)((long long)OH * OW);
     const T* xp = x + p * H * W;
-    T m = T(-__int_as_float(0x7f800000));  // -inf without relying on INFINITY under NVRTC
+    T m = pydl::neg_inf<T>();
     long long at = -1;
     for (int r = 0; r < kh; ++r) {
       const int ih = oh * sh - ph + r * dh;
@@ -41,7 +42,7 @@ __global__ void max_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
     }
     y[i] = m;
     idx[i] = at;
-  }
+  });
 }
 
 // Outputs o along one dimension whose window (start o*s - p, taps r*d) holds
@@ -51,9 +52,10 @@ __global__ void max_pool2d_bwd(const T* __restrict__ g, const long long* __restr
                                long long planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
                                int ph, int pw, int dh, int dw) {
   const long long total = planes * H * W;
-  PYDL_GRID_STRIDE(i, total) {
-    const int w = (int)(i % W), h = (int)((i / W) % H);
-    const long long p = i / ((long long)H * W);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
+    const long long p = i / (I)((long long)H * W);
     const long long self = (long long)h * W + w, base = p * OH * OW;
     T acc = T(0);
     pydl::for_each_tap_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, [&](int, int, int oh, int ow) {
@@ -61,7 +63,7 @@ __global__ void max_pool2d_bwd(const T* __restrict__ g, const long long* __restr
       if (idx[o] == self) acc += g[o];
     });
     dx[i] = acc;
-  }
+  });
 }
 
 // torch's avg_pool2d divisor for output (oh, ow).
@@ -79,9 +81,10 @@ __global__ void avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
                                int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
                                int count_include_pad, long long divisor_override) {
   const long long total = planes * OH * OW;
-  PYDL_GRID_STRIDE(i, total) {
-    const int ow = (int)(i % OW), oh = (int)((i / OW) % OH);
-    const long long p = i / ((long long)OH * OW);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int ow = (int)(i % (I)OW), oh = (int)((i / (I)OW) % (I)OH);
+    const long long p = i / (I)((long long)OH * OW);
     const T* xp = x + p * H * W;
     const int h0 = max(oh * sh - ph, 0), h1 = min(oh * sh - ph + kh, H);
     const int w0 = max(ow * sw - pw, 0), w1 = min(ow * sw - pw + kw, W);
@@ -89,7 +92,7 @@ __global__ void avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
     for (int ih = h0; ih < h1; ++ih)
       for (int iw = w0; iw < w1; ++iw) acc += xp[ih * W + iw];
     y[i] = acc / T(avg_divisor(oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override));
-  }
+  });
 }
 
 template <typename T>
@@ -97,9 +100,10 @@ __global__ void avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__ dx, long
                                int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
                                int count_include_pad, long long divisor_override) {
   const long long total = planes * H * W;
-  PYDL_GRID_STRIDE(i, total) {
-    const int w = (int)(i % W), h = (int)((i / W) % H);
-    const long long p = i / ((long long)H * W);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
+    const long long p = i / (I)((long long)H * W);
     const T* gp = g + p * OH * OW;
     // windows [o*s - p, o*s - p + k) holding h: o in [ceil((h + p - k + 1) / s), floor((h + p) / s)]
     const int oh0 = max(0, (h + ph - kh + sh) / sh), oh1 = min(OH - 1, (h + ph) / sh);
@@ -110,16 +114,17 @@ __global__ void avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__ dx, long
         acc += gp[oh * OW + ow] /
                T(avg_divisor(oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override));
     dx[i] = acc;
-  }
+  });
 }
 
 template <typename T>
 __global__ void adaptive_avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long long planes, int H,
                                         int W, int OH, int OW) {
   const long long total = planes * OH * OW;
-  PYDL_GRID_STRIDE(i, total) {
-    const int ow = (int)(i % OW), oh = (int)((i / OW) % OH);
-    const long long p = i / ((long long)OH * OW);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int ow = (int)(i % (I)OW), oh = (int)((i / (I)OW) % (I)OH);
+    const long long p = i / (I)((long long)OH * OW);
     const T* xp = x + p * H * W;
     const int h0 = (int)(((long long)oh * H) / OH), h1 = (int)(((long long)(oh + 1) * H + OH - 1) / OH);
     const int w0 = (int)(((long long)ow * W) / OW), w1 = (int)(((long long)(ow + 1) * W + OW - 1) / OW);
@@ -127,16 +132,17 @@ __global__ void adaptive_avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__
     for (int ih = h0; ih < h1; ++ih)
       for (int iw = w0; iw < w1; ++iw) acc += xp[ih * W + iw];
     y[i] = acc / T((h1 - h0) * (w1 - w0));
-  }
+  });
 }
 
 template <typename T>
 __global__ void adaptive_avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__ dx, long long planes, int H,
                                         int W, int OH, int OW) {
   const long long total = planes * H * W;
-  PYDL_GRID_STRIDE(i, total) {
-    const int w = (int)(i % W), h = (int)((i / W) % H);
-    const long long p = i / ((long long)H * W);
+  pydl::for_each_index(total, [&](auto i) {
+    using I = decltype(i);
+    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
+    const long long p = i / (I)((long long)H * W);
     const T* gp = g + p * OH * OW;
     // outputs o with floor(o*H/OH) <= h < ceil((o+1)*H/OH): o in [h*OH/H, ceil((h+1)*OH/H) - 1]
     const int oh0 = (int)(((long long)h * OH) / H), oh1 = (int)min((long long)(OH - 1), ((long long)(h + 1) * OH + H - 1) / H - 1);
@@ -152,7 +158,7 @@ __global__ void adaptive_avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__
       }
     }
     dx[i] = acc;
-  }
+  });
 }
 
 #define PYDL_POOL_INST(T)                                                                                    \

@@ -367,6 +367,9 @@ def _torch_setup(pc: _Case, mode: str):
 
     spec = pc.spec
     dev = "cuda" if pc.device == "cuda" else "cpu"
+    if dev == "cuda":  # a float32 comparison: PyTorch's GPU convolutions default to TF32 (10-bit mantissas)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
     def tensors(a, grad_on):
         t = {}

@@ -334,7 +334,7 @@ def _dropout_bad(rng):
 def _dropout_torch(torch, F, a):
     keep, p = a["mask"], a["p"]
     if keep is None and a["seed"] is not None:  # the mask the backends draw from the seed
-        keep = torch.from_numpy(dropout_mask(a["seed"], tuple(a["x"].shape), p))
+        keep = torch.from_numpy(dropout_mask(a["seed"], tuple(a["x"].shape), p)).to(a["x"].device)
     if keep is None:
         return a["x"] * 1.0
     return a["x"] * keep.to(a["x"].dtype) * (0.0 if p == 1.0 else 1.0 / (1.0 - p))

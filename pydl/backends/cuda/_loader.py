@@ -69,6 +69,14 @@ def arch_option(cc: str) -> str:
     return f"--gpu-architecture=sm_{cc}{'a' if cc == '90' else ''}"
 
 
+def nvrtc_options(cc: str) -> tuple[str, ...]:
+    """NVRTC options for compute capability ``cc``. ``-default-device``: NVRTC takes the
+    call operator of a generic lambda inside a kernel (``[&](auto i) {...}``, how
+    ``for_each_index`` picks 32- or 64-bit indices) for a host function without it;
+    nvcc needs nothing. dev/cuda/nvrtc_check.py compiles every family with these."""
+    return ("-std=c++17", arch_option(cc), "-default-device", f"-I{kernel_dir('common')}")
+
+
 def module(family: str, name_expressions: tuple[str, ...] | None = None):
     """The compiled ``RawModule`` of ``family`` on the current device (with
     the family's declared name expressions unless others are given)."""
@@ -83,8 +91,7 @@ def module(family: str, name_expressions: tuple[str, ...] | None = None):
             mod = _CACHE.get(key)
             if mod is None:
                 src = (kernel_dir() / f"{family}.cu").read_text()
-                opts = ("-std=c++17", arch_option(dev.compute_capability), f"-I{kernel_dir('common')}")
-                mod = cupy.RawModule(code=src, options=opts, name_expressions=name_expressions or None)
+                mod = cupy.RawModule(code=src, options=nvrtc_options(dev.compute_capability), name_expressions=name_expressions or None)
                 _CACHE[key] = mod
     return mod
 
