@@ -8,6 +8,7 @@
 #   bash dev/cuda/device_run.sh                 # everything
 #   VALIDATE_ARGS="--quick" bash dev/cuda/device_run.sh
 #   VALIDATE_S=300 BENCH_S=0 bash dev/cuda/device_run.sh   # no pydl bench
+#   NCU_S=90 bash dev/cuda/device_run.sh        # and Nsight Compute on the main kernels
 set -u
 OUT=${OUT:-$PWD/cuda_validate_out}
 export OUT PYTHONUNBUFFERED=1
@@ -39,6 +40,17 @@ if [ "$BENCH_S" -gt 0 ]; then
   cp /tmp/pydl-bench-cuda/report.md "$OUT/bench_report.md" 2>/dev/null
   tail -c 1500 "$OUT/bench.log"
 fi
+
+# Nsight Compute on one launch of each kernel of interest (dev/cuda/profile_kernels.py): what bounds it
+if [ "${NCU_S:-0}" -gt 0 ] && command -v ncu >/dev/null 2>&1; then
+  timeout "$NCU_S" ncu --clock-control none --launch-count 6 \
+    -k 'regex:gemm_simt|gemm_bf16_tc|im2col|max_pool2d|elementwise_relu_f32' \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    $PY dev/cuda/profile_kernels.py > "$OUT/ncu.txt" 2>&1
+  echo "ncu: exit $?"
+fi
+cat "$OUT/bench.log" >> "$OUT/env.txt" 2>/dev/null && rm -f "$OUT/bench.log"  # at most 8 files come back
 
 grep -E '^(FAIL|!!)' "$OUT/validate.log" | head -40
 tail -n 30 "$OUT/pytest.txt" 2>/dev/null

@@ -48,6 +48,20 @@ def _col2im(cols, output_size, kernel_size, stride, padding, dilation):
     return x
 
 
+def _grouped_gemm(a, b, c, m, nn, kk, *, n, groups, a_n, a_g, b_n, b_g, c_n, c_g, **kw):
+    """The GEMMs of every (image, group) pair: element offsets i*x_n + g*x_g for image i and group g.
+    One launch per group batched over the images, or (more groups than images: depthwise) one
+    per image batched over the groups: 4 launches instead of 128 for a depthwise N4 C128."""
+    if groups <= n:
+        for g in range(groups):
+            gemm(a, b, c, m, nn, kk, batch=n, sa=a_n, sb=b_n, sc=c_n, a_off=g * a_g, b_off=g * b_g,
+                 c_off=g * c_g, **kw)
+    else:
+        for i in range(n):
+            gemm(a, b, c, m, nn, kk, batch=groups, sa=a_g, sb=b_g, sc=c_g, a_off=i * a_n, b_off=i * b_n,
+                 c_off=i * c_n, **kw)
+
+
 @register("im2col", "cuda")
 def im2col(x, kernel_size, stride, padding, dilation):
     return _im2col(x, kernel_size, stride, padding, dilation)
@@ -82,10 +96,16 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     kg, crs_g = k // groups, crs // groups
     w = cupy.ascontiguousarray(weight)                                  # (K, C/G*R*S) rows
     b = None if bias is None else cupy.ascontiguousarray(bias)
-    for g in range(groups):   # out[n, g] = w[g] @ cols[n, g], bias per output row
-        gemm(w, cols, out, kg, L, crs_g, lda=crs_g, ldb=L, ldc=L, batch=n, sa=0, sb=crs * L, sc=k * L,
-             a_off=g * kg * crs_g, b_off=g * crs_g * L, c_off=g * kg * L,
-             bias=b, bias_off=g * kg, bias_mode=0 if b is None else 2)
+    if groups <= n:  # out[n, g] = w[g] @ cols[n, g], the bias per output row in the epilogue
+        for g in range(groups):
+            gemm(w, cols, out, kg, L, crs_g, lda=crs_g, ldb=L, ldc=L, batch=n, sa=0, sb=crs * L, sc=k * L,
+                 a_off=g * kg * crs_g, b_off=g * crs_g * L, c_off=g * kg * L,
+                 bias=b, bias_off=g * kg, bias_mode=0 if b is None else 2)
+    else:  # batched over the groups (the bias pointer has no batch stride: added after)
+        _grouped_gemm(w, cols, out, kg, L, crs_g, n=n, groups=groups, a_n=0, a_g=kg * crs_g, b_n=crs * L,
+                      b_g=crs_g * L, c_n=k * L, c_g=kg * L, lda=crs_g, ldb=L, ldc=L)
+        if b is not None:
+            out += b.reshape(1, k, 1, 1)
     return out
 
 
@@ -109,15 +129,14 @@ def conv2d_backward(grad, x, weight, bias, stride, padding, dilation, groups, sa
     cols = _im2col(x, weight.shape[2:], stride, padding, dilation) if need_dw else None  # (N, C*R*S, L)
     dcols = _array.empty((n, crs, L), x.dtype, like=x) if need_dx else None
     dw_n = _array.empty((n, k, crs_g), weight.dtype, like=weight) if need_dw else None  # per-image dW
-    for gi in range(groups):
-        if need_dx:
-            # dcols[n, g] = w[g]^T @ grad[n, g]        (w[g] stored (K/G, C/G*R*S): transposed read)
-            gemm(w, g_, dcols, crs_g, L, kg, ta=True, lda=crs_g, ldb=L, ldc=L, batch=n, sa=0, sb=k * L,
-                 sc=crs * L, a_off=gi * kg * crs_g, b_off=gi * kg * L, c_off=gi * crs_g * L)
-        if need_dw:
-            # dw[n, g] = grad[n, g] @ cols[n, g]^T     (cols[n, g] stored (C/G*R*S, L): transposed read)
-            gemm(g_, cols, dw_n, kg, crs_g, L, tb=True, lda=L, ldb=L, ldc=crs_g, batch=n, sa=k * L,
-                 sb=crs * L, sc=k * crs_g, a_off=gi * kg * L, b_off=gi * crs_g * L, c_off=gi * kg * crs_g)
+    if need_dx:
+        # dcols[n, g] = w[g]^T @ grad[n, g]        (w[g] stored (K/G, C/G*R*S): transposed read)
+        _grouped_gemm(w, g_, dcols, crs_g, L, kg, n=n, groups=groups, a_n=0, a_g=kg * crs_g, b_n=k * L,
+                      b_g=kg * L, c_n=crs * L, c_g=crs_g * L, ta=True, lda=crs_g, ldb=L, ldc=L)
+    if need_dw:
+        # dw[n, g] = grad[n, g] @ cols[n, g]^T     (cols[n, g] stored (C/G*R*S, L): transposed read)
+        _grouped_gemm(g_, cols, dw_n, kg, crs_g, L, n=n, groups=groups, a_n=k * L, a_g=kg * L, b_n=crs * L,
+                      b_g=crs_g * L, c_n=k * crs_g, c_g=kg * crs_g, tb=True, lda=L, ldb=L, ldc=crs_g)
     dx = _col2im(dcols, x.shape[2:], weight.shape[2:], stride, padding, dilation) if need_dx else None
     dw = dw_n.sum(axis=0).reshape(weight.shape) if need_dw else None
     return dx, dw, db
