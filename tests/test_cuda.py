@@ -10,6 +10,7 @@ import pytest
 
 import pydl
 from pydl import _array, backends
+from pydl.backends._shared import ACTIVATIONS, SOFTMAXES
 from pydl.backends.cuda import _loader
 
 gpu = pytest.mark.gpu
@@ -371,15 +372,61 @@ def _emulate(family, kernel, grid, block, args, shared_mem=0):
             dst.reshape(-1)[...] = rconv.im2col(src.reshape(1, planes, H, W), **hp).reshape(-1)
         else:
             dst.reshape(-1)[...] = rconv.col2im(src.reshape(1, planes * kh * kw, OH * OW), (H, W), **hp).reshape(-1)
+    elif name.startswith("elementwise_"):
+        _emulate_elementwise(name[len("elementwise_"):], args)
     else:
         raise AssertionError(f"no emulation for {kernel}")
 
 
+_ACT_PARAM = {"relu": ("relu", {}), "leaky_relu": ("leaky_relu", "negative_slope"), "elu": ("elu", "alpha"),
+              "gelu": ("gelu", {"approximate": "none"}), "gelu_tanh": ("gelu", {"approximate": "tanh"}),
+              "sigmoid": ("sigmoid", {}), "tanh": ("tanh", {})}
+
+
+def _emulate_elementwise(name, args):
+    """elementwise.cu's entry points through the NumPy reference, on the flat buffers they are given."""
+    from pydl import registry
+
+    base, sfx = name.rsplit("_", 1)
+    assert sfx == {4: "f32", 8: "f64"}[args[0].itemsize], name
+    for op in ("log_softmax", "softmax"):
+        if base.startswith(op + "_"):
+            kind = base[len(op) + 1:]
+            if kind == "rows":
+                x, y, rows, n = args
+                shape = (int(rows), int(n), 1)
+            else:
+                *bufs, outer, n, inner = args
+                shape = (int(outer), int(n), int(inner))
+            if kind == "backward":
+                g, x, dx = bufs
+                (d,) = registry.IMPLS[op + "_backward"]["numpy"](g.reshape(shape), x.reshape(shape), dim=1)
+                dx.reshape(-1)[...] = d.reshape(-1)
+            else:
+                x, y = (args[0], args[1])
+                y.reshape(-1)[...] = registry.IMPLS[op]["numpy"](x.reshape(shape), dim=1).reshape(-1)
+            return
+    backward = base.endswith("_backward")
+    kernel = base[:-len("_backward")] if backward else base
+    op, params = _ACT_PARAM[kernel]
+    *bufs, n, p = args
+    params = {params: float(p)} if isinstance(params, str) else params
+    assert all(b.size == int(n) and b.flags.c_contiguous for b in bufs), name
+    if backward:
+        g, x, dx = bufs
+        (d,) = registry.IMPLS[op + "_backward"]["numpy"](g.reshape(-1), x.reshape(-1), **params)
+        dx.reshape(-1)[...] = d
+    else:
+        x, y = bufs
+        y.reshape(-1)[...] = registry.IMPLS[op]["numpy"](x.reshape(-1), **params)
+
+
 @pytest.fixture
 def emulated(monkeypatch):
-    from pydl.backends.cuda import conv, gemm
+    from pydl.backends.cuda import conv, elementwise, gemm
 
     backends.load()
+    monkeypatch.setattr(elementwise, "launch", _emulate)
     for mod in (gemm, conv):
         monkeypatch.setattr(mod, "launch", _emulate)
         monkeypatch.setattr(mod, "cupy_or_raise", lambda: np)
@@ -396,7 +443,8 @@ def _round_bf16(v):
 
 
 @pytest.mark.parametrize("op,variant", [("matmul", None), ("linear", None), ("conv2d", None), ("im2col", None),
-                                        ("col2im", None), ("matmul", "bf16"), ("linear", "bf16")])
+                                        ("col2im", None), ("matmul", "bf16"), ("linear", "bf16"),
+                                        *((op, None) for op in ACTIVATIONS + SOFTMAXES)])
 def test_adapters_emulated(emulated, op, variant):
     """Every conformance case through the cuda adapters with emulated kernels, forward and backward."""
     from pydl import registry

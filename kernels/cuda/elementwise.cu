@@ -66,7 +66,8 @@ using namespace pydl;
 // relu: `v < 0 ? 0 : v` keeps NaN (a NaN compares false).
 PYDL_ACT(relu, v < T(0) ? T(0) : v, v > T(0) ? gi : T(0))
 PYDL_ACT(leaky_relu, v > T(0) ? v : v * p, v > T(0) ? gi : gi * p)
-PYDL_ACT(elu, v > T(0) ? v : p * em1(v < T(0) ? v : T(0)), v > T(0) ? gi : gi * p * ex(v < T(0) ? v : T(0)))
+// elu: the negative branch takes v itself (not min(v, 0)), so a NaN stays NaN.
+PYDL_ACT(elu, v > T(0) ? v : p * em1(v), v > T(0) ? gi : gi * p * ex(v))
 PYDL_ACT(sigmoid, sigm(v), gi * sigm(v) * (T(1) - sigm(v)))
 PYDL_ACT(tanh, th(v), gi * (T(1) - th(v) * th(v)))
 PYDL_ACT(gelu, T(0.5) * v * (T(1) + er(v * T(K_SQRT1_2))),

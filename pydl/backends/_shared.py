@@ -35,8 +35,12 @@ SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
 def contiguous(a, shape=None):
-    """``a`` C-contiguous (copied only when it is not), optionally reshaped."""
-    a = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    """``a`` C-contiguous (copied only when it is not), optionally reshaped; NumPy or CuPy, a 0-d
+    array stays 0-d (``ascontiguousarray`` alone returns it 1-d)."""
+    if not a.flags.c_contiguous:
+        from .._array import module
+
+        a = module(a).ascontiguousarray(a)
     return a if shape is None else a.reshape(shape)
 
 

@@ -2,14 +2,14 @@
 import numpy as np
 
 from ... import _array
-from .._shared import ACTIVATIONS, SOFTMAXES, SUFFIX as _SUFFIX, activation_kernel, reduction_view, register_each
+from .._shared import (ACTIVATIONS, SOFTMAXES, SUFFIX as _SUFFIX, activation_kernel, contiguous, reduction_view,
+                       register_each)
 from ._loader import blocks_for, launch
 
-def _act(op, x, **params):
-    import cupy
 
+def _act(op, x, **params):
     kernel, param = activation_kernel(op, params)
-    x = cupy.ascontiguousarray(x)
+    x = contiguous(x)
     y = _array.empty(x.shape, x.dtype, like=x)
     if x.size:
         launch("elementwise", f"elementwise_{kernel}_{_SUFFIX[x.dtype]}", (blocks_for(x.size),), (256,),
@@ -18,10 +18,8 @@ def _act(op, x, **params):
 
 
 def _act_backward(op, grad, x, **params):
-    import cupy
-
     kernel, param = activation_kernel(op, params)
-    x, grad = cupy.ascontiguousarray(x), cupy.ascontiguousarray(grad)
+    x, grad = contiguous(x), contiguous(grad)
     dx = _array.empty(x.shape, x.dtype, like=x)
     if x.size:
         launch("elementwise", f"elementwise_{kernel}_backward_{_SUFFIX[x.dtype]}", (blocks_for(x.size),),
@@ -30,9 +28,7 @@ def _act_backward(op, grad, x, **params):
 
 
 def _softmax(op, x, dim):
-    import cupy
-
-    x = cupy.ascontiguousarray(x)
+    x = contiguous(x)
     y = _array.empty(x.shape, x.dtype, like=x)
     if not x.size:
         return y
@@ -48,9 +44,7 @@ def _softmax(op, x, dim):
 
 
 def _softmax_backward(op, grad, x, dim):
-    import cupy
-
-    x, grad = cupy.ascontiguousarray(x), cupy.ascontiguousarray(grad)
+    x, grad = contiguous(x), contiguous(grad)
     dx = _array.empty(x.shape, x.dtype, like=x)
     if x.size:
         outer, n, inner = reduction_view(x.shape, dim)
