@@ -365,8 +365,9 @@ def _emulate(family, kernel, grid, block, args, shared_mem=0):
         g, out, rows, cols = args
         out[...] = g.reshape(int(rows), int(cols)).sum(axis=0)
     elif name in ("im2col", "col2im"):
-        src, dst, planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw = (int(a) if np.isscalar(a) else a
-                                                                         for a in args)
+        src, dst, planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, *mg = (int(a) if np.isscalar(a) else a
+                                                                              for a in args)
+        assert mg == [_loader.fastdiv_magic(d) for d in ((OW, OH, kw, kh) if name == "im2col" else (W, H))]
         hp = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
         if name == "im2col":
             dst.reshape(-1)[...] = rconv.im2col(src.reshape(1, planes, H, W), **hp).reshape(-1)
@@ -530,6 +531,60 @@ def _taps_reaching_general(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw):
             if ow >= OW:
                 continue
             yield r, s, oh, ow
+
+
+def _divmod_transcribed(n, d, m):
+    """cuda_helpers.cuh DivMod::div for unsigned n < 2^31: umulhi(n, m) >> (31 - clz(d - 1))."""
+    if m == 0:
+        return n
+    return ((n * np.uint64(m)) >> np.uint64(32)) >> np.uint64((d - 1).bit_length() - 1)
+
+
+def test_fastdiv_magic_divides_every_31_bit_index():
+    """The multiply-shift quotient equals n // d for every divisor tried and indices up to 2^31 - 1."""
+    rng = np.random.default_rng(11)
+    ds = list(range(1, 4097)) + [int(d) for d in rng.integers(4097, 1 << 31, 2000)] + [(1 << 31) - 1, 1 << 30,
+                                                                                         (1 << 30) + 1, 3 << 28]
+    for d in ds:
+        m = _loader.fastdiv_magic(d)
+        assert 0 <= m < 1 << 32
+        n = np.concatenate([rng.integers(0, 1 << 31, 512), [0, 1, d - 1, d, d + 1, 2 * d - 1, (1 << 31) - 1],
+                            np.arange(max(0, (1 << 31) - 1 - 3 * d), (1 << 31) - 1, max(1, d // 2))[:64],
+                            ((1 << 31) - 1) // d * d + np.arange(-2, 1)]).astype(np.uint64)
+        n = n[(n < (1 << 31))]
+        assert np.array_equal(_divmod_transcribed(n, d, m), n // np.uint64(d)), d
+    with pytest.raises(ValueError, match="divisor"):
+        _loader.fastdiv_magic(0)
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+def test_pool_adapters_pass_divisor_magic(monkeypatch, op):
+    """The pool adapters pass the multipliers of the dimensions their kernels split the index by: the
+    output's (OW, OH) forward, the input's (W, H) backward, last."""
+    from pydl.backends.cuda import pool
+
+    calls = []
+
+    def record(family, kernel, grid, block, args, shared_mem=0):
+        calls.append((kernel, args))
+
+    monkeypatch.setattr(pool, "launch", record)
+    monkeypatch.setattr(pool, "cupy_or_raise", lambda: np)
+    backends.load()
+    from pydl import registry
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 13, 10))
+    kw = {"adaptive_avg_pool2d": dict(output_size=(5, 3))}.get(op, dict(kernel_size=(3, 2), stride=(2, 2),
+                                                                         padding=(1, 0), ceil_mode=False))
+    a = registry.SPECS[op].bind((x,), kw)
+    out = registry.IMPLS[op]["cuda"](**a)
+    y = out[0] if isinstance(out, tuple) else out
+    saved = out[1] if isinstance(out, tuple) else None
+    registry.IMPLS[op + "_backward"]["cuda"](np.ones_like(y), **a, **({"saved": saved} if saved else {}))
+    (fk, fargs), (bk, bargs) = calls
+    oh, ow = y.shape[2:]
+    assert [int(v) for v in fargs[-2:]] == [_loader.fastdiv_magic(ow), _loader.fastdiv_magic(oh)], fk
+    assert [int(v) for v in bargs[-2:]] == [_loader.fastdiv_magic(10), _loader.fastdiv_magic(13)], bk
 
 
 def test_taps_reaching_range_form_matches_tap_loop():

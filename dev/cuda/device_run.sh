@@ -43,11 +43,11 @@ fi
 
 # Nsight Compute on one launch of each kernel of interest (dev/cuda/profile_kernels.py): what bounds it
 if [ "${NCU_S:-0}" -gt 0 ] && command -v ncu >/dev/null 2>&1; then
-  timeout "$NCU_S" ncu --clock-control none --launch-count 6 \
+  timeout "$NCU_S" ncu --clock-control none --launch-count "${NCU_LAUNCHES:-6}" \
     -k 'regex:gemm_simt|gemm_bf16_tc|im2col|max_pool2d|elementwise_relu_f32' \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-    $PY dev/cuda/profile_kernels.py > "$OUT/ncu.txt" 2>&1
+    $PY dev/cuda/profile_kernels.py ${NCU_GROUPS:-} > "$OUT/ncu.txt" 2>&1
   echo "ncu: exit $?"
 fi
 cat "$OUT/bench.log" >> "$OUT/env.txt" 2>/dev/null && rm -f "$OUT/bench.log"  # at most 8 files come back

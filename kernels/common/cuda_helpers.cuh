@@ -25,6 +25,29 @@ __device__ __forceinline__ void for_each_index(long long n, F&& f) {
   }
 }
 
+// Division by a kernel-invariant divisor d without a divide instruction: 32-bit n / d is a ~20
+// instruction sequence on the GPU (64-bit ~70), and the index-bound kernels (pooling, im2col) split
+// every flat index by two to four such divisors. For 0 <= n < 2^31, q = floor(n / d) =
+// floor(n * m / 2^(31 + l)) with l = ceil(log2 d) and m = ceil(2^(31 + l) / d) < 2^32 (Granlund &
+// Montgomery, 1994, theorem 4.2 with N = 31): one __umulhi and a shift. The host computes m
+// (pydl/backends/cuda/_loader.py fastdiv_magic; 0 for d == 1). The long long form divides.
+struct DivMod {
+  int d;
+  unsigned m;
+  __device__ __forceinline__ unsigned div(unsigned n) const {
+    return m ? __umulhi(n, m) >> (31 - __clz(d - 1)) : n;
+  }
+  __device__ __forceinline__ long long div(long long n) const { return n / d; }
+  // the digit t % d; t becomes t / d (a flat index taken apart from its fastest dimension on)
+  template <typename I>
+  __device__ __forceinline__ int pop(I& t) const {
+    const I q = div(t);
+    const int r = (int)(t - q * (I)d);
+    t = q;
+    return r;
+  }
+};
+
 // f(r, s, oh, ow) for every tap (r, s) and output (oh, ow) whose window reads input (h, w) at
 // this stride, padding and dilation: the gather form of a scatter-add backward (col2im,
 // max_pool2d_bwd), so each input element is written once, by one thread, without atomics.

@@ -13,17 +13,15 @@
 
 template <typename T>
 __global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long planes, int H, int W,
-                       int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw) {
+                       int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+                       unsigned mOW, unsigned mOH, unsigned mkw, unsigned mkh) {
   // planes = N*C; element (p, r, s, oh, ow) with p = n*C + c -> cols[n, (c*KH + r)*KW + s, oh*OW + ow],
   // which is the flat index of (p, r, s, oh, ow) in that order.
   const long long L = (long long)OH * OW, total = planes * kh * kw * L;
+  const pydl::DivMod dOW{OW, mOW}, dOH{OH, mOH}, dkw{kw, mkw}, dkh{kh, mkh};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    I t = i;
-    const int ow = (int)(t % (I)OW); t /= (I)OW;
-    const int oh = (int)(t % (I)OH); t /= (I)OH;
-    const int s = (int)(t % (I)kw); t /= (I)kw;
-    const int r = (int)(t % (I)kh); t /= (I)kh;
+    auto t = i;
+    const int ow = dOW.pop(t), oh = dOH.pop(t), s = dkw.pop(t), r = dkh.pop(t);
     const long long p = t;
     const int ih = oh * sh - ph + r * dh, iw = ow * sw - pw + s * dw;
     cols[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[(p * H + ih) * W + iw] : T(0);
@@ -32,12 +30,14 @@ __global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long 
 
 template <typename T>
 __global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, long long planes, int H, int W,
-                       int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw) {
+                       int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+                       unsigned mW, unsigned mH) {
   const long long total = planes * H * W, L = (long long)OH * OW;
+  const pydl::DivMod dW{W, mW}, dH{H, mH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
-    const long long p = i / (I)((long long)H * W);
+    auto t = i;
+    const int w = dW.pop(t), h = dH.pop(t);
+    const long long p = t;
     const T* base = cols + p * kh * kw * L;
     T acc = T(0);
     pydl::for_each_tap_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, [&](int r, int s, int oh, int ow) {
@@ -47,10 +47,10 @@ __global__ void col2im(const T* __restrict__ cols, T* __restrict__ x, long long 
   });
 }
 
-#define PYDL_CONV_INST(K, T)                                                                  \
-  template __global__ void K<T>(const T*, T*, long long, int, int, int, int, int, int, int, int, \
-                                int, int, int, int);
-PYDL_CONV_INST(im2col, float)
-PYDL_CONV_INST(im2col, double)
-PYDL_CONV_INST(col2im, float)
-PYDL_CONV_INST(col2im, double)
+#define PYDL_CONV_INST(T)                                                                           \
+  template __global__ void im2col<T>(const T*, T*, long long, int, int, int, int, int, int, int, int, int, \
+                                     int, int, int, unsigned, unsigned, unsigned, unsigned);           \
+  template __global__ void col2im<T>(const T*, T*, long long, int, int, int, int, int, int, int, int, int, \
+                                     int, int, int, unsigned, unsigned);
+PYDL_CONV_INST(float)
+PYDL_CONV_INST(double)

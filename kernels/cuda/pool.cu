@@ -17,12 +17,13 @@
 template <typename T>
 __global__ void max_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ idx,
                                long long planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
-                               int ph, int pw, int dh, int dw) {
+                               int ph, int pw, int dh, int dw, unsigned mOW, unsigned mOH) {
   const long long total = planes * OH * OW;
+  const pydl::DivMod dOW{OW, mOW}, dOH{OH, mOH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int ow = (int)(i % (I)OW), oh = (int)((i / (I)OW) % (I)OH);
-    const long long p = i / (I)((long long)OH * OW);
+    auto t = i;
+    const int ow = dOW.pop(t), oh = dOH.pop(t);
+    const long long p = t;
     const T* xp = x + p * H * W;
     T m = pydl::neg_inf<T>();
     long long at = -1;
@@ -50,12 +51,13 @@ __global__ void max_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
 template <typename T>
 __global__ void max_pool2d_bwd(const T* __restrict__ g, const long long* __restrict__ idx, T* __restrict__ dx,
                                long long planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
-                               int ph, int pw, int dh, int dw) {
+                               int ph, int pw, int dh, int dw, unsigned mW, unsigned mH) {
   const long long total = planes * H * W;
+  const pydl::DivMod dW{W, mW}, dH{H, mH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
-    const long long p = i / (I)((long long)H * W);
+    auto t = i;
+    const int w = dW.pop(t), h = dH.pop(t);
+    const long long p = t;
     const long long self = (long long)h * W + w, base = p * OH * OW;
     T acc = T(0);
     pydl::for_each_tap_reaching(h, w, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, [&](int, int, int oh, int ow) {
@@ -79,12 +81,14 @@ __device__ __forceinline__ long long avg_divisor(int oh, int ow, int H, int W, i
 template <typename T>
 __global__ void avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long long planes, int H, int W,
                                int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
-                               int count_include_pad, long long divisor_override) {
+                               int count_include_pad, long long divisor_override, unsigned mOW,
+                               unsigned mOH) {
   const long long total = planes * OH * OW;
+  const pydl::DivMod dOW{OW, mOW}, dOH{OH, mOH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int ow = (int)(i % (I)OW), oh = (int)((i / (I)OW) % (I)OH);
-    const long long p = i / (I)((long long)OH * OW);
+    auto t = i;
+    const int ow = dOW.pop(t), oh = dOH.pop(t);
+    const long long p = t;
     const T* xp = x + p * H * W;
     const int h0 = max(oh * sh - ph, 0), h1 = min(oh * sh - ph + kh, H);
     const int w0 = max(ow * sw - pw, 0), w1 = min(ow * sw - pw + kw, W);
@@ -98,12 +102,14 @@ __global__ void avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long 
 template <typename T>
 __global__ void avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__ dx, long long planes, int H, int W,
                                int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
-                               int count_include_pad, long long divisor_override) {
+                               int count_include_pad, long long divisor_override, unsigned mW,
+                               unsigned mH) {
   const long long total = planes * H * W;
+  const pydl::DivMod dW{W, mW}, dH{H, mH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
-    const long long p = i / (I)((long long)H * W);
+    auto t = i;
+    const int w = dW.pop(t), h = dH.pop(t);
+    const long long p = t;
     const T* gp = g + p * OH * OW;
     // windows [o*s - p, o*s - p + k) holding h: o in [ceil((h + p - k + 1) / s), floor((h + p) / s)]
     const int oh0 = max(0, (h + ph - kh + sh) / sh), oh1 = min(OH - 1, (h + ph) / sh);
@@ -119,12 +125,13 @@ __global__ void avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__ dx, long
 
 template <typename T>
 __global__ void adaptive_avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__ y, long long planes, int H,
-                                        int W, int OH, int OW) {
+                                        int W, int OH, int OW, unsigned mOW, unsigned mOH) {
   const long long total = planes * OH * OW;
+  const pydl::DivMod dOW{OW, mOW}, dOH{OH, mOH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int ow = (int)(i % (I)OW), oh = (int)((i / (I)OW) % (I)OH);
-    const long long p = i / (I)((long long)OH * OW);
+    auto t = i;
+    const int ow = dOW.pop(t), oh = dOH.pop(t);
+    const long long p = t;
     const T* xp = x + p * H * W;
     const int h0 = (int)(((long long)oh * H) / OH), h1 = (int)(((long long)(oh + 1) * H + OH - 1) / OH);
     const int w0 = (int)(((long long)ow * W) / OW), w1 = (int)(((long long)(ow + 1) * W + OW - 1) / OW);
@@ -137,12 +144,13 @@ __global__ void adaptive_avg_pool2d_fwd(const T* __restrict__ x, T* __restrict__
 
 template <typename T>
 __global__ void adaptive_avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__ dx, long long planes, int H,
-                                        int W, int OH, int OW) {
+                                        int W, int OH, int OW, unsigned mW, unsigned mH) {
   const long long total = planes * H * W;
+  const pydl::DivMod dW{W, mW}, dH{H, mH};
   pydl::for_each_index(total, [&](auto i) {
-    using I = decltype(i);
-    const int w = (int)(i % (I)W), h = (int)((i / (I)W) % (I)H);
-    const long long p = i / (I)((long long)H * W);
+    auto t = i;
+    const int w = dW.pop(t), h = dH.pop(t);
+    const long long p = t;
     const T* gp = g + p * OH * OW;
     // outputs o with floor(o*H/OH) <= h < ceil((o+1)*H/OH): o in [h*OH/H, ceil((h+1)*OH/H) - 1]
     const int oh0 = (int)(((long long)h * OH) / H), oh1 = (int)min((long long)(OH - 1), ((long long)(h + 1) * OH + H - 1) / H - 1);
@@ -163,14 +171,16 @@ __global__ void adaptive_avg_pool2d_bwd(const T* __restrict__ g, T* __restrict__
 
 #define PYDL_POOL_INST(T)                                                                                    \
   template __global__ void max_pool2d_fwd<T>(const T*, T*, long long*, long long, int, int, int, int, int, int, \
-                                             int, int, int, int, int, int);                                  \
+                                             int, int, int, int, int, int, unsigned, unsigned);              \
   template __global__ void max_pool2d_bwd<T>(const T*, const long long*, T*, long long, int, int, int, int,   \
-                                             int, int, int, int, int, int, int, int);                        \
+                                             int, int, int, int, int, int, int, int, unsigned, unsigned);    \
   template __global__ void avg_pool2d_fwd<T>(const T*, T*, long long, int, int, int, int, int, int, int, int, \
-                                             int, int, int, long long);                                      \
+                                             int, int, int, long long, unsigned, unsigned);                  \
   template __global__ void avg_pool2d_bwd<T>(const T*, T*, long long, int, int, int, int, int, int, int, int, \
-                                             int, int, int, long long);                                      \
-  template __global__ void adaptive_avg_pool2d_fwd<T>(const T*, T*, long long, int, int, int, int);           \
-  template __global__ void adaptive_avg_pool2d_bwd<T>(const T*, T*, long long, int, int, int, int);
+                                             int, int, int, long long, unsigned, unsigned);                  \
+  template __global__ void adaptive_avg_pool2d_fwd<T>(const T*, T*, long long, int, int, int, int, unsigned,  \
+                                                      unsigned);                                             \
+  template __global__ void adaptive_avg_pool2d_bwd<T>(const T*, T*, long long, int, int, int, int, unsigned,  \
+                                                      unsigned);
 PYDL_POOL_INST(float)
 PYDL_POOL_INST(double)

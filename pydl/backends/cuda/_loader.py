@@ -130,6 +130,25 @@ def _raise_smem_limit(cupy, fn, nbytes: int) -> None:
         cupy.cuda.driver.funcSetAttribute(fn.kernel.ptr, attr, nbytes)
 
 
+def fastdiv_magic(d: int) -> int:
+    """The multiplier m of cuda_helpers.cuh DivMod for divisor ``d`` (n / d = umulhi(n, m) >> (l - 1)
+    for 0 <= n < 2^31, l = ceil(log2 d)); 0 for d == 1 (no division)."""
+    d = int(d)
+    if d < 1 or d >= 1 << 31:
+        raise ValueError(f"fastdiv_magic: divisor {d} outside [1, 2^31)")
+    if d == 1:
+        return 0
+    l = (d - 1).bit_length()
+    return -(-(1 << (31 + l)) // d)
+
+
+def magic(*divisors):
+    """The DivMod multipliers of ``divisors``, as kernel arguments (uint32)."""
+    import numpy as np
+
+    return tuple(np.uint32(fastdiv_magic(d)) for d in divisors)
+
+
 def blocks_for(n: int, threads: int = 256, per_thread: int = 4) -> int:
     """Blocks for a grid-stride loop over ``n`` items (at least 1, at most 65535*32)."""
     return max(1, min((n + threads * per_thread - 1) // (threads * per_thread), 65535 * 32))

@@ -10,7 +10,7 @@ import numpy as np
 from ... import _array
 from ...ops.conv import output_hw
 from ...registry import register
-from ._loader import blocks_for, cupy_or_raise, declare, launch
+from ._loader import blocks_for, cupy_or_raise, declare, launch, magic
 from .gemm import gemm
 
 declare("conv", [f"{k}<{t}>" for k in ("im2col", "col2im") for t in ("float", "double")])
@@ -30,7 +30,7 @@ def _im2col(x, kernel_size, stride, padding, dilation):
     if cols.size:
         launch("conv", f"im2col<{_CTYPE[x.dtype]}>", (blocks_for(cols.size),), (256,),
                (x, cols, np.int64(n * c), np.int32(h), np.int32(w), np.int32(oh), np.int32(ow),
-                *_window(kernel_size, stride, padding, dilation)))
+                *_window(kernel_size, stride, padding, dilation), *magic(ow, oh, kernel_size[1], kernel_size[0])))
     return cols
 
 
@@ -44,7 +44,7 @@ def _col2im(cols, output_size, kernel_size, stride, padding, dilation):
     if x.size:
         launch("conv", f"col2im<{_CTYPE[cols.dtype]}>", (blocks_for(x.size),), (256,),
                (cols, x, np.int64(n * c), np.int32(h), np.int32(w), np.int32(oh), np.int32(ow),
-                *_window(kernel_size, stride, padding, dilation)))
+                *_window(kernel_size, stride, padding, dilation), *magic(w, h)))
     return x
 
 

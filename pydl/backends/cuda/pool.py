@@ -6,7 +6,7 @@ import numpy as np
 from ... import _array
 from ...ops.conv import output_hw
 from ...registry import register
-from ._loader import blocks_for, cupy_or_raise, declare, launch
+from ._loader import blocks_for, cupy_or_raise, declare, launch, magic
 
 _KERNELS = ("max_pool2d_fwd", "max_pool2d_bwd", "avg_pool2d_fwd", "avg_pool2d_bwd",
             "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd")
@@ -34,7 +34,8 @@ def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
     idx = _array.empty(out.shape, np.int64, like=x)
     if out.size:
         launch("pool", f"max_pool2d_fwd<{_CTYPE[x.dtype]}>", (blocks_for(out.size),), (256,),
-               (x, out, idx, *_geometry(x, oh, ow), *_i32(*kernel_size, *stride, *padding, *dilation)))
+               (x, out, idx, *_geometry(x, oh, ow), *_i32(*kernel_size, *stride, *padding, *dilation),
+                *magic(ow, oh)))
     return out, {"indices": idx}
 
 
@@ -49,7 +50,8 @@ def max_pool2d_backward(grad, x, kernel_size, stride, padding, dilation, ceil_mo
     if dx.size:
         oh, ow = g.shape[2:]
         launch("pool", f"max_pool2d_bwd<{_CTYPE[g.dtype]}>", (blocks_for(dx.size),), (256,),
-               (g, idx, dx, *_geometry(x, oh, ow), *_i32(*kernel_size, *stride, *padding, *dilation)))
+               (g, idx, dx, *_geometry(x, oh, ow), *_i32(*kernel_size, *stride, *padding, *dilation),
+                *magic(*x.shape[:1:-1])))
     return (dx,)
 
 
@@ -69,7 +71,7 @@ def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, di
     if out.size:
         launch("pool", f"avg_pool2d_fwd<{_CTYPE[x.dtype]}>", (blocks_for(out.size),), (256,),
                (x, out, *_geometry(x, oh, ow),
-                *_avg_tail(kernel_size, stride, padding, count_include_pad, divisor_override)))
+                *_avg_tail(kernel_size, stride, padding, count_include_pad, divisor_override), *magic(ow, oh)))
     return out
 
 
@@ -83,7 +85,8 @@ def avg_pool2d_backward(grad, x, kernel_size, stride, padding, ceil_mode, count_
         oh, ow = g.shape[2:]
         launch("pool", f"avg_pool2d_bwd<{_CTYPE[g.dtype]}>", (blocks_for(dx.size),), (256,),
                (g, dx, *_geometry(x, oh, ow),
-                *_avg_tail(kernel_size, stride, padding, count_include_pad, divisor_override)))
+                *_avg_tail(kernel_size, stride, padding, count_include_pad, divisor_override),
+                *magic(*x.shape[:1:-1])))
     return (dx,)
 
 
@@ -96,7 +99,7 @@ def adaptive_avg_pool2d(x, output_size):
     out = _array.empty(x.shape[:2] + tuple(output_size), x.dtype, like=x)
     if out.size:
         launch("pool", f"adaptive_avg_pool2d_fwd<{_CTYPE[x.dtype]}>", (blocks_for(out.size),), (256,),
-               (x, out, *_geometry(x, *output_size)))
+               (x, out, *_geometry(x, *output_size), *magic(*output_size[::-1])))
     return out
 
 
@@ -107,5 +110,5 @@ def adaptive_avg_pool2d_backward(grad, x, output_size, saved=None):
     dx = _array.empty(x.shape, grad.dtype, like=grad)
     if dx.size:
         launch("pool", f"adaptive_avg_pool2d_bwd<{_CTYPE[g.dtype]}>", (blocks_for(dx.size),), (256,),
-               (g, dx, *_geometry(x, *output_size)))
+               (g, dx, *_geometry(x, *output_size), *magic(*x.shape[:1:-1])))
     return (dx,)
