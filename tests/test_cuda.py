@@ -55,7 +55,7 @@ def test_declared_names_cover_every_family():
     from pydl.backends.cuda import conv, gemm, pool  # noqa: F401
 
     assert any(n.startswith("gemm_simt<float,") for n in _loader._NAMES["gemm"])
-    assert "gemm_bf16_tc<false>" in _loader._NAMES["gemm"]
+    assert {"gemm_bf16_tc<false, 128, 3>", "gemm_bf16_tc<true, 256, 4>"} <= set(_loader._NAMES["gemm"])
     assert set(_loader._NAMES["conv"]) == {"im2col<float>", "im2col<double>", "col2im<float>", "col2im<double>"}
     assert len(_loader._NAMES["pool"]) == 12
 
@@ -180,11 +180,13 @@ def test_linear_large(cp, activation):
 # -- bf16 tensor cores ---------------------------------------------------------------------
 
 @gpu
-@pytest.mark.parametrize("mnk", [(128, 128, 32), (129, 200, 8), (300, 257, 520), (17, 9, 1000)],
+@pytest.mark.parametrize("tile", ["128x128", "128x256"])
+@pytest.mark.parametrize("mnk", [(128, 128, 32), (129, 200, 8), (300, 257, 520), (17, 9, 1000), (256, 520, 264)],
                          ids=lambda s: "x".join(map(str, s)))
-def test_gemm_bf16_exact_on_rounded_operands(cp, mnk):
+def test_gemm_bf16_exact_on_rounded_operands(cp, monkeypatch, mnk, tile):
     from pydl.backends.cuda.gemm import gemm_bf16, to_bf16
 
+    monkeypatch.setenv("PYDL_CUDA_TC_TILE", tile)
     m, n, k = mnk
     rng = _rng(sum(mnk))
     a = cp.asarray(rng.standard_normal((m, k)), np.float32)
@@ -319,6 +321,7 @@ def _act(code, v, g):
 
 
 def _emulate(family, kernel, grid, block, args, shared_mem=0):
+    from pydl.backends.cuda import gemm
     from pydl.backends.reference import conv as rconv
 
     name, _, targs = kernel.partition("<")
@@ -336,7 +339,9 @@ def _emulate(family, kernel, grid, block, args, shared_mem=0):
                 assert not tb and (ldb % w == 0 and sB % w == 0), "16-byte path on an unaligned B"
         else:
             ta, tb = False, True
-            assert shared_mem == 61440 and lda % 8 == 0 and ldb % 8 == 0
+            bn, stages = int(targs[1]), int(targs[2])
+            assert (bn, stages, shared_mem) in gemm.TC_TILES.values() and lda % 8 == 0 and ldb % 8 == 0
+            assert int(grid[0]) == (N + bn - 1) // bn and int(grid[1]) == (M + 127) // 128
         for z in range(nz):
             a = _view(A, K, M, lda, z, sA).T if ta else _view(A, M, K, lda, z, sA)
             b = _view(B, N, K, ldb, z, sB).T if tb else _view(B, K, N, ldb, z, sB)
@@ -445,10 +450,16 @@ def _round_bf16(v):
 
 @pytest.mark.parametrize("op,variant", [("matmul", None), ("linear", None), ("conv2d", None), ("im2col", None),
                                         ("col2im", None), ("matmul", "bf16"), ("linear", "bf16"),
+                                        ("matmul", "bf16@128x256"), ("linear", "bf16@128x256"),
                                         *((op, None) for op in ACTIVATIONS + SOFTMAXES)])
-def test_adapters_emulated(emulated, op, variant):
-    """Every conformance case through the cuda adapters with emulated kernels, forward and backward."""
+def test_adapters_emulated(emulated, monkeypatch, op, variant):
+    """Every conformance case through the cuda adapters with emulated kernels, forward and backward
+    (``bf16@tile``: the bf16 variant on that tensor-core tile)."""
     from pydl import registry
+
+    if variant and "@" in variant:
+        variant, tile = variant.split("@")
+        monkeypatch.setenv("PYDL_CUDA_TC_TILE", tile)
 
     spec = registry.SPECS[op]
     fwd = registry.VARIANTS[op]["cuda"][variant] if variant else registry.IMPLS[op]["cuda"]

@@ -236,11 +236,13 @@ def check_gemm():
         # reference: the bf16-rounded operands in float64
         ar = _bf16_to_f64(a16)[:, :k]
         br = _bf16_to_f64(bt16)[:, :k]
-        c = cupy.full((m, n), np.nan, np.float32)
-        G.gemm_bf16(a16, bt16, c, m, n, k, lda=kp, ldb=kp, ldc=n)
-        check(f"gemm bf16 {m}x{n}x{k} (vs rounded operands)", c, ar @ br.T, acc_tol(k))
-        check(f"gemm bf16 {m}x{n}x{k} (vs float64 of fp32 inputs)", c,
-              a.astype(np.float64) @ b.astype(np.float64), 1e-2)
+        ref_r, ref_f = ar @ br.T, a.astype(np.float64) @ b.astype(np.float64)
+        for tile in G.TC_TILES:
+            with _tile(tile):
+                c = cupy.full((m, n), np.nan, np.float32)
+                G.gemm_bf16(a16, bt16, c, m, n, k, lda=kp, ldb=kp, ldc=n)
+            check(f"gemm bf16 {tile} {m}x{n}x{k} (vs rounded operands)", c, ref_r, acc_tol(k))
+            check(f"gemm bf16 {tile} {m}x{n}x{k} (vs float64 of fp32 inputs)", c, ref_f, 1e-2)
     a, b = randn(3, 200, 133), randn(133, 120)
     with poisoned():
         y = pydl.ops.matmul(a, b, backend="cuda:bf16")
@@ -249,6 +251,24 @@ def check_gemm():
     check("matmul cuda:bf16 3-D @ 2-D (K=133, padded)", y, a64 @ b64, 1e-2)
     check("matmul_backward cuda:bf16 da", da, cupy.ones((3, 200, 120)) @ b64.T, 1e-2)
     check("matmul_backward cuda:bf16 db", db, (a64.swapaxes(1, 2) @ cupy.ones((3, 200, 120))).sum(0), 1e-2)
+
+
+class _tile:
+    """PYDL_CUDA_TC_TILE set to ``tile`` inside the block."""
+
+    def __init__(self, tile):
+        self.tile = tile
+
+    def __enter__(self):
+        self.old = os.environ.get("PYDL_CUDA_TC_TILE")
+        os.environ["PYDL_CUDA_TC_TILE"] = self.tile
+
+    def __exit__(self, *a):
+        if self.old is None:
+            os.environ.pop("PYDL_CUDA_TC_TILE", None)
+        else:
+            os.environ["PYDL_CUDA_TC_TILE"] = self.old
+        return False
 
 
 def _bf16_to_f64(h):
@@ -342,9 +362,11 @@ def time_gemm(quick):
         if t is not None:
             ta_, tb_ = to_torch(a).bfloat16(), to_torch(b).bfloat16()
             base = record("gemm bf16", f"{m}x{n}x{k}", "cuBLAS (torch bf16)", bench(lambda: ta_ @ tb_), flops=fl)
-        ms = bench(lambda: G.gemm_bf16(a16, bt16, c16, m, n, k, lda=k, ldb=k, ldc=n))
-        record("gemm bf16", f"{m}x{n}x{k}", "pydl mma.sync (bf16 out)", ms, flops=fl,
-               baseline=base["ms"] if base else None)
+        for tile in G.TC_TILES:
+            with _tile(tile):
+                ms = bench(lambda: G.gemm_bf16(a16, bt16, c16, m, n, k, lda=k, ldb=k, ldc=n))
+            record("gemm bf16", f"{m}x{n}x{k}", f"pydl mma.sync {tile} (bf16 out)", ms, flops=fl,
+                   baseline=base["ms"] if base else None)
 
 
 RESNET = [  # (N, C, H, K, R, stride, pad) at N64 (issue 4's shapes, batch raised to 64)

@@ -20,12 +20,14 @@
 //   16-byte copies when the operand's contiguous dimension is the one shared
 //   memory wants and is 16-byte aligned (VA / VB), else 4/8-byte copies that
 //   transpose on the way. Out-of-range elements are zero-filled by cp.async.
-// - gemm_bf16_tc<OUT_BF16>: bf16 A (M, K) and B given as (N, K) (both
-//   K-contiguous), fp32 accumulate on tensor cores with mma.sync m16n8k16,
-//   fragments through ldmatrix; block tile 128x128x32, 8 warps (2 x 4), warp
-//   tile 64x32, 3-stage cp.async pipeline (61,440 bytes of dynamic shared
-//   memory: the launcher raises the kernel's limit). Requires K % 8 == 0 and
-//   16-byte aligned rows (lda, ldb multiples of 8). sm_80+.
+// - gemm_bf16_tc<OUT_BF16, BN, STAGES>: bf16 A (M, K) and B given as (N, K)
+//   (both K-contiguous), fp32 accumulate on tensor cores with mma.sync
+//   m16n8k16, fragments through ldmatrix; block tile 128 x BN x 32, 8 warps
+//   (2 x 4), warp tile 64 x BN/4, STAGES-deep cp.async pipeline. Two tiles:
+//   128x128, 3 stages (61,440 bytes of dynamic shared memory) and 128x256, 4
+//   stages (122,880 bytes; twice the mma per ldmatrix of A): the launcher
+//   raises the kernel's limit. Requires K % 8 == 0 and 16-byte aligned rows
+//   (lda, ldb multiples of 8). sm_80+.
 // - cast_f32_bf16<TRANS>: float32 (rows, cols) -> bf16 bits (rows, ld_out),
 //   optionally transposed on the way, zero padding from cols to ld_out.
 // - bias_grad<T>: column sums of a (rows, cols) matrix (the bias gradient).
@@ -186,18 +188,24 @@ __global__ void __launch_bounds__(simt::THREADS)
 
 namespace pydl {
 namespace tc {
-constexpr int BM = 128, BN = 128, BK = 32, STAGES = 3, THREADS = 256;
+constexpr int BM = 128, BK = 32, THREADS = 256;
 constexpr int LDS = BK + 8;  // padded row: 80 bytes, so ldmatrix's 8 rows hit 8 distinct 16-byte bank groups
-constexpr int STAGE_ELEMS = (BM + BN) * LDS;
-constexpr int SMEM_BYTES = STAGES * STAGE_ELEMS * 2;
-static_assert(SMEM_BYTES == 61440, "pydl/backends/cuda/gemm.py launches gemm_bf16_tc with 61,440 bytes");
+// Block tile BM x BN, STAGES-deep cp.async pipeline; 8 warps as 2 (m) x 4 (n), warp tile 64 x BN/4.
+template <int BN, int STAGES>
+struct Tile {
+  static constexpr int WN = BN / 4, NJ = WN / 8, NB = WN / 16;  // n8 tiles and B ldmatrix.x4 per warp
+  static constexpr int STAGE_ELEMS = (BM + BN) * LDS;
+  static constexpr int SMEM_BYTES = STAGES * STAGE_ELEMS * 2;
+};
+static_assert(Tile<128, 3>::SMEM_BYTES == 61440 && Tile<256, 4>::SMEM_BYTES == 122880,
+              "pydl/backends/cuda/gemm.py TC_TILES launches gemm_bf16_tc with these byte counts");
 }  // namespace tc
 }  // namespace pydl
 
 // A: (M, K) bf16, lda; B: (N, K) bf16, ldb (i.e. op(B) = B^T). C: (M, N), ldc,
 // float32 (OUT_BF16 false) or bf16 bits. Epilogue values are float32; with
 // OUT_BF16, bias / gmul are float32 too.
-template <bool OUT_BF16>
+template <bool OUT_BF16, int BN, int STAGES>
 __global__ void __launch_bounds__(tc::THREADS)
     gemm_bf16_tc(const unsigned short* __restrict__ A, const unsigned short* __restrict__ B,
                  void* __restrict__ Cv, int M, int N, int K, long long lda, long long ldb, long long ldc,
@@ -205,6 +213,8 @@ __global__ void __launch_bounds__(tc::THREADS)
   const Epilogue ep{bias, gmul_, sG, bias_mode, act_code, beta};
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace tc;
+  using Cfg = Tile<BN, STAGES>;
+  constexpr int STAGE_ELEMS = Cfg::STAGE_ELEMS, WN = Cfg::WN, NJ = Cfg::NJ, NB = Cfg::NB;
   extern __shared__ __align__(16) unsigned short smem[];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -216,7 +226,7 @@ __global__ void __launch_bounds__(tc::THREADS)
   auto load_stage = [&](int stage, int k0) {
     unsigned short* As = smem + stage * STAGE_ELEMS;
     unsigned short* Bs = As + BM * LDS;
-    // 128 rows x 4 chunks of 8 bf16 per operand: 512 chunks, 2 per thread.
+    // rows x 4 chunks of 8 bf16 per operand: BM*4 chunks of A and BN*4 of B, 2 (4) per thread.
 #pragma unroll
     for (int c = tid; c < BM * (BK / 8); c += THREADS) {
       int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
@@ -224,18 +234,23 @@ __global__ void __launch_bounds__(tc::THREADS)
       int gm = m0 + r;
       int na = (gm < M && gk < K) ? min(8, K - gk) : 0;
       cp_async<16>(As + r * LDS + kc, na ? A + (long long)gm * lda + gk : A, na * 2);
+    }
+#pragma unroll
+    for (int c = tid; c < BN * (BK / 8); c += THREADS) {
+      int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
+      int gk = k0 + kc;
       int gn = n0 + r;
       int nb = (gn < N && gk < K) ? min(8, K - gk) : 0;
       cp_async<16>(Bs + r * LDS + kc, nb ? B + (long long)gn * ldb + gk : B, nb * 2);
     }
   };
 
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-  float acc[4][4][4];
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * WN;
+  float acc[4][NJ][4];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
 
@@ -257,17 +272,17 @@ __global__ void __launch_bounds__(tc::THREADS)
     const unsigned short* Bs = As + BM * LDS;
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
-      unsigned af[4][4], bf[2][4];
+      unsigned af[4][4], bf[NB][4];
 #pragma unroll
       for (int i = 0; i < 4; ++i)  // rows wm + i*16 + (lane % 16), k kk + (lane / 16) * 8
         ldmatrix_x4(af[i], As + (wm + i * 16 + (lane % 16)) * LDS + kk + (lane / 16) * 8);
 #pragma unroll
-      for (int j = 0; j < 2; ++j)  // n rows wn + j*16 + (lane%8) + (lane/16)*8, k kk + ((lane/8)%2)*8
+      for (int j = 0; j < NB; ++j)  // n rows wn + j*16 + (lane%8) + (lane/16)*8, k kk + ((lane/8)%2)*8
         ldmatrix_x4(bf[j], Bs + (wn + j * 16 + (lane % 8) + (lane / 16) * 8) * LDS + kk + ((lane / 8) % 2) * 8);
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NJ; ++j)
           mma_bf16_16816(acc[i][j], af[i], bf[j / 2][(j % 2) * 2], bf[j / 2][(j % 2) * 2 + 1]);
     }
   }
@@ -277,7 +292,7 @@ __global__ void __launch_bounds__(tc::THREADS)
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int m = m0 + wm + i * 16 + lane / 4 + (q / 2) * 8;
@@ -342,12 +357,15 @@ __global__ void bias_grad(const T* __restrict__ g, T* __restrict__ out, long lon
   PYDL_GEMM_SIMT(T, true, true, true, false)
 PYDL_GEMM_SIMT_T(float)
 PYDL_GEMM_SIMT_T(double)
-template __global__ void gemm_bf16_tc<false>(const unsigned short*, const unsigned short*, void*, int, int,
-                                             int, long long, long long, long long, long long, long long,
-                                             long long, const void*, const void*, long long, int, int, float);
-template __global__ void gemm_bf16_tc<true>(const unsigned short*, const unsigned short*, void*, int, int,
-                                            int, long long, long long, long long, long long, long long,
-                                            long long, const void*, const void*, long long, int, int, float);
+#define PYDL_GEMM_TC(OUT, BN, ST)                                                                           \
+  template __global__ void gemm_bf16_tc<OUT, BN, ST>(const unsigned short*, const unsigned short*, void*, int, \
+                                                     int, int, long long, long long, long long, long long,    \
+                                                     long long, long long, const void*, const void*,          \
+                                                     long long, int, int, float);
+PYDL_GEMM_TC(false, 128, 3)
+PYDL_GEMM_TC(true, 128, 3)
+PYDL_GEMM_TC(false, 256, 4)
+PYDL_GEMM_TC(true, 256, 4)
 template __global__ void cast_f32_bf16<false>(const float*, unsigned short*, int, int, long long, long long,
                                               long long, long long);
 template __global__ void cast_f32_bf16<true>(const float*, unsigned short*, int, int, long long, long long,

@@ -33,6 +33,8 @@ _SIMT = [(False, False, False, False), (False, False, False, True), (False, True
          (True, False, False, False), (True, False, True, False), (True, False, False, True),
          (True, False, True, True), (True, True, False, False), (True, True, True, False)]
 _B = lambda v: "true" if v else "false"  # noqa: E731
+#: gemm_bf16_tc's tiles: name -> (BN, pipeline stages, dynamic shared memory bytes; static_assert in gemm.cu)
+TC_TILES = {"128x128": (128, 3, 61440), "128x256": (256, 4, 122880)}
 
 
 def _simt_name(ctype, ta, tb, va, vb):
@@ -40,10 +42,8 @@ def _simt_name(ctype, ta, tb, va, vb):
 
 
 declare("gemm", [_simt_name(c, *f) for c in ("float", "double") for f in _SIMT]
-        + ["gemm_bf16_tc<false>", "gemm_bf16_tc<true>", "cast_f32_bf16<false>", "cast_f32_bf16<true>",
-           "bias_grad<float>", "bias_grad<double>"])
-
-TC_SMEM = 61440   # gemm_bf16_tc's dynamic shared memory (static_assert in gemm.cu)
+        + [f"gemm_bf16_tc<{o}, {bn}, {st}>" for o in ("false", "true") for bn, st, _ in TC_TILES.values()]
+        + ["cast_f32_bf16<false>", "cast_f32_bf16<true>", "bias_grad<float>", "bias_grad<double>"])
 MAX_Z = 65535     # grid z limit: larger batches are launched in chunks
 
 
@@ -53,6 +53,17 @@ def precision() -> str:
     if p not in ("highest", "bf16"):
         raise ValueError(f"PYDL_CUDA_MATMUL_PRECISION: expected 'highest' or 'bf16', got {p!r}")
     return p
+
+
+def tc_tile(m: int, n: int, batch: int = 1) -> str:
+    """gemm_bf16_tc's block tile for an (m, n) output: PYDL_CUDA_TC_TILE if set (a TC_TILES name),
+    else 128x128."""
+    t = os.environ.get("PYDL_CUDA_TC_TILE")
+    if t is not None:
+        if t not in TC_TILES:
+            raise ValueError(f"PYDL_CUDA_TC_TILE: expected one of {sorted(TC_TILES)}, got {t!r}")
+        return t
+    return "128x128"
 
 
 def _addr(a) -> int:
@@ -128,13 +139,15 @@ def gemm_bf16(a16, b16, c, m, n, k, *, lda, ldb, ldc, batch=1, sa=0, sb=0, sc=0,
     out_bf16 = c.itemsize == 2
     if bias is not None and bias.dtype != np.float32:
         raise TypeError(f"bias: the bf16 kernel's epilogue takes float32, got {bias.dtype}")
+    bn, stages, smem = TC_TILES[tc_tile(m, n, batch)]
     for z0 in range(0, batch, MAX_Z):
         nz = min(MAX_Z, batch - z0)
-        launch("gemm", f"gemm_bf16_tc<{_B(out_bf16)}>", ((n + 127) // 128, (m + 127) // 128, nz), (256,),
+        launch("gemm", f"gemm_bf16_tc<{_B(out_bf16)}, {bn}, {stages}>", ((n + bn - 1) // bn, (m + 127) // 128, nz),
+               (256,),
                (ptr(a16, z0 * sa), ptr(b16, z0 * sb), ptr(c, c_off + z0 * sc), np.int32(m), np.int32(n),
                 np.int32(k), np.int64(lda), np.int64(ldb), np.int64(ldc), np.int64(sa), np.int64(sb),
                 np.int64(sc), ptr(bias, bias_off), ptr(gmul, c_off + z0 * sc), np.int64(sc),
-                np.int32(bias_mode), np.int32(ACT_CODE[act]), np.float32(beta)), shared_mem=TC_SMEM)
+                np.int32(bias_mode), np.int32(ACT_CODE[act]), np.float32(beta)), shared_mem=smem)
     return c
 
 
