@@ -331,7 +331,9 @@ def _emulate(family, kernel, grid, block, args, shared_mem=0):
         A, B, C, M, N, K, lda, ldb, ldc, sA, sB, sC, bias, gmul, sG, bmode, act, beta = args
         M, N, K = int(M), int(N), int(K)
         if name == "gemm_simt":
-            ta, tb, va, vb = (t == "true" for t in targs[1:])
+            ta, tb, va, vb = (t == "true" for t in targs[1:5])
+            bm, bn = gemm.SIMT_TILES[int(targs[5])]
+            assert int(grid[0]) == (N + bn - 1) // bn and int(grid[1]) == (M + bm - 1) // bm
             w = 16 // A[0].itemsize
             if va:
                 assert ta and (lda % w == 0 and sA % w == 0), "16-byte path on an unaligned A"
@@ -438,6 +440,7 @@ def emulated(monkeypatch):
         monkeypatch.setattr(mod, "cupy_or_raise", lambda: np)
     monkeypatch.setattr(gemm, "ptr", lambda a, off=0: None if a is None else (a, int(off)))
     monkeypatch.setattr(gemm, "_addr", lambda a: a.__array_interface__["data"][0])
+    monkeypatch.setattr(gemm, "sm_count", lambda: 1)  # every output of <= 64 rows on the 64x256 tile
     monkeypatch.delenv("PYDL_CUDA_MATMUL_PRECISION", raising=False)
 
 
@@ -791,36 +794,38 @@ def test_kernel_index_math_transcribed(op):
 # start as NaN: a copy that lands in the wrong place, or a read of a slot no
 # copy wrote, shows up in the result. Keep in step with gemm.cu.
 
-def _simt_block_emulated(A, B, M, N, K, ta, tb, lda, ldb, by, bx, vec_a, vec_b):
-    BM = BN = 128
+def _simt_block_emulated(A, B, M, N, K, ta, tb, lda, ldb, by, bx, vec_a, vec_b, bm=128):
+    BM, BN = bm, 8 // (bm // 64) * 32
+    WARPS_N = BN // 32
     BK, PAD, W = 8, 4, 4
     m0, n0 = by * BM, bx * BN
     acc = np.zeros((256, 8, 8))
     for k0 in range(0, K, BK):
         As = np.full((BK, BM + PAD), np.nan)
         Bs = np.full((BK, BN + PAD), np.nan)
-        for S, X, ld, trans, vec, R, r0 in ((As, A, lda, ta, vec_a, M, m0), (Bs, B, ldb, not tb, vec_b, N, n0)):
+        for S, X, ld, trans, vec, R, r0, ROWS in ((As, A, lda, ta, vec_a, M, m0, BM),
+                                                  (Bs, B, ldb, not tb, vec_b, N, n0, BN)):
             for tid in range(256):
                 if trans and vec:
-                    for c in range(tid, BK * 128 // W, 256):
-                        k, r = c // (128 // W), (c % (128 // W)) * W
+                    for c in range(tid, BK * ROWS // W, 256):
+                        k, r = c // (ROWS // W), (c % (ROWS // W)) * W
                         gk, gr = k0 + k, r0 + r
                         n = min(W, R - gr) if (gk < K and gr < R) else 0
                         S[k, r:r + W] = 0
                         S[k, r:r + n] = X[gk * ld + gr: gk * ld + gr + n]
                 elif trans:
-                    for e in range(tid, BK * 128, 256):
-                        k, r = e // 128, e % 128
+                    for e in range(tid, BK * ROWS, 256):
+                        k, r = e // ROWS, e % ROWS
                         gk, gr = k0 + k, r0 + r
                         S[k, r] = X[gk * ld + gr] if (gk < K and gr < R) else 0
                 else:
-                    for e in range(tid, BK * 128, 256):
+                    for e in range(tid, BK * ROWS, 256):
                         k, r = e % BK, e // BK
                         gk, gr = k0 + k, r0 + r
                         S[k, r] = X[gr * ld + gk] if (gk < K and gr < R) else 0
         for tid in range(256):
             lane, warp = tid % 32, tid // 32
-            wm, wn = (warp // 4) * 64, (warp % 4) * 32
+            wm, wn = (warp // WARPS_N) * 64, (warp % WARPS_N) * 32
             lm, ln = lane // 4, lane % 4
             for k in range(BK):
                 a = np.concatenate([As[k, wm + lm * 4: wm + lm * 4 + 4], As[k, wm + 32 + lm * 4: wm + 36 + lm * 4]])
@@ -829,7 +834,7 @@ def _simt_block_emulated(A, B, M, N, K, ta, tb, lda, ldb, by, bx, vec_a, vec_b):
     C = {}
     for tid in range(256):
         lane, warp = tid % 32, tid // 32
-        wm, wn = (warp // 4) * 64, (warp % 4) * 32
+        wm, wn = (warp // WARPS_N) * 64, (warp % WARPS_N) * 32
         lm, ln = lane // 4, lane % 4
         for i in range(8):
             m = m0 + wm + (i // 4) * 32 + lm * 4 + i % 4
@@ -841,11 +846,12 @@ def _simt_block_emulated(A, B, M, N, K, ta, tb, lda, ldb, by, bx, vec_a, vec_b):
     return C
 
 
+@pytest.mark.parametrize("bm", [128, 64])
 @pytest.mark.parametrize("ta,tb,vec", [(False, False, True), (True, False, True), (True, False, False),
                                        (False, True, False), (True, True, True)])
-def test_simt_thread_map_transcribed(ta, tb, vec):
+def test_simt_thread_map_transcribed(ta, tb, vec, bm):
     rng = _rng(9)
-    M, N, K = 133, 130, 19           # two blocks each way, a partial k tile
+    M, N, K = (133, 130, 19) if bm == 128 else (70, 260, 19)  # two blocks each way, a partial k tile
     a = rng.standard_normal((K, M) if ta else (M, K))
     b = rng.standard_normal((N, K) if tb else (K, N))
     ref = (a.T if ta else a) @ (b.T if tb else b)
@@ -853,7 +859,7 @@ def test_simt_thread_map_transcribed(ta, tb, vec):
     for by in range(2):
         for bx in range(2):
             for (m, n), v in _simt_block_emulated(a.ravel(), b.ravel(), M, N, K, ta, tb, a.shape[1], b.shape[1],
-                                                  by, bx, vec and ta, vec and not tb).items():
+                                                  by, bx, vec and ta, vec and not tb, bm).items():
                 got[m, n] = v
     assert np.allclose(got, ref, rtol=1e-12, atol=1e-12)
 

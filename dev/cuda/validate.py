@@ -197,17 +197,20 @@ def run_pytest():
 
 @section("check_gemm")
 def check_gemm():
-    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
-        for (m, n, k) in ((1000, 777, 333), (128, 128, 8), (1, 1, 1), (513, 1031, 1), (257, 129, 2049)):
+    for bm in ("128", "64"):  # both SIMT tiles on every layout
+      for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        for (m, n, k) in ((1000, 777, 333), (128, 128, 8), (1, 1, 1), (513, 1031, 1), (257, 129, 2049),
+                          (64, 3000, 576)):
             for ta in (False, True):
                 for tb in (False, True):
                     a = randn(*((k, m) if ta else (m, k)), dtype=dtype)
                     b = randn(*((n, k) if tb else (k, n)), dtype=dtype)
                     ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
                     c = cupy.full((m, n), np.nan, dtype)
-                    G.gemm(a, b, c, m, n, k, ta=ta, tb=tb, lda=a.shape[1], ldb=b.shape[1], ldc=n,
-                           tensor_cores=False)
-                    check(f"gemm {np.dtype(dtype).name} {m}x{n}x{k} ta={ta} tb={tb}", c, ref,
+                    with _env("PYDL_CUDA_SIMT_BM", bm):
+                        G.gemm(a, b, c, m, n, k, ta=ta, tb=tb, lda=a.shape[1], ldb=b.shape[1], ldc=n,
+                               tensor_cores=False)
+                    check(f"gemm BM{bm} {np.dtype(dtype).name} {m}x{n}x{k} ta={ta} tb={tb}", c, ref,
                           acc_tol(k) if dtype == np.float32 else tol)
     # batched, shared operand, epilogue
     a, b, bias = randn(7, 300, 200), randn(200, 150), randn(150)
@@ -253,22 +256,29 @@ def check_gemm():
     check("matmul_backward cuda:bf16 db", db, (a64.swapaxes(1, 2) @ cupy.ones((3, 200, 120))).sum(0), 1e-2)
 
 
-class _tile:
-    """PYDL_CUDA_TC_TILE set to ``tile`` inside the block."""
+class _env:
+    """Environment variable ``name`` set to ``value`` inside the block (None: unset)."""
 
-    def __init__(self, tile):
-        self.tile = tile
+    def __init__(self, name, value):
+        self.name, self.value = name, value
 
     def __enter__(self):
-        self.old = os.environ.get("PYDL_CUDA_TC_TILE")
-        os.environ["PYDL_CUDA_TC_TILE"] = self.tile
+        self.old = os.environ.get(self.name)
+        if self.value is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.value
 
     def __exit__(self, *a):
         if self.old is None:
-            os.environ.pop("PYDL_CUDA_TC_TILE", None)
+            os.environ.pop(self.name, None)
         else:
-            os.environ["PYDL_CUDA_TC_TILE"] = self.old
+            os.environ[self.name] = self.old
         return False
+
+
+def _tile(tile):
+    return _env("PYDL_CUDA_TC_TILE", tile)
 
 
 def _bf16_to_f64(h):
@@ -404,6 +414,11 @@ def time_conv(quick):
                    bench(lambda: F.conv2d(xb, wb, bb, stride=s, padding=p)), flops=fl)
         ms = bench(lambda: pydl.ops.conv2d(x, w, b, stride=s, padding=p, backend="cuda"), reps=10)
         record("conv fp32 fwd", case, "pydl im2col+simt", ms, flops=fl, baseline=base["ms"] if base else None)
+        if k <= 64:  # the adapter's 64x256 SIMT tile against the 128x128 one
+            with _env("PYDL_CUDA_SIMT_BM", "128"):
+                ms = bench(lambda: pydl.ops.conv2d(x, w, b, stride=s, padding=p, backend="cuda"), reps=10)
+            record("conv fp32 fwd", case, "pydl im2col+simt, 128x128 tile", ms, flops=fl,
+                   baseline=base["ms"] if base else None)
 
         def pydl_fb():
             pydl.ops.conv2d(x, w, b, stride=s, padding=p, backend="cuda")

@@ -13,8 +13,9 @@
 //
 // Kernels (entry points are template instances; see pydl/backends/cuda/gemm.py
 // for the name expressions):
-// - gemm_simt<T, TA, TB, VA, VB>: float32 / float64 on the CUDA cores. Block
-//   tile 128x128x8, 256 threads = 8 warps (2 x 4), warp tile 64x32, thread
+// - gemm_simt<T, TA, TB, VA, VB, BM>: float32 / float64 on the CUDA cores. Block
+//   tile 128x128x8 (BM 128: 8 warps as 2 x 4) or 64x256x8 (BM 64: 1 x 8, for
+//   outputs of at most 64 rows), warp tile 64x32, thread
 //   tile 8x8 as 2x2 sub-tiles of 4x4 (16-byte shared-memory reads, no bank
 //   conflicts). Tiles go global -> shared through cp.async, double-buffered:
 //   16-byte copies when the operand's contiguous dimension is the one shared
@@ -57,7 +58,14 @@ __device__ __noinline__ void store_out(T* C, long long ldc, int m, int n, T v, c
 }
 
 namespace simt {
-constexpr int BM = 128, BN = 128, BK = 8, THREADS = 256, PAD = 4;
+constexpr int BK = 8, THREADS = 256, PAD = 4;
+// Block tile BM x BN with 8 warps of 64 x 32: BM 128 -> 2 x 4 warps, BN 128; BM 64 -> 1 x 8, BN 256
+// (an output of at most 64 rows, conv2d's K = 64 channels, fills the whole tile).
+template <int BM>
+struct Tile {
+  static_assert(BM == 64 || BM == 128, "gemm_simt tiles: 128x128 or 64x256");
+  static constexpr int WARPS_N = 8 / (BM / 64), BN = WARPS_N * 32;
+};
 }
 
 // Load the (BK x BM) tile of op(A) starting at (k0, m0) into As[k][m].
@@ -109,13 +117,14 @@ using namespace pydl;
 
 // TA: A stored (K, M); TB: B stored (N, K). VA / VB: 16-byte copies allowed
 // (only used when the operand is contiguous along M (A) or N (B)).
-template <typename T, bool TA, bool TB, bool VA, bool VB>
+template <typename T, bool TA, bool TB, bool VA, bool VB, int BM>
 __global__ void __launch_bounds__(simt::THREADS)
     gemm_simt(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, int M, int N, int K,
               long long lda, long long ldb, long long ldc, long long sA, long long sB, long long sC,
               const void* bias, const void* gmul_, long long sG, int bias_mode, int act_code, float beta) {
   const Epilogue ep{bias, gmul_, sG, bias_mode, act_code, beta};
   using namespace simt;
+  constexpr int BN = Tile<BM>::BN, WARPS_N = Tile<BM>::WARPS_N;
   __shared__ __align__(16) T As[2][BK][BM + PAD];
   __shared__ __align__(16) T Bs[2][BK][BN + PAD];
 
@@ -132,7 +141,7 @@ __global__ void __launch_bounds__(simt::THREADS)
   constexpr bool A_ALONG_ROWS = TA, B_ALONG_ROWS = !TB;
 
   // Thread tile: rows wm + {0,32} + lm*4 + i, cols wn + {0,16} + ln*4 + j.
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+  const int wm = (warp / WARPS_N) * 64, wn = (warp % WARPS_N) * 32;
   const int lm = lane / 4, ln = lane % 4;
   T acc[8][8];
 #pragma unroll
@@ -346,9 +355,11 @@ __global__ void bias_grad(const T* __restrict__ g, T* __restrict__ out, long lon
 
 // Explicit instances, so `nvcc -c` compiles every variant (NVRTC instantiates
 // the ones the name expressions ask for).
-#define PYDL_GEMM_SIMT(T, TA, TB, VA, VB) template __global__ void gemm_simt<T, TA, TB, VA, VB>( \
+#define PYDL_GEMM_SIMT_BM(T, TA, TB, VA, VB, BM) template __global__ void gemm_simt<T, TA, TB, VA, VB, BM>( \
     const T*, const T*, T*, int, int, int, long long, long long, long long, long long, long long,  \
     long long, const void*, const void*, long long, int, int, float);
+#define PYDL_GEMM_SIMT(T, TA, TB, VA, VB) PYDL_GEMM_SIMT_BM(T, TA, TB, VA, VB, 128) \
+  PYDL_GEMM_SIMT_BM(T, TA, TB, VA, VB, 64)
 #define PYDL_GEMM_SIMT_T(T)                                                               \
   PYDL_GEMM_SIMT(T, false, false, false, false) PYDL_GEMM_SIMT(T, false, false, false, true) \
   PYDL_GEMM_SIMT(T, false, true, false, false) PYDL_GEMM_SIMT(T, true, false, false, false)  \

@@ -130,6 +130,19 @@ def _raise_smem_limit(cupy, fn, nbytes: int) -> None:
         cupy.cuda.driver.funcSetAttribute(fn.kernel.ptr, attr, nbytes)
 
 
+_SMS: dict[int, int] = {}
+
+
+def sm_count() -> int:
+    """Multiprocessors of the current device (cached per device)."""
+    cupy = cupy_or_raise()
+    dev = cupy.cuda.Device()
+    n = _SMS.get(dev.id)
+    if n is None:
+        n = _SMS[dev.id] = int(dev.attributes["MultiProcessorCount"])
+    return n
+
+
 def fastdiv_magic(d: int) -> int:
     """The multiplier m of cuda_helpers.cuh DivMod for divisor ``d`` (n / d = umulhi(n, m) >> (l - 1)
     for 0 <= n < 2^31, l = ceil(log2 d)); 0 for d == 1 (no division)."""

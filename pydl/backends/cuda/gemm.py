@@ -25,7 +25,7 @@ import numpy as np
 
 from ... import _array
 from ...registry import register
-from ._loader import blocks_for, cupy_or_raise, declare, launch, ptr
+from ._loader import blocks_for, cupy_or_raise, declare, launch, ptr, sm_count
 
 ACT_CODE = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -37,11 +37,26 @@ _B = lambda v: "true" if v else "false"  # noqa: E731
 TC_TILES = {"128x128": (128, 3, 61440), "128x256": (256, 4, 122880)}
 
 
-def _simt_name(ctype, ta, tb, va, vb):
-    return f"gemm_simt<{ctype}, {_B(ta)}, {_B(tb)}, {_B(va)}, {_B(vb)}>"
+#: gemm_simt's tiles by BM: (BM, BN)
+SIMT_TILES = {128: (128, 128), 64: (64, 256)}
 
 
-declare("gemm", [_simt_name(c, *f) for c in ("float", "double") for f in _SIMT]
+def _simt_name(ctype, ta, tb, va, vb, bm=128):
+    return f"gemm_simt<{ctype}, {_B(ta)}, {_B(tb)}, {_B(va)}, {_B(vb)}, {bm}>"
+
+
+def simt_tile(m: int, n: int, batch: int = 1) -> int:
+    """gemm_simt's BM for an (m, n) output: 64 (a 64x256 tile) when m <= 64 and that tile still gives
+    the GPU a block per multiprocessor or more, else 128 (128x128); PYDL_CUDA_SIMT_BM overrides."""
+    t = os.environ.get("PYDL_CUDA_SIMT_BM")
+    if t is not None:
+        if t not in ("64", "128"):
+            raise ValueError(f"PYDL_CUDA_SIMT_BM: expected 64 or 128, got {t!r}")
+        return int(t)
+    return 64 if m <= 64 and (n + 255) // 256 * batch >= sm_count() else 128
+
+
+declare("gemm", [_simt_name(c, *f, bm) for c in ("float", "double") for f in _SIMT for bm in SIMT_TILES]
         + [f"gemm_bf16_tc<{o}, {bn}, {st}>" for o in ("false", "true") for bn, st, _ in TC_TILES.values()]
         + ["cast_f32_bf16<false>", "cast_f32_bf16<true>", "bias_grad<float>", "bias_grad<double>"])
 MAX_Z = 65535     # grid z limit: larger batches are launched in chunks
@@ -99,10 +114,12 @@ def gemm(a, b, c, m, n, k, *, ta=False, tb=False, lda, ldb, ldc, batch=1, sa=0, 
     ctype = _CTYPE[a.dtype]
     va = ta and _aligned(a, a_off, lda, sa)
     vb = (not tb) and _aligned(b, b_off, ldb, sb)
-    name = _simt_name(ctype, ta, tb, va, vb)
+    bm = simt_tile(m, n, batch)
+    bn = SIMT_TILES[bm][1]
+    name = _simt_name(ctype, ta, tb, va, vb, bm)
     for z0 in range(0, batch, MAX_Z):
         nz = min(MAX_Z, batch - z0)
-        launch("gemm", name, ((n + 127) // 128, (m + 127) // 128, nz), (256,),
+        launch("gemm", name, ((n + bn - 1) // bn, (m + bm - 1) // bm, nz), (256,),
                (ptr(a, a_off + z0 * sa), ptr(b, b_off + z0 * sb), ptr(c, c_off + z0 * sc),
                 np.int32(m), np.int32(n), np.int32(k), np.int64(lda), np.int64(ldb), np.int64(ldc),
                 np.int64(sa), np.int64(sb), np.int64(sc), ptr(bias, bias_off),
