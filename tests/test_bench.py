@@ -249,3 +249,27 @@ def test_wait_policy(monkeypatch):
     assert runner.effective_wait_policy("active") == "active"
     with pytest.raises(ValueError, match="wait_policy"):
         runner.effective_wait_policy("spin")
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_bf16_variant_checked_at_its_precision(fake_peaks, tmp_path, monkeypatch, wrong):
+    """A bf16 variant passes with bf16 rounding errors (at most 2x those of the NumPy reference on
+    bf16-rounded inputs, STYLE.md's rule) and fails with an error beyond them."""
+    spec = registry.SPECS["matmul"]
+    monkeypatch.setattr(spec, "bench", lambda rng, dtype: [registry.Case(
+        "96x200@200x64", dict(a=rng.standard_normal((96, 200)).astype(dtype),
+                              b=rng.standard_normal((200, 64)).astype(dtype)), tags=("quick",))])
+
+    def matmul_bf16(a, b):  # what the cuda:bf16 variant computes, plus a wrong offset
+        y = runner._round_bf16(a) @ runner._round_bf16(b)
+        return y + np.float32(0.5) if wrong else y
+
+    registry.register("matmul", "cpp", variant="bf16")(matmul_bf16)
+    try:
+        res, _ = _run(fake_peaks, tmp_path, ops=["matmul"], backends=["cpp:bf16"], modes=("forward",))
+    finally:
+        del registry.VARIANTS["matmul"]["cpp"]["bf16"]
+    (rec,) = [r for r in res.records if r["backend"] == "cpp:bf16"]
+    assert rec["check"] == ("mismatch" if wrong else "ok"), rec
+    if not wrong:  # passed by the bf16 rule: the float32 tolerance alone rejects bf16 rounding
+        assert "bf16 max error" in rec["check_detail"], rec["check_detail"]

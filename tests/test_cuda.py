@@ -12,6 +12,7 @@ import pydl
 from pydl import _array, backends
 from pydl.backends._shared import ACTIVATIONS, SOFTMAXES
 from pydl.backends.cuda import _loader
+from pydl.backends.cuda.gemm import TC_TILES
 
 gpu = pytest.mark.gpu
 
@@ -55,7 +56,7 @@ def test_declared_names_cover_every_family():
     from pydl.backends.cuda import conv, gemm, pool  # noqa: F401
 
     assert any(n.startswith("gemm_simt<float,") for n in _loader._NAMES["gemm"])
-    assert {"gemm_bf16_tc<false, 128, 3>", "gemm_bf16_tc<true, 256, 4>"} <= set(_loader._NAMES["gemm"])
+    assert {"gemm_bf16_tc<false, 128, 3>", "gemm_bf16_tc<true, 128, 3>"} <= set(_loader._NAMES["gemm"])
     assert set(_loader._NAMES["conv"]) == {"im2col<float>", "im2col<double>", "col2im<float>", "col2im<double>"}
     assert len(_loader._NAMES["pool"]) == 12
 
@@ -180,7 +181,7 @@ def test_linear_large(cp, activation):
 # -- bf16 tensor cores ---------------------------------------------------------------------
 
 @gpu
-@pytest.mark.parametrize("tile", ["128x128", "128x256"])
+@pytest.mark.parametrize("tile", sorted(TC_TILES))
 @pytest.mark.parametrize("mnk", [(128, 128, 32), (129, 200, 8), (300, 257, 520), (17, 9, 1000), (256, 520, 264)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_gemm_bf16_exact_on_rounded_operands(cp, monkeypatch, mnk, tile):
@@ -453,16 +454,10 @@ def _round_bf16(v):
 
 @pytest.mark.parametrize("op,variant", [("matmul", None), ("linear", None), ("conv2d", None), ("im2col", None),
                                         ("col2im", None), ("matmul", "bf16"), ("linear", "bf16"),
-                                        ("matmul", "bf16@128x256"), ("linear", "bf16@128x256"),
                                         *((op, None) for op in ACTIVATIONS + SOFTMAXES)])
-def test_adapters_emulated(emulated, monkeypatch, op, variant):
-    """Every conformance case through the cuda adapters with emulated kernels, forward and backward
-    (``bf16@tile``: the bf16 variant on that tensor-core tile)."""
+def test_adapters_emulated(emulated, op, variant):
+    """Every conformance case through the cuda adapters with emulated kernels, forward and backward."""
     from pydl import registry
-
-    if variant and "@" in variant:
-        variant, tile = variant.split("@")
-        monkeypatch.setenv("PYDL_CUDA_TC_TILE", tile)
 
     spec = registry.SPECS[op]
     fwd = registry.VARIANTS[op]["cuda"][variant] if variant else registry.IMPLS[op]["cuda"]

@@ -24,11 +24,12 @@
 // - gemm_bf16_tc<OUT_BF16, BN, STAGES>: bf16 A (M, K) and B given as (N, K)
 //   (both K-contiguous), fp32 accumulate on tensor cores with mma.sync
 //   m16n8k16, fragments through ldmatrix; block tile 128 x BN x 32, 8 warps
-//   (2 x 4), warp tile 64 x BN/4, STAGES-deep cp.async pipeline. Two tiles:
-//   128x128, 3 stages (61,440 bytes of dynamic shared memory) and 128x256, 4
-//   stages (122,880 bytes; twice the mma per ldmatrix of A): the launcher
-//   raises the kernel's limit. Requires K % 8 == 0 and 16-byte aligned rows
-//   (lda, ldb multiples of 8). sm_80+.
+//   (2 x 4), warp tile 64 x BN/4, STAGES-deep cp.async pipeline. The tile in
+//   use: 128x128, 3 stages (61,440 bytes of dynamic shared memory: the
+//   launcher raises the kernel's limit). 128x256 with 4 stages (twice the mma
+//   per ldmatrix of A, 202 registers, one block per SM) ran 0.6-0.8x its speed
+//   on the H200 (dev/cuda/README.md). Requires K % 8 == 0 and 16-byte aligned
+//   rows (lda, ldb multiples of 8). sm_80+.
 // - cast_f32_bf16<TRANS>: float32 (rows, cols) -> bf16 bits (rows, ld_out),
 //   optionally transposed on the way, zero padding from cols to ld_out.
 // - bias_grad<T>: column sums of a (rows, cols) matrix (the bias gradient).
@@ -206,7 +207,7 @@ struct Tile {
   static constexpr int STAGE_ELEMS = (BM + BN) * LDS;
   static constexpr int SMEM_BYTES = STAGES * STAGE_ELEMS * 2;
 };
-static_assert(Tile<128, 3>::SMEM_BYTES == 61440 && Tile<256, 4>::SMEM_BYTES == 122880,
+static_assert(Tile<128, 3>::SMEM_BYTES == 61440,
               "pydl/backends/cuda/gemm.py TC_TILES launches gemm_bf16_tc with these byte counts");
 }  // namespace tc
 }  // namespace pydl
@@ -375,8 +376,6 @@ PYDL_GEMM_SIMT_T(double)
                                                      long long, int, int, float);
 PYDL_GEMM_TC(false, 128, 3)
 PYDL_GEMM_TC(true, 128, 3)
-PYDL_GEMM_TC(false, 256, 4)
-PYDL_GEMM_TC(true, 256, 4)
 template __global__ void cast_f32_bf16<false>(const float*, unsigned short*, int, int, long long, long long,
                                               long long, long long);
 template __global__ void cast_f32_bf16<true>(const float*, unsigned short*, int, int, long long, long long,

@@ -34,7 +34,7 @@ _SIMT = [(False, False, False, False), (False, False, False, True), (False, True
          (True, False, True, True), (True, True, False, False), (True, True, True, False)]
 _B = lambda v: "true" if v else "false"  # noqa: E731
 #: gemm_bf16_tc's tiles: name -> (BN, pipeline stages, dynamic shared memory bytes; static_assert in gemm.cu)
-TC_TILES = {"128x128": (128, 3, 61440), "128x256": (256, 4, 122880)}
+TC_TILES = {"128x128": (128, 3, 61440)}
 
 
 #: gemm_simt's tiles by BM: (BM, BN)
