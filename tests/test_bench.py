@@ -273,3 +273,13 @@ def test_bf16_variant_checked_at_its_precision(fake_peaks, tmp_path, monkeypatch
     assert rec["check"] == ("mismatch" if wrong else "ok"), rec
     if not wrong:  # passed by the bf16 rule: the float32 tolerance alone rejects bf16 rounding
         assert "bf16 max error" in rec["check_detail"], rec["check_detail"]
+
+
+def test_wrong_torch_row_is_a_mismatch(small_bench, fake_peaks, tmp_path, monkeypatch):
+    """A reference row that misses the tolerance is recorded as a mismatch (not an error of the harness)."""
+    pytest.importorskip("torch")
+    spec = registry.SPECS["relu"]
+    monkeypatch.setattr(spec, "torch", lambda torch, F, a: F.relu(a["x"]) + 0.5)
+    res, _ = _run(fake_peaks, tmp_path, ops=["relu"], backends=["torch"], modes=("forward",))
+    (rec,) = [r for r in res.records if r["backend"] == "torch"]
+    assert rec["check"] == "mismatch" and not res.errors, (rec["check_detail"], res.errors)
