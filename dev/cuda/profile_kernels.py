@@ -3,13 +3,12 @@
     ncu --clock-control none --launch-skip 2 --launch-count 1 -k regex:gemm_simt \\
         python dev/cuda/profile_kernels.py gemm_simt
 
-Groups: gemm_simt (fp32 4096^3, A (M,K) B (K,N)), gemm_bf16 (4096^3 bf16, bf16 out, every tile),
+Groups: gemm_simt (fp32 4096^3, A (M,K) B (K,N)), gemm_bf16 (4096^3 bf16, bf16 out),
 im2col (ResNet 3x3 c64 56x56 N64), max_pool (N64 C64 112x112 k3 s2 p1, forward and backward),
 elementwise (relu on 64M floats). Each runs 3 times: the profiler skips the first two.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -37,10 +36,7 @@ def main(groups):
             n = 4096
             a16 = G.to_bf16(randn(n, n), n, n, ld_in=n)[0]
             b16 = G.to_bf16(randn(n, n), n, n, trans=True, ld_in=n)[0]
-            for tile in G.TC_TILES:  # each tile in turn
-                os.environ["PYDL_CUDA_TC_TILE"] = tile
-                G.gemm_bf16(a16, b16, cupy.empty((n, n), np.uint16), n, n, n, lda=n, ldb=n, ldc=n)
-            os.environ.pop("PYDL_CUDA_TC_TILE")
+            G.gemm_bf16(a16, b16, cupy.empty((n, n), np.uint16), n, n, n, lda=n, ldb=n, ldc=n)
         if "im2col" in groups:
             pydl.ops.im2col(randn(64, 64, 56, 56), kernel_size=3, padding=1, backend="cuda")
         if "max_pool" in groups:

@@ -245,13 +245,11 @@ def check_gemm():
         # reference: the bf16-rounded operands in float64
         ar = _bf16_to_f64(a16)[:, :k]
         br = _bf16_to_f64(bt16)[:, :k]
-        ref_r, ref_f = ar @ br.T, a.astype(np.float64) @ b.astype(np.float64)
-        for tile in G.TC_TILES:
-            with _tile(tile):
-                c = cupy.full((m, n), np.nan, np.float32)
-                G.gemm_bf16(a16, bt16, c, m, n, k, lda=kp, ldb=kp, ldc=n)
-            check(f"gemm bf16 {tile} {m}x{n}x{k} (vs rounded operands)", c, ref_r, acc_tol(k))
-            check(f"gemm bf16 {tile} {m}x{n}x{k} (vs float64 of fp32 inputs)", c, ref_f, 1e-2)
+        c = cupy.full((m, n), np.nan, np.float32)
+        G.gemm_bf16(a16, bt16, c, m, n, k, lda=kp, ldb=kp, ldc=n)
+        check(f"gemm bf16 {m}x{n}x{k} (vs rounded operands)", c, ar @ br.T, acc_tol(k))
+        check(f"gemm bf16 {m}x{n}x{k} (vs float64 of fp32 inputs)", c,
+              a.astype(np.float64) @ b.astype(np.float64), 1e-2)
     a, b = randn(3, 200, 133), randn(133, 120)
     with poisoned():
         y = pydl.ops.matmul(a, b, backend="cuda:bf16")
@@ -282,9 +280,6 @@ class _env:
             os.environ[self.name] = self.old
         return False
 
-
-def _tile(tile):
-    return _env("PYDL_CUDA_TC_TILE", tile)
 
 
 def _bf16_to_f64(h):
@@ -378,11 +373,9 @@ def time_gemm(quick):
         if t is not None:
             ta_, tb_ = to_torch(a).bfloat16(), to_torch(b).bfloat16()
             base = record("gemm bf16", f"{m}x{n}x{k}", "cuBLAS (torch bf16)", bench(lambda: ta_ @ tb_), flops=fl)
-        for tile in G.TC_TILES:
-            with _tile(tile):
-                ms = bench(lambda: G.gemm_bf16(a16, bt16, c16, m, n, k, lda=k, ldb=k, ldc=n))
-            record("gemm bf16", f"{m}x{n}x{k}", f"pydl mma.sync {tile} (bf16 out)", ms, flops=fl,
-                   baseline=base["ms"] if base else None)
+        ms = bench(lambda: G.gemm_bf16(a16, bt16, c16, m, n, k, lda=k, ldb=k, ldc=n))
+        record("gemm bf16", f"{m}x{n}x{k}", f"pydl mma.sync {G.tc_tile(m, n)} (bf16 out)", ms, flops=fl,
+               baseline=base["ms"] if base else None)
 
 
 RESNET = [  # (N, C, H, K, R, stride, pad) at N64 (issue 4's shapes, batch raised to 64)

@@ -71,13 +71,7 @@ def precision() -> str:
 
 
 def tc_tile(m: int, n: int, batch: int = 1) -> str:
-    """gemm_bf16_tc's block tile for an (m, n) output: PYDL_CUDA_TC_TILE if set (a TC_TILES name),
-    else 128x128."""
-    t = os.environ.get("PYDL_CUDA_TC_TILE")
-    if t is not None:
-        if t not in TC_TILES:
-            raise ValueError(f"PYDL_CUDA_TC_TILE: expected one of {sorted(TC_TILES)}, got {t!r}")
-        return t
+    """gemm_bf16_tc's block tile for an (m, n) output (one compiled so far: 128x128)."""
     return "128x128"
 
 
