@@ -11,9 +11,9 @@ namespace pydl {
        i += (long long)blockDim.x * gridDim.x)
 
 // f(i) for every i in [0, n) over the grid (grid-stride). i is an unsigned int when n < 2^31, else a
-// long long: the kernels split i into (plane, row, column) by division, and a 64-bit division is a
-// ~70-instruction subroutine against ~20 for a 32-bit one (an index-bound pooling or im2col kernel
-// spent most of its time there). Write the body as a generic lambda and divide by decltype(i) values.
+// long long: 32-bit index arithmetic where it fits (a 64-bit division is a ~70-instruction
+// subroutine, a 32-bit multiply one instruction). Write the body as a generic lambda (`auto i`;
+// NVRTC needs -default-device for it, _loader.nvrtc_options) and split i with DivMod below.
 template <class F>
 __device__ __forceinline__ void for_each_index(long long n, F&& f) {
   if (n < (1LL << 31)) {  // i + stride < 2^31 + 2^31: no unsigned wrap

@@ -28,7 +28,7 @@
 //   use: 128x128, 3 stages (61,440 bytes of dynamic shared memory: the
 //   launcher raises the kernel's limit). 128x256 with 4 stages (twice the mma
 //   per ldmatrix of A, 202 registers, one block per SM) ran 0.6-0.8x its speed
-//   on the H200 (dev/cuda/README.md). Requires K % 8 == 0 and 16-byte aligned
+//   on the H200 (benchmarks/results/gpu-h200/NOTES.md). Requires K % 8 == 0 and 16-byte aligned
 //   rows (lda, ldb multiples of 8). sm_80+.
 // - cast_f32_bf16<TRANS>: float32 (rows, cols) -> bf16 bits (rows, ld_out),
 //   optionally transposed on the way, zero padding from cols to ld_out.
