@@ -50,7 +50,7 @@ struct Scalar {
   using R = T_;
   using M = bool;
   static constexpr int W = 1;
-  static constexpr bool kFastPow2 = false;  // see Avx2F
+  static constexpr bool kNormalFastPaths = false;  // see Avx2F
 
   static R load(const T* p) { return *p; }
   static R load_n(const T* p, std::size_t n, T fill) { return n ? *p : fill; }
@@ -106,10 +106,13 @@ struct Avx2F {
   using R = __m256;
   using M = __m256;
   static constexpr int W = 8;
-  // exp and expm1 take a shorter path for vectors whose every lane is in a range where 2^k is
-  // a normal float (all_within, pow2_normal): ldexp's two-halves scaling and the clamps cost
-  // ~11 of exp's ~25 instructions here (AVX-512 has vscalefps for it).
-  static constexpr bool kFastPow2 = true;
+  // No one-instruction exponent scaling or split here (AVX-512 has vscalefps, vgetexpps and
+  // vgetmantps), so the math functions take a shorter path for vectors whose every lane keeps
+  // its exponents normal (all_within): exp and expm1 build 2^k from its bits (pow2_normal,
+  // ldexp_normal; ldexp's two-halves scaling and the clamps cost ~11 of exp's ~25 instructions),
+  // and the losses' log splits a positive normal float without the subnormal scaling and the
+  // special-value selects (loss.cpp vlog, ~14 of ~35).
+  static constexpr bool kNormalFastPaths = true;
 
   static __m256i lanes_below(std::size_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
@@ -187,7 +190,7 @@ struct Avx512F {
   using R = __m512;
   using M = __mmask16;
   static constexpr int W = 16;
-  static constexpr bool kFastPow2 = false;  // ldexp is one vscalefps
+  static constexpr bool kNormalFastPaths = false;  // ldexp is one vscalefps
 
   static M lanes_below(std::size_t n) { return static_cast<M>((1u << n) - 1u); }  // n < 16
   static R load(const T* p) { return _mm512_loadu_ps(p); }
@@ -266,7 +269,7 @@ inline typename V::R clamp(typename V::R x, float lo, float hi) {
 // x > 88.73 to inf (2^128 overflows in ldexp) and keeps NaN.
 template <class V>
 inline typename V::R exp(typename V::R x) {
-  if constexpr (V::kFastPow2) {
+  if constexpr (V::kNormalFastPaths) {
     // x in [-87, 88]: k in [-126, 127] and 2^k (1 + expm1(r)) normal (at k = -126, r > 0; at
     // k = 127, r < 0), so adding k to the exponent field is exact: the same bits as below
     if (V::all_within(x, -87.0f, 88.0f)) {
@@ -283,7 +286,7 @@ inline typename V::R exp(typename V::R x) {
 template <class V>
 inline typename V::R expm1(typename V::R x) {
   using R = typename V::R;
-  if constexpr (V::kFastPow2) {
+  if constexpr (V::kNormalFastPaths) {
     if (V::all_within(x, -30.0f, 88.0f)) {  // k in [-44, 127]: no clamp, 2^k from its bits, k < 128
       R k, r = detail::reduce_ln2<V>(x, k);
       R u = V::pow2_normal(k);

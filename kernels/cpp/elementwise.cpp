@@ -442,11 +442,15 @@ bool tanh_form(const std::string& approximate) {
 // an integer and p * 2^24 is exact in double), so the mask is the same bit for bit. A multiply,
 // not a select: a dropped NaN stays NaN, as in the reference (x * 0).
 
+// splitmix64's constants: the counter step (the golden ratio) and the two mixing multipliers
+constexpr std::uint64_t kSplitmixStep = 0x9E3779B97F4A7C15ull, kSplitmixMul1 = 0xBF58476D1CE4E5B9ull,
+                        kSplitmixMul2 = 0x94D049BB133111EBull;
+
 // splitmix64 of element i's counter, as dropout_mask draws it
 inline std::uint64_t dropout_hash(std::uint64_t seed, std::uint64_t i) {
-  std::uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  std::uint64_t z = seed + (i + 1) * kSplitmixStep;
+  z = (z ^ (z >> 30)) * kSplitmixMul1;
+  z = (z ^ (z >> 27)) * kSplitmixMul2;
   return z ^ (z >> 31);
 }
 
@@ -463,8 +467,8 @@ inline __m256i mul64_const(__m256i a, std::uint64_t c) {
 
 // all-ones in the 64-bit lanes whose element is dropped: (hash >> 40) < th, z the counters' seed + (i + 1) golden
 inline __m256i dropped4(__m256i z, __m256i th) {
-  z = mul64_const(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xBF58476D1CE4E5B9ull);
-  z = mul64_const(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94D049BB133111EBull);
+  z = mul64_const(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), kSplitmixMul1);
+  z = mul64_const(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), kSplitmixMul2);
   z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
   return _mm256_cmpgt_epi64(th, _mm256_srli_epi64(z, 40));  // both below 2^25: the signed compare holds
 }
@@ -473,7 +477,7 @@ inline __m256i dropped4(__m256i z, __m256i th) {
 template <class T>
 ptrdiff_t dropout_seeded_avx2(const T* x, T* y, ptrdiff_t b, ptrdiff_t e, std::uint64_t seed, std::uint64_t th, T sc) {
   constexpr int L = std::is_same_v<T, float> ? 8 : 4;
-  constexpr std::uint64_t G = 0x9E3779B97F4A7C15ull;
+  constexpr std::uint64_t G = kSplitmixStep;
   const __m256i thv = _mm256_set1_epi64x(static_cast<long long>(th));
   const __m256i step4 = _mm256_set1_epi64x(static_cast<long long>(4 * G));
   const std::uint64_t i0 = static_cast<std::uint64_t>(b);
@@ -516,12 +520,9 @@ void dropout_seeded(const Array<T>& x, Array<T>& out, std::uint64_t seed, double
   for_chunks(n, [&](ptrdiff_t b, ptrdiff_t e) {
     const std::uint64_t sd = seed, th = thresh;  // locals, not captured references: the loop vectorizes
     const T sc = scale;
+    ptrdiff_t start = b;
 #if defined(__AVX2__)
-    if (avx2) {
-      const ptrdiff_t i = dropout_seeded_avx2(xp, yp, b, e, sd, th, sc);
-      for (ptrdiff_t j = i; j < e; ++j) yp[j] = xp[j] * (T((dropout_hash(sd, std::uint64_t(j)) >> 40) >= th) * sc);
-      return;
-    }
+    if (avx2) start = dropout_seeded_avx2(xp, yp, b, e, sd, th, sc);  // the loop below does its tail
 #endif
     // blocks of 256: the hash loop has no branch and vectorizes at AVX-512 (which has the 64-bit
     // multiply); the multiply by the per-element factor is a second, streaming loop
@@ -532,7 +533,7 @@ void dropout_seeded(const Array<T>& x, Array<T>& out, std::uint64_t seed, double
     std::memcpy(&scb, &sc, sizeof scb);
     constexpr ptrdiff_t B = 256;
     U k[B];
-    for (ptrdiff_t s = b; s < e; s += B) {
+    for (ptrdiff_t s = start; s < e; s += B) {
       const ptrdiff_t m = std::min(B, e - s);
 #pragma omp simd
       for (ptrdiff_t j = 0; j < m; ++j) k[j] = scb & (U(0) - U((dropout_hash(sd, std::uint64_t(s + j)) >> 40) >= th));

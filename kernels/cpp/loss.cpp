@@ -314,7 +314,7 @@ inline Reg<V> vlog(Reg<V> x) {
   } else {
     Reg<V> m = x, e;
 #if defined(__AVX2__) && defined(__FMA__)
-    if constexpr (std::is_same_v<V, vm::Avx2F>) {
+    if constexpr (V::kNormalFastPaths) {  // (Avx2F: split_exp_normal is its form)
       // every lane a positive normal float: no subnormal scaling, and the special-value selects
       // below would keep r (~14 of ~35 instructions here; AVX-512 has vgetexpps/vgetmantps)
       if (V::all_within(x, std::numeric_limits<T>::min(), std::numeric_limits<T>::max())) {
