@@ -14,7 +14,7 @@ NVCC   ?= nvcc
 # The build tools go into the venv and every build uses them there (--no-build-isolation): one
 # stable set of include paths, so a compiler cache (CI's ccache) serves the wheel check's build
 # from the editable one's objects, and no throwaway build environment is set up per build.
-BUILD_DEPS := 'setuptools>=68' wheel 'pybind11>=2.12' 'Cython>=3.0'
+BUILD_DEPS := 'setuptools>=77' wheel 'pybind11>=2.12' 'Cython>=3.0'
 
 $(STAMP): $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

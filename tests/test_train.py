@@ -131,7 +131,8 @@ def test_curves_csv_and_png(tmp_path):
     tl, vl = _loaders(n=300)
     res = T.fit(_model(), tl, vl, "sgd", epochs=3, lr=0.05, seed=0, backend=BACKEND, threads=1, out=tmp_path,
                 progress=False, log=None)
-    rows = list(csv.DictReader(open(tmp_path / "curves.csv")))
+    with open(tmp_path / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and tuple(rows[0]) == T.CURVE_COLUMNS
     assert [float(r["val_acc"]) for r in rows] == [r["val_acc"] for r in res.history]
     png = (tmp_path / "curves.png").read_bytes()
@@ -214,7 +215,8 @@ def test_cli_trains_writes_files_and_resumes(tmp_path, capsys):
                         "--resume", str(tmp_path / "last.safetensors"))
     assert rc == 0, err
     assert "epoch   3/3" in out and "epoch   1/3" not in out
-    assert len(list(csv.DictReader(open(tmp_path / "curves.csv")))) == 3
+    with open(tmp_path / "curves.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
 
 
 def test_cli_kfold_and_search(tmp_path, capsys):
