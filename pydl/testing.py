@@ -18,6 +18,13 @@ def _as_tuple(out, n):
     return tuple(out) if n > 1 else (out,)
 
 
+def round_bf16(x):
+    """float32 array rounded to the nearest bfloat16 (ties to even), as float32."""
+    b = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+    return b.astype(np.uint32).view(np.float32).reshape(np.shape(x))
+
+
 def copy_args(args: dict, dtype=None, xp=None) -> dict:
     """Fresh copies of every array (ops may update running statistics in
     place), float arrays cast to ``dtype``, moved to ``xp`` (numpy/cupy)."""

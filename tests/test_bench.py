@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pydl import cli, registry
+from pydl import cli, registry, testing
 from pydl.bench import analysis, check, peaks, report, runner
 
 OPS = ["relu", "sigmoid"]
@@ -261,7 +261,7 @@ def test_bf16_variant_checked_at_its_precision(fake_peaks, tmp_path, monkeypatch
                               b=rng.standard_normal((200, 64)).astype(dtype)), tags=("quick",))])
 
     def matmul_bf16(a, b):  # what the cuda:bf16 variant computes, plus a wrong offset
-        y = runner._round_bf16(a) @ runner._round_bf16(b)
+        y = testing.round_bf16(a) @ testing.round_bf16(b)
         return y + np.float32(0.5) if wrong else y
 
     registry.register("matmul", "cpp", variant="bf16")(matmul_bf16)

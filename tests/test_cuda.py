@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pydl
-from pydl import _array, backends
+from pydl import _array, backends, testing
 from pydl.backends._shared import ACTIVATIONS, SOFTMAXES
 from pydl.backends.cuda import _loader
 
@@ -340,7 +340,7 @@ def _emulate(family, kernel, grid, block, args, shared_mem=0):
         else:
             ta, tb = False, True
             bn, stages = int(targs[1]), int(targs[2])
-            assert (bn, stages, shared_mem) in gemm.TC_TILES.values() and lda % 8 == 0 and ldb % 8 == 0
+            assert (bn, stages, shared_mem) == gemm.TC_TILE and lda % 8 == 0 and ldb % 8 == 0
             assert int(grid[0]) == (N + bn - 1) // bn and int(grid[1]) == (M + 127) // 128
         for z in range(nz):
             a = _view(A, K, M, lda, z, sA).T if ta else _view(A, M, K, lda, z, sA)
@@ -442,13 +442,6 @@ def emulated(monkeypatch):
     monkeypatch.delenv("PYDL_CUDA_MATMUL_PRECISION", raising=False)
 
 
-def _round_bf16(v):
-    """float32 -> nearest bfloat16 (ties to even), returned as float32."""
-    b = np.ascontiguousarray(v, np.float32).view(np.uint32).astype(np.uint64)
-    b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
-    return b.astype(np.uint32).view(np.float32).reshape(np.shape(v))
-
-
 @pytest.mark.parametrize("op,variant", [("matmul", None), ("linear", None), ("conv2d", None), ("im2col", None),
                                         ("col2im", None), ("matmul", "bf16"), ("linear", "bf16"),
                                         *((op, None) for op in ACTIVATIONS + SOFTMAXES)])
@@ -472,7 +465,7 @@ def test_adapters_emulated(emulated, op, variant):
         # bf16 variant: the reference multiplies the same bf16-rounded operands (in float64),
         # so a relu kink is not crossed by rounding alone (sign flips of z near 0 would
         # change a gradient element by a whole upstream value)
-        to64 = (lambda v: _round_bf16(v).astype(np.float64)) if variant else (lambda v: v.astype(np.float64))
+        to64 = (lambda v: testing.round_bf16(v).astype(np.float64)) if variant else (lambda v: v.astype(np.float64))
         ref_args = {k: (to64(v) if hasattr(v, "dtype") and v.dtype.kind == "f" and k != "bias" else
                         v.astype(np.float64) if hasattr(v, "dtype") and v.dtype.kind == "f" else v)
                     for k, v in args.items()}

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import traceback
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +214,7 @@ def check_gemm():
                     b = randn(*((n, k) if tb else (k, n)), dtype=dtype)
                     ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
                     c = cupy.full((m, n), np.nan, dtype)
-                    with _env("PYDL_CUDA_SIMT_BM", bm):
+                    with mock.patch.dict(os.environ, {"PYDL_CUDA_SIMT_BM": bm}):
                         G.gemm(a, b, c, m, n, k, ta=ta, tb=tb, lda=a.shape[1], ldb=b.shape[1], ldc=n,
                                tensor_cores=False)
                     check(f"gemm BM{bm} {np.dtype(dtype).name} {m}x{n}x{k} ta={ta} tb={tb}", c, ref,
@@ -258,28 +259,6 @@ def check_gemm():
     check("matmul cuda:bf16 3-D @ 2-D (K=133, padded)", y, a64 @ b64, 1e-2)
     check("matmul_backward cuda:bf16 da", da, cupy.ones((3, 200, 120)) @ b64.T, 1e-2)
     check("matmul_backward cuda:bf16 db", db, (a64.swapaxes(1, 2) @ cupy.ones((3, 200, 120))).sum(0), 1e-2)
-
-
-class _env:
-    """Environment variable ``name`` set to ``value`` inside the block (None: unset)."""
-
-    def __init__(self, name, value):
-        self.name, self.value = name, value
-
-    def __enter__(self):
-        self.old = os.environ.get(self.name)
-        if self.value is None:
-            os.environ.pop(self.name, None)
-        else:
-            os.environ[self.name] = self.value
-
-    def __exit__(self, *a):
-        if self.old is None:
-            os.environ.pop(self.name, None)
-        else:
-            os.environ[self.name] = self.old
-        return False
-
 
 
 def _bf16_to_f64(h):
@@ -374,7 +353,7 @@ def time_gemm(quick):
             ta_, tb_ = to_torch(a).bfloat16(), to_torch(b).bfloat16()
             base = record("gemm bf16", f"{m}x{n}x{k}", "cuBLAS (torch bf16)", bench(lambda: ta_ @ tb_), flops=fl)
         ms = bench(lambda: G.gemm_bf16(a16, bt16, c16, m, n, k, lda=k, ldb=k, ldc=n))
-        record("gemm bf16", f"{m}x{n}x{k}", f"pydl mma.sync {G.tc_tile(m, n)} (bf16 out)", ms, flops=fl,
+        record("gemm bf16", f"{m}x{n}x{k}", f"pydl mma.sync 128x{G.TC_TILE[0]} (bf16 out)", ms, flops=fl,
                baseline=base["ms"] if base else None)
 
 
@@ -414,7 +393,7 @@ def time_conv(quick):
         ms = bench(lambda: pydl.ops.conv2d(x, w, b, stride=s, padding=p, backend="cuda"), reps=10)
         record("conv fp32 fwd", case, "pydl im2col+simt", ms, flops=fl, baseline=base["ms"] if base else None)
         if k <= 64:  # the adapter's 64x256 SIMT tile against the 128x128 one
-            with _env("PYDL_CUDA_SIMT_BM", "128"):
+            with mock.patch.dict(os.environ, {"PYDL_CUDA_SIMT_BM": "128"}):
                 ms = bench(lambda: pydl.ops.conv2d(x, w, b, stride=s, padding=p, backend="cuda"), reps=10)
             record("conv fp32 fwd", case, "pydl im2col+simt, 128x128 tile", ms, flops=fl,
                    baseline=base["ms"] if base else None)

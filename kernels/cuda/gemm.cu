@@ -208,7 +208,7 @@ struct Tile {
   static constexpr int SMEM_BYTES = STAGES * STAGE_ELEMS * 2;
 };
 static_assert(Tile<128, 3>::SMEM_BYTES == 61440,
-              "pydl/backends/cuda/gemm.py TC_TILES launches gemm_bf16_tc with these byte counts");
+              "pydl/backends/cuda/gemm.py TC_TILE launches gemm_bf16_tc with these byte counts");
 }  // namespace tc
 }  // namespace pydl
 

@@ -325,40 +325,23 @@ class _Case:
                 os.replace(path + ".tmp", path)
         return self._ref
 
-    def reference32(self, backward: bool):
-        """(outputs, grads) of the NumPy reference run in float32 (its own rounding error)."""
-        if getattr(self, "_ref32", None) is None or (backward and self._ref32[1] is None):
+    def reference32(self, backward: bool, bf16: bool = False):
+        """(outputs, grads) of the NumPy reference run in float32 (its own rounding error); with
+        ``bf16``, on bf16-rounded float inputs and upstream gradient (the error a bf16 computation
+        makes from its operands' rounding alone)."""
+        cache = self.__dict__.setdefault("_ref32", {})
+        if cache.get(bf16) is None or (backward and cache[bf16][1] is None):
             from pydl import testing
 
             spec = self.spec
-            a = testing.copy_args(self.a)
-            out, saved = spec.call(a, "numpy")
-            grads = spec.call_backward(self.grad_np, a, saved, "numpy") if backward else None
-            self._ref32 = (_as_tuple(out, spec.outputs), grads)
-        return self._ref32
-
-
-    def reference_bf16(self, backward: bool):
-        """(outputs, grads) of the NumPy reference run in float32 on bf16-rounded float inputs (and
-        upstream gradient): the error a bf16 computation makes from its operands' rounding alone."""
-        if getattr(self, "_ref16", None) is None or (backward and self._ref16[1] is None):
-            from pydl import testing
-
-            spec = self.spec
-            a = {k: (_round_bf16(v) if getattr(v, "dtype", None) is not None and v.dtype.kind == "f" else v)
+            rnd = testing.round_bf16 if bf16 else (lambda v: v)
+            a = {k: (rnd(v) if getattr(v, "dtype", None) is not None and v.dtype.kind == "f" else v)
                  for k, v in testing.copy_args(self.a).items()}
             out, saved = spec.call(a, "numpy")
-            g = tuple(None if x is None else _round_bf16(x) for x in _as_tuple(self.grad_np, spec.outputs))
+            g = tuple(None if x is None else rnd(x) for x in _as_tuple(self.grad_np, spec.outputs))
             grads = spec.call_backward(g if spec.outputs > 1 else g[0], a, saved, "numpy") if backward else None
-            self._ref16 = (_as_tuple(out, spec.outputs), grads)
-        return self._ref16
-
-
-def _round_bf16(x):
-    """float32 array rounded to the nearest bfloat16 (ties to even), as float32."""
-    b = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
-    return b.astype(np.uint32).view(np.float32).reshape(np.shape(x))
+            cache[bf16] = (_as_tuple(out, spec.outputs), grads)
+        return cache[bf16]
 
 
 def _grad_to_device(g):
@@ -495,7 +478,7 @@ def check_job(pc: _Case, backend: str, mode: str) -> tuple[str, str]:
                              f"2x the float32 NumPy reference's own error {err32:.3g}")
                 continue
             if backend.partition(":")[2] == "bf16":  # (torch is no pydl backend: no split_backend)
-                err16 = _max_err(pc.reference_bf16(which[0] == "grad")[which[0] == "grad"][which[1]], ref)
+                err16 = _max_err(pc.reference32(which[0] == "grad", bf16=True)[which[0] == "grad"][which[1]], ref)
                 if np.isfinite(err) and err <= 2 * err16:
                     notes.append(f"{label}: bf16 max error {err:.3g}, within 2x the NumPy reference's own on "
                                  f"bf16-rounded inputs {err16:.3g}")

@@ -33,8 +33,8 @@ _SIMT = [(False, False, False, False), (False, False, False, True), (False, True
          (True, False, False, False), (True, False, True, False), (True, False, False, True),
          (True, False, True, True), (True, True, False, False), (True, True, True, False)]
 _B = lambda v: "true" if v else "false"  # noqa: E731
-#: gemm_bf16_tc's tiles: name -> (BN, pipeline stages, dynamic shared memory bytes; static_assert in gemm.cu)
-TC_TILES = {"128x128": (128, 3, 61440)}
+#: gemm_bf16_tc's tile: (BN, pipeline stages, dynamic shared memory bytes; static_assert in gemm.cu)
+TC_TILE = (128, 3, 61440)
 
 
 #: gemm_simt's tiles by BM: (BM, BN)
@@ -57,7 +57,7 @@ def simt_tile(m: int, n: int, batch: int = 1) -> int:
 
 
 declare("gemm", [_simt_name(c, *f, bm) for c in ("float", "double") for f in _SIMT for bm in SIMT_TILES]
-        + [f"gemm_bf16_tc<{o}, {bn}, {st}>" for o in ("false", "true") for bn, st, _ in TC_TILES.values()]
+        + [f"gemm_bf16_tc<{o}, {TC_TILE[0]}, {TC_TILE[1]}>" for o in ("false", "true")]
         + ["cast_f32_bf16<false>", "cast_f32_bf16<true>", "bias_grad<float>", "bias_grad<double>"])
 MAX_Z = 65535     # grid z limit: larger batches are launched in chunks
 
@@ -68,11 +68,6 @@ def precision() -> str:
     if p not in ("highest", "bf16"):
         raise ValueError(f"PYDL_CUDA_MATMUL_PRECISION: expected 'highest' or 'bf16', got {p!r}")
     return p
-
-
-def tc_tile(m: int, n: int, batch: int = 1) -> str:
-    """gemm_bf16_tc's block tile for an (m, n) output (one compiled so far: 128x128)."""
-    return "128x128"
 
 
 def _addr(a) -> int:
@@ -150,7 +145,7 @@ def gemm_bf16(a16, b16, c, m, n, k, *, lda, ldb, ldc, batch=1, sa=0, sb=0, sc=0,
     out_bf16 = c.itemsize == 2
     if bias is not None and bias.dtype != np.float32:
         raise TypeError(f"bias: the bf16 kernel's epilogue takes float32, got {bias.dtype}")
-    bn, stages, smem = TC_TILES[tc_tile(m, n, batch)]
+    bn, stages, smem = TC_TILE
     for z0 in range(0, batch, MAX_Z):
         nz = min(MAX_Z, batch - z0)
         launch("gemm", f"gemm_bf16_tc<{_B(out_bf16)}, {bn}, {stages}>", ((n + bn - 1) // bn, (m + 127) // 128, nz),

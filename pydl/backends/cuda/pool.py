@@ -51,7 +51,7 @@ def max_pool2d_backward(grad, x, kernel_size, stride, padding, dilation, ceil_mo
         oh, ow = g.shape[2:]
         launch("pool", f"max_pool2d_bwd<{_CTYPE[g.dtype]}>", (blocks_for(dx.size),), (256,),
                (g, idx, dx, *_geometry(x, oh, ow), *_i32(*kernel_size, *stride, *padding, *dilation),
-                *magic(*x.shape[:1:-1])))
+                *magic(x.shape[3], x.shape[2])))
     return (dx,)
 
 
@@ -86,7 +86,7 @@ def avg_pool2d_backward(grad, x, kernel_size, stride, padding, ceil_mode, count_
         launch("pool", f"avg_pool2d_bwd<{_CTYPE[g.dtype]}>", (blocks_for(dx.size),), (256,),
                (g, dx, *_geometry(x, oh, ow),
                 *_avg_tail(kernel_size, stride, padding, count_include_pad, divisor_override),
-                *magic(*x.shape[:1:-1])))
+                *magic(x.shape[3], x.shape[2])))
     return (dx,)
 
 
@@ -110,5 +110,5 @@ def adaptive_avg_pool2d_backward(grad, x, output_size, saved=None):
     dx = _array.empty(x.shape, grad.dtype, like=grad)
     if dx.size:
         launch("pool", f"adaptive_avg_pool2d_bwd<{_CTYPE[g.dtype]}>", (blocks_for(dx.size),), (256,),
-               (g, dx, *_geometry(x, *output_size), *magic(*x.shape[:1:-1])))
+               (g, dx, *_geometry(x, *output_size), *magic(x.shape[3], x.shape[2])))
     return (dx,)
