@@ -22,8 +22,10 @@
 // dW is the same bits from run to run.
 // Backward (same paths): db = sum of dy; dW_g += dy_g @ cols_g^T (per-thread dW partials when
 // threads run over images, summed at the end); dcols_g = W_g^T @ dy_g then col2im of the tile
-// into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c) as a transposed conv
-// (scatter along the width), dW per (k, c', r, s) as a dot product over n, oh, ow.
+// into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c), at stride 1 as a
+// forward convolution of padded dy with the flipped filter (else a scatter along the width); dW
+// per (k, c') filter with one register accumulator per tap over padded input planes (else a dot
+// product per tap and row).
 // smallk: dW^T (taps x Kg) by the smallk tiles with rows = taps and depth = pixels (B = dy^T of
 // one image); dx at stride 1 with Cg >= 32 as a convolution of dy with the flipped, transposed
 // weights through the smallk forward (smallk_dx), else by the 1x1 or im2col path's W^T @ dy
@@ -204,18 +206,41 @@ bool over_images(const Geom& q) { return q.n >= num_threads(); }
 
 // -- forward -------------------------------------------------------------------------
 
+// src plane (h, w) into buf (rows, pwid) with its first element at (top, left), zeros around it
+template <class T>
+void pad_into(const T* src, i64 h, i64 w, i64 top, i64 left, i64 rows, i64 pwid, T* buf) {
+  std::fill(buf, buf + top * pwid, T(0));
+  for (i64 i = 0; i < h; ++i) {
+    T* d = buf + (top + i) * pwid;
+    std::fill(d, d + left, T(0));
+    std::memcpy(d + left, src + i * w, sizeof(T) * w);
+    std::fill(d + left + w, d + pwid, T(0));
+  }
+  std::fill(buf + (top + h) * pwid, buf + rows * pwid, T(0));
+}
+
 // x plane (H, W) into buf, zero-padded to (H + 2ph, W + 2pw): the taps then read without bounds
 template <class T>
 void pad_plane(const Geom& q, const T* x, T* buf) {
-  const i64 pw = q.w + 2 * q.pw;
-  std::fill(buf, buf + q.ph * pw, T(0));
-  for (i64 i = 0; i < q.h; ++i) {
-    T* d = buf + (q.ph + i) * pw;
-    std::fill(d, d + q.pw, T(0));
-    std::memcpy(d + q.pw, x + i * q.w, sizeof(T) * q.w);
-    std::fill(d + q.pw + q.w, d + pw, T(0));
+  pad_into(x, q.h, q.w, q.ph, q.pw, q.h + 2 * q.ph, q.w + 2 * q.pw, buf);
+}
+
+// f(V{}) with V the float32 SIMD wrapper of the level in use; false (nothing called) for float64
+// or the scalar level, where the callers' autovectorized loops run instead
+template <class T, class F>
+bool with_float_simd(F&& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    switch (simd_level()) {
+#if defined(__AVX512F__)
+      case Simd::avx512: f(vm::Avx512F{}); return true;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+      case Simd::avx2: f(vm::Avx2F{}); return true;
+#endif
+      default: return false;
+    }
   }
-  std::fill(buf + (q.ph + q.h) * pw, buf + (q.h + 2 * q.ph) * pw, T(0));
+  return false;
 }
 
 // One output row of a stride-1 direct convolution, all R*S taps summed in registers (4 vectors
@@ -246,18 +271,9 @@ void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S
 template <class T>
 bool direct_row_simd(const T* base, i64 dh, i64 dw, const T* wk, i64 R, i64 S, T* d, i64 ow,
                      bool first, T init) {
-  if constexpr (std::is_same_v<T, float>) {
-    switch (simd_level()) {
-#if defined(__AVX512F__)
-      case Simd::avx512: direct_row<vm::Avx512F>(base, dh, dw, wk, R, S, d, ow, first, init); return true;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-      case Simd::avx2: direct_row<vm::Avx2F>(base, dh, dw, wk, R, S, d, ow, first, init); return true;
-#endif
-      default: return false;
-    }
-  }
-  return false;
+  return with_float_simd<T>([&](auto v) {
+    direct_row<decltype(v)>(base, dh, dw, wk, R, S, d, ow, first, init);
+  });
 }
 
 // Per (n, k) output plane: for each input channel of the group, pad its plane once (L1-sized),
@@ -973,73 +989,153 @@ void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T*
 
 // -- backward ------------------------------------------------------------------------
 
+// dW of one filter over one image at stride 1, NT taps at a time: acc[t] += sum over the output
+// plane of dy[i][j] * xp[i*xpw + toff[t] + j], xp the zero-padded input plane. One accumulator
+// vector per tap (NT <= 9: 11 registers at AVX2), dy loaded once for all of them; the row tail
+// masks both loads (a lane past the row must not pair a 0 of dy with an inf of x).
+template <class V, int NT>
+void dw_taps(const float* dy, const float* xp, i64 oh, i64 ow, i64 xpw, const i64* toff, float* acc) {
+  using Rg = typename V::R;
+  constexpr i64 W = V::W;
+  Rg a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = V::set1(0.0f);
+  for (i64 i = 0; i < oh; ++i) {
+    const float* g = dy + i * ow;
+    const float* xr = xp + i * xpw;
+    i64 j = 0;
+    for (; j + W <= ow; j += W) {
+      const Rg gv = V::load(g + j);
+      for (int t = 0; t < NT; ++t) a[t] = V::fma(gv, V::load(xr + toff[t] + j), a[t]);
+    }
+    if (j < ow) {
+      const size_t n = size_t(ow - j);
+      const Rg gv = V::load_n(g + j, n, 0.0f);
+      for (int t = 0; t < NT; ++t) a[t] = V::fma(gv, V::load_n(xr + toff[t] + j, n, 0.0f), a[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) acc[t] += V::reduce_add(a[t]);
+}
+
+constexpr int kTapChunk = 9;  // a 3x3 filter in one pass over the plane
+
+template <class V, int NT = kTapChunk>
+void dw_chunk(int nt, const float* dy, const float* xp, i64 oh, i64 ow, i64 xpw, const i64* toff, float* acc) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return dw_chunk<V, NT - 1>(nt, dy, xp, oh, ow, xpw, toff, acc);
+  }
+  dw_taps<V, NT>(dy, xp, oh, ow, xpw, toff, acc);
+}
+
+// Direct backward. dx per (n, c) plane; dW per (k, c') filter, images outer. At stride 1 in float32
+// at a SIMD level (`unit`) both run as register-blocked plane passes on zero-padded planes (no bounds in the
+// inner loops, no remainder loops of the compiler's choosing): dx as the forward convolution
+// (direct_row) of dy padded by (R-1)dh - ph above and (S-1)dw - pw on the left, with the taps
+// flipped, so that dx[i][j] = sum w[r][s] dy[i + ph - r dh][j + pw - s dw]; dW by dw_taps on the
+// padded input plane. Otherwise (strides, float64, the scalar level, padding wider than the
+// dilated filter) the row loops below, autovectorized: a scatter per tap for dx, a dot product per
+// tap and output row for dW.
 template <class T>
 void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx, T* dwt) {
-  const i64 hw = q.h * q.w, L = q.l();
+  const i64 hw = q.h * q.w, L = q.l(), taps = q.r * q.s;
   const int nt = num_threads();
-  // dx: per (n, c) plane, scatter of every filter tap of the group's outputs
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (i64 p = 0; p < (dx ? q.n * q.c : 0); ++p) {
-    const i64 n = p / q.c, c = p % q.c, g = c / q.cg(), cl = c % q.cg();
-    T* d = dx + p * hw;
-    std::fill(d, d + hw, T(0));
-    for (i64 k = g * q.kg(); k < (g + 1) * q.kg(); ++k) {
-      const T* gk = dy + (n * q.k + k) * L;
-      const T* wk = wt + (k * q.cg() + cl) * q.r * q.s;
-      for (i64 r = 0; r < q.r; ++r)
-        for (i64 s = 0; s < q.s; ++s) {
-          const T wv = wk[r * q.s + s];
-          const i64 off = s * q.dw - q.pw;
+  const bool unit = q.sh == 1 && q.sw == 1 && with_float_simd<T>([](auto) {});
+  const i64 top = (q.r - 1) * q.dh - q.ph, left = (q.s - 1) * q.dw - q.pw;
+  const bool dx_planes = unit && top >= 0 && left >= 0;
+  const i64 prow = q.h + (q.r - 1) * q.dh, pwid = q.w + (q.s - 1) * q.dw;  // padded dy (dx_planes)
+#pragma omp parallel num_threads(nt) if (dx)
+  {
+    std::vector<T> pbuf(dx_planes ? size_t(prow * pwid) : 0), wf(static_cast<size_t>(taps));
+#pragma omp for schedule(static)
+    for (i64 p = 0; p < (dx ? q.n * q.c : 0); ++p) {
+      const i64 n = p / q.c, c = p % q.c, g = c / q.cg(), cl = c % q.cg();
+      T* d = dx + p * hw;
+      for (i64 k = g * q.kg(); k < (g + 1) * q.kg(); ++k) {
+        const T* gk = dy + (n * q.k + k) * L;
+        const T* wk = wt + (k * q.cg() + cl) * taps;
+        const bool first = k == g * q.kg();
+        if (dx_planes) {
+          for (i64 t = 0; t < taps; ++t) wf[size_t(t)] = wk[taps - 1 - t];
+          pad_into(gk, q.oh, q.ow, top, left, prow, pwid, pbuf.data());
+          with_float_simd<T>([&](auto v) {
+            for (i64 i = 0; i < q.h; ++i)
+              direct_row<decltype(v)>(pbuf.data() + i * pwid, q.dh * pwid, q.dw, wf.data(), q.r, q.s,
+                                      d + i * q.w, q.w, first, 0.0f);
+          });
+          continue;
+        }
+        if (first) std::fill(d, d + hw, T(0));
+        for (i64 r = 0; r < q.r; ++r)
+          for (i64 s = 0; s < q.s; ++s) {
+            const T wv = wk[r * q.s + s];
+            const i64 off = s * q.dw - q.pw;
+            i64 lo, hi;
+            valid_range(off, q.sw, q.w, q.ow, lo, hi);
+            for (i64 oh = 0; oh < q.oh; ++oh) {
+              const i64 ih = oh * q.sh - q.ph + r * q.dh;
+              if (ih < 0 || ih >= q.h) continue;
+              const T* src = gk + oh * q.ow;
+              T* dr = d + ih * q.w + off;
+              if (q.sw == 1) {
+#pragma omp simd
+                for (i64 j = lo; j < hi; ++j) dr[j] += wv * src[j];
+              } else {
+                const i64 sw = q.sw;
+                for (i64 j = lo; j < hi; ++j) dr[j * sw] += wv * src[j];
+              }
+            }
+          }
+      }
+    }
+  }
+  // dW: images outer so one image's two planes stay in L1 across the R*S taps
+  const i64 xrows = q.h + 2 * q.ph, xpw = q.w + 2 * q.pw;
+#pragma omp parallel num_threads(nt) if (dwt)
+  {
+    std::vector<T> xbuf(unit ? size_t(xrows * xpw) : 0);
+    std::vector<i64> toff(static_cast<size_t>(taps));
+    for (i64 t = 0; t < taps; ++t) toff[size_t(t)] = (t / q.s) * q.dh * xpw + (t % q.s) * q.dw;
+#pragma omp for schedule(static)
+    for (i64 f = 0; f < (dwt ? q.k * q.cg() : 0); ++f) {
+      const i64 k = f / q.cg(), cl = f % q.cg(), c = (k / q.kg()) * q.cg() + cl;
+      T* acc = dwt + f * taps;
+      std::fill(acc, acc + taps, T(0));
+      for (i64 n = 0; n < q.n; ++n) {
+        const T* gk = dy + (n * q.k + k) * L;
+        const T* xc = x + (n * q.c + c) * hw;
+        if (unit) {
+          pad_plane(q, xc, xbuf.data());
+          with_float_simd<T>([&](auto v) {
+            for (i64 t0 = 0; t0 < taps; t0 += kTapChunk)
+              dw_chunk<decltype(v)>(int(std::min<i64>(kTapChunk, taps - t0)), gk, xbuf.data(), q.oh, q.ow, xpw,
+                                    toff.data() + t0, acc + t0);
+          });
+          continue;
+        }
+        for (i64 t = 0; t < taps; ++t) {
+          const i64 r = t / q.s, s = t % q.s, off = s * q.dw - q.pw;
           i64 lo, hi;
           valid_range(off, q.sw, q.w, q.ow, lo, hi);
+          T sum = T(0);
           for (i64 oh = 0; oh < q.oh; ++oh) {
             const i64 ih = oh * q.sh - q.ph + r * q.dh;
             if (ih < 0 || ih >= q.h) continue;
-            const T* src = gk + oh * q.ow;
-            T* dr = d + ih * q.w + off;
+            const T* gr = gk + oh * q.ow;
+            const T* xr = xc + ih * q.w + off;
+            T part = T(0);
             if (q.sw == 1) {
-#pragma omp simd
-              for (i64 j = lo; j < hi; ++j) dr[j] += wv * src[j];
+#pragma omp simd reduction(+ : part)
+              for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j];
             } else {
               const i64 sw = q.sw;
-              for (i64 j = lo; j < hi; ++j) dr[j * sw] += wv * src[j];
+#pragma omp simd reduction(+ : part)
+              for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j * sw];
             }
+            sum += part;
           }
+          acc[t] += sum;
         }
-    }
-  }
-  // dW: per (k, c') filter, a dot product of dy[:, k] with shifted x[:, c] per tap; images outer
-  // so one image's two planes stay in L1 across the R*S taps
-  const i64 taps = q.r * q.s;
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (i64 f = 0; f < (dwt ? q.k * q.cg() : 0); ++f) {
-    const i64 k = f / q.cg(), cl = f % q.cg(), c = (k / q.kg()) * q.cg() + cl;
-    T* acc = dwt + f * taps;
-    std::fill(acc, acc + taps, T(0));
-    for (i64 n = 0; n < q.n; ++n)
-      for (i64 t = 0; t < taps; ++t) {
-        const i64 r = t / q.s, s = t % q.s, off = s * q.dw - q.pw;
-        i64 lo, hi;
-        valid_range(off, q.sw, q.w, q.ow, lo, hi);
-        T sum = T(0);
-        for (i64 oh = 0; oh < q.oh; ++oh) {
-          const i64 ih = oh * q.sh - q.ph + r * q.dh;
-          if (ih < 0 || ih >= q.h) continue;
-          const T* gr = dy + (n * q.k + k) * L + oh * q.ow;
-          const T* xr = x + (n * q.c + c) * hw + ih * q.w + off;
-          T part = T(0);
-          if (q.sw == 1) {
-#pragma omp simd reduction(+ : part)
-            for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j];
-          } else {
-            const i64 sw = q.sw;
-#pragma omp simd reduction(+ : part)
-            for (i64 j = lo; j < hi; ++j) part += gr[j] * xr[j * sw];
-          }
-          sum += part;
-        }
-        acc[t] += sum;
       }
+    }
   }
 }
 
