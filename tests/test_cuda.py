@@ -390,8 +390,10 @@ _ACT_PARAM = {"relu": ("relu", {}), "leaky_relu": ("leaky_relu", "negative_slope
 
 
 def _emulate_elementwise(name, args):
-    """elementwise.cu's entry points through the NumPy reference, on the flat buffers they are given."""
-    from pydl import registry
+    """elementwise.cu's entry points through the NumPy reference, on the flat buffers they are given
+    (the reference's plain functions: every backward kernel here takes x, as the reference's
+    backward does without ``saved``)."""
+    from pydl.backends.reference import elementwise as rew
 
     base, sfx = name.rsplit("_", 1)
     assert sfx == {4: "f32", 8: "f64"}[args[0].itemsize], name
@@ -406,11 +408,11 @@ def _emulate_elementwise(name, args):
                 shape = (int(outer), int(n), int(inner))
             if kind == "backward":
                 g, x, dx = bufs
-                (d,) = registry.IMPLS[op + "_backward"]["numpy"](g.reshape(shape), x.reshape(shape), dim=1)
+                (d,) = getattr(rew, op + "_backward")(g.reshape(shape), x.reshape(shape), dim=1)
                 dx.reshape(-1)[...] = d.reshape(-1)
             else:
                 x, y = (args[0], args[1])
-                y.reshape(-1)[...] = registry.IMPLS[op]["numpy"](x.reshape(shape), dim=1).reshape(-1)
+                y.reshape(-1)[...] = getattr(rew, op)(x.reshape(shape), dim=1).reshape(-1)
             return
     backward = base.endswith("_backward")
     kernel = base[:-len("_backward")] if backward else base
@@ -420,11 +422,11 @@ def _emulate_elementwise(name, args):
     assert all(b.size == int(n) and b.flags.c_contiguous for b in bufs), name
     if backward:
         g, x, dx = bufs
-        (d,) = registry.IMPLS[op + "_backward"]["numpy"](g.reshape(-1), x.reshape(-1), **params)
+        (d,) = getattr(rew, op + "_backward")(g.reshape(-1), x.reshape(-1), **params)
         dx.reshape(-1)[...] = d
     else:
         x, y = bufs
-        y.reshape(-1)[...] = registry.IMPLS[op]["numpy"](x.reshape(-1), **params)
+        y.reshape(-1)[...] = getattr(rew, op)(x.reshape(-1), **params)
 
 
 @pytest.fixture

@@ -308,15 +308,6 @@ inline typename V::R tanh(typename V::R x) {
   return V::copysign(V::div(V::sub(V::set1(0.0f), e), V::add(e, V::set1(2.0f))), x);
 }
 
-// 1 - tanh(x)^2 = 4E / (1 + E)^2 with E = exp(-2|x|): accurate where tanh(x) rounds to 1
-template <class V>
-inline typename V::R tanh_grad(typename V::R x) {
-  using R = typename V::R;
-  R e = exp<V>(V::mul(V::set1(-2.0f), V::abs(x)));
-  R d = V::add(V::set1(1.0f), e);
-  return V::div(V::mul(V::set1(4.0f), e), V::mul(d, d));
-}
-
 // sigmoid(x) = 1/(1+E) for x >= 0 and E/(1+E) for x < 0, E = exp(-|x|) <= 1: never overflows
 template <class V>
 inline typename V::R sigmoid(typename V::R x) {

@@ -1,8 +1,9 @@
 // Elementwise family (pydl._cpp): activations, softmax and log_softmax, dropout, forward and backward.
 //
 // Computes, for float32 and float64 arrays of any shape (C-contiguous, n elements):
-//   relu, leaky_relu, elu, gelu (erf or tanh form), sigmoid, tanh:  y = f(x),  dx = grad * f'(x);
-//   softmax, log_softmax along `dim`, x viewed as (outer, n, inner):  y = softmax(x) and
+//   relu, leaky_relu, elu, gelu (erf or tanh form), sigmoid, tanh:  y = f(x),  dx = grad * f'(x),
+//   sigmoid's and tanh's from the forward's output y: grad y (1 - y), grad (1 - y^2);
+//   softmax, log_softmax along `dim`, x viewed as (outer, n, inner):  y = softmax(x) and, from y,
 //   dx = y (grad - sum(grad y)) or dx = grad - exp(y_log) sum(grad), per line of n elements;
 //   dropout: y = x * keep / (1 - p), keep drawn in the kernel from (seed, index) or given (below).
 // Algorithm: activations are one pass of an op functor over registers (AVX-512 16 lanes, AVX2 8,
@@ -111,14 +112,17 @@ struct GeluTanh {
   }
 };
 
+// sigmoid and tanh: bwd takes the forward's output y (saved by the forward), as PyTorch's do
 struct Sigmoid {
   template <class V> Reg<V> fwd(Reg<V> x) const { return vm::sigmoid<V>(x); }
-  template <class V> Reg<V> bwd(Reg<V> g, Reg<V> x) const { return V::mul(g, vm::sigmoid_grad<V>(x)); }
+  template <class V> Reg<V> bwd(Reg<V> g, Reg<V> y) const {
+    return V::mul(g, V::mul(y, V::sub(V::set1(1), y)));
+  }
 };
 
 struct Tanh {
   template <class V> Reg<V> fwd(Reg<V> x) const { return vm::tanh<V>(x); }
-  template <class V> Reg<V> bwd(Reg<V> g, Reg<V> x) const { return V::mul(g, vm::tanh_grad<V>(x)); }
+  template <class V> Reg<V> bwd(Reg<V> g, Reg<V> y) const { return V::mul(g, V::sub(V::set1(1), V::mul(y, y))); }
 };
 
 // Test hook: one vm:: function at the current SIMD level, to check its accuracy on wide grids.
@@ -275,36 +279,21 @@ void softmax_line(const Line& line, const typename V::T* x, typename V::T* y) {
   }
 }
 
+// From the forward's output y (saved by the forward): softmax dx = y (g - sum(g y)), log_softmax
+// dx = g - exp(y) sum(g). Two passes (the sum, then dx), against the forward's three with its exp.
 template <class V, bool Log, class Line>
-void softmax_backward_line(const Line& line, const typename V::T* g, const typename V::T* x,
+void softmax_backward_line(const Line& line, const typename V::T* g, const typename V::T* y,
                            typename V::T* dx) {
-  using T = typename V::T;
-  const auto same = [](T v) { return v; };
-  if constexpr (!Log) {  // dx = y (g - sum(g y)); y lives in dx meanwhile
-    softmax_line<V, false>(line, x, dx);
-    auto d = filled<V, typename Line::Acc>(0);
-    line.each([&](ptrdiff_t i, std::size_t c, int a) {
-      d[a] = V::fma(V::load_n(g + i, c, 0), V::load_n(dx + i, c, 0), d[a]);
-    });
-    line.sum(d, same);
-    line.each([&](ptrdiff_t i, std::size_t c, int a) {
-      V::store_n(dx + i, V::mul(V::load_n(dx + i, c, 0), V::sub(V::load_n(g + i, c, 0), d[a])), c);
-    });
-  } else {  // dx = g - exp(log_softmax(x)) sum(g)
-    const T ninf = -std::numeric_limits<T>::infinity();
-    const auto m = line_max<V>(line, x);
-    auto s = filled<V, typename Line::Acc>(0), gs = s;
-    line.each([&](ptrdiff_t i, std::size_t c, int a) {
-      s[a] = V::add(s[a], vm::exp<V>(V::sub(V::load_n(x + i, c, ninf), m[a])));
-      gs[a] = V::add(gs[a], V::load_n(g + i, c, 0));
-    });
-    line.sum(s, [](T v) { return std::log(v); });
-    line.sum(gs, same);
-    line.each([&](ptrdiff_t i, std::size_t c, int a) {
-      Reg<V> p = vm::exp<V>(V::sub(V::sub(V::load_n(x + i, c, 0), m[a]), s[a]));
-      V::store_n(dx + i, V::sub(V::load_n(g + i, c, 0), V::mul(p, gs[a])), c);
-    });
-  }
+  auto d = filled<V, typename Line::Acc>(0);
+  line.each([&](ptrdiff_t i, std::size_t c, int a) {
+    const Reg<V> gv = V::load_n(g + i, c, 0);
+    d[a] = Log ? V::add(d[a], gv) : V::fma(gv, V::load_n(y + i, c, 0), d[a]);
+  });
+  line.sum(d, [](typename V::T v) { return v; });
+  line.each([&](ptrdiff_t i, std::size_t c, int a) {
+    const Reg<V> gv = V::load_n(g + i, c, 0), yv = V::load_n(y + i, c, 0);
+    V::store_n(dx + i, Log ? V::sub(gv, V::mul(vm::exp<V>(yv), d[a])) : V::mul(yv, V::sub(gv, d[a])), c);
+  });
 }
 
 // f(line, offset) for every task of an (outer, n, inner) array: rows, or slabs of columns
@@ -377,9 +366,11 @@ void activation(const Array<T>& x, Array<T>& out, const Op& op) {
   vm::with_vec<T>([&](auto v) { map_forward<decltype(v)>(xp, yp, n, op); });
 }
 
+// dx = op.bwd(g, x): x is the forward's input, or its output for Sigmoid and Tanh (`name` "y")
 template <class T, class Op>
-void activation_backward(const Array<T>& g, const Array<T>& x, Array<T>& out, const Op& op) {
-  const T* xp = input(x, "x", x);
+void activation_backward(const Array<T>& g, const Array<T>& x, Array<T>& out, const Op& op,
+                         const char* name = "x") {
+  const T* xp = input(x, name, x);
   const T* gp = input(g, "grad", x);
   T* dp = output(out, x, {&x, &g});
   const ptrdiff_t n = x.size();
@@ -416,16 +407,16 @@ void softmax(const Array<T>& x, Array<T>& out, int dim) {
 }
 
 template <class T, bool Log>
-void softmax_backward(const Array<T>& g, const Array<T>& x, Array<T>& out, int dim) {
-  const T* xp = input(x, "x", x);
-  const T* gp = input(g, "grad", x);
-  T* dp = output(out, x, {&x, &g});
-  const Lines l = lines_of(x, dim);
+void softmax_backward(const Array<T>& g, const Array<T>& y, Array<T>& out, int dim) {
+  const T* yp = input(y, "y", y);
+  const T* gp = input(g, "grad", y);
+  T* dp = output(out, y, {&y, &g});
+  const Lines l = lines_of(y, dim);
   py::gil_scoped_release nogil;
   vm::with_vec<T>([&](auto v) {
     using V = decltype(v);
     for_lines<V>(l.outer, l.n, l.inner, [&](const auto& line, ptrdiff_t off) {
-      softmax_backward_line<V, Log>(line, gp + off, xp + off, dp + off);
+      softmax_backward_line<V, Log>(line, gp + off, yp + off, dp + off);
     });
   });
 }
@@ -565,12 +556,13 @@ void dropout_masked(const Array<T>& x, const py::array& mask, Array<T>& out, dou
 }
 
 // -- bindings: elementwise_<op>_<f32|f64>(x, out, ...), elementwise_<op>_backward_<..>(grad, x, out, ...)
+//    (grad, y, out, ...) for sigmoid, tanh, softmax and log_softmax: y the forward's output
 
 template <class T>
 void bind_dtype(py::module_& m, const std::string& sfx) {
   using A = Array<T>;
   auto name = [&](const char* op) { return "elementwise_" + std::string(op) + "_" + sfx; };
-  const auto x = py::arg("x").noconvert(), out = py::arg("out").noconvert(),
+  const auto x = py::arg("x").noconvert(), y = py::arg("y").noconvert(), out = py::arg("out").noconvert(),
              grad = py::arg("grad").noconvert();
 
   m.def(name("relu").c_str(), [](A x, A out) { activation(x, out, Relu{}); }, x, out);
@@ -594,15 +586,16 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           else activation_backward(g, x, out, GeluErf{});
         }, grad, x, out, py::arg("approximate"));
   m.def(name("sigmoid").c_str(), [](A x, A out) { activation(x, out, Sigmoid{}); }, x, out);
+  // from the forward's output y
   m.def(name("sigmoid_backward").c_str(),
-        [](A g, A x, A out) { activation_backward(g, x, out, Sigmoid{}); }, grad, x, out);
+        [](A g, A y, A out) { activation_backward(g, y, out, Sigmoid{}, "y"); }, grad, y, out);
   m.def(name("tanh").c_str(), [](A x, A out) { activation(x, out, Tanh{}); }, x, out);
   m.def(name("tanh_backward").c_str(),
-        [](A g, A x, A out) { activation_backward(g, x, out, Tanh{}); }, grad, x, out);
+        [](A g, A y, A out) { activation_backward(g, y, out, Tanh{}, "y"); }, grad, y, out);
   m.def(name("softmax").c_str(), &softmax<T, false>, x, out, py::arg("dim"));
-  m.def(name("softmax_backward").c_str(), &softmax_backward<T, false>, grad, x, out, py::arg("dim"));
+  m.def(name("softmax_backward").c_str(), &softmax_backward<T, false>, grad, y, out, py::arg("dim"));
   m.def(name("log_softmax").c_str(), &softmax<T, true>, x, out, py::arg("dim"));
-  m.def(name("log_softmax_backward").c_str(), &softmax_backward<T, true>, grad, x, out, py::arg("dim"));
+  m.def(name("log_softmax_backward").c_str(), &softmax_backward<T, true>, grad, y, out, py::arg("dim"));
   // the backward is the same map applied to the upstream gradient
   m.def(name("dropout_seeded").c_str(), &dropout_seeded<T>, x, out, py::arg("seed"), py::arg("p"));
   m.def(name("dropout_masked").c_str(), &dropout_masked<T>, x, py::arg("mask").noconvert(), out, py::arg("p"));

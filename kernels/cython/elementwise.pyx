@@ -297,10 +297,10 @@ cdef void ew_activation_chunk(int op, const floating* x, floating* y, Py_ssize_t
 
 cdef void ew_activation_backward_chunk(int op, const floating* g, const floating* x, floating* dx,
                                        Py_ssize_t n, floating p) noexcept nogil:
-    # dx = g f'(x) on n elements
+    # dx = g f'(x) on n elements; for sigmoid and tanh x is the forward's output y
     cdef Py_ssize_t i
     cdef floating v, u, e, d
-    cdef floating zero = 0, one = 1, two = 2, four = 4, half = 0.5
+    cdef floating zero = 0, one = 1, two = 2, half = 0.5
     if op == EW_RELU:
         for i in range(n):
             dx[i] = g[i] if x[i] > zero else zero
@@ -328,18 +328,12 @@ cdef void ew_activation_backward_chunk(int op, const floating* g, const floating
             dx[i] = g[i] * (ew_one_or(u >= zero, e) * d
                             + two * v * e * d * d * <floating>EW_SQRT_2_OVER_PI
                             * (one + <floating>(3 * EW_GELU_C) * v * v))
-    elif op == EW_SIGMOID:
-        # s (1 - s) = e / (1 + e)^2 with e = exp(-|x|), either sign
+    elif op == EW_SIGMOID:   # from y: y (1 - y)
         for i in range(n):
-            e = ew_exp(-ew_fabs(x[i]))
-            d = one / (one + e)
-            dx[i] = g[i] * e * d * d
-    elif op == EW_TANH:
-        # 1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|)
+            dx[i] = g[i] * x[i] * (one - x[i])
+    elif op == EW_TANH:      # from y: 1 - y^2
         for i in range(n):
-            e = ew_exp(-two * ew_fabs(x[i]))
-            d = one / (one + e)
-            dx[i] = g[i] * four * e * d * d
+            dx[i] = g[i] * (one - x[i] * x[i])
 
 
 def elementwise_activation(int op, const floating[::1] x, floating[::1] y, double p=0.0):
@@ -357,7 +351,7 @@ def elementwise_activation(int op, const floating[::1] x, floating[::1] y, doubl
 
 def elementwise_activation_backward(int op, const floating[::1] g, const floating[::1] x,
                                     floating[::1] dx, double p=0.0):
-    """dx = g * activation ``op``'(x)."""
+    """dx = g * activation ``op``'(x); for sigmoid and tanh ``x`` is the forward's output y."""
     cdef Py_ssize_t n = x.shape[0], c, lo
     cdef Py_ssize_t chunks = (n + EW_CHUNK - 1) // EW_CHUNK
     if g.shape[0] != n or dx.shape[0] != n:
@@ -479,59 +473,39 @@ cdef void ew_softmax_tile(const floating* x, floating* y, Py_ssize_t n, Py_ssize
                 y[j * inner + k] = y[j * inner + k] * <floating>s[k]
 
 
-cdef void ew_softmax_backward_row(const floating* g, const floating* x, floating* dx, Py_ssize_t n,
+cdef void ew_softmax_backward_row(const floating* g, const floating* y, floating* dx, Py_ssize_t n,
                                   bint is_log) noexcept nogil:
-    # softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g).
-    # exp(x - max) is kept in dx between passes.
+    # from the forward's output y: softmax dx = y (g - sum(g y)); log_softmax dx = g - exp(y) sum(g)
     cdef Py_ssize_t j
-    cdef floating m = ew_row_max(x, n), inv, c
-    ew_exp_shifted(x, m, dx, n)
-    cdef double s = ew_row_dot(dx, <const floating*>NULL, n)
-    cdef double t = ew_row_dot(g, <const floating*>NULL if is_log else dx, n)
-    inv = <floating>(1 / s)
+    cdef floating c = <floating>ew_row_dot(g, <const floating*>NULL if is_log else y, n)
     if is_log:
-        c = <floating>t * inv
         for j in range(n):
-            dx[j] = g[j] - dx[j] * c
+            dx[j] = g[j] - ew_exp(y[j]) * c
     else:
-        c = <floating>(t / s)
         for j in range(n):
-            dx[j] = dx[j] * inv * (g[j] - c)
+            dx[j] = y[j] * (g[j] - c)
 
-cdef void ew_softmax_backward_tile(const floating* g, const floating* x, floating* dx, Py_ssize_t n,
+cdef void ew_softmax_backward_tile(const floating* g, const floating* y, floating* dx, Py_ssize_t n,
                                    Py_ssize_t inner, Py_ssize_t w, bint is_log) noexcept nogil:
-    cdef floating m[EW_TILE]
-    cdef double s[EW_TILE]
     cdef double t[EW_TILE]
     cdef Py_ssize_t j, k, o
     for k in range(w):
-        m[k] = x[k]
-        s[k] = 0
         t[k] = 0
-    for j in range(1, n):
-        for k in range(w):
-            m[k] = ew_max(m[k], x[j * inner + k])
     for j in range(n):
         o = j * inner
-        ew_exp_sub(x + o, m, dx + o, w)
         if is_log:
             for k in range(w):
-                s[k] += dx[o + k]
                 t[k] += g[o + k]
         else:
             for k in range(w):
-                s[k] += dx[o + k]
-                t[k] += g[o + k] * dx[o + k]
-    for k in range(w):
-        t[k] = t[k] / s[k]   # log: sum(g) / sum(e); softmax: sum(g y)
-        s[k] = 1 / s[k]
+                t[k] += g[o + k] * y[o + k]
     for j in range(n):
         for k in range(w):
             o = j * inner + k
             if is_log:
-                dx[o] = g[o] - dx[o] * <floating>t[k]
+                dx[o] = g[o] - ew_exp(y[o]) * <floating>t[k]
             else:
-                dx[o] = dx[o] * <floating>s[k] * (g[o] - <floating>t[k])
+                dx[o] = y[o] * (g[o] - <floating>t[k])
 
 
 def elementwise_softmax(const floating[:, :, ::1] x, floating[:, :, ::1] y, bint is_log):
@@ -555,25 +529,26 @@ def elementwise_softmax(const floating[:, :, ::1] x, floating[:, :, ::1] y, bint
                             is_log)
 
 
-def elementwise_softmax_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x,
+def elementwise_softmax_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] y,
                                  floating[:, :, ::1] dx, bint is_log):
-    """Gradient of softmax (log_softmax when ``is_log``) along axis 1 of (outer, n, inner)."""
-    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
+    """Gradient of softmax (log_softmax when ``is_log``) along axis 1 of (outer, n, inner), from
+    the forward's output y."""
+    cdef Py_ssize_t outer = y.shape[0], n = y.shape[1], inner = y.shape[2]
     cdef Py_ssize_t tiles = (inner + EW_TILE - 1) // EW_TILE, t, o, k0
     if (g.shape[0] != outer or g.shape[1] != n or g.shape[2] != inner
             or dx.shape[0] != outer or dx.shape[1] != n or dx.shape[2] != inner):
-        raise ValueError(f"g, dx: expected shape {(outer, n, inner)} (the shape of x), "
+        raise ValueError(f"g, dx: expected shape {(outer, n, inner)} (the shape of y), "
                          f"got {(g.shape[0], g.shape[1], g.shape[2])} and "
                          f"{(dx.shape[0], dx.shape[1], dx.shape[2])}")
     if outer == 0 or n == 0 or inner == 0:
         return
     if inner == 1:
         for o in prange(outer, nogil=True, schedule="static", num_threads=_threads(), use_threads_if=outer * n > EW_CHUNK):
-            ew_softmax_backward_row(&g[o, 0, 0], &x[o, 0, 0], &dx[o, 0, 0], n, is_log)
+            ew_softmax_backward_row(&g[o, 0, 0], &y[o, 0, 0], &dx[o, 0, 0], n, is_log)
     else:
         for t in prange(outer * tiles, nogil=True, schedule="static", num_threads=_threads(),
                         use_threads_if=outer * n * inner > EW_CHUNK):
             o = t // tiles
             k0 = (t % tiles) * EW_TILE
-            ew_softmax_backward_tile(&g[o, 0, k0], &x[o, 0, k0], &dx[o, 0, k0], n, inner,
+            ew_softmax_backward_tile(&g[o, 0, k0], &y[o, 0, k0], &dx[o, 0, k0], n, inner,
                                      min(<Py_ssize_t>EW_TILE, inner - k0), is_log)

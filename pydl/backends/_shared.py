@@ -10,15 +10,38 @@ from ..registry import register
 #: the activations every native backend implements with one kernel pattern
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh")
 SOFTMAXES = ("softmax", "log_softmax")
+#: ops whose forward saves its own output (``{"y": y}``) and whose backward works from it, as
+#: PyTorch's do: the derivative is a function of y (y (1 - y), 1 - y^2, y (g - sum(g y)),
+#: g - exp(y) sum(g)), so the backward reads y and skips the forward's exp and division
+FROM_OUTPUT = ("sigmoid", "tanh", "softmax", "log_softmax")
 
 
-def register_each(backend: str, ops, forward, backward) -> None:
-    """Register ``forward(op, **args)`` as ``op`` and
-    ``backward(op, grad, **args)`` as ``op_backward`` on ``backend``, for each op."""
+def register_each(backend: str, ops, forward, backward, from_output: bool = True) -> None:
+    """Register ``forward(op, **args)`` as ``op`` and ``backward(op, grad, src, **params)`` as
+    ``op_backward`` on ``backend``, for each op. ``src`` is x, or for the ops of FROM_OUTPUT the
+    forward's output: the saved one, else the forward run again (a caller without ``saved``).
+    ``from_output=False``: a backend whose kernels for those ops still take x (they save y all
+    the same, as their specs declare)."""
     for op in ops:
-        register(op, backend)(lambda op=op, **a: forward(op, **a))
-        register(op + "_backward", backend)(
-            lambda grad, saved=None, op=op, **a: backward(op, grad, **a))
+        saves = op in FROM_OUTPUT
+        fwd = lambda op=op, **a: forward(op, **a)  # noqa: E731
+        register(op, backend)(saving(fwd) if saves else fwd)
+        if saves and from_output:
+            def bwd(grad, x, saved=None, op=op, **params):
+                y = saved["y"] if saved is not None else forward(op, x=x, **params)
+                return backward(op, grad, y, **params)
+        else:
+            def bwd(grad, x, saved=None, op=op, **params):
+                return backward(op, grad, x, **params)
+        register(op + "_backward", backend)(bwd)
+
+
+def saving(forward):
+    """``forward`` returning ``(y, {"y": y})``: an op of FROM_OUTPUT."""
+    def op(**a):
+        y = forward(**a)
+        return y, {"y": y}
+    return op
 
 
 def activation_kernel(op: str, params: dict) -> tuple[str, float]:

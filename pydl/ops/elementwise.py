@@ -4,6 +4,13 @@ Semantics follow ``torch.nn.functional``. NaN propagates through every op
 (``relu(nan) == nan``, as in PyTorch). Flop counts use one flop per add,
 multiply or compare and count exp/erf/tanh as one each: these ops are
 bandwidth-bound, and the benchmark reports them in GB/s.
+
+sigmoid, tanh, softmax and log_softmax save their output for the backward
+(``saved = {"y": y}``, the very array the forward returns, not a copy), whose
+derivative is written in it, as PyTorch's are: the backward reads y and skips
+the forward's exp. Change y in place and a later backward with that ``saved``
+is wrong (autograd refuses in-place changes to a graph's tensors); without
+``saved`` the backward runs the forward again.
 """
 from __future__ import annotations
 
@@ -197,17 +204,18 @@ def gelu(x, approximate="none"):
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_x_cases(scale=6.0), torch=lambda torch, F, a: torch.sigmoid(a["x"]),
-       bench=_x_bench(scale=6.0))
+       bench=_x_bench(scale=6.0), saves=("y",))
 def sigmoid(x):
-    """1 / (1 + exp(-x)), computed without overflow."""
+    """1 / (1 + exp(-x)), computed without overflow. The forward saves its output ``y`` (the
+    same array it returns): the backward is ``grad * y * (1 - y)``."""
     return dict(x=ck.array("x", x))
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_x_cases(), torch=lambda torch, F, a: torch.tanh(a["x"]),
-       bench=_x_bench())
+       bench=_x_bench(), saves=("y",))
 def tanh(x):
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent. Saves its output ``y``: the backward is ``grad * (1 - y^2)``."""
     return dict(x=ck.array("x", x))
 
 
@@ -268,19 +276,21 @@ def _softmax_args(x, dim, dtype):
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_softmax_cases, bad_cases=_softmax_bad,
        torch=lambda torch, F, a: F.softmax(a["x"], dim=a["dim"]),
-       bench=_softmax_bench)
+       bench=_softmax_bench, saves=("y",))
 def softmax(x, dim=-1, dtype=None):
     """exp(x - max) / sum(exp(x - max)) along ``dim``. ``dtype`` (float32 or float64)
-    casts x first, as torch's does; the gradient comes back in x's own dtype."""
+    casts x first, as torch's does; the gradient comes back in x's own dtype. Saves its
+    output ``y``: the backward is ``y * (grad - sum(grad * y))``."""
     return _softmax_args(x, dim, dtype)
 
 
 @defop(family="elementwise", differentiable=("x",), out_shape=_same, flops=_n(4), tol=TOL,
        cases=_softmax_cases, bad_cases=_softmax_bad,
        torch=lambda torch, F, a: F.log_softmax(a["x"], dim=a["dim"]),
-       bench=_softmax_bench)
+       bench=_softmax_bench, saves=("y",))
 def log_softmax(x, dim=-1, dtype=None):
-    """x - max - log(sum(exp(x - max))) along ``dim``. ``dtype`` as in :func:`softmax`."""
+    """x - max - log(sum(exp(x - max))) along ``dim``. ``dtype`` as in :func:`softmax`. Saves
+    its output ``y``: the backward is ``grad - exp(y) * sum(grad)``."""
     return _softmax_args(x, dim, dtype)
 
 

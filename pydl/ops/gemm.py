@@ -22,9 +22,10 @@ multiplies the tolerances by the longest accumulation over 64, the linear
 growth of the worst-case float32 bound.
 
 ``linear`` saves ``preact`` for its backward: the pre-activation
-``x @ weight.T + bias`` for gelu, tanh and sigmoid; for relu the output itself
-(relu' depends only on the sign, which relu keeps: one store fewer); None
-without an activation (the backward needs nothing).
+``x @ weight.T + bias`` for gelu; for relu, tanh and sigmoid the output itself
+(relu' depends only on the sign, which relu keeps; tanh' = 1 - y^2 and
+sigmoid' = y (1 - y) are written in the output, as the elementwise ops' are:
+one store fewer); None without an activation (the backward needs nothing).
 
 Benchmark cases (``bench=``) are the shapes of issue #3: square 1024/2048/4096,
 deep-learning shapes and ``linear`` with bias + ReLU.

@@ -2,7 +2,9 @@
 
 Each kernel takes C-contiguous arrays of one dtype and writes into ``out``:
 ``elementwise_<op>_<f32|f64>(x, out, *params)`` and
-``elementwise_<op>_backward_<f32|f64>(grad, x, out, *params)``.
+``elementwise_<op>_backward_<f32|f64>(grad, x, out, *params)``, with the forward's
+output y in place of x for sigmoid, tanh, softmax and log_softmax (register_each
+passes the saved one, or runs the forward again).
 """
 from ... import _array, _cpp
 from ...registry import register

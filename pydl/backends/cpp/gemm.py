@@ -5,8 +5,9 @@ slice or a Fortran array is never copied; outputs are new C-contiguous arrays.
 ``linear_backward`` takes autograd's ``needs``: without dx (a network's first layer)
 it computes dW alone. ``linear`` flattens the leading dimensions of x (a reshape, a copy only when
 x's layout cannot be viewed as rows). Saved for the backward: ``preact``,
-the pre-activation for gelu/tanh/sigmoid, the output itself for relu (relu'
-depends only on the sign, which the output keeps), None without activation.
+the pre-activation for gelu, the output itself for relu, tanh and sigmoid (relu'
+depends only on the sign, which the output keeps; the elementwise kernels take
+tanh's and sigmoid's derivatives from their output), None without activation.
 
 Development variants (``backend="cpp:<name>"``), for ``pydl check`` and the
 benchmarks: ``naive`` (the simple scalar driver the packed kernel replaced),
@@ -70,18 +71,18 @@ def _linear(x, weight, bias, activation, simd="", algo=""):
     x2 = x.reshape(-1, n_in) if n_in else _empty_rows(x)
     bias = None if bias is None else _contiguous(bias)  # (out,): a copy costs nothing
     out = _array.empty((x2.shape[0], n_out), x.dtype)
-    keep = activation in ("gelu", "tanh", "sigmoid")
+    keep = activation == "gelu"
     preact = _array.empty(out.shape, x.dtype) if keep else None
     getattr(_cpp, f"gemm_linear_{sfx}")(x2, weight, bias, activation or "none", out, preact, simd, algo)
     shape = tuple(x.shape[:-1]) + (n_out,)
-    saved = preact if keep else (out if activation == "relu" else None)
+    saved = preact if keep else (None if activation is None else out)
     return out.reshape(shape), {"preact": None if saved is None else saved.reshape(shape)}
 
 
 def _linear_backward(grad, x, weight, bias, activation, saved=None, simd="", algo="", needs=None):
     sfx = SUFFIX[x.dtype]
     n_out, n_in = weight.shape
-    if saved is None:  # recompute the pre-activation (the output for relu)
+    if saved is None:  # recompute what the forward saves
         _, saved = _linear(x, weight, bias, activation, simd, algo)
     g2 = grad.reshape(-1, n_out) if n_out else _empty_rows(grad)
     if activation is None:

@@ -54,5 +54,7 @@ def _softmax_backward(op, grad, x, dim):
     return (dx,)
 
 
-register_each("cuda", ACTIVATIONS, _act, _act_backward)
-register_each("cuda", SOFTMAXES, _softmax, _softmax_backward)
+# The CUDA kernels of sigmoid's, tanh's and the softmaxes' backward still take x (they recompute
+# the forward; moving them to the saved output waits for a session with a GPU to run them).
+register_each("cuda", ACTIVATIONS, _act, _act_backward, from_output=False)
+register_each("cuda", SOFTMAXES, _softmax, _softmax_backward, from_output=False)

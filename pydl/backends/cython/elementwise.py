@@ -21,6 +21,7 @@ def _act(op, x, **params):
 
 
 def _act_backward(op, grad, x, **params):
+    """``x`` is the forward's output for sigmoid and tanh (register_each's FROM_OUTPUT)."""
     kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
     if x.size:
@@ -36,11 +37,12 @@ def _softmax(op, x, dim):
     return y
 
 
-def _softmax_backward(op, grad, x, dim):
-    dx = _array.empty(x.shape, x.dtype)
-    if x.size:
-        view = reduction_view(x.shape, dim)
-        _cython.elementwise_softmax_backward(contiguous(grad, view), contiguous(x, view), contiguous(dx, view), op == "log_softmax")
+def _softmax_backward(op, grad, y, dim):
+    """From the forward's output y (register_each passes the saved one)."""
+    dx = _array.empty(y.shape, y.dtype)
+    if y.size:
+        view = reduction_view(y.shape, dim)
+        _cython.elementwise_softmax_backward(contiguous(grad, view), contiguous(y, view), contiguous(dx, view), op == "log_softmax")
     return (dx,)
 
 

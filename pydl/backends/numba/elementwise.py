@@ -381,13 +381,11 @@ def _sigmoid(x, y, p):
 
 
 @njit(**_JIT)
-def _sigmoid_backward(g, x, dx, p):
-    # s (1 - s) = e / (1 + e)^2 with e = exp(-|x|), either sign
-    one = x.dtype.type(1)
-    for i in prange(x.size):
-        e = _vexp(-abs(x[i]))
-        d = one / (one + e)
-        dx[i] = g[i] * e * d * d
+def _sigmoid_backward(g, y, dx, p):
+    # from the forward's output y: y (1 - y)
+    one = y.dtype.type(1)
+    for i in prange(y.size):
+        dx[i] = g[i] * y[i] * (one - y[i])
 
 
 @njit(**_JIT)
@@ -397,13 +395,11 @@ def _tanh(x, y, p):
 
 
 @njit(**_JIT)
-def _tanh_backward(g, x, dx, p):
-    # 1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|)
-    one, two, four = x.dtype.type(1), x.dtype.type(2), x.dtype.type(4)
-    for i in prange(x.size):
-        e = _vexp(-two * abs(x[i]))
-        d = one / (one + e)
-        dx[i] = g[i] * four * e * d * d
+def _tanh_backward(g, y, dx, p):
+    # from the forward's output y: 1 - y^2
+    one = y.dtype.type(1)
+    for i in prange(y.size):
+        dx[i] = g[i] * (one - y[i] * y[i])
 
 
 # -- softmax / log_softmax -------------------------------------------------------------------
@@ -474,52 +470,42 @@ def _softmax_tiles(x, y, log):
 
 
 @njit(**_JIT)
-def _softmax_rows_backward(g, x, dx, log):
-    """softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g).
-    exp(x - max) is kept in dx between passes."""
-    rows, n = x.shape
+def _softmax_rows_backward(g, y, dx, log):
+    """From the forward's output y: softmax dx = y (g - sum(g y)); log_softmax
+    dx = g - exp(y) sum(g)."""
+    rows, n = y.shape
     for r in prange(rows):
-        gr, xr, dr = g[r], x[r], dx[r]
-        m = _row_max(xr)
-        _exp_shifted(xr, m, dr)
-        s = _sum64(dr)
-        t = _sum64(gr) if log else _dot64(gr, dr)
-        inv = x.dtype.type(1.0 / s)
-        c = x.dtype.type(t / s)  # log: sum(g) / sum(e); softmax: sum(g y)
+        gr, yr, dr = g[r], y[r], dx[r]
+        c = y.dtype.type(_sum64(gr) if log else _dot64(gr, yr))
         if log:
             for j in range(n):
-                dr[j] = gr[j] - dr[j] * c
+                dr[j] = gr[j] - _vexp(yr[j]) * c
         else:
             for j in range(n):
-                dr[j] = dr[j] * inv * (gr[j] - c)
+                dr[j] = yr[j] * (gr[j] - c)
 
 
 @njit(**_JIT)
-def _softmax_tiles_backward(g, x, dx, log):
-    outer, n, inner = x.shape
+def _softmax_tiles_backward(g, y, dx, log):
+    outer, n, inner = y.shape
     tiles = (inner + _TILE - 1) // _TILE
     for q in prange(outer * tiles):
         o, k0 = q // tiles, (q % tiles) * _TILE
         k1 = min(k0 + _TILE, inner)
-        m = _tile_max(x, o, k0, k1)
-        s = np.zeros(k1 - k0)
         t = np.zeros(k1 - k0)
         for j in range(n):
-            gr, dr = g[o, j, k0:k1], dx[o, j, k0:k1]
-            _exp_sub(x[o, j, k0:k1], m, dr)
+            gr, yr = g[o, j, k0:k1], y[o, j, k0:k1]
             for k in range(k1 - k0):
-                s[k] += dr[k]
-                t[k] += gr[k] if log else gr[k] * dr[k]
-        inv = (1.0 / s).astype(x.dtype)
-        c = (t / s).astype(x.dtype)
+                t[k] += gr[k] if log else gr[k] * yr[k]
+        c = t.astype(y.dtype)
         for j in range(n):
-            gr, dr = g[o, j, k0:k1], dx[o, j, k0:k1]
+            gr, yr, dr = g[o, j, k0:k1], y[o, j, k0:k1], dx[o, j, k0:k1]
             if log:
                 for k in range(k1 - k0):
-                    dr[k] = gr[k] - dr[k] * c[k]
+                    dr[k] = gr[k] - _vexp(yr[k]) * c[k]
             else:
                 for k in range(k1 - k0):
-                    dr[k] = dr[k] * inv[k] * (gr[k] - c[k])
+                    dr[k] = yr[k] * (gr[k] - c[k])
 
 
 # -- adapters ----------------------------------------------------------------------------------
@@ -537,6 +523,7 @@ def _act(op, x, **params):
 
 
 def _act_backward(op, grad, x, **params):
+    """``x`` is the forward's output for sigmoid and tanh (register_each's FROM_OUTPUT)."""
     sync_threads()
     kernel, param = activation_kernel(op, params)
     dx = _array.empty(x.shape, x.dtype)
@@ -557,16 +544,17 @@ def _softmax(op, x, dim):
     return y
 
 
-def _softmax_backward(op, grad, x, dim):
+def _softmax_backward(op, grad, y, dim):
+    """From the forward's output y (register_each passes the saved one)."""
     sync_threads()
-    dx = _array.empty(x.shape, x.dtype)
-    if x.size:
-        outer, n, inner = view = reduction_view(x.shape, dim)
+    dx = _array.empty(y.shape, y.dtype)
+    if y.size:
+        outer, n, inner = view = reduction_view(y.shape, dim)
         log = op == "log_softmax"
         if inner == 1:
-            _softmax_rows_backward(contiguous(grad, (outer, n)), contiguous(x, (outer, n)), contiguous(dx, (outer, n)), log)
+            _softmax_rows_backward(contiguous(grad, (outer, n)), contiguous(y, (outer, n)), contiguous(dx, (outer, n)), log)
         else:
-            _softmax_tiles_backward(contiguous(grad, view), contiguous(x, view), contiguous(dx, view), log)
+            _softmax_tiles_backward(contiguous(grad, view), contiguous(y, view), contiguous(dx, view), log)
     return (dx,)
 
 

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ...registry import register
+from .._shared import saving
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -87,41 +88,39 @@ def gelu_backward(grad, x, approximate, saved=None):
     return (grad * (cdf + x * pdf),)
 
 
-@register("sigmoid", "numpy")
+# sigmoid, tanh, softmax and log_softmax save their output, and their backward is written in it
+# (pydl/backends/_shared.py FROM_OUTPUT); without ``saved`` it runs the forward again. The plain
+# functions are the forwards (the other reference families call them); the registered ops wrap
+# them with the saved dict.
+
 def sigmoid(x):
     return np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False)
 
 
-@register("sigmoid_backward", "numpy")
 def sigmoid_backward(grad, x, saved=None):
-    y = sigmoid(x)
+    y = saved["y"] if saved is not None else sigmoid(x)
     return (grad * y * (1 - y),)
 
 
-@register("tanh", "numpy")
 def tanh(x):
     return np.tanh(x)
 
 
-@register("tanh_backward", "numpy")
 def tanh_backward(grad, x, saved=None):
-    y = np.tanh(x)
+    y = saved["y"] if saved is not None else tanh(x)
     return (grad * (1 - y * y),)
 
 
-@register("softmax", "numpy")
 def softmax(x, dim):
     e = np.exp(x - x.max(axis=dim, keepdims=True)) if x.size else x.copy()
     return e / e.sum(axis=dim, keepdims=True)
 
 
-@register("softmax_backward", "numpy")
 def softmax_backward(grad, x, dim, saved=None):
-    y = softmax(x, dim)
+    y = saved["y"] if saved is not None else softmax(x, dim)
     return (y * (grad - (grad * y).sum(axis=dim, keepdims=True)),)
 
 
-@register("log_softmax", "numpy")
 def log_softmax(x, dim):
     if not x.size:
         return x.copy()
@@ -129,10 +128,15 @@ def log_softmax(x, dim):
     return z - np.log(np.exp(z).sum(axis=dim, keepdims=True))
 
 
-@register("log_softmax_backward", "numpy")
 def log_softmax_backward(grad, x, dim, saved=None):
-    y = log_softmax(x, dim)
+    y = saved["y"] if saved is not None else log_softmax(x, dim)
     return (grad - np.exp(y) * grad.sum(axis=dim, keepdims=True),)
+
+
+for _f, _b in ((sigmoid, sigmoid_backward), (tanh, tanh_backward), (softmax, softmax_backward),
+               (log_softmax, log_softmax_backward)):
+    register(_f.__name__, "numpy")(saving(_f))
+    register(_b.__name__, "numpy")(_b)
 
 
 def _dropout_scale(x, p):

@@ -26,13 +26,14 @@ def matmul_backward(grad, a, b, saved=None):
     return da, db
 
 
-# activation -> (forward f(z), backward (grad, z) -> grad * f'(z))
+# activation -> (forward f(z), backward (grad, s) -> grad * f'(z)) with s what linear saves: z for
+# gelu, the output y = f(z) for the others (relu' is y's sign; tanh' and sigmoid' are written in y)
 _ACT = {
-    None: (lambda z: z, lambda g, z: g),
-    "relu": (relu, lambda g, z: relu_backward(g, z)[0]),
+    None: (lambda z: z, lambda g, s: g),
+    "relu": (relu, lambda g, y: relu_backward(g, y)[0]),
     "gelu": (lambda z: gelu(z, "none"), lambda g, z: gelu_backward(g, z, "none")[0]),
-    "tanh": (tanh, lambda g, z: tanh_backward(g, z)[0]),
-    "sigmoid": (sigmoid, lambda g, z: sigmoid_backward(g, z)[0]),
+    "tanh": (tanh, lambda g, y: tanh_backward(g, None, {"y": y})[0]),
+    "sigmoid": (sigmoid, lambda g, y: sigmoid_backward(g, None, {"y": y})[0]),
 }
 
 
@@ -44,10 +45,10 @@ def affine(x, weight, bias):
 
 @register("linear", "numpy")
 def linear(x, weight, bias, activation):
-    # saved preact: z for gelu/tanh/sigmoid, the output for relu (same sign), None without
+    # saved preact: z for gelu, the output for relu, tanh and sigmoid, None without
     z = affine(x, weight, bias)
     out = _ACT[activation][0](z)
-    keep = z if activation in ("gelu", "tanh", "sigmoid") else (out if activation == "relu" else None)
+    keep = z if activation == "gelu" else (None if activation is None else out)
     return out, {"preact": keep}
 
 
