@@ -118,12 +118,23 @@ _NATIVE_CPU = ("cpp", "cython", "numba")
 _NEIGHBOURS = []  # pydl.backends._neighbours.before_native, imported on the first native call
 
 
-def _before_native(spec, tag: str, a) -> None:
+def _before_native(spec, tag: str, a):
+    """None, or the function to call after the kernel (it restores pydl's thread count)."""
     if not _NEIGHBOURS:  # (an import statement per call cost ~1 us)
         from .backends._neighbours import before_native
 
         _NEIGHBOURS.append(before_native)
-    _NEIGHBOURS[0](spec, tag, a)
+    return _NEIGHBOURS[0](spec, tag, a)
+
+
+def _run(impl, after, *args, **kwargs):
+    """impl(*args, **kwargs), then ``after()`` if there is one (even when impl raises)."""
+    if after is None:
+        return impl(*args, **kwargs)
+    try:
+        return impl(*args, **kwargs)
+    finally:
+        after()
 
 
 def _default_bytes(spec: "OpSpec", a: dict) -> int:
@@ -216,9 +227,8 @@ class OpSpec:
     def call(self, a: dict, backend: str | None = None):
         """Forward on normalized arguments; returns (output, saved)."""
         b, impl = select(self.name, a, backend)
-        if b.startswith(_NATIVE_CPU):
-            _before_native(self, b, a)
-        res = impl(**a)
+        after = _before_native(self, b, a) if b.startswith(_NATIVE_CPU) else None
+        res = _run(impl, after, **a)
         out, saved = res if self.saves else (res, None)
         if type(a) is not dict and a.out is not None:
             out = a.out(out, saved)
@@ -240,12 +250,11 @@ class OpSpec:
             b, impl = select(self.name + "_backward", a, backend, extra=grad)
         else:
             b, impl = select(self.name + "_backward", a, backend)
-        if b.startswith(_NATIVE_CPU):
-            _before_native(self, b, a)
+        after = _before_native(self, b, a) if b.startswith(_NATIVE_CPU) else None
         if needs is not None and getattr(impl, "_pydl_takes_needs", False):
-            res = _arrays(impl(grad, saved=saved, needs=tuple(needs), **a))
+            res = _arrays(_run(impl, after, grad, saved=saved, needs=tuple(needs), **a))
         else:
-            res = _arrays(impl(grad, saved=saved, **a))
+            res = _arrays(_run(impl, after, grad, saved=saved, **a))
         if not isinstance(res, tuple) or len(res) != len(self.differentiable):
             raise RuntimeError(
                 f"{self.name}_backward implementation returned {type(res).__name__} "

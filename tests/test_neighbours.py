@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -60,13 +61,11 @@ def test_big_native_kernel_parks_openblas_and_numpy_still_works(two_threads):
     assert any(_neighbours.status()["workers_alive"])
 
 
-@pytest.mark.parametrize("why", ["small", "disabled", "one pydl thread", "another Python thread"])
+@pytest.mark.parametrize("why", ["disabled", "one pydl thread", "another Python thread"])
 def test_no_park(why, two_threads):
     _pool()
     rng = np.random.default_rng(0)
     a, b = _big(rng)
-    if why == "small":
-        a, b = a[:64, :64], b[:64, :64]
     stop = threading.Event()
     other = threading.Thread(target=stop.wait) if why == "another Python thread" else None
     if other:
@@ -86,6 +85,67 @@ def test_no_park(why, two_threads):
         stop.set()
         if other:
             other.join()
+
+
+def _cpp_threads():
+    from pydl import _cpp
+    return _cpp.get_num_threads()
+
+
+def test_small_kernel_runs_on_one_thread_beside_a_fresh_pool(two_threads, monkeypatch):
+    """Under PARK_FLOPS: no park (NumPy would pay for starting its threads again), the kernel runs
+    on one thread beside the pool that may spin, and the thread count is back afterwards; a pool
+    seen alive for longer than SPIN_WINDOW is parked at the next kernel."""
+    _pool()
+    rng = np.random.default_rng(0)
+    pydl.ops.matmul(*_big(rng), backend="cpp")   # a park first (the load-time pool's park is done)
+    a, b = rng.standard_normal((64, 784), dtype=np.float32), rng.standard_normal((784, 256), dtype=np.float32)
+    assert _neighbours.SOLO_FLOPS <= 2 * 64 * 784 * 256 < _neighbours.PARK_FLOPS
+    _wake_openblas()
+    if not any(_neighbours.status()["workers_alive"]):
+        pytest.skip("OpenBLAS runs one thread here (OPENBLAS_NUM_THREADS=1?): no pool")
+    st = _neighbours.status()
+    seen = []
+    from pydl.backends.cpp import gemm as cpp_gemm
+    real = cpp_gemm._MATMUL_NEW["f"]
+    monkeypatch.setitem(cpp_gemm._MATMUL_NEW, "f", lambda x, y: seen.append(_cpp_threads()) or real(x, y))
+    got = pydl.ops.matmul(a, b, backend="cpp")
+    after = _neighbours.status()
+    assert seen == [1] and after["solo_kernels"] == st["solo_kernels"] + 1 and after["parks"] == st["parks"]
+    assert any(after["workers_alive"]) and pydl.get_num_threads() == 2 and _cpp_threads() == 2
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    monkeypatch.setattr(_neighbours, "SPIN_WINDOW", 0.0)
+    time.sleep(0.01)
+    pydl.ops.matmul(a, b, backend="cpp")
+    last = _neighbours.status()
+    assert seen == [1, 2] and last["parks"] > after["parks"] and not any(last["workers_alive"])
+
+
+def test_thread_count_restored_when_the_kernel_raises(two_threads):
+    from pydl import registry
+
+    restored = []
+
+    def boom():
+        raise RuntimeError("kernel failed")
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        registry._run(boom, lambda: restored.append(True))
+    assert restored == [True]
+    before = pydl.backends._NUM_THREADS
+    undo = pydl.backends._solo_threads()
+    assert pydl.get_num_threads() == 1 and _cpp_threads() == 1
+    undo()
+    assert pydl.backends._NUM_THREADS == before and pydl.get_num_threads() == 2 and _cpp_threads() == 2
+
+
+def test_first_kernel_parks_the_pool_openblas_starts_at_load():
+    code = ("import numpy as np, pydl; from pydl.backends import _neighbours as n; pydl.set_num_threads(2);"
+            "st = n.status(); a = np.ones((64, 784), np.float32); b = np.ones((784, 256), np.float32);"
+            "pydl.ops.matmul(a, b, backend='cpp'); print(st['workers_alive'], n.status()['parks'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if not out or out[0] != "[True]":
+        pytest.skip("no OpenBLAS pool at load here")
+    assert out[-1] == "1"
 
 
 def test_set_blas_parking_wants_a_bool():

@@ -97,6 +97,24 @@ def set_num_threads(n: int) -> None:
         hook(n)
 
 
+def _solo_threads():
+    """pydl's thread count set to 1 for one kernel (every backend's runtime), and the function
+    that puts it back as it was (None included: the defaults again). For _neighbours, which
+    uses it only when the calling thread is the only Python thread."""
+    global _NUM_THREADS
+    before, n = _NUM_THREADS, get_num_threads()
+    _NUM_THREADS = 1
+    for hook in list(_THREAD_HOOKS.values()):
+        hook(1)
+
+    def restore():
+        global _NUM_THREADS
+        _NUM_THREADS = before
+        for hook in list(_THREAD_HOOKS.values()):
+            hook(n)
+    return restore
+
+
 def get_num_threads() -> int:
     """The thread count set by :func:`set_num_threads`, else OMP_NUM_THREADS, else the CPU count."""
     if _NUM_THREADS is not None:

@@ -26,6 +26,19 @@ pydl calls it before a native kernel when
 With it the same kernels run at 0.93-1.03x of isolated speed after NumPy. ``pydl.set_blas_parking
 (False)`` or ``PYDL_PARK_BLAS=0`` turns it off; ``status()`` says what was found.
 
+Smaller kernels suffer more, not less: a 64 x 784 x 256 GEMM (26 Mflop, 0.09-0.12 ms on two
+threads) took a median 0.9-1.0 ms right after a NumPy call, a 4 Mflop one 0.79 ms against 0.02
+(the thread that lost its core waits for the spinner's time slice, whatever the kernel's size;
+Zen 5, dev/build/neighbours.md). Parking them costs NumPy more than it saves: its next call
+starts its threads again (0.14 -> 0.42 ms for a 256 x 256 ``a @ b``). So a kernel under
+``PARK_FLOPS`` (down to ``SOLO_FLOPS``, below which pydl's kernels run one thread anyway) runs
+on ONE thread while OpenBLAS's workers may be spinning, beside them: 0.03 ms and 0.15 ms for those
+two, NumPy's next call unharmed. "May be spinning" is "the workers came back (NumPy called its
+BLAS since pydl last parked them) less than ``SPIN_WINDOW`` ago, as far as pydl has seen": a pool
+found alive longer than that is parked at the next kernel, as is the pool OpenBLAS starts when
+it loads (pydl's first kernel parks it), so a program that stopped calling NumPy's BLAS gets
+its two threads back within ``SPIN_WINDOW``.
+
 The other way round, pydl's own OpenMP threads (libgomp, shared in one process with PyTorch and
 Numba's omp layer) spin ``GOMP_SPINCOUNT`` rounds after each parallel region before they sleep:
 300,000 by default (a round is one ``pause``, ~64 ns on the Zen 4: ~20 ms), during which a NumPy call that must start OpenBLAS's
@@ -42,14 +55,20 @@ import ctypes
 import os
 import sys
 import threading
+import time
 
 #: kernels of at least this many flops (the spec's count) park the pool first
 PARK_FLOPS = 1e8
+#: smaller kernels down to this many flops run on one thread beside a pool that may spin
+SOLO_FLOPS = 1e5
+#: seconds a pool found alive may still be spinning (OpenBLAS spins ~0.1 s after a job)
+SPIN_WINDOW = 0.2
 #: libgomp's spin rounds that ``import pydl`` asks for (see above)
 SPINCOUNT = "10000"
 
 _state = {"enabled": os.environ.get("PYDL_PARK_BLAS", "1") not in ("0", "false", "no", "off"),
-          "scanned_modules": -1, "libs": [], "parks": 0, "gomp": "not looked at"}
+          "scanned_modules": -1, "libs": [], "parks": 0, "solos": 0, "alive_since": None,
+          "gomp": "not looked at"}
 
 
 def _loaded(word: str) -> list[str]:
@@ -114,28 +133,55 @@ def _threads() -> int:
     return _state["default_threads"]
 
 
-def before_native(spec, backend: str, a) -> None:
-    """Called by dispatch before a native CPU backend (cpp, cython, numba) runs ``spec``.
-    The cheap tests come first (most kernels are small): about a microsecond when nothing
-    is parked."""
+def before_native(spec, backend: str, a):
+    """Called by dispatch before a native CPU backend (cpp, cython, numba) runs ``spec``: parks
+    OpenBLAS's workers, or sets pydl to one thread for this kernel (then returns the function
+    that restores the thread count, which dispatch calls after the kernel), or does nothing
+    (None). The cheap tests come first (most kernels are small): about a microsecond."""
     if not _state["enabled"] or _threads() < 2 or threading.active_count() != 1:
-        return
+        return None
     try:
-        if spec.flops(a) < PARK_FLOPS:
-            return
+        flops = spec.flops(a)
     except Exception:  # a count that cannot be made here (e.g. viewed arguments) decides nothing
-        return
+        return None
+    if flops < SOLO_FLOPS:
+        return None
     if _state["scanned_modules"] != len(sys.modules):
         _scan()
+    alive = [shutdown for _, shutdown, avail in _state["libs"] if avail.value]
+    if not alive:
+        _state["alive_since"] = None
+        return None
+    now = time.monotonic()
+    since = _state["alive_since"]
+    if since is None:
+        since = _state["alive_since"] = now
+    if flops >= PARK_FLOPS or _state["parks"] == 0 or now - since > SPIN_WINDOW:
+        for shutdown in alive:
+            shutdown()
+            _state["parks"] += 1
+        _state["alive_since"] = None
+        return None
+    # a small kernel beside a pool that came back less than SPIN_WINDOW ago
+    _state["solos"] += 1
+    return sys.modules[__package__]._solo_threads()
+
+
+def park() -> None:
+    """Park OpenBLAS's worker threads now, whatever the kernel (``pydl bench``'s isolated figures:
+    the speed of a program that does not call NumPy's BLAS)."""
+    _scan()
     for _, shutdown, avail in _state["libs"]:
         if avail.value:
             shutdown()
             _state["parks"] += 1
+    _state["alive_since"] = None
 
 
 def set_blas_parking(enabled: bool) -> None:
     """Whether pydl parks OpenBLAS's idle worker threads before its big multi-threaded kernels
-    (default on; ``PYDL_PARK_BLAS=0`` starts with it off). See :mod:`pydl.backends._neighbours`."""
+    and runs the smaller ones on one thread beside a pool that may spin (default on;
+    ``PYDL_PARK_BLAS=0`` starts with it off). See :mod:`pydl.backends._neighbours`."""
     if not isinstance(enabled, bool):
         raise TypeError(f"set_blas_parking: expected a bool, got {type(enabled).__name__}")
     _state["enabled"] = enabled
@@ -146,4 +192,5 @@ def status() -> dict:
     _scan()
     return {"enabled": _state["enabled"], "libraries": [p for p, _, _ in _state["libs"]],
             "workers_alive": [bool(avail.value) for _, _, avail in _state["libs"]],
-            "parks": _state["parks"], "park_flops": PARK_FLOPS, "openmp_spin": _state["gomp"]}
+            "parks": _state["parks"], "solo_kernels": _state["solos"], "park_flops": PARK_FLOPS,
+            "solo_flops": SOLO_FLOPS, "openmp_spin": _state["gomp"]}

@@ -4,18 +4,20 @@
 speed of a program that uses pydl alone. A NumPy or PyTorch program that adopts pydl calls
 them in turn, in one process, and sees something else: the thread pool that has just finished
 keeps spinning while the next one starts (see pydl/backends/_neighbours.py). This family
-measures that, for the big GEMM and conv cases, in one process:
+measures that, for small and big GEMM and conv cases, in one process:
 
-- ``isolated``: the pydl op back to back;
-- ``after NumPy``: each pydl call right after a NumPy ``a @ b`` (512 x 512, float32: OpenBLAS
+- ``isolated``: the pydl op back to back, OpenBLAS's threads parked first (a program that
+  does not call NumPy's BLAS);
+- ``after NumPy``: each pydl call right after a NumPy ``a @ b`` (256 x 256, float32: OpenBLAS
   wakes its threads), with pydl's OpenBLAS parking on (the default) and off;
 - ``after PyTorch``: each pydl call right after the same op in PyTorch (``torch.mm`` /
   ``F.conv2d``);
 - and the other way round, NumPy's ``a @ b`` and PyTorch's op right after pydl's against
   their own back-to-back speed, so a reader sees what pydl costs its neighbours.
 
-Every scenario is timed in every round, rounds interleaved; a figure is the best call of its
-scenario; ratios are to the isolated figure of the same library (1.0: no slowdown).
+Every scenario is timed in every round, rounds interleaved; a figure is the median call of its
+scenario (what a program sees: the best call hides a collision that most calls meet); ratios
+are to the isolated figure of the same library (1.0: no slowdown).
 ``python -m pydl.bench.neighbours`` prints the table; ``pydl bench --ops neighbours`` runs it
 in a child process (the bench's own process has NumPy and every backend loaded) and puts it in
 the report.
@@ -28,15 +30,23 @@ import numpy as np
 
 METHOD = (
     "One process, 2 threads (pydl, OpenBLAS and PyTorch alike), float32. Each scenario is timed in "
-    "every round, rounds interleaved; a figure is the best call of its scenario. 'after NumPy': each "
-    "pydl call follows a NumPy 512x512 a @ b (OpenBLAS's threads then spin ~0.1 s waiting for work); "
-    "'parking off': the same with pydl.set_blas_parking(False); 'after PyTorch': each call follows the "
+    "every round (at least ~5 ms of pydl's calls), rounds interleaved; a figure is the median call of its scenario. 'after NumPy': each "
+    "pydl call follows a NumPy 256x256 a @ b (OpenBLAS's threads then spin ~0.1 s waiting for work); "
+    "'parking off': the same with pydl.set_blas_parking(False) (no parking, no one-thread kernels); 'after PyTorch': each call follows the "
     "same op in PyTorch. The last two columns time NumPy's a @ b and PyTorch's op right after pydl's "
     "against their own back-to-back speed. Ratios are to isolated speed (1.00 = no slowdown)."
 )
 
-#: (label, quick?, op, shapes): the big cases of the GEMM and conv families
+#: NumPy's ``a @ b`` between pydl's calls: n x n float32. After a 256 x 256 product a small pydl
+#: kernel on two threads met OpenBLAS's spinning worker in most calls (0.9-1.0 ms for a 0.1 ms
+#: GEMM); after 384 or 512 in few (dev/build/neighbours.md): the bench shows the common case.
+NUMPY_N = 256
+
+#: (label, quick?, op, shapes): small and big cases of the GEMM and conv families (the small
+#: ones run on one thread beside a pool that may spin, the big ones park it)
 CASES = (
+    ("sgemm 64x784x256 (an MLP layer)", True, "matmul", dict(m=64, k=784, n=256)),
+    ("conv2d ResNet 3x3 c64 28x28 N1", True, "conv2d", dict(N=1, C=64, H=28, K=64, R=3, stride=1)),
     ("sgemm 1024", True, "matmul", dict(m=1024, k=1024, n=1024)),
     ("sgemm 2048", False, "matmul", dict(m=2048, k=2048, n=2048)),
     ("conv2d ResNet 3x3 c64 56x56 N8", True, "conv2d", dict(N=8, C=64, H=56, K=64, R=3, stride=1)),
@@ -55,8 +65,8 @@ def _make(op, p, rng):
     return (x, w), dict(stride=p["stride"], padding=p["R"] // 2)
 
 
-def _best(ts):
-    return min(ts) if ts else float("nan")
+def _median(ts):
+    return float(np.median(ts)) if ts else float("nan")
 
 
 def run(quick: bool = True, backend: str = "cpp", threads: int = 2, rounds: int = 5, per_round: int = 3,
@@ -80,7 +90,7 @@ def run(quick: bool = True, backend: str = "cpp", threads: int = 2, rounds: int 
     except ImportError:  # OpenBLAS keeps its default thread count (one per core)
         limit = None
     rng = np.random.default_rng(0)
-    na = rng.standard_normal((512, 512), dtype=np.float32)
+    na = rng.standard_normal((NUMPY_N, NUMPY_N), dtype=np.float32)
     numpy_op = lambda: na @ na  # noqa: E731
     rows = []
     parking_before = _neighbours._state["enabled"]
@@ -106,32 +116,44 @@ def run(quick: bool = True, backend: str = "cpp", threads: int = 2, rounds: int 
             err = float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-30))
             if not err < 1e-4:
                 raise RuntimeError(f"neighbours: {label} on {backend} is wrong (relative error {err:.3g})")
+            # (call before each timed call, the timed call, pydl's neighbour handling on, whether the
+            # scenario starts with OpenBLAS's threads parked: those without a NumPy call, so that
+            # a pool still spinning from the scenario before does not collide with them)
             scen = {
-                "isolated": (None, mine, True),
-                "after NumPy": (numpy_op, mine, True),
-                "after NumPy, parking off": (numpy_op, mine, False),
-                "NumPy isolated": (None, numpy_op, True),
-                "NumPy after pydl": (mine, numpy_op, True),
+                "isolated": (None, mine, True, True),
+                "after NumPy": (numpy_op, mine, True, False),
+                "after NumPy, parking off": (numpy_op, mine, False, False),
+                "NumPy isolated": (None, numpy_op, True, False),
+                "NumPy after pydl": (mine, numpy_op, True, False),
             }
             if theirs is not None:
-                scen.update({"after PyTorch": (theirs, mine, True), "PyTorch isolated": (None, theirs, True),
-                             "PyTorch after pydl": (mine, theirs, True)})
-            for _, f, _ in scen.values():
+                scen.update({"after PyTorch": (theirs, mine, True, True),
+                             "PyTorch isolated": (None, theirs, True, True),
+                             "PyTorch after pydl": (mine, theirs, True, True)})
+            for _, f, _, _ in scen.values():
                 f()
+            # calls per scenario and round: at least per_round, and ~5 ms of pydl's calls (a
+            # program's loop alternates many times; a few calls of a 0.1 ms kernel do not show
+            # what most of them meet)
+            t0 = time.perf_counter()
+            mine()
+            reps = max(per_round, min(50, int(0.005 / max(time.perf_counter() - t0, 1e-6))))
             if theirs is not None:
                 theirs()
             times = {k: [] for k in scen}
             for _ in range(rounds):
-                for k, (before, f, park) in scen.items():
+                for k, (before, f, park, fresh) in scen.items():
+                    if fresh:
+                        _neighbours.park()
                     _neighbours.set_blas_parking(park)
-                    for _ in range(per_round):
+                    for _ in range(reps):
                         if before is not None:
                             before()
                         t0 = time.perf_counter()
                         f()
                         times[k].append(time.perf_counter() - t0)
                     _neighbours.set_blas_parking(parking_before)
-            best = {k: _best(v) * 1e3 for k, v in times.items()}
+            best = {k: _median(v) * 1e3 for k, v in times.items()}
             iso, np_iso, t_iso = best["isolated"], best["NumPy isolated"], best.get("PyTorch isolated")
             rows.append({
                 "case": label, "op": op, "isolated_ms": iso,
