@@ -244,8 +244,8 @@ bool with_float_simd(F&& f) {
 }
 
 // One output row of a stride-1 direct convolution, all R*S taps summed in registers (4 vectors
-// of accumulators in flight for the FMA latency), one store per output. float32 at the SIMD level
-// in use; false (caller does the autovectorized row passes) for float64 or a scalar level.
+// of accumulators in flight for the FMA latency), one store per output. float32 at a SIMD level
+// (with_float_simd; float64 and the scalar level take the callers' autovectorized row passes).
 template <class V>
 void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S, float* d, i64 ow,
                 bool first, float init) {
@@ -268,14 +268,6 @@ void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S
   }
 }
 
-template <class T>
-bool direct_row_simd(const T* base, i64 dh, i64 dw, const T* wk, i64 R, i64 S, T* d, i64 ow,
-                     bool first, T init) {
-  return with_float_simd<T>([&](auto v) {
-    direct_row<decltype(v)>(base, dh, dw, wk, R, S, d, ow, first, init);
-  });
-}
-
 // Per (n, k) output plane: for each input channel of the group, pad its plane once (L1-sized),
 // then each output row (L1-resident) takes the R*S taps as SIMD passes along the width.
 template <class T>
@@ -295,10 +287,15 @@ void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* ou
         const T init = bias ? bias[k] : T(0);
         const bool first = cl == 0;
         const i64 R = q.r, S = q.s, dh = q.dh * pwid, dw = q.dw, sw = q.sw;
+        if (sw == 1 && with_float_simd<T>([&](auto v) {  // one dispatch per plane, not per row
+              for (i64 oh = 0; oh < q.oh; ++oh)
+                direct_row<decltype(v)>(buf.data() + oh * q.sh * pwid, dh, dw, wk, R, S, o + oh * q.ow, q.ow,
+                                        first, init);
+            }))
+          continue;
         for (i64 oh = 0; oh < q.oh; ++oh) {
           const T* base = buf.data() + oh * q.sh * pwid;
           T* d = o + oh * q.ow;
-          if (sw == 1 && direct_row_simd(base, dh, dw, wk, R, S, d, q.ow, first, init)) continue;
           if (first) std::fill(d, d + q.ow, init);
           for (i64 r = 0; r < R; ++r)
             for (i64 s = 0; s < S; ++s) {
