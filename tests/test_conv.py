@@ -105,41 +105,35 @@ def test_cpp_smallk_blocks(dtype, level):
 
 
 @needs_cpp
-@pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
-def test_cpp_direct_backward_planes(level):
+def test_cpp_direct_backward_planes(simd_level):
     """The direct path's backward at stride 1 (dx as a forward convolution of padded dy with the
     flipped filter, dW by per-tap register accumulators over the padded input plane): rows wider
     than one vector with every tail length, dilation, 5x5 and 7x7 filters (25 and 49 taps: several
     tap chunks), two filters per group, padding wider than the dilated filter (the row-loop
     fallback), stride 2 (fallback), both dtypes; then dW with an inf in the input, which only the
     taps that reach it may see (the row tails must not read past a row)."""
-    from pydl import _cpp
     rng = np.random.default_rng(12)
-    _cpp.set_simd_level(level)
-    try:
-        for sh in [(2, 3, 9, 7, 3, 3, 3, 3, (1, 1), (1, 1), (1, 1)),
-                   (1, 2, 11, 17, 2, 3, 3, 2, (1, 1), (1, 1), (1, 1)),
-                   (2, 2, 6, 16, 4, 3, 2, 2, (1, 1), (1, 0), (2, 1)),
-                   (1, 4, 13, 33, 4, 5, 5, 4, (1, 1), (2, 2), (1, 2)),
-                   (1, 2, 14, 23, 2, 7, 7, 2, (1, 1), (3, 3), (1, 1)),
-                   (2, 3, 8, 56, 3, 3, 3, 3, (1, 1), (0, 0), (1, 1)),
-                   (1, 2, 7, 9, 2, 3, 3, 2, (1, 1), (3, 1), (1, 1)),
-                   (2, 2, 9, 20, 2, 3, 3, 2, (2, 1), (1, 1), (1, 1))]:
-            for dtype in (np.float32, np.float64):
-                _check("cpp:direct", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
-        x = rng.standard_normal((1, 2, 6, 21)).astype(np.float32)
-        x[0, 1, 2, 0] = np.inf   # column 0: only the taps s = 0 of a 3x3 at padding 0 reach it
-        w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
-        hp = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=2)
-        gy = rng.standard_normal((1, 2, 4, 19)).astype(np.float32)
-        ref = pydl.ops.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64),
-                                       None, **hp, backend="numpy")[1]
-        with _array.poisoned():
-            dw = pydl.ops.conv2d_backward(gy, x, w, None, **hp, backend="cpp:direct")[1]
-        assert np.isinf(ref[1, 0, :, 0]).all() and np.isfinite(ref[1, 0, :, 1:]).all()
-        assert_close("dW with an inf input", dw, ref, 2e-5, 1e-4)
-    finally:
-        _cpp.set_simd_level("avx512")
+    for sh in [(2, 3, 9, 7, 3, 3, 3, 3, (1, 1), (1, 1), (1, 1)),
+               (1, 2, 11, 17, 2, 3, 3, 2, (1, 1), (1, 1), (1, 1)),
+               (2, 2, 6, 16, 4, 3, 2, 2, (1, 1), (1, 0), (2, 1)),
+               (1, 4, 13, 33, 4, 5, 5, 4, (1, 1), (2, 2), (1, 2)),
+               (1, 2, 14, 23, 2, 7, 7, 2, (1, 1), (3, 3), (1, 1)),
+               (2, 3, 8, 56, 3, 3, 3, 3, (1, 1), (0, 0), (1, 1)),
+               (1, 2, 7, 9, 2, 3, 3, 2, (1, 1), (3, 1), (1, 1)),
+               (2, 2, 9, 20, 2, 3, 3, 2, (2, 1), (1, 1), (1, 1))]:
+        for dtype in (np.float32, np.float64):
+            _check("cpp:direct", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
+    x = rng.standard_normal((1, 2, 6, 21)).astype(np.float32)
+    x[0, 1, 2, 0] = np.inf   # column 0: only the taps s = 0 of a 3x3 at padding 0 reach it
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    hp = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=2)
+    gy = rng.standard_normal((1, 2, 4, 19)).astype(np.float32)
+    ref = pydl.ops.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64),
+                                   None, **hp, backend="numpy")[1]
+    with _array.poisoned():
+        dw = pydl.ops.conv2d_backward(gy, x, w, None, **hp, backend="cpp:direct")[1]
+    assert np.isinf(ref[1, 0, :, 0]).all() and np.isfinite(ref[1, 0, :, 1:]).all()
+    assert_close("dW with an inf input", dw, ref, 2e-5, 1e-4)
 
 
 @needs_cpp
