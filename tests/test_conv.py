@@ -106,12 +106,12 @@ def test_cpp_smallk_blocks(dtype, level):
 
 @needs_cpp
 def test_cpp_direct_backward_planes(simd_level):
-    """The direct path's backward at stride 1 (dx as a forward convolution of padded dy with the
-    flipped filter, dW by per-tap register accumulators over the padded input plane): rows wider
-    than one vector with every tail length, dilation, 5x5 and 7x7 filters (25 and 49 taps: several
-    tap chunks), two filters per group, padding wider than the dilated filter (the row-loop
-    fallback), stride 2 (fallback), both dtypes; then dW with an inf in the input, which only the
-    taps that reach it may see (the row tails must not read past a row)."""
+    """The direct path in registers (forward and dW over padded, phase-split input planes; dx as
+    a stride-1 convolution of padded, zero-inserted dy with the flipped filter): rows wider than
+    one vector with every tail length, dilation, 5x5 and 7x7 filters (25 and 49 taps: several tap
+    chunks), two filters per group, strides 2 and 3 along rows and columns, padding wider than
+    the dilated filter (dx's row-loop fallback), both dtypes; then dW with an inf in the input,
+    which only the taps that reach it may see (the row tails must not read past a row)."""
     rng = np.random.default_rng(12)
     for sh in [(2, 3, 9, 7, 3, 3, 3, 3, (1, 1), (1, 1), (1, 1)),
                (1, 2, 11, 17, 2, 3, 3, 2, (1, 1), (1, 1), (1, 1)),
@@ -120,7 +120,11 @@ def test_cpp_direct_backward_planes(simd_level):
                (1, 2, 14, 23, 2, 7, 7, 2, (1, 1), (3, 3), (1, 1)),
                (2, 3, 8, 56, 3, 3, 3, 3, (1, 1), (0, 0), (1, 1)),
                (1, 2, 7, 9, 2, 3, 3, 2, (1, 1), (3, 1), (1, 1)),
-               (2, 2, 9, 20, 2, 3, 3, 2, (2, 1), (1, 1), (1, 1))]:
+               (2, 2, 9, 20, 2, 3, 3, 2, (2, 1), (1, 1), (1, 1)),
+               (2, 3, 11, 29, 3, 3, 3, 3, (2, 2), (1, 1), (1, 1)),
+               (1, 2, 9, 35, 4, 3, 5, 2, (1, 3), (2, 2), (1, 2)),
+               (1, 2, 12, 40, 2, 3, 3, 2, (2, 2), (0, 0), (2, 2)),
+               (2, 2, 10, 37, 2, 4, 4, 2, (3, 2), (1, 2), (1, 1))]:
         for dtype in (np.float32, np.float64):
             _check("cpp:direct", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
     x = rng.standard_normal((1, 2, 6, 21)).astype(np.float32)

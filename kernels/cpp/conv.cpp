@@ -219,6 +219,18 @@ void pad_into(const T* src, i64 h, i64 w, i64 top, i64 left, i64 rows, i64 pwid,
   std::fill(buf + (top + h) * pwid, buf + rows * pwid, T(0));
 }
 
+// The same with sh - 1 zero rows and sw - 1 zero columns between src's (a strided convolution's
+// dy "zero-inserted": its transposed convolution is then a stride-1 one)
+template <class T>
+void pad_into(const T* src, i64 h, i64 w, i64 top, i64 left, i64 rows, i64 pwid, T* buf, i64 sh, i64 sw) {
+  if (sh == 1 && sw == 1) return pad_into(src, h, w, top, left, rows, pwid, buf);
+  std::fill(buf, buf + rows * pwid, T(0));
+  for (i64 i = 0; i < h; ++i) {
+    T* d = buf + (top + i * sh) * pwid + left;
+    for (i64 j = 0; j < w; ++j) d[j * sw] = src[i * w + j];
+  }
+}
+
 // x plane (H, W) into buf, zero-padded to (H + 2ph, W + 2pw): the taps then read without bounds
 template <class T>
 void pad_plane(const Geom& q, const T* x, T* buf) {
@@ -243,11 +255,13 @@ bool with_float_simd(F&& f) {
   return false;
 }
 
-// One output row of a stride-1 direct convolution, all R*S taps summed in registers (4 vectors
-// of accumulators in flight for the FMA latency), one store per output. float32 at a SIMD level
-// (with_float_simd; float64 and the scalar level take the callers' autovectorized row passes).
+// One output row of a direct convolution, all taps summed in registers (4 vectors of accumulators
+// in flight for the FMA latency), one store per output: d[j] = init (first) or d[j], plus the sum
+// over t of wk[t] * base[toff[t] + j]. The taps' rows are contiguous along j: the planes are
+// phase-split (phase_plane) when the stride is not 1. float32 at a SIMD level (with_float_simd;
+// float64 and the scalar level take the callers' autovectorized row passes, direct_row_loops).
 template <class V>
-void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S, float* d, i64 ow,
+void direct_row(const float* base, const i64* toff, const float* wk, i64 taps, float* d, i64 ow,
                 bool first, float init) {
   using Rg = typename V::R;
   constexpr i64 W = V::W;
@@ -258,57 +272,73 @@ void direct_row(const float* base, i64 dh, i64 dw, const float* wk, i64 R, i64 S
       cnt[u] = size_t(std::clamp<i64>(ow - j0 - u * W, 0, W));
       a[u] = first ? V::set1(init) : V::load_n(d + j0 + u * W, cnt[u], 0.0f);
     }
-    for (i64 r = 0; r < R; ++r)
-      for (i64 s = 0; s < S; ++s) {
-        const Rg wv = V::set1(wk[r * S + s]);
-        const float* src = base + r * dh + s * dw + j0;
-        for (int u = 0; u < 4; ++u) a[u] = V::fma(wv, V::load_n(src + u * W, cnt[u], 0.0f), a[u]);
-      }
+    for (i64 t = 0; t < taps; ++t) {
+      const Rg wv = V::set1(wk[t]);
+      const float* src = base + toff[t] + j0;
+      for (int u = 0; u < 4; ++u) a[u] = V::fma(wv, V::load_n(src + u * W, cnt[u], 0.0f), a[u]);
+    }
     for (int u = 0; u < 4; ++u) V::store_n(d + j0 + u * W, a[u], cnt[u]);
   }
 }
 
-// Per (n, k) output plane: for each input channel of the group, pad its plane once (L1-sized),
-// then each output row (L1-resident) takes the R*S taps as SIMD passes along the width.
+// The same row as direct_row for any T and level, as autovectorized passes (one per tap)
+template <class T>
+void direct_row_loops(const T* base, const i64* toff, const T* wk, i64 taps, T* d, i64 ow, bool first, T init) {
+  if (first) std::fill(d, d + ow, init);
+  for (i64 t = 0; t < taps; ++t) {
+    const T wv = wk[t];
+    const T* src = base + toff[t];
+#pragma omp simd
+    for (i64 j = 0; j < ow; ++j) d[j] += wv * src[j];
+  }
+}
+
+template <class T>
+void phase_plane(const Geom& q, i64 wph, const i64* cmap, const T* x, T* dst);
+
+// The direct path's view of a padded input plane, split into its sw column phases (phase_plane:
+// padded row y is wq = sw * wph elements, phase p holding columns p, p + sw, ...): tap (r, s) of
+// output row oh, column j reads plane[oh * row + toff[t] + j], contiguous in j for every stride.
+struct DirectPlane {
+  i64 wph, wq, size, row;
+  std::vector<i64> toff, cmap;
+  explicit DirectPlane(const Geom& q)
+      : wph((q.w + 2 * q.pw + q.sw - 1) / q.sw), wq(q.sw * wph), size((q.h + 2 * q.ph) * wq), row(q.sh * wq),
+        toff(static_cast<size_t>(q.r * q.s)), cmap(static_cast<size_t>(q.w)) {
+    for (i64 r = 0, t = 0; r < q.r; ++r)
+      for (i64 s = 0; s < q.s; ++s) toff[size_t(t++)] = r * q.dh * wq + (s * q.dw) % q.sw * wph + (s * q.dw) / q.sw;
+    for (i64 ix = 0; ix < q.w; ++ix) cmap[size_t(ix)] = (ix + q.pw) % q.sw * wph + (ix + q.pw) / q.sw;
+  }
+  template <class T>
+  void fill(const Geom& q, const T* x, T* buf) const { phase_plane(q, wph, cmap.data(), x, buf); }
+};
+
+// Per (n, k) output plane: for each input channel of the group, pad (and phase-split) its plane
+// once (L1-sized), then each output row (L1-resident) sums the R*S taps in registers.
 template <class T>
 void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
-  const i64 planes = q.n * q.k, hw = q.h * q.w, pwid = q.w + 2 * q.pw;
-  const i64 padded = (q.h + 2 * q.ph) * pwid;
+  const i64 planes = q.n * q.k, hw = q.h * q.w, taps = q.r * q.s;
+  const DirectPlane dp(q);
+  const i64* toff = dp.toff.data();
 #pragma omp parallel num_threads(num_threads()) if (planes > 1)
   {
-    std::vector<T> buf(static_cast<size_t>(padded));
+    std::vector<T> buf(static_cast<size_t>(dp.size));
 #pragma omp for schedule(static)
     for (i64 p = 0; p < planes; ++p) {
       const i64 n = p / q.k, k = p % q.k, g = k / q.kg();
       T* o = out + p * q.l();
       for (i64 cl = 0; cl < q.cg(); ++cl) {
-        pad_plane(q, x + (n * q.c + g * q.cg() + cl) * hw, buf.data());
-        const T* wk = wt + (k * q.cg() + cl) * q.r * q.s;
+        dp.fill(q, x + (n * q.c + g * q.cg() + cl) * hw, buf.data());
+        const T* wk = wt + (k * q.cg() + cl) * taps;
         const T init = bias ? bias[k] : T(0);
         const bool first = cl == 0;
-        const i64 R = q.r, S = q.s, dh = q.dh * pwid, dw = q.dw, sw = q.sw;
-        if (sw == 1 && with_float_simd<T>([&](auto v) {  // one dispatch per plane, not per row
+        if (with_float_simd<T>([&](auto v) {  // one dispatch per plane, not per row
               for (i64 oh = 0; oh < q.oh; ++oh)
-                direct_row<decltype(v)>(buf.data() + oh * q.sh * pwid, dh, dw, wk, R, S, o + oh * q.ow, q.ow,
-                                        first, init);
+                direct_row<decltype(v)>(buf.data() + oh * dp.row, toff, wk, taps, o + oh * q.ow, q.ow, first, init);
             }))
           continue;
-        for (i64 oh = 0; oh < q.oh; ++oh) {
-          const T* base = buf.data() + oh * q.sh * pwid;
-          T* d = o + oh * q.ow;
-          if (first) std::fill(d, d + q.ow, init);
-          for (i64 r = 0; r < R; ++r)
-            for (i64 s = 0; s < S; ++s) {
-              const T wv = wk[r * S + s];
-              const T* src = base + r * dh + s * dw;
-              if (sw == 1) {
-#pragma omp simd
-                for (i64 j = 0; j < q.ow; ++j) d[j] += wv * src[j];
-              } else {
-                for (i64 j = 0; j < q.ow; ++j) d[j] += wv * src[j * sw];
-              }
-            }
-        }
+        for (i64 oh = 0; oh < q.oh; ++oh)
+          direct_row_loops(buf.data() + oh * dp.row, toff, wk, taps, o + oh * q.ow, q.ow, first, init);
       }
     }
   }
@@ -986,10 +1016,11 @@ void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T*
 
 // -- backward ------------------------------------------------------------------------
 
-// dW of one filter over one image at stride 1, NT taps at a time: acc[t] += sum over the output
-// plane of dy[i][j] * xp[i*xpw + toff[t] + j], xp the zero-padded input plane. One accumulator
-// vector per tap (NT <= 9: 11 registers at AVX2), dy loaded once for all of them; the row tail
-// masks both loads (a lane past the row must not pair a 0 of dy with an inf of x).
+// dW of one filter over one image, NT taps at a time: acc[t] += sum over the output plane of
+// dy[i][j] * xp[i*xpw + toff[t] + j], xp the zero-padded (phase-split) input plane, xpw its
+// elements per output row (DirectPlane::row). One accumulator vector per tap (NT <= 9: 11
+// registers at AVX2), dy loaded once for all of them; the row tail masks both loads (a lane past
+// the row must not pair a 0 of dy with an inf of x).
 template <class V, int NT>
 void dw_taps(const float* dy, const float* xp, i64 oh, i64 ow, i64 xpw, const i64* toff, float* acc) {
   using Rg = typename V::R;
@@ -1023,22 +1054,25 @@ void dw_chunk(int nt, const float* dy, const float* xp, i64 oh, i64 ow, i64 xpw,
   dw_taps<V, NT>(dy, xp, oh, ow, xpw, toff, acc);
 }
 
-// Direct backward. dx per (n, c) plane; dW per (k, c') filter, images outer. At stride 1 in float32
-// at a SIMD level (`unit`) both run as register-blocked plane passes on zero-padded planes (no bounds in the
-// inner loops, no remainder loops of the compiler's choosing): dx as the forward convolution
-// (direct_row) of dy padded by (R-1)dh - ph above and (S-1)dw - pw on the left, with the taps
-// flipped, so that dx[i][j] = sum w[r][s] dy[i + ph - r dh][j + pw - s dw]; dW by dw_taps on the
-// padded input plane. Otherwise (strides, float64, the scalar level, padding wider than the
-// dilated filter) the row loops below, autovectorized: a scatter per tap for dx, a dot product per
-// tap and output row for dW.
+// Direct backward. dx per (n, c) plane; dW per (k, c') filter, images outer. In float32 at a SIMD
+// level (`vec`) both run as register-blocked plane passes on zero-padded planes (no bounds in the
+// inner loops, no remainder loops of the compiler's choosing): dW by dw_taps on the forward's
+// padded, phase-split input plane (DirectPlane: any stride); dx as the stride-1 forward
+// convolution (direct_row) of dy padded by (R-1)dh - ph above and (S-1)dw - pw on the left, with
+// the taps flipped, so that dx[i][j] = sum w[r][s] dy[i + ph - r dh][j + pw - s dw] (strides:
+// dy zero-inserted, sh - 1 rows and sw - 1 columns of zeros between its own). Otherwise (float64,
+// the scalar level; for dx also padding wider than the dilated filter) the row loops below,
+// autovectorized: a scatter per tap for dx, a dot product per tap and row for dW.
 template <class T>
 void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx, T* dwt) {
   const i64 hw = q.h * q.w, L = q.l(), taps = q.r * q.s;
   const int nt = num_threads();
-  const bool unit = q.sh == 1 && q.sw == 1 && with_float_simd<T>([](auto) {});
+  const bool vec = with_float_simd<T>([](auto) {});
   const i64 top = (q.r - 1) * q.dh - q.ph, left = (q.s - 1) * q.dw - q.pw;
-  const bool dx_planes = unit && top >= 0 && left >= 0;
+  const bool dx_planes = vec && top >= 0 && left >= 0;
   const i64 prow = q.h + (q.r - 1) * q.dh, pwid = q.w + (q.s - 1) * q.dw;  // padded dy (dx_planes)
+  std::vector<i64> dx_off(static_cast<size_t>(taps));  // tap offsets into the padded dy
+  for (i64 t = 0; t < taps; ++t) dx_off[size_t(t)] = (t / q.s) * q.dh * pwid + (t % q.s) * q.dw;
 #pragma omp parallel num_threads(nt) if (dx)
   {
     std::vector<T> pbuf(dx_planes ? size_t(prow * pwid) : 0), wf(static_cast<size_t>(taps));
@@ -1052,11 +1086,11 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
         const bool first = k == g * q.kg();
         if (dx_planes) {
           for (i64 t = 0; t < taps; ++t) wf[size_t(t)] = wk[taps - 1 - t];
-          pad_into(gk, q.oh, q.ow, top, left, prow, pwid, pbuf.data());
+          pad_into(gk, q.oh, q.ow, top, left, prow, pwid, pbuf.data(), q.sh, q.sw);
           with_float_simd<T>([&](auto v) {
             for (i64 i = 0; i < q.h; ++i)
-              direct_row<decltype(v)>(pbuf.data() + i * pwid, q.dh * pwid, q.dw, wf.data(), q.r, q.s,
-                                      d + i * q.w, q.w, first, 0.0f);
+              direct_row<decltype(v)>(pbuf.data() + i * pwid, dx_off.data(), wf.data(), taps, d + i * q.w, q.w,
+                                      first, 0.0f);
           });
           continue;
         }
@@ -1085,12 +1119,10 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
     }
   }
   // dW: images outer so one image's two planes stay in L1 across the R*S taps
-  const i64 xrows = q.h + 2 * q.ph, xpw = q.w + 2 * q.pw;
+  const DirectPlane dp(q);
 #pragma omp parallel num_threads(nt) if (dwt)
   {
-    std::vector<T> xbuf(unit ? size_t(xrows * xpw) : 0);
-    std::vector<i64> toff(static_cast<size_t>(taps));
-    for (i64 t = 0; t < taps; ++t) toff[size_t(t)] = (t / q.s) * q.dh * xpw + (t % q.s) * q.dw;
+    std::vector<T> xbuf(vec ? size_t(dp.size) : 0);
 #pragma omp for schedule(static)
     for (i64 f = 0; f < (dwt ? q.k * q.cg() : 0); ++f) {
       const i64 k = f / q.cg(), cl = f % q.cg(), c = (k / q.kg()) * q.cg() + cl;
@@ -1099,12 +1131,12 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
       for (i64 n = 0; n < q.n; ++n) {
         const T* gk = dy + (n * q.k + k) * L;
         const T* xc = x + (n * q.c + c) * hw;
-        if (unit) {
-          pad_plane(q, xc, xbuf.data());
+        if (vec) {
+          dp.fill(q, xc, xbuf.data());
           with_float_simd<T>([&](auto v) {
             for (i64 t0 = 0; t0 < taps; t0 += kTapChunk)
-              dw_chunk<decltype(v)>(int(std::min<i64>(kTapChunk, taps - t0)), gk, xbuf.data(), q.oh, q.ow, xpw,
-                                    toff.data() + t0, acc + t0);
+              dw_chunk<decltype(v)>(int(std::min<i64>(kTapChunk, taps - t0)), gk, xbuf.data(), q.oh, q.ow, dp.row,
+                                    dp.toff.data() + t0, acc + t0);
           });
           continue;
         }
