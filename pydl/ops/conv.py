@@ -308,7 +308,7 @@ def _conv_bad(rng):
     ]
 
 
-#: issue #4's benchmark shapes: id -> (N, C, H, W, K, R, stride, padding, groups)
+#: issue #4's benchmark shapes (and a strided depthwise one): id -> (N, C, H, W, K, R, stride, padding, groups)
 BENCH_SHAPES = {
     "lenet_c1": (64, 1, 28, 28, 6, 5, 1, 0, 1),
     "lenet_c2": (64, 6, 14, 14, 16, 5, 1, 0, 1),
@@ -318,6 +318,7 @@ BENCH_SHAPES = {
     "resnet_1x1_c256_k64": (32, 256, 14, 14, 64, 1, 1, 0, 1),
     "alexnet_c1": (16, 3, 224, 224, 64, 11, 4, 2, 1),
     "depthwise_c128": (32, 128, 56, 56, 128, 3, 1, 1, 128),
+    "depthwise_c128_s2": (32, 128, 56, 56, 128, 3, 2, 1, 128),   # MobileNet's downsampling layers
 }
 #: the ones ``pydl bench --quick`` runs, at this batch
 QUICK = {"lenet_c2": 8, "resnet_3x3_c64": 2, "resnet_1x1_c256_k64": 4, "depthwise_c128": 4}
