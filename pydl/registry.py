@@ -127,7 +127,7 @@ def _before_native(spec, tag: str, a):
     return _NEIGHBOURS[0](spec, tag, a)
 
 
-def _run(impl, after, *args, **kwargs):
+def _run(impl, after, /, *args, **kwargs):
     """impl(*args, **kwargs), then ``after()`` if there is one (even when impl raises)."""
     if after is None:
         return impl(*args, **kwargs)
