@@ -12,20 +12,22 @@
 //              L2), then the GEMM writes those L columns of out (ldc = L). Workspace reported.
 //   implicit - gemm_packed_b with a pack_b that reads B panels straight from the image (no column
 //              matrix of ours; the GEMM's own packing buffer is all there is).
-//   direct   - per output plane: out[k] += w[k,c,r,s] * shifted rows of x[c], vectorized along
-//              the width (contiguous when stride 1). The depthwise path (Cg == Kg == 1: a GEMM
-//              of 1 x 9 x L is all overhead).
+//   direct   - per output plane: out[k] += w[k,c,r,s] * shifted rows of x[c], all taps summed in
+//              registers along the width (x padded and split into its column phases: contiguous
+//              at every stride). The depthwise path (Cg == Kg == 1: a GEMM of 1 x 9 x L is all
+//              overhead).
 // Threads: over images (GEMM with nthreads = 1 inside our parallel region) when N >= threads,
-// else over the GEMM's own threads; direct: over (n, k) planes. Loops over images that write
+// else over the GEMM's own threads; direct: over (n, k) planes (dW: contiguous filter ranges,
+// images outer). Loops over images that write
 // disjoint outputs take images dynamically (a thread whose core is taken for a while - a shared
 // VM - leaves its images to the other); those that sum per-thread dW partials stay static, so
 // dW is the same bits from run to run.
 // Backward (same paths): db = sum of dy; dW_g += dy_g @ cols_g^T (per-thread dW partials when
 // threads run over images, summed at the end); dcols_g = W_g^T @ dy_g then col2im of the tile
-// into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c), at stride 1 as a
-// forward convolution of padded dy with the flipped filter (else a scatter along the width); dW
-// per (k, c') filter with one register accumulator per tap over padded input planes (else a dot
-// product per tap and row).
+// into dx (the 1x1 path writes dx_g directly). Direct: dx planes per (n, c) as a stride-1
+// convolution of padded (for strides zero-inserted) dy with the flipped filter; dW per (k, c')
+// filter with one register accumulator per tap over the forward's padded, phase-split planes
+// (float64 and the scalar level: row loops, a scatter per tap for dx).
 // smallk: dW^T (taps x Kg) by the smallk tiles with rows = taps and depth = pixels (B = dy^T of
 // one image); dx at stride 1 with Cg >= 32 as a convolution of dy with the flipped, transposed
 // weights through the smallk forward (smallk_dx), else by the 1x1 or im2col path's W^T @ dy
