@@ -239,22 +239,18 @@ void pad_plane(const Geom& q, const T* x, T* buf) {
   pad_into(x, q.h, q.w, q.ph, q.pw, q.h + 2 * q.ph, q.w + 2 * q.pw, buf);
 }
 
-// f(V{}) with V the float32 SIMD wrapper of the level in use; false (nothing called) for float64
-// or the scalar level, where the callers' autovectorized loops run instead
+// f(V{}) with V the float32 SIMD wrapper of the level in use (vm::with_vec's); false, nothing
+// called, for float64 or the scalar level, where the callers' autovectorized loops run instead
 template <class T, class F>
 bool with_float_simd(F&& f) {
-  if constexpr (std::is_same_v<T, float>) {
-    switch (simd_level()) {
-#if defined(__AVX512F__)
-      case Simd::avx512: f(vm::Avx512F{}); return true;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-      case Simd::avx2: f(vm::Avx2F{}); return true;
-#endif
-      default: return false;
+  bool vec = false;
+  vm::with_vec<T>([&](auto v) {
+    if constexpr (decltype(v)::W > 1) {
+      f(v);
+      vec = true;
     }
-  }
-  return false;
+  });
+  return vec;
 }
 
 // One output row of a direct convolution, all taps summed in registers (4 vectors of accumulators
@@ -298,13 +294,14 @@ void direct_row_loops(const T* base, const i64* toff, const T* wk, i64 taps, T* 
 template <class T>
 void phase_plane(const Geom& q, i64 wph, const i64* cmap, const T* x, T* dst);
 
-// The direct path's view of a padded input plane, split into its sw column phases (phase_plane:
-// padded row y is wq = sw * wph elements, phase p holding columns p, p + sw, ...): tap (r, s) of
-// output row oh, column j reads plane[oh * row + toff[t] + j], contiguous in j for every stride.
-struct DirectPlane {
+// A padded input plane split into its sw column phases (phase_plane: padded row y is wq = sw * wph
+// elements, phase p holding columns p, p + sw, ...): tap (r, s) of output row oh, column j reads
+// plane[oh * row + toff[t] + j], contiguous in j at every stride. The direct path's planes and,
+// per channel, the smallk path's.
+struct PhasePlane {
   i64 wph, wq, size, row;
   std::vector<i64> toff, cmap;
-  explicit DirectPlane(const Geom& q)
+  explicit PhasePlane(const Geom& q)
       : wph((q.w + 2 * q.pw + q.sw - 1) / q.sw), wq(q.sw * wph), size((q.h + 2 * q.ph) * wq), row(q.sh * wq),
         toff(static_cast<size_t>(q.r * q.s)), cmap(static_cast<size_t>(q.w)) {
     for (i64 r = 0, t = 0; r < q.r; ++r)
@@ -320,7 +317,7 @@ struct DirectPlane {
 template <class T>
 void direct_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
   const i64 planes = q.n * q.k, hw = q.h * q.w, taps = q.r * q.s;
-  const DirectPlane dp(q);
+  const PhasePlane dp(q);
   const i64* toff = dp.toff.data();
 #pragma omp parallel num_threads(num_threads()) if (planes > 1)
   {
@@ -679,27 +676,21 @@ void phase_plane(const Geom& q, i64 wph, const i64* cmap, const T* x, T* dst) {
 template <class T, Simd S>
 struct SmallKGeom {
   const Geom& q;
-  i64 kpad, taps, L, wph, wq, plane;
+  const PhasePlane pl;  // one channel's plane; the group's Cg planes follow each other
+  i64 kpad, taps, L;
   bool copy;  // planes are copied (padding or stride > 1 along the width), else read in place
-  std::vector<i64> toff, pb, cmap;
-  explicit SmallKGeom(const Geom& g) : q(g) {
+  std::vector<i64> toff, pb;
+  explicit SmallKGeom(const Geom& g) : q(g), pl(g) {
     constexpr int W = SmallK<T, S>::W;
     kpad = (q.kg() + W - 1) / W * W;
     taps = q.crs();
     L = q.l();
     copy = q.ph > 0 || q.pw > 0 || q.sw > 1;
-    wph = (q.w + 2 * q.pw + q.sw - 1) / q.sw;
-    wq = q.sw * wph;
-    plane = (q.h + 2 * q.ph) * wq;
+    const i64 rs = q.r * q.s;
     toff.resize(static_cast<size_t>(taps));
-    for (i64 c = 0, t = 0; c < q.cg(); ++c)
-      for (i64 r = 0; r < q.r; ++r)
-        for (i64 s = 0; s < q.s; ++s)
-          toff[t++] = c * plane + r * q.dh * wq + (s * q.dw) % q.sw * wph + (s * q.dw) / q.sw;
+    for (i64 t = 0; t < taps; ++t) toff[t] = (t / rs) * pl.size + pl.toff[t % rs];
     pb.resize(static_cast<size_t>(L));
-    for (i64 p = 0; p < L; ++p) pb[p] = (p / q.ow) * q.sh * wq + p % q.ow;
-    cmap.resize(static_cast<size_t>(q.w));
-    for (i64 ix = 0; ix < q.w; ++ix) cmap[ix] = (ix + q.pw) % q.sw * wph + (ix + q.pw) / q.sw;
+    for (i64 p = 0; p < L; ++p) pb[p] = (p / q.ow) * pl.row + p % q.ow;
   }
   // Elements past the last plane a row tile may read (its pixels past the row end: results
   // dropped, reads kept inside the buffer).
@@ -709,8 +700,8 @@ struct SmallKGeom {
   const T* planes(const T* x, i64 n, i64 g, std::vector<T>& buf, bool always) const {
     const T* xg = x + (n * q.c + g * q.cg()) * q.h * q.w;
     if (!copy && !always) return xg;
-    buf.resize(static_cast<size_t>(q.cg() * plane + kSlack));
-    for (i64 c = 0; c < q.cg(); ++c) phase_plane(q, wph, cmap.data(), xg + c * q.h * q.w, buf.data() + c * plane);
+    buf.resize(static_cast<size_t>(q.cg() * pl.size + kSlack));
+    for (i64 c = 0; c < q.cg(); ++c) pl.fill(q, xg + c * q.h * q.w, buf.data() + c * pl.size);
     std::fill(buf.end() - kSlack, buf.end(), T(0));
     return buf.data();
   }
@@ -796,7 +787,7 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
   for (i64 g = 0; g < q.g; ++g)
     smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.get() + g * taps * kpad, num_threads());
   std::vector<i64> rowbase(static_cast<size_t>(q.oh));
-  for (i64 oh = 0; oh < q.oh; ++oh) rowbase[oh] = oh * q.sh * sg.wq;
+  for (i64 oh = 0; oh < q.oh; ++oh) rowbase[oh] = oh * sg.pl.row;
   auto run = [&](i64 n, i64 g, const T* xg, i64 oh0, i64 oh1, std::vector<T>& acc) {
     const T* bg = bias ? bias + g * kg : nullptr;
     T* og = out + (n * q.k + g * kg) * L;
@@ -1020,7 +1011,7 @@ void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T*
 
 // dW of one filter over one image, NT taps at a time: acc[t] += sum over the output plane of
 // dy[i][j] * xp[i*xpw + toff[t] + j], xp the zero-padded (phase-split) input plane, xpw its
-// elements per output row (DirectPlane::row). One accumulator vector per tap (NT <= 9: 11
+// elements per output row (PhasePlane::row). One accumulator vector per tap (NT <= 9: 11
 // registers at AVX2), dy loaded once for all of them; the row tail masks both loads (a lane past
 // the row must not pair a 0 of dy with an inf of x).
 template <class V, int NT>
@@ -1059,7 +1050,7 @@ void dw_chunk(int nt, const float* dy, const float* xp, i64 oh, i64 ow, i64 xpw,
 // Direct backward. dx per (n, c) plane; dW per (k, c') filter, images outer. In float32 at a SIMD
 // level (`vec`) both run as register-blocked plane passes on zero-padded planes (no bounds in the
 // inner loops, no remainder loops of the compiler's choosing): dW by dw_taps on the forward's
-// padded, phase-split input plane (DirectPlane: any stride); dx as the stride-1 forward
+// padded, phase-split input plane (PhasePlane: any stride); dx as the stride-1 forward
 // convolution (direct_row) of dy padded by (R-1)dh - ph above and (S-1)dw - pw on the left, with
 // the taps flipped, so that dx[i][j] = sum w[r][s] dy[i + ph - r dh][j + pw - s dw] (strides:
 // dy zero-inserted, sh - 1 rows and sw - 1 columns of zeros between its own). Otherwise (float64,
@@ -1124,7 +1115,7 @@ void direct_backward(const Geom& q, const T* dy, const T* x, const T* wt, T* dx,
   // its filters' input and dy planes, which lie next to each other in memory, image by image
   // (filters outer read planes a whole image apart: at N32, 64 MB from DRAM, dW ran at half the
   // forward's bandwidth); every filter still sums its images in order
-  const DirectPlane dp(q);
+  const PhasePlane dp(q);
   const i64 nf = dwt ? q.k * q.cg() : 0;
 #pragma omp parallel num_threads(nt) if (dwt)
   {

@@ -157,25 +157,25 @@ def before_native(spec, backend: str, a):
     if since is None:
         since = _state["alive_since"] = now
     if flops >= PARK_FLOPS or _state["parks"] == 0 or now - since > SPIN_WINDOW:
-        for shutdown in alive:
-            shutdown()
-            _state["parks"] += 1
-        _state["alive_since"] = None
+        _shut_down(alive)
         return None
     # a small kernel beside a pool that came back less than SPIN_WINDOW ago
     _state["solos"] += 1
     return sys.modules[__package__]._solo_threads()
 
 
+def _shut_down(shutdowns) -> None:
+    for shutdown in shutdowns:
+        shutdown()
+        _state["parks"] += 1
+    _state["alive_since"] = None
+
+
 def park() -> None:
     """Park OpenBLAS's worker threads now, whatever the kernel (``pydl bench``'s isolated figures:
     the speed of a program that does not call NumPy's BLAS)."""
     _scan()
-    for _, shutdown, avail in _state["libs"]:
-        if avail.value:
-            shutdown()
-            _state["parks"] += 1
-    _state["alive_since"] = None
+    _shut_down([shutdown for _, shutdown, avail in _state["libs"] if avail.value])
 
 
 def set_blas_parking(enabled: bool) -> None:
