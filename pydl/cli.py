@@ -50,7 +50,7 @@ def _print_info(d: dict) -> None:
         blas = ", ".join(p.rsplit("/", 1)[-1] for p in nb["libraries"]) or "no OpenBLAS loaded"
         print(f"neighbours OpenMP spin: {nb['openmp_spin']}; OpenBLAS parking "
               f"{'on' if nb['enabled'] else 'off'} before kernels of >= {nb['park_flops']:.0e} flops, one thread "
-              f"beside a pool that may spin from {nb['solo_flops']:.0e} ({blas})")
+              f"beside a pool that may spin from {nb['solo_flops']:.0e} (a byte read = {nb['byte_flops']:g} flops; {blas})")
     print("backends")
     for name, s in d["backends"].items():
         state = "available" if s["available"] else "unavailable"

@@ -122,6 +122,30 @@ def test_small_kernel_runs_on_one_thread_beside_a_fresh_pool(two_threads, monkey
     assert seen == [1, 2] and last["parks"] > after["parks"] and not any(last["workers_alive"])
 
 
+def test_bandwidth_bound_kernel_counts_its_bytes(two_threads, monkeypatch):
+    """A GEMV over a big matrix is few flops but a long kernel (it reads the matrix from memory):
+    its bytes make it big enough to park the pool rather than run on one thread beside it."""
+    _pool()
+    rng = np.random.default_rng(0)
+    pydl.ops.matmul(*_big(rng), backend="cpp")   # (the load-time pool's park is done)
+    x = rng.standard_normal((1, 2048), dtype=np.float32)
+    w = rng.standard_normal((2048, 2048), dtype=np.float32)   # 8.4 Mflop, 16 MB
+    spec = pydl.ops.matmul.spec
+    assert spec.flops({"a": x, "b": w}) < _neighbours.PARK_FLOPS <= _neighbours.work(spec, {"a": x, "b": w})
+    small = {"a": x, "b": w[:, :64].copy()}   # 0.26 Mflop, 0.5 MB: still a one-thread kernel
+    assert _neighbours.SOLO_FLOPS <= _neighbours.work(spec, small) < _neighbours.PARK_FLOPS
+    monkeypatch.setattr(_neighbours, "SPIN_WINDOW", 60.0)
+    _wake_openblas()
+    if not any(_neighbours.status()["workers_alive"]):
+        pytest.skip("OpenBLAS runs one thread here (OPENBLAS_NUM_THREADS=1?): no pool")
+    st = _neighbours.status()
+    got = pydl.ops.matmul(x, w, backend="cpp")
+    after = _neighbours.status()
+    assert after["parks"] > st["parks"] and after["solo_kernels"] == st["solo_kernels"]
+    assert not any(after["workers_alive"])
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-4, atol=1e-3)
+
+
 def test_thread_count_restored_when_the_kernel_raises(two_threads):
     from pydl import registry
 

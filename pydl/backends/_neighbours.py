@@ -16,7 +16,8 @@ pydl calls it before a native kernel when
 
 - the kernel is big enough to gain more than the re-creation costs the next NumPy call
   (``PARK_FLOPS``: 1e8 flops, ~1 ms of work on two cores, gains ~0.25 ms when OpenBLAS spins;
-  the next threaded NumPy call pays ~0.1-0.4 ms to start its threads again),
+  the next threaded NumPy call pays ~0.1-0.4 ms to start its threads again; a bandwidth-bound
+  kernel counts its input bytes, ``work``: a GEMV over a 64 MB matrix is 34 Mflop but 1.5 ms),
 - pydl itself runs more than one thread (one pydl thread and one spinner fit two cores),
 - the worker threads exist (``blas_server_avail``; a read, no call), and
 - the calling thread is the only Python thread: shutting the pool down while another thread
@@ -57,10 +58,15 @@ import sys
 import threading
 import time
 
-#: kernels of at least this many flops (the spec's count) park the pool first
+import numpy as np
+
+#: kernels of at least this much work (``work``: flops, or bytes read in flop terms) park the pool first
 PARK_FLOPS = 1e8
-#: smaller kernels down to this many flops run on one thread beside a pool that may spin
+#: smaller kernels down to this much work run on one thread beside a pool that may spin
 SOLO_FLOPS = 1e5
+#: flops that take as long as reading one byte from memory on two cores (~240 GFLOP/s against
+#: ~30 GB/s): a kernel's work is the larger of its flops and its input bytes times this
+BYTE_FLOPS = 8.0
 #: seconds a pool found alive may still be spinning (OpenBLAS spins ~0.1 s after a job)
 SPIN_WINDOW = 0.2
 #: libgomp's spin rounds that ``import pydl`` asks for (see above)
@@ -141,7 +147,7 @@ def before_native(spec, backend: str, a):
     if not _state["enabled"] or _threads() < 2 or threading.active_count() != 1:
         return None
     try:
-        flops = spec.flops(a)
+        flops = work(spec, a)
     except Exception:  # a count that cannot be made here (e.g. viewed arguments) decides nothing
         return None
     if flops < SOLO_FLOPS:
@@ -162,6 +168,17 @@ def before_native(spec, backend: str, a):
     # a small kernel beside a pool that came back less than SPIN_WINDOW ago
     _state["solos"] += 1
     return sys.modules[__package__]._solo_threads()
+
+
+def work(spec, a) -> float:
+    """A kernel's size in flops for the decisions above: its flop count, or, for a bandwidth-bound
+    one, the bytes of its array arguments times ``BYTE_FLOPS`` when that is more (a 1 x 4096 @
+    4096 x 4096 GEMV is 34 Mflop but reads 64 MB: ~1.5 ms on two threads, ~3 ms on one)."""
+    nbytes = 0
+    for v in a.values():
+        if type(v) is np.ndarray:
+            nbytes += v.nbytes
+    return max(float(spec.flops(a)), BYTE_FLOPS * nbytes)
 
 
 def _shut_down(shutdowns) -> None:
@@ -193,4 +210,4 @@ def status() -> dict:
     return {"enabled": _state["enabled"], "libraries": [p for p, _, _ in _state["libs"]],
             "workers_alive": [bool(avail.value) for _, _, avail in _state["libs"]],
             "parks": _state["parks"], "solo_kernels": _state["solos"], "park_flops": PARK_FLOPS,
-            "solo_flops": SOLO_FLOPS, "openmp_spin": _state["gomp"]}
+            "solo_flops": SOLO_FLOPS, "byte_flops": BYTE_FLOPS, "openmp_spin": _state["gomp"]}
