@@ -243,7 +243,7 @@ def test_adjoint_identity():
 @pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
 @pytest.mark.parametrize("block,depth", [(1, 384), (2, 7), (3, 64), (4, 384), (2, 384)])
 def test_cpp_smallk_row_tiles(dtype, level, block, depth):
-    """The smallk forward's row tiles (and dW's tiles) at every lane block and at depth blocks that split the
+    """The smallk forward's row and flat tiles (and dW's tiles) at every lane block and at depth blocks that split the
     taps unevenly: width strides 1-3 (the phase-split planes), dilation, rows narrower and wider
     than a tile (the tile past a row's end reads into the next row: results dropped), no padding
     (planes copied anyway), Kg not a multiple of the block, groups, one image on two threads; dx
@@ -265,7 +265,11 @@ def test_cpp_smallk_row_tiles(dtype, level, block, depth):
                        # Cg >= 32 at stride 1: dx by the forward as a transposed conv
                        (2, 40, 5, 7, 24, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
                        (1, 66, 6, 9, 10, 3, 2, 2, (1, 1), (2, 0), (2, 1)),
-                       (2, 32, 4, 4, 8, 1, 1, 1, (1, 1), (1, 1), (1, 1))]:
+                       (2, 32, 4, 4, 8, 1, 1, 1, (1, 1), (1, 1), (1, 1)),
+                       # AVX-512: 16-pixel rows take flat tiles (row tiles would compute 28),
+                       # emitted a chunk of tiles at a time; 14-pixel rows keep the row tiles
+                       (1, 3, 16, 16, 20, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                       (2, 2, 9, 14, 33, 3, 3, 1, (1, 1), (1, 1), (1, 1))]:
                 _check("cpp:smallk", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
     finally:
         pydl.set_num_threads(before)

@@ -463,6 +463,14 @@ struct SmallK {
       return by_nv(nv, [](auto v) -> RowFn { return smallk_row_tile<T, S, mr, decltype(v)::value>; });
     });
   }
+  // Whether the forward takes flat tiles: always below AVX-512; at AVX-512 when the row tiles
+  // would compute a quarter more pixels than the rows have (16-pixel rows in 14-pixel tiles: 28
+  // computed, 16 kept; 8-pixel rows 14 for 8), where the flat tile's per-pixel pointers cost less.
+  static bool flat(int nvb, i64 ow) {
+    if constexpr (S != Simd::avx512) return true;
+    const int mr = row_mr(nvb, ow);
+    return 4 * ((ow + mr - 1) / mr * mr) > 5 * ow;
+  }
   // dW: rows [r0, r1) of dW^T-like products: row i gets the sum over the `depth` entries j of
   // x[rows[i] + cols[j]] * B[j][lane] (rows = taps' offsets, cols = pixels' bases, B = dy^T), lanes
   // in blocks of nvb vectors packed as smallk_pack_lanes lays them out (the block at lane v0*W is
@@ -505,11 +513,11 @@ struct SmallK {
   // Deeper than kSmallkDepth: depth block by depth block through acc (one slot of mr rows per
   // tile), each depth block's weights (384 x nvb vectors: 48 KB at nvb = 2) staying in L1/L2
   // across the tiles.
-  static constexpr bool kFlat = S != Simd::avx512;
   template <class Emit>
   static void fwd_tiles(const T* xg, const i64* rowbase, const i64* pb, i64 ow, i64 oh0, i64 oh1, const i64* toff,
                         i64 depth, const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
     const i64 nvec = kpad / W;
+    const bool kFlat = flat(nvb, ow);
     const int mr = kFlat ? smallk_mr<S>(nvb) : row_mr(nvb, ow);
     const i64 tpr = (ow + mr - 1) / mr, p0 = oh0 * ow, p1 = oh1 * ow;
     const i64 ntile = kFlat ? (p1 - p0 + mr - 1) / mr : (oh1 - oh0) * tpr;
@@ -523,7 +531,7 @@ struct SmallK {
     else if (kFlat) acc.resize(static_cast<size_t>(kChunk * mr * ldt));
     // tile j: its first output pixel and its count of pixels
     auto pixel = [&](i64 j, i64& pt, int& cnt) {
-      if constexpr (kFlat) {
+      if (kFlat) {
         pt = p0 + j * mr;
         cnt = int(std::min<i64>(mr, p1 - pt));
       } else {
@@ -536,7 +544,7 @@ struct SmallK {
       const int nv = int(std::min<i64>(nvec - v0, nvb));
       Fn fflat = nullptr;  // flat tiles
       RowFn frow = nullptr;  // row tiles
-      if constexpr (kFlat) fflat = fn(nvb, nv);
+      if (kFlat) fflat = fn(nvb, nv);
       else frow = row_fn(nvb, nv, mr);
       const T* wb = wpk + v0 * W * depth;
       const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
@@ -547,7 +555,7 @@ struct SmallK {
           int cnt;
           pixel(j, pt, cnt);
           const bool add = deep && d0 > 0;
-          if constexpr (kFlat) {
+          if (kFlat) {
             T* dst = acc.data() + (deep ? j : j % kChunk) * mr * ldt;
             i64 base[kMaxMR];
             for (int i = 0; i < mr; ++i) base[i] = pb[pt + std::min(i, cnt - 1)];  // past the end: repeats
@@ -737,8 +745,8 @@ inline void transpose16(__m512 r[16]) {
 #endif
 
 // Finished forward tiles (cnt output pixels from pt on, lanes [k0, k1), lane k of pixel i at
-// tile[i*ldt + k - k0]) into the NCHW rows og[k*L + pt + i], plus the bias. float on AVX-512 (row
-// tiles, cnt <= 16): 16 x 16 register transposes and masked row stores (the scalar strided loop cost
+// tile[i*ldt + k - k0]) into the NCHW rows og[k*L + pt + i], plus the bias. float on AVX-512 (a
+// row tile, or a chunk of flat tiles 16 pixels at a time): 16 x 16 register transposes and masked row stores (the scalar strided loop cost
 // 12% of AlexNet's forward). float on AVX2 (flat tiles, emitted a chunk of 8 tiles or a whole
 // plane at a time): 8 x 8 register transposes of full blocks of 8 pixels x 8 lanes, unmasked stores
 // (per 3-pixel tile, masked, they had cost more than the scalar moves: dev/conv/README.md).
@@ -746,15 +754,19 @@ template <class T, Simd S>
 void emit_nchw(const T* tile, i64 ldt, i64 cnt, i64 k0, i64 k1, T* og, i64 L, i64 pt, const T* bg) {
 #if defined(__AVX512F__)
   if constexpr (S == Simd::avx512 && std::is_same_v<T, float>) {
-    const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
-    for (i64 kb = k0; kb < k1; kb += 16) {
-      __m512 r[16];
-      for (int i = 0; i < 16; ++i) r[i] = i < cnt ? _mm512_loadu_ps(tile + i * ldt + (kb - k0)) : _mm512_setzero_ps();
-      transpose16(r);
-      const int nk = int(std::min<i64>(16, k1 - kb));
-      for (int j = 0; j < nk; ++j) {
-        const __m512 v = bg ? _mm512_add_ps(r[j], _mm512_set1_ps(bg[kb + j])) : r[j];
-        _mm512_mask_storeu_ps(og + (kb + j) * L + pt, m, v);
+    for (i64 i0 = 0; i0 < cnt; i0 += 16) {  // (flat tiles come a chunk of them at a time)
+      const i64 c = std::min<i64>(16, cnt - i0);
+      const __mmask16 m = static_cast<__mmask16>((1u << c) - 1);
+      const T* ti = tile + i0 * ldt;
+      for (i64 kb = k0; kb < k1; kb += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = i < c ? _mm512_loadu_ps(ti + i * ldt + (kb - k0)) : _mm512_setzero_ps();
+        transpose16(r);
+        const int nk = int(std::min<i64>(16, k1 - kb));
+        for (int j = 0; j < nk; ++j) {
+          const __m512 v = bg ? _mm512_add_ps(r[j], _mm512_set1_ps(bg[kb + j])) : r[j];
+          _mm512_mask_storeu_ps(og + (kb + j) * L + pt + i0, m, v);
+        }
       }
     }
     return;
