@@ -269,7 +269,11 @@ def test_cpp_smallk_row_tiles(dtype, level, block, depth):
                        # AVX-512: 16-pixel rows take flat tiles (row tiles would compute 28),
                        # emitted a chunk of tiles at a time; 14-pixel rows keep the row tiles
                        (1, 3, 16, 16, 20, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
-                       (2, 2, 9, 14, 33, 3, 3, 1, (1, 1), (1, 1), (1, 1))]:
+                       (2, 2, 9, 14, 33, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                       # output planes of 1 and 2 KiB (256 and 512 floats): emitted through the
+                       # staging windows (128 pixels), split between threads for one image
+                       (2, 2, 32, 32, 40, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                       (1, 3, 8, 64, 12, 3, 3, 1, (1, 1), (1, 1), (1, 1))]:
                 _check("cpp:smallk", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
     finally:
         pydl.set_num_threads(before)

@@ -789,6 +789,49 @@ void emit_nchw(const T* tile, i64 ldt, i64 cnt, i64 k0, i64 k1, T* og, i64 L, i6
   }
 }
 
+// emit_nchw through a staging buffer: tiles arrive in pixel order per lane block, are emitted
+// into rows kLd apart (not a multiple of 1 KiB: distinct L1 sets) within a window of kW pixels (a
+// multiple of 16: whole cache lines of the output row), and each window's rows are copied out
+// once it is complete. For output planes whose size is a multiple of 1 KiB: the channel rows of
+// a direct emit share one or a few L1 sets, and with 32-64 lanes in a block each tile's partial
+// lines were evicted before the next tile completed them (N64 C3 -> 64 3x3, 32x32 planes: 126
+// GFLOP/s at AVX-512 against 204 on 31x31 planes; dev/conv/README.md, session 14).
+template <class T, Simd S>
+struct StagedEmit {
+  static constexpr i64 kW = 128, kLd = kW + 16;
+  T* og;
+  i64 L;
+  const T* bg;
+  T* stg;             // 4 vectors of lanes x kLd
+  i64 s0 = 0;         // the window: pixels [s0, s0 + kW)
+  i64 f = 0, e = -1;  // staged: pixels [f, e) of lanes [k0, k1); e < 0: nothing staged
+  i64 k0 = 0, k1 = 0;
+  void flush() {
+    if (e > f)
+      for (i64 k = k0; k < k1; ++k)
+        std::memcpy(og + k * L + f, stg + (k - k0) * kLd + (f - s0), static_cast<size_t>(e - f) * sizeof(T));
+    e = -1;
+  }
+  void put(i64 pt, i64 cnt, i64 kk0, i64 kk1, const T* tile, i64 ldt) {
+    while (cnt > 0) {
+      const i64 w0 = pt / kW * kW;
+      if (e >= 0 && (kk0 != k0 || pt != e || w0 != s0)) flush();
+      if (e < 0) {
+        s0 = w0;
+        f = e = pt;
+        k0 = kk0;
+        k1 = kk1;
+      }
+      const i64 c = std::min(cnt, w0 + kW - pt);
+      emit_nchw<T, S>(tile, ldt, c, 0, k1 - k0, stg, kLd, pt - s0, bg ? bg + k0 : nullptr);
+      e = pt + c;
+      pt += c;
+      cnt -= c;
+      tile += c * ldt;
+    }
+  }
+};
+
 template <class T, Simd S>
 void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* out) {
   using SK = SmallK<T, S>;
@@ -800,24 +843,37 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
     smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.get() + g * taps * kpad, num_threads());
   std::vector<i64> rowbase(static_cast<size_t>(q.oh));
   for (i64 oh = 0; oh < q.oh; ++oh) rowbase[oh] = oh * sg.pl.row;
-  auto run = [&](i64 n, i64 g, const T* xg, i64 oh0, i64 oh1, std::vector<T>& acc) {
+  // Output planes a multiple of 1 KiB apart put the emit's channel rows in a few L1 sets (32x32:
+  // all in one set), and a tile's partial lines are evicted before the next tile fills them:
+  // staged, then (StagedEmit).
+  const bool stage = (L * i64(sizeof(T))) % 1024 == 0;
+  auto run = [&](i64 n, i64 g, const T* xg, i64 oh0, i64 oh1, std::vector<T>& acc, std::vector<T>& stg) {
     const T* bg = bias ? bias + g * kg : nullptr;
     T* og = out + (n * q.k + g * kg) * L;
+    const T* wg = wpk.get() + g * taps * kpad;
     // the tile written transposed into NCHW, with the bias
-    SK::fwd_tiles(xg, rowbase.data(), sg.pb.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wpk.get() + g * taps * kpad, kpad,
-                  kg, nvb, acc, [&](i64 pt, i64 cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
-                    emit_nchw<T, S>(tile, ldt, cnt, k0, k1, og, L, pt, bg);
-                  });
+    if (!stage) {
+      SK::fwd_tiles(xg, rowbase.data(), sg.pb.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wg, kpad, kg, nvb, acc,
+                    [&](i64 pt, i64 cnt, i64 k0, i64 k1, const T* tile, i64 ldt) {
+                      emit_nchw<T, S>(tile, ldt, cnt, k0, k1, og, L, pt, bg);
+                    });
+      return;
+    }
+    stg.resize(static_cast<size_t>(4 * SK::W * StagedEmit<T, S>::kLd));
+    StagedEmit<T, S> se{og, L, bg, stg.data()};
+    SK::fwd_tiles(xg, rowbase.data(), sg.pb.data(), q.ow, oh0, oh1, sg.toff.data(), taps, wg, kpad, kg, nvb, acc,
+                  [&](i64 pt, i64 cnt, i64 k0, i64 k1, const T* tile, i64 ldt) { se.put(pt, cnt, k0, k1, tile, ldt); });
+    se.flush();
   };
   const int nt = num_threads();
   if (q.n * q.g >= nt) {
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<T> buf, acc;
+      std::vector<T> buf, acc, stg;
 #pragma omp for schedule(dynamic, 1)
       for (i64 ng = 0; ng < q.n * q.g; ++ng) {
         const i64 n = ng / q.g, g = ng % q.g;
-        run(n, g, sg.planes(x, n, g, buf, true), 0, q.oh, acc);
+        run(n, g, sg.planes(x, n, g, buf, true), 0, q.oh, acc, stg);
       }
     }
   } else {
@@ -828,9 +884,9 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
       const i64 chunk = (q.oh + nt - 1) / nt;
 #pragma omp parallel num_threads(nt)
       {
-        std::vector<T> acc;
+        std::vector<T> acc, stg;
         const i64 t = omp_get_thread_num();
-        run(n, g, xg, std::min(q.oh, t * chunk), std::min(q.oh, (t + 1) * chunk), acc);
+        run(n, g, xg, std::min(q.oh, t * chunk), std::min(q.oh, (t + 1) * chunk), acc, stg);
       }
     }
   }
