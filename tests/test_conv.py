@@ -141,17 +141,28 @@ def test_cpp_direct_backward_planes(simd_level):
 
 
 @needs_cpp
-def test_cpp_heuristic():
+@pytest.mark.parametrize("level", ["avx512", "avx2"])
+def test_cpp_heuristic(level):
+    from pydl import _cpp
     from pydl.backends.cpp import conv as cc
     rng = np.random.default_rng(6)
-    for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "gemm1x1"),
-                     ((2, 8, 6, 6, 8, 3, 3, 8, (1, 1), (1, 1), (1, 1)), "direct"),
-                     ((2, 8, 6, 6, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)), "smallk"),
-                     ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), "smallk"),
-                     ((1, 3, 5, 5, 260, 1, 1, 1, (1, 1), (0, 0), (1, 1)), "gemm1x1"),
-                     ((1, 3, 5, 4, 260, 3, 2, 1, (1, 1), (1, 0), (1, 1)), "im2col")]:
-        _check("cpp", _args(rng, sh, np.float32), np.float32, rng)
-        assert cc.last_path["forward"] == want, sh
+    _cpp.set_simd_level(level)
+    # a shallow product (<= 32 taps) with few filters: forward by im2col where the GEMM's row tile
+    # holds the filters better than smallk's lanes (AVX2: 6-row tiles, 8 lanes), backward smallk
+    rows = "im2col" if _cpp.simd_level() == "avx2" else "smallk"
+    try:
+        for sh, want in [((2, 8, 6, 6, 4, 1, 1, 1, (1, 1), (0, 0), (1, 1)), ("gemm1x1", "gemm1x1")),
+                         ((2, 8, 6, 6, 8, 3, 3, 8, (1, 1), (1, 1), (1, 1)), ("direct", "direct")),
+                         ((2, 8, 6, 6, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
+                         ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), (rows, "smallk")),
+                         ((2, 1, 12, 12, 6, 5, 5, 1, (1, 1), (0, 0), (1, 1)), (rows, "smallk")),
+                         ((2, 3, 8, 8, 16, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
+                         ((1, 3, 5, 5, 260, 1, 1, 1, (1, 1), (0, 0), (1, 1)), ("gemm1x1", "gemm1x1")),
+                         ((1, 3, 5, 4, 260, 3, 2, 1, (1, 1), (1, 0), (1, 1)), ("im2col", "im2col"))]:
+            _check("cpp", _args(rng, sh, np.float32), np.float32, rng)
+            assert (cc.last_path["forward"], cc.last_path["backward"]) == want, sh
+    finally:
+        _cpp.set_simd_level("avx512")
 
 
 @needs_cpp

@@ -179,8 +179,10 @@ i64 tile_rows(const Geom& q) {
 // The measured heuristic (dev/conv/README.md): depthwise (groups, one input channel per group,
 // <= 8 filters each) -> direct (a GEMM of depth R*S is all overhead); <= 256 filters per group ->
 // smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every such bench shape, 1x1
-// included, one thread); 1x1/stride 1/pad 0 -> GEMM on x itself; else im2col tiles. Implicit GEMM (its per-element bounds checks while packing) lost
-// to 4 MB im2col tiles on every measured shape, so only its variant reaches it.
+// included, one thread; but the forward of a shallow product whose filters suit the GEMM's rows
+// better takes im2col, gemm_rows_win); 1x1/stride 1/pad 0 -> GEMM on x itself; else im2col tiles.
+// Implicit GEMM (its per-element bounds checks while packing) lost to 4 MB im2col tiles on every
+// measured shape, so only its variant reaches it.
 //
 // direct and smallk copy the group's zero-padded (smallk: width-phase-split) planes per thread:
 // that grows with the padding and the stride, not with the output (padding 2^14 on a 6x6 image:
@@ -193,15 +195,36 @@ bool planes_fit(const Geom& q) {
   return double(q.cg()) * hp * std::max(wp, wq) <= 4.0 * double(q.cg()) * double(q.h) * double(q.w) + double(1 << 20);
 }
 
-int choose_path(const Geom& q, int forced) {
+// `rows_win` (the forward only, gemm_rows_win): a shallow product whose filters fill the GEMM's
+// row tiles better than smallk's vector lanes goes to im2col.
+int choose_path(const Geom& q, int forced, bool rows_win = false) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   const bool fit = planes_fit(q);
   if (forced != kAuto) return (!fit && (forced == kDirect || forced == kSmallK)) ? kIm2col : forced;
   if (!fit) return q.is1x1() ? kGemm1x1 : kIm2col;
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
   if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
-  if (q.kg() <= 256) return kSmallK;
+  if (q.kg() <= 256) return rows_win ? kIm2col : kSmallK;
   return kIm2col;
+}
+
+// smallk puts the Kg filters in vector lanes (Kg / kpad of them useful), im2col's GEMM in the rows
+// of its MR-row tiles (Kg / round_up(Kg, MR)). For a shallow product (<= 32 taps: the column copy
+// is small) the forward takes im2col when its rows are used a fifth better: LeNet's first layer
+// (6 filters, 25 taps) at AVX2 (6 of 6 rows against 6 of 8 lanes): 0.134-0.141 ms against smallk's
+// 0.167-0.189 (N64, two threads, dev/conv/README.md session 14); at AVX-512 (6 of 14 rows, 6 of 16
+// lanes) the two ran even and smallk stays.
+template <class T>
+bool gemm_rows_win(const Geom& q) {
+  if (q.crs() > 32) return false;
+  i64 w = 1, mr = 1;
+  with_level(simd_level(), [&](auto s) {
+    using K = gemm::detail::KT<T, decltype(s)::value>;
+    w = K::W;
+    mr = K::MR;
+  });
+  const i64 kg = q.kg();
+  return 5 * ((kg + w - 1) / w * w) > 6 * ((kg + mr - 1) / mr * mr);
 }
 
 bool over_images(const Geom& q) { return q.n >= num_threads(); }
@@ -1434,7 +1457,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           const T* bp = opt_ptr<T>(bias, "bias", q.k);
           T* op = out_ptr(out, "out", {q.n, q.k, q.oh, q.ow});
           PYDL_CHECK(path >= 0 && path < kNumPaths, "path: expected 0.." << kNumPaths - 1 << ", got " << path);
-          const int chosen = choose_path(q, path);
+          const int chosen = choose_path(q, path, path == kAuto && gemm_rows_win<T>(q));
           py::gil_scoped_release nogil;
           forward(q, chosen, xp, wp, bp, op);
           return chosen;
