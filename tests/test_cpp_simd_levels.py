@@ -91,15 +91,15 @@ def _erfc(x):
 
 
 # fn: (float64 truth, grid, largest relative error allowed). The design target is ~1e-7
-# (a few float32 ulp); normal_cdf just below |x| = sqrt(2) takes 0.5 - erf/2 and loses
-# up to 3 bits to that subtraction.
+# (a few float32 ulp); normal_cdf's one fit of erfc over [0, 10] (no subtraction anywhere in
+# its lower tail) measured 3.8e-7 at every level.
 VMATH = {
     "exp": (np.exp, (-110.0, 95.0), 2e-7),
     "expm1": (np.expm1, (-40.0, 95.0), 2e-7),
     "tanh": (np.tanh, (-12.0, 12.0), 3e-7),
     "sigmoid": (lambda x: np.exp(-np.logaddexp(0.0, -x)), (-110.0, 110.0), 3e-7),
     "erf": (np.vectorize(math.erf, otypes=[np.float64]), (-6.0, 6.0), 3e-7),
-    "normal_cdf": (lambda x: 0.5 * _erfc(-x / math.sqrt(2.0)), (-14.0, 9.0), 1.5e-6),
+    "normal_cdf": (lambda x: 0.5 * _erfc(-x / math.sqrt(2.0)), (-14.0, 9.0), 6e-7),
 }
 
 
