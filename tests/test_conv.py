@@ -98,7 +98,11 @@ def test_cpp_smallk_blocks(dtype, level):
                    # scalar tail; even and odd padding; no padding)
                    (1, 3, 9, 29, 20, 3, 3, 1, (2, 2), (1, 1), (1, 1)),
                    (2, 2, 7, 40, 10, 3, 3, 1, (1, 2), (0, 2), (1, 1)),
-                   (1, 2, 6, 17, 9, 2, 2, 1, (2, 2), (0, 0), (1, 1))]:
+                   (1, 2, 6, 17, 9, 2, 2, 1, (2, 2), (0, 0), (1, 1)),
+                   # AVX-512 rows of 8 and 16 pixels with >= 6 vectors of filters: 3-vector
+                   # row tiles (a 2-vector tail), shallow and deeper than a depth block
+                   (2, 3, 8, 8, 100, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                   (1, 50, 16, 16, 96, 3, 3, 1, (1, 1), (1, 1), (1, 1))]:
             _check("cpp:smallk", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
     finally:
         _cpp.set_simd_level("avx512")

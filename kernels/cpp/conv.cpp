@@ -860,7 +860,13 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
   using SK = SmallK<T, S>;
   const SmallKGeom<T, S> sg(q);
   const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
-  const int nvb = smallk_block<S>(kpad / SK::W);
+  int nvb = smallk_block<S>(kpad / SK::W);
+  // AVX-512 rows of 8, 16, 32 pixels: the 2-vector row tile (14 pixels) would go flat, where the
+  // 3-vector one (8 pixels) fits them exactly: N32 C256 8x8 3x3 401 -> 429-436 GFLOP/s, C128 16x16
+  // 429 -> 437-445 (one process, two threads). With few lane blocks the 3-vector split leaves a
+  // 1-vector tail: C64 32x32 ran 345-355 against flat 2-vector tiles' 365-372, hence nvec >= 6.
+  if constexpr (S == Simd::avx512)
+    if (kSmallkBlock == 0 && kpad / SK::W >= 6 && SK::flat(nvb, q.ow) && q.ow % smallk_row_mr<S>(3) == 0) nvb = 3;
   const std::unique_ptr<T[]> wpk(new T[static_cast<size_t>(q.g * taps * kpad)]);  // every entry written
   for (i64 g = 0; g < q.g; ++g)
     smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.get() + g * taps * kpad, num_threads());
