@@ -529,10 +529,11 @@ struct SmallK {
   // v0*W is packed (depth x nv*W) at wpk + v0*W*depth, smallk_pack_lanes), in tiles of mr pixels:
   // - row tiles (AVX-512: 12-14 pixels, more pointers than the 16 GPRs hold): within a row, one
   //   pointer per tap (smallk_row_tile); a row's last tile reads past it, results dropped;
-  // - flat tiles (AVX2 and scalar: 3-8 pixels): consecutive pixels of the plane, a row's end
-  //   included, one pointer per pixel (smallk_tile, pixel p's taps at xg + pb[p] + toff[t]). The
-  //   3-pixel AVX2 tile wasted one pixel in 15 on 14-pixel rows (ResNet c256, c128 s2) and the
-  //   6-pixel one two in 12 on LeNet's 10-pixel rows; flat, only the plane's last tile has any.
+  // - flat tiles (AVX2 and scalar: 3-8 pixels; AVX-512 where row tiles would waste, flat()):
+  //   consecutive pixels of the plane, a row's end included, one pointer per pixel (smallk_tile,
+  //   pixel p's taps at xg + pb[p] + toff[t]). The 3-pixel AVX2 tile wasted one pixel in 15 on
+  //   14-pixel rows (ResNet c256, c128 s2) and the 6-pixel one two in 12 on LeNet's 10-pixel
+  //   rows; flat, only the plane's last tile has any.
   // Deeper than kSmallkDepth: depth block by depth block through acc (one slot of mr rows per
   // tile), each depth block's weights (384 x nvb vectors: 48 KB at nvb = 2) staying in L1/L2
   // across the tiles.
@@ -540,10 +541,10 @@ struct SmallK {
   static void fwd_tiles(const T* xg, const i64* rowbase, const i64* pb, i64 ow, i64 oh0, i64 oh1, const i64* toff,
                         i64 depth, const T* wpk, i64 kpad, i64 kg, int nvb, std::vector<T>& acc, Emit&& emit) {
     const i64 nvec = kpad / W;
-    const bool kFlat = flat(nvb, ow);
-    const int mr = kFlat ? smallk_mr<S>(nvb) : row_mr(nvb, ow);
+    const bool flat_tiles = flat(nvb, ow);
+    const int mr = flat_tiles ? smallk_mr<S>(nvb) : row_mr(nvb, ow);
     const i64 tpr = (ow + mr - 1) / mr, p0 = oh0 * ow, p1 = oh1 * ow;
-    const i64 ntile = kFlat ? (p1 - p0 + mr - 1) / mr : (oh1 - oh0) * tpr;
+    const i64 ntile = flat_tiles ? (p1 - p0 + mr - 1) / mr : (oh1 - oh0) * tpr;
     constexpr i64 ldt = 4 * W;
     const i64 dmax = kSmallkDepth;
     const bool deep = depth > dmax;
@@ -551,10 +552,10 @@ struct SmallK {
     // emit_nchw sees whole blocks of 8 pixels; deep: every tile has its slot in acc
     constexpr i64 kChunk = 8;
     if (deep) acc.resize(static_cast<size_t>(ntile * mr * ldt));
-    else if (kFlat) acc.resize(static_cast<size_t>(kChunk * mr * ldt));
+    else if (flat_tiles) acc.resize(static_cast<size_t>(kChunk * mr * ldt));
     // tile j: its first output pixel and its count of pixels
     auto pixel = [&](i64 j, i64& pt, int& cnt) {
-      if (kFlat) {
+      if (flat_tiles) {
         pt = p0 + j * mr;
         cnt = int(std::min<i64>(mr, p1 - pt));
       } else {
@@ -567,7 +568,7 @@ struct SmallK {
       const int nv = int(std::min<i64>(nvec - v0, nvb));
       Fn fflat = nullptr;  // flat tiles
       RowFn frow = nullptr;  // row tiles
-      if (kFlat) fflat = fn(nvb, nv);
+      if (flat_tiles) fflat = fn(nvb, nv);
       else frow = row_fn(nvb, nv, mr);
       const T* wb = wpk + v0 * W * depth;
       const i64 ldw = nv * W, k0 = v0 * W, k1 = std::min<i64>(kg, (v0 + nv) * W);
@@ -578,7 +579,7 @@ struct SmallK {
           int cnt;
           pixel(j, pt, cnt);
           const bool add = deep && d0 > 0;
-          if (kFlat) {
+          if (flat_tiles) {
             T* dst = acc.data() + (deep ? j : j % kChunk) * mr * ldt;
             i64 base[kMaxMR];
             for (int i = 0; i < mr; ++i) base[i] = pb[pt + std::min(i, cnt - 1)];  // past the end: repeats
@@ -596,7 +597,7 @@ struct SmallK {
         }
         if (!deep) break;
       }
-      if (deep && kFlat) {
+      if (deep && flat_tiles) {
         emit(p0, p1 - p0, k0, k1, static_cast<const T*>(acc.data()), ldt);  // pixel p's lanes at row p - p0
       } else if (deep) {
         for (i64 j = 0; j < ntile; ++j) {
@@ -769,8 +770,8 @@ inline void transpose16(__m512 r[16]) {
 
 // Finished forward tiles (cnt output pixels from pt on, lanes [k0, k1), lane k of pixel i at
 // tile[i*ldt + k - k0]) into the NCHW rows og[k*L + pt + i], plus the bias. float on AVX-512 (a
-// row tile, or a chunk of flat tiles 16 pixels at a time): 16 x 16 register transposes and masked row stores (the scalar strided loop cost
-// 12% of AlexNet's forward). float on AVX2 (flat tiles, emitted a chunk of 8 tiles or a whole
+// row tile, or a chunk of flat tiles 16 pixels at a time): 16 x 16 register transposes and masked
+// row stores (the scalar strided loop cost 12% of AlexNet's forward). float on AVX2 (flat tiles, emitted a chunk of 8 tiles or a whole
 // plane at a time): 8 x 8 register transposes of full blocks of 8 pixels x 8 lanes, unmasked stores
 // (per 3-pixel tile, masked, they had cost more than the scalar moves: dev/conv/README.md).
 template <class T, Simd S>
