@@ -647,11 +647,20 @@ void smallk_pack_lanes(const T* src, i64 kg, i64 depth, i64 kpad, int w, int nvb
     const i64 bw = std::min<i64>(step, kpad - k0), kn = std::max<i64>(0, std::min(kg, k0 + bw) - k0);
     T* blk = dst + k0 * depth;
     const T* sk = src + k0 * depth;
-    // writes in order; the reads walk bw rows of src at once (a cache line of each serves 16 t)
-    for (i64 t = 0; t < depth; ++t) {
-      T* d = blk + t * bw;
-      for (i64 k = 0; k < kn; ++k) d[k] = sk[k * depth + t];
-      for (i64 k = kn; k < bw; ++k) d[k] = T(0);
+    // 16 entries t at a time (a 64-byte line of each of the bw source rows, read once, one row
+    // after the other): the rows of a dy whose planes are a multiple of 4 KiB apart (32x32) share
+    // one L1 set, and walking all bw of them for each t fetched every line again per t (dW of N64
+    // C3 -> 64 on 32x32 planes: 4.2 ms at AVX-512 against 1.5 on 31x31 planes)
+    constexpr i64 kT = 64 / sizeof(T);
+    for (i64 t0 = 0; t0 < depth; t0 += kT) {
+      const i64 tn = std::min(kT, depth - t0);
+      T* d = blk + t0 * bw;
+      for (i64 k = 0; k < kn; ++k) {
+        const T* sr = sk + k * depth + t0;
+        for (i64 t = 0; t < tn; ++t) d[t * bw + k] = sr[t];
+      }
+      for (i64 t = 0; t < tn; ++t)
+        for (i64 k = kn; k < bw; ++k) d[t * bw + k] = T(0);
     }
   }
 }
