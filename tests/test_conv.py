@@ -262,7 +262,7 @@ def test_cpp_smallk_row_tiles(dtype, level, block, depth):
     taps unevenly: width strides 1-3 (the phase-split planes), dilation, rows narrower and wider
     than a tile (the tile past a row's end reads into the next row: results dropped), no padding
     (planes copied anyway), Kg not a multiple of the block, groups, one image on two threads; dx
-    as a transposed conv (Cg >= 32, stride 1) or by GEMM + col2im (padding past the kernel)."""
+    as a transposed conv (Cg >= 16, stride 1) or by GEMM + col2im (padding past the kernel, Cg < 16)."""
     from pydl import _cpp
     rng = np.random.default_rng(10)
     _cpp.set_simd_level(level)
@@ -277,7 +277,8 @@ def test_cpp_smallk_row_tiles(dtype, level, block, depth):
                        (2, 12, 5, 17, 70, 2, 3, 1, (1, 1), (0, 0), (1, 2)),
                        (1, 8, 10, 9, 6, 5, 5, 2, (1, 1), (2, 2), (1, 1)),
                        (2, 2, 4, 45, 18, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
-                       # Cg >= 32 at stride 1: dx by the forward as a transposed conv
+                       # Cg >= 16 at stride 1: dx by the forward as a transposed conv
+                       (2, 20, 6, 9, 12, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
                        (2, 40, 5, 7, 24, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
                        (1, 66, 6, 9, 10, 3, 2, 2, (1, 1), (2, 0), (2, 1)),
                        (2, 32, 4, 4, 8, 1, 1, 1, (1, 1), (1, 1), (1, 1)),

@@ -29,7 +29,7 @@
 // filter with one register accumulator per tap over the forward's padded, phase-split planes
 // (float64 and the scalar level: row loops, a scatter per tap for dx).
 // smallk: dW^T (taps x Kg) by the smallk tiles with rows = taps and depth = pixels (B = dy^T of
-// one image); dx at stride 1 with Cg >= 32 as a convolution of dy with the flipped, transposed
+// one image); dx at stride 1 with Cg >= 16 as a convolution of dy with the flipped, transposed
 // weights through the smallk forward (smallk_dx), else by the 1x1 or im2col path's W^T @ dy
 // (+ col2im) without their dW GEMM. Any of dx, dW and db may be skipped (a null pointer: the
 // Python adapter's `needs`, e.g. no dx for a network's first layer); the others cost the same.
@@ -1025,9 +1025,10 @@ void smallk_forward(const Geom& q, const T* x, const T* wt, const T* bias, T* ou
 template <class T>
 bool smallk_dx(const Geom& q, const T* dy, const T* wt, T* dx) {
   const i64 ph = q.dh * (q.r - 1) - q.ph, pw = q.dw * (q.s - 1) - q.pw;
-  // Cg < 32: the transposed conv's few filters fill a fraction of the lanes (LeNet C6: 0.37 vs
-  // 0.74 ms for the GEMM + col2im, one thread)
-  if (q.sh != 1 || q.sw != 1 || ph < 0 || pw < 0 || q.cg() < 32 || q.cg() > 256) return false;
+  // Cg < 16: the transposed conv's few filters fill a fraction of the lanes (LeNet C6: 0.37 vs
+  // 0.74 ms for the GEMM + col2im, one thread; Cg 8 and 12 ran 0.80-1.25x either way). Cg 16-31
+  // gained 1.09-1.36x on both levels (dev/conv/README.md, session 14), Cg 20 at AVX2 0.97x.
+  if (q.sh != 1 || q.sw != 1 || ph < 0 || pw < 0 || q.cg() < 16 || q.cg() > 256) return false;
   Geom t{q.n, q.k, q.oh, q.ow, q.c, q.r, q.s, 1, 1, ph, pw, q.dh, q.dw, q.g, q.h, q.w};
   if (!planes_fit(t)) return false;  // dy's padded planes would dwarf it: the GEMM + col2im
   const i64 rs = q.r * q.s;
