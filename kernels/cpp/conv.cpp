@@ -620,12 +620,21 @@ struct SmallK {
 // c128 s2 +9%, c256 +7%, AlexNet +5% over the 3- and 2-vector blocks; the 3-pixel tile also wastes
 // less of a 14-pixel row than 4 or 6), 2 below (LeNet c2). (Blocks of 1 only looked best before the
 // broadcast fix of gemm.hpp's KT.)
-template <Simd S>
-int smallk_block(i64 nvec) {
+// AVX-512 rows of 8, 16, 32 pixels (ow): the 2-vector row tile (14 pixels) would go flat, where
+// the 3-vector one (8 pixels) fits them exactly: N32 C256 8x8 3x3 401 -> 429-436 GFLOP/s, C128
+// 16x16 429 -> 437-445 (one process, two threads). With few lane blocks the 3-vector split leaves
+// a 1-vector tail: C64 32x32 ran 345-355 against flat 2-vector tiles' 365-372, hence nvec >= 6.
+template <class T, Simd S>
+int smallk_block(i64 nvec, i64 ow) {
   if (kSmallkBlock > 0) return int(std::min<i64>(kSmallkBlock, 4));
-  if constexpr (S == Simd::avx512) return nvec >= 2 ? 2 : 1;
-  else if constexpr (S == Simd::avx2) return nvec >= 4 ? 4 : nvec >= 2 ? 2 : 1;
-  else return 1;
+  if constexpr (S == Simd::avx512) {
+    if (nvec >= 6 && SmallK<T, S>::flat(2, ow) && ow % smallk_row_mr<S>(3) == 0) return 3;
+    return nvec >= 2 ? 2 : 1;
+  } else if constexpr (S == Simd::avx2) {
+    return nvec >= 4 ? 4 : nvec >= 2 ? 2 : 1;
+  } else {
+    return 1;
+  }
 }
 
 // Lane-block width (vectors) of the smallk dW (tiles(): smallk_mr rows of taps, one pointer
@@ -879,13 +888,7 @@ void smallk_forward_s(const Geom& q, const T* x, const T* wt, const T* bias, T* 
   using SK = SmallK<T, S>;
   const SmallKGeom<T, S> sg(q);
   const i64 kpad = sg.kpad, taps = sg.taps, L = sg.L, kg = q.kg();
-  int nvb = smallk_block<S>(kpad / SK::W);
-  // AVX-512 rows of 8, 16, 32 pixels: the 2-vector row tile (14 pixels) would go flat, where the
-  // 3-vector one (8 pixels) fits them exactly: N32 C256 8x8 3x3 401 -> 429-436 GFLOP/s, C128 16x16
-  // 429 -> 437-445 (one process, two threads). With few lane blocks the 3-vector split leaves a
-  // 1-vector tail: C64 32x32 ran 345-355 against flat 2-vector tiles' 365-372, hence nvec >= 6.
-  if constexpr (S == Simd::avx512)
-    if (kSmallkBlock == 0 && kpad / SK::W >= 6 && SK::flat(nvb, q.ow) && q.ow % smallk_row_mr<S>(3) == 0) nvb = 3;
+  const int nvb = smallk_block<T, S>(kpad / SK::W, q.ow);
   const std::unique_ptr<T[]> wpk(new T[static_cast<size_t>(q.g * taps * kpad)]);  // every entry written
   for (i64 g = 0; g < q.g; ++g)
     smallk_pack_lanes(wt + g * kg * taps, kg, taps, kpad, SK::W, nvb, wpk.get() + g * taps * kpad, num_threads());

@@ -17,7 +17,7 @@ pydl calls it before a native kernel when
 - the kernel is big enough to gain more than the re-creation costs the next NumPy call
   (``PARK_FLOPS``: 1e8 flops, ~1 ms of work on two cores, gains ~0.25 ms when OpenBLAS spins;
   the next threaded NumPy call pays ~0.1-0.4 ms to start its threads again; a bandwidth-bound
-  kernel counts its input bytes, ``work``: a GEMV over a 64 MB matrix is 34 Mflop but 1.5 ms),
+  kernel counts the bytes it moves, ``work``: a GEMV over a 64 MB matrix is 34 Mflop but 1.5 ms),
 - pydl itself runs more than one thread (one pydl thread and one spinner fit two cores),
 - the worker threads exist (``blas_server_avail``; a read, no call), and
 - the calling thread is the only Python thread: shutting the pool down while another thread
@@ -58,14 +58,12 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 #: kernels of at least this much work (``work``: flops, or bytes read in flop terms) park the pool first
 PARK_FLOPS = 1e8
 #: smaller kernels down to this much work run on one thread beside a pool that may spin
 SOLO_FLOPS = 1e5
-#: flops that take as long as reading one byte from memory on two cores (~240 GFLOP/s against
-#: ~30 GB/s): a kernel's work is the larger of its flops and its input bytes times this
+#: flops that take as long as moving one byte from memory on two cores (~240 GFLOP/s against
+#: ~30 GB/s): a kernel's work is the larger of its flops and the bytes it moves times this
 BYTE_FLOPS = 8.0
 #: seconds a pool found alive may still be spinning (OpenBLAS spins ~0.1 s after a job)
 SPIN_WINDOW = 0.2
@@ -146,17 +144,17 @@ def before_native(spec, backend: str, a):
     (None). The cheap tests come first (most kernels are small): about a microsecond."""
     if not _state["enabled"] or _threads() < 2 or threading.active_count() != 1:
         return None
+    if _state["scanned_modules"] != len(sys.modules):
+        _scan()
+    alive = [shutdown for _, shutdown, avail in _state["libs"] if avail.value]
+    if not alive:  # (pydl alone, or OpenBLAS parked: no size to work out)
+        _state["alive_since"] = None
+        return None
     try:
         flops = work(spec, a)
     except Exception:  # a count that cannot be made here (e.g. viewed arguments) decides nothing
         return None
     if flops < SOLO_FLOPS:
-        return None
-    if _state["scanned_modules"] != len(sys.modules):
-        _scan()
-    alive = [shutdown for _, shutdown, avail in _state["libs"] if avail.value]
-    if not alive:
-        _state["alive_since"] = None
         return None
     now = time.monotonic()
     since = _state["alive_since"]
@@ -172,13 +170,10 @@ def before_native(spec, backend: str, a):
 
 def work(spec, a) -> float:
     """A kernel's size in flops for the decisions above: its flop count, or, for a bandwidth-bound
-    one, the bytes of its array arguments times ``BYTE_FLOPS`` when that is more (a 1 x 4096 @
-    4096 x 4096 GEMV is 34 Mflop but reads 64 MB: ~1.5 ms on two threads, ~3 ms on one)."""
-    nbytes = 0
-    for v in a.values():
-        if type(v) is np.ndarray:
-            nbytes += v.nbytes
-    return max(float(spec.flops(a)), BYTE_FLOPS * nbytes)
+    one, the bytes it moves (the spec's ``nbytes``: inputs read, outputs written) times
+    ``BYTE_FLOPS`` when that is more (a 1 x 4096 @ 4096 x 4096 GEMV is 34 Mflop but reads 64 MB:
+    ~1.5 ms on two threads, ~3 ms on one)."""
+    return max(float(spec.flops(a)), BYTE_FLOPS * spec.nbytes(a))
 
 
 def _shut_down(shutdowns) -> None:
