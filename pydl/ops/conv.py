@@ -308,7 +308,8 @@ def _conv_bad(rng):
     ]
 
 
-#: issue #4's benchmark shapes (and a strided depthwise one): id -> (N, C, H, W, K, R, stride, padding, groups)
+#: issue #4's benchmark shapes, a strided depthwise one and two on power-of-two planes (CIFAR's first
+#: layer, a ResNet stage at 8x8): id -> (N, C, H, W, K, R, stride, padding, groups)
 BENCH_SHAPES = {
     "lenet_c1": (64, 1, 28, 28, 6, 5, 1, 0, 1),
     "lenet_c2": (64, 6, 14, 14, 16, 5, 1, 0, 1),
@@ -319,6 +320,8 @@ BENCH_SHAPES = {
     "alexnet_c1": (16, 3, 224, 224, 64, 11, 4, 2, 1),
     "depthwise_c128": (32, 128, 56, 56, 128, 3, 1, 1, 128),
     "depthwise_c128_s2": (32, 128, 56, 56, 128, 3, 2, 1, 128),   # MobileNet's downsampling layers
+    "cifar_3x3_c3_k64": (64, 3, 32, 32, 64, 3, 1, 1, 1),
+    "resnet_3x3_c256_8x8": (32, 256, 8, 8, 256, 3, 1, 1, 1),
 }
 #: the ones ``pydl bench --quick`` runs, at this batch
 QUICK = {"lenet_c2": 8, "resnet_3x3_c64": 2, "resnet_1x1_c256_k64": 4, "depthwise_c128": 4}
