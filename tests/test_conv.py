@@ -20,7 +20,7 @@ _check = functools.partial(check, dx_depth=False)  # this file's tolerance, as i
 backends.load()
 SPEC = registry.SPECS["conv2d"]
 CPU = [b for b in ("cpp", "cython", "numba") if backends.unavailable_reason(b) is None]
-CPP_PATHS = ["gemm1x1", "im2col", "implicit", "direct", "smallk"]
+CPP_PATHS = ["gemm1x1", "im2col", "implicit", "direct", "smallk", "winograd"]
 needs_cpp = pytest.mark.skipif("cpp" not in CPU, reason="cpp backend not built")
 
 
@@ -71,10 +71,16 @@ def test_cpp_forced_paths_taken(path):
     for sh in shapes:
         a = _args(rng, sh, np.float32)
         _check(f"cpp:{path}", a, np.float32, rng)
+        taken = (cc.last_path["forward"], cc.last_path["backward"])
         is1x1 = sh[5] == sh[6] == 1
         want = path if (path != "gemm1x1" or is1x1) else "im2col"
-        assert cc.last_path["forward"] == want
-        assert cc.last_path["backward"] == ("im2col" if want == "implicit" else want)
+        if path == "winograd" and sh is not shapes[0]:  # only 3x3, stride 1, one group: else automatic
+            pydl.ops.conv2d(**a, backend="cpp")
+            pydl.ops.conv2d_backward(rng.standard_normal(pydl.ops.conv2d(**a, backend="cpp").shape).astype(np.float32),
+                                     **a, backend="cpp")
+            assert taken == (cc.last_path["forward"], cc.last_path["backward"]) and "winograd" not in taken
+            continue
+        assert taken == (want, "im2col" if want == "implicit" else want)
 
 
 @needs_cpp
@@ -161,11 +167,59 @@ def test_cpp_heuristic(level):
                          ((2, 8, 6, 6, 4, 1, 1, 1, (2, 2), (0, 0), (1, 1)), (rows, "smallk")),
                          ((2, 1, 12, 12, 6, 5, 5, 1, (1, 1), (0, 0), (1, 1)), (rows, "smallk")),
                          ((2, 3, 8, 8, 16, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
+                         # Winograd: 3x3, stride 1, enough tiles (256 here) and channels (the harmonic
+                         # mean of C and K: 32 from both levels, 16 from AVX2's), planes whose 2x2
+                         # tiles waste little (7x7: no)
+                         ((4, 64, 16, 16, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("winograd", "winograd")),
+                         ((4, 32, 16, 16, 32, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                          ("winograd", "winograd") if level == "avx2" else ("smallk", "smallk")),
+                         ((16, 64, 7, 7, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
+                         ((1, 64, 8, 8, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
                          ((1, 3, 5, 5, 260, 1, 1, 1, (1, 1), (0, 0), (1, 1)), ("gemm1x1", "gemm1x1")),
                          ((1, 3, 5, 4, 260, 3, 2, 1, (1, 1), (1, 0), (1, 1)), ("im2col", "im2col"))]:
             _check("cpp", _args(rng, sh, np.float32), np.float32, rng)
             assert (cc.last_path["forward"], cc.last_path["backward"]) == want, sh
     finally:
+        _cpp.set_simd_level("avx512")
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
+def test_cpp_winograd(dtype, level):
+    """Winograd F(2x2, 3x3) forward and dx (the transposed convolution; dW by smallk) forced:
+    padding 0, 1, 2 and mixed, odd planes (the last tile row and column half outside), 1 x W and
+    H x 1 planes, rows long enough for the vector even/odd splits (16 and 8 at a time) and their
+    tails, channel and filter counts off the GEMM's tiles, one and two threads, chunks of a few
+    tiles (many chunks, a short last one, tile rows of several images in one chunk) and the
+    default (one chunk for all: the GEMM takes the threads)."""
+    from pydl import _cpp
+    from pydl.backends.cpp import conv as cc
+    rng = np.random.default_rng(13)
+    _cpp.set_simd_level(level)
+    before = pydl.get_num_threads()
+    try:
+        for tiles in (0, 5):
+            old = _cpp.conv_set_winograd_tiles(tiles)
+            try:
+                for threads in (1, 2):
+                    pydl.set_num_threads(threads)
+                    for sh in [(2, 5, 7, 9, 3, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                               (3, 4, 6, 6, 7, 3, 3, 1, (1, 1), (0, 0), (1, 1)),
+                               (1, 3, 5, 4, 4, 3, 3, 1, (1, 1), (2, 2), (1, 1)),
+                               (2, 6, 9, 8, 5, 3, 3, 1, (1, 1), (2, 0), (1, 1)),
+                               (2, 3, 1, 13, 4, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                               (1, 2, 11, 1, 3, 3, 3, 1, (1, 1), (1, 2), (1, 1)),
+                               (2, 3, 12, 61, 5, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                               (1, 4, 10, 38, 6, 3, 3, 1, (1, 1), (0, 1), (1, 1)),
+                               (2, 70, 6, 7, 30, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                               (1, 20, 5, 6, 130, 3, 3, 1, (1, 1), (1, 1), (1, 1))]:
+                        _check("cpp:winograd", _args(rng, sh, dtype, bias=sh[0] != 1), dtype, rng)
+                        assert (cc.last_path["forward"], cc.last_path["backward"]) == ("winograd", "winograd")
+            finally:
+                _cpp.conv_set_winograd_tiles(old)
+    finally:
+        pydl.set_num_threads(before)
         _cpp.set_simd_level("avx512")
 
 

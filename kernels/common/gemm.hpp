@@ -816,9 +816,10 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
 // slice's rows lie ldb apart, and a power-of-two ldb maps all of them to a few L1
 // sets, so every row tile fetched B again from L2 (AVX2, 128 x 1024 x 4096: 38
 // GFLOP/s in place against 83 packed; dev/gemm/README.md, session 9).
+// a_in_place: A never packed (row-major B; gemm_rows_a).
 template <class T, Simd S>
 void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
-              const Epilogue<T>& ep, int nt) {
+              const Epilogue<T>& ep, int nt, bool a_in_place = false) {
   using Kt = KT<T, S>;
   constexpr int MR = Kt::MR, W = Kt::W, NR = W * Kt::NP;
   const int64_t KC = equal_blocks(K, blocks<T, S>().kc);
@@ -826,7 +827,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
   // a transposed B (columns contiguous: linear's weight) is always copied, into the packed
   // kernel's panels (register transposes), and then A must be packed too
   const bool trans = B.cs != 1;
-  const bool pack = tiles_n > 2 || trans;
+  const bool pack = (tiles_n > 2 || trans) && !a_in_place;
   // A row-major slice is copied below AVX-512 when its rows conflict in the caches: rows
   // >= 4 KiB apart (all in one L1 set, and few L2 sets) at any M, >= 2 KiB apart from 16 row
   // tiles on. The copy waits for B to arrive (the first row tile reading in place overlaps
@@ -1119,6 +1120,22 @@ void gemm_at(Simd level, Algo algo, int64_t M, int64_t N, int64_t K, View<T> A, 
   if (algo == Algo::unpacked ? (B.cs == 1 || B.rs == 1) : (algo == Algo::automatic && detail::unpacked_pays(level, M, K, B)))
     return with_level(level, [&](auto s) { detail::unpacked<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt); });
   with_level(level, [&](auto s) { detail::packed<T, decltype(s)::value>(M, N, K, A, pack, C, ldc, ep, nt); });
+}
+
+// C = A B with B row-major (B.cs == 1) and A read in place, never packed: the unpacked-B path
+// for products whose A is too big to pack again for every call (Winograd's 16 products per chunk
+// of tiles, conv.cpp: packing them cost 5-15% there).
+template <class T>
+void gemm_rows_a(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
+                 const Epilogue<T>& ep = {}, int nthreads = 0) {
+  detail::check_epilogue(ep);
+  PYDL_CHECK(B.cs == 1, "gemm_rows_a: B must be row-major");
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) return detail::empty_k(M, N, C, ldc, ep, level);
+  const int nt = detail::resolve_threads<T>(nthreads, M, N, K);
+  with_level(level, [&](auto s) {
+    detail::unpacked<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt, true);
+  });
 }
 
 template <class T>

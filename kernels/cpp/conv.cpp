@@ -16,6 +16,10 @@
 //              registers along the width (x padded and split into its column phases: contiguous
 //              at every stride). The depthwise path (Cg == Kg == 1: a GEMM of 1 x 9 x L is all
 //              overhead).
+//   smallk   - filters in the SIMD lanes, taps broadcast from padded, phase-split planes (below).
+//   winograd - 3x3, stride 1, one group: F(2x2, 3x3) tiles, 16 GEMMs of (filters x channels) x
+//              (channels x tiles) per chunk of tiles (winograd_conv); dx the same way as the
+//              transposed convolution, dW by smallk. Chosen where it measured faster (winograd_pays).
 // Threads: over images (GEMM with nthreads = 1 inside our parallel region) when N >= threads,
 // else over the GEMM's own threads; direct: over (n, k) planes (dW: contiguous filter ranges,
 // images outer). Loops over images that write
@@ -65,9 +69,9 @@ namespace {
 
 using i64 = int64_t;
 
-enum Path : int { kAuto = 0, kGemm1x1 = 1, kIm2col = 2, kImplicit = 3, kDirect = 4, kSmallK = 5 };
-const char* const kPathNames[] = {"auto", "gemm1x1", "im2col", "implicit", "direct", "smallk"};
-constexpr int kNumPaths = 6;
+enum Path : int { kAuto = 0, kGemm1x1 = 1, kIm2col = 2, kImplicit = 3, kDirect = 4, kSmallK = 5, kWinograd = 6 };
+const char* const kPathNames[] = {"auto", "gemm1x1", "im2col", "implicit", "direct", "smallk", "winograd"};
+constexpr int kNumPaths = 7;
 
 // im2col tile budget per thread (conv_set_tile_bytes). Measured (dev/conv/README.md): 512 KB tiles
 // (3 output rows of ResNet 3x3 C64) starve the packed GEMM of columns (N = 168, or 42 at 14x14);
@@ -189,6 +193,30 @@ i64 tile_rows(const Geom& q) {
 // a 4 GB plane for a 3x3 output), and an allocation failing inside a parallel region aborts the
 // process. Past a few times the input's planes, the im2col tiles (bounded by the output) take
 // the convolution, also when a variant forces direct or smallk (the path taken is returned).
+// Winograd F(2x2, 3x3) (winograd_conv): 3x3, stride 1, no dilation, one group; dx's transposed
+// convolution pads by 2 - p
+bool winograd_fits(const Geom& q) {
+  return q.r == 3 && q.s == 3 && q.sh == 1 && q.sw == 1 && q.dh == 1 && q.dw == 1 && q.g == 1 && q.ph <= 2 &&
+         q.pw <= 2;
+}
+
+// Whether Winograd beats the direct paths (measured, dev/conv/README.md session 15) on a convolution of
+// nc channels into nf filters with oh x ow outputs over n images: the transforms cost ~ nc + nf per
+// tile and the products ~ nc * nf, so the pair's harmonic mean must be large enough (AVX-512's
+// faster GEMM leaves the transforms a larger share: 32 channels in and out ran 0.91x smallk
+// there and 1.18x at AVX2, 16 and 16 lost at both); the 2x2 tiles must not waste much of an odd
+// plane (7x7: 64 computed for 49, 0.2-0.9x); the filters' transform (16 nf nc) must be amortized
+// over >= 64 tiles per thread (N1 C256 14x14, 49 tiles: 0.95x at AVX-512); and the transformed
+// filters (16 nf nc values, allocated per call) stay within 32 MB: 512 x 512 ran 1.27x (AVX-512)
+// and 1.7x (AVX2) at 14x14 N8.
+bool winograd_pays(i64 n, i64 nc, i64 nf, i64 oh, i64 ow) {
+  const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2;
+  const double hm = double(nc) * double(nf) / double(nc + nf);
+  const double need = simd_level() == Simd::avx512 ? 24.0 : 10.0;
+  return hm >= need && 100 * 4 * th * tw <= 115 * oh * ow && n * th * tw >= 64 * i64(num_threads()) &&
+         nc * nf <= 512 * 1024;
+}
+
 bool planes_fit(const Geom& q) {
   const double hp = double(q.h) + 2.0 * double(q.ph), wp = double(q.w) + 2.0 * double(q.pw);
   const double wq = double(q.sw) * std::ceil(wp / double(q.sw));  // smallk's phase-split width
@@ -200,10 +228,12 @@ bool planes_fit(const Geom& q) {
 int choose_path(const Geom& q, int forced, bool rows_win = false) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   const bool fit = planes_fit(q);
-  if (forced != kAuto) return (!fit && (forced == kDirect || forced == kSmallK)) ? kIm2col : forced;
+  if (forced == kWinograd && !winograd_fits(q)) forced = kAuto;  // not applicable: the automatic choice
+  if (forced != kAuto) return (!fit && (forced == kDirect || forced == kSmallK || forced == kWinograd)) ? kIm2col : forced;
   if (!fit) return q.is1x1() ? kGemm1x1 : kIm2col;
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
   if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
+  if (winograd_fits(q) && winograd_pays(q.n, q.c, q.k, q.oh, q.ow)) return kWinograd;
   if (q.kg() <= 256) return rows_win ? kIm2col : kSmallK;
   return kIm2col;
 }
@@ -1104,11 +1134,307 @@ void forward_group(const Geom& q, int path, const T* xg, const T* wg, const T* b
   }
 }
 
+// -- Winograd F(2x2, 3x3) ---------------------------------------------------------------
+//
+// A 3x3 stride-1 convolution on 2x2 output tiles: each tile's 4x4 input patch d and each filter
+// g go to a 4x4 "Winograd domain" (V = B^T d B, U = G g G^T), where the convolution becomes 16
+// independent products summed over the channels, M[xi] = U[xi] (filters x channels) . V[xi]
+// (channels x tiles): 16 multiply-adds per tile and channel for 4 outputs against the direct
+// convolution's 36, 2.25x fewer. Y = A^T M A takes each tile back (Lavin & Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016), with
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 -1].
+// The transforms only add, subtract and halve: the error stays within a few times the direct
+// convolution's (tests/test_conv.py checks it against the float64 reference).
+//
+// The tiles go in chunks of whole tile rows (across images), one chunk per thread at a time: the
+// chunk's V (16 x channels x tiles) and M (16 x filters x tiles) stay in the caches between the
+// transforms and the GEMMs, which run on the chunk's thread and read U in place
+// (gemm::gemm_rows_a: packing U's 16 matrices again for every chunk cost 5-15%).
+
+// Tiles per chunk (conv_set_winograd_tiles; 0 = the default, winograd_chunk).
+i64 kWinoTiles = 0;
+
+// The per-call buffers of the calling thread (kept: a chunk's V and M are megabytes, and fresh
+// pages would be faulted in on every call).
+inline gemm::detail::Scratch& wino_scratch() {
+  static thread_local gemm::detail::Scratch s;
+  return s;
+}
+
+// U[xi][f][ch] (xi at u + xi*nf*nc) for the nf x nc filters of the convolution computed: g =
+// wt[f][ch] (wt (nf, nc, 3, 3)), or with `flip` (dx: the transposed convolution) wt[ch][f] rotated
+// by 180 degrees (wt (nc, nf, 3, 3)). Vectorized over the channels (strided loads of the taps).
+template <class T, bool Flip>
+// noipa: the stride stays a run-time value, which GCC 12 vectorizes (gathers); with the constant 9
+// propagated into the clone it left the loop scalar (a third of an N4 C256 14x14 forward).
+__attribute__((noipa)) void winograd_weights_row(const T* __restrict g0, i64 cs, i64 nc, i64 plane, T* __restrict d) {
+#pragma omp simd
+  for (i64 ch = 0; ch < nc; ++ch) {
+    const T* g = g0 + ch * cs;
+    T gg[9];
+    for (int j = 0; j < 9; ++j) gg[j] = g[Flip ? 8 - j : j];
+    T t[4][3];
+    for (int j = 0; j < 3; ++j) {
+      t[0][j] = gg[j];
+      t[1][j] = T(0.5) * (gg[j] + gg[3 + j] + gg[6 + j]);
+      t[2][j] = T(0.5) * (gg[j] - gg[3 + j] + gg[6 + j]);
+      t[3][j] = gg[6 + j];
+    }
+    for (int r = 0; r < 4; ++r) {
+      d[(4 * r + 0) * plane + ch] = t[r][0];
+      d[(4 * r + 1) * plane + ch] = T(0.5) * (t[r][0] + t[r][1] + t[r][2]);
+      d[(4 * r + 2) * plane + ch] = T(0.5) * (t[r][0] - t[r][1] + t[r][2]);
+      d[(4 * r + 3) * plane + ch] = t[r][2];
+    }
+  }
+}
+
+template <class T>
+void winograd_weights(const T* wt, i64 nf, i64 nc, bool flip, T* u) {
+  const i64 plane = nf * nc;
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (plane > 4096)
+  for (i64 f = 0; f < nf; ++f) {
+    if (flip) winograd_weights_row<T, true>(wt + f * 9, nf * 9, nc, plane, u + f * nc);
+    else winograd_weights_row<T, false>(wt + f * nc * 9, 9, nc, plane, u + f * nc);
+  }
+}
+
+// Even and odd elements of 2n values (deinterleave) and back (interleave), a vector at a time for
+// float32 at AVX2/AVX-512 (the transforms' stride-2 columns: GCC left them scalar).
+template <class T>
+void deinterleave(const T* a, i64 n, T* e, T* o) {
+  i64 j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    with_float_simd<T>([&](auto v) {
+      using V = decltype(v);
+      constexpr int W = V::W;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<V, vm::Avx512F>) {
+        const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for (; j + W <= n; j += W) {
+          const __m512 lo = _mm512_loadu_ps(a + 2 * j), hi = _mm512_loadu_ps(a + 2 * j + W);
+          _mm512_storeu_ps(e + j, _mm512_permutex2var_ps(lo, ie, hi));
+          _mm512_storeu_ps(o + j, _mm512_permutex2var_ps(lo, io, hi));
+        }
+      }
+#endif
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<V, vm::Avx2F>) {
+        for (; j + W <= n; j += W) {
+          const __m256 lo = _mm256_loadu_ps(a + 2 * j), hi = _mm256_loadu_ps(a + 2 * j + W);
+          const __m256d ev = _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88));
+          const __m256d od = _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD));
+          _mm256_storeu_ps(e + j, _mm256_castpd_ps(_mm256_permute4x64_pd(ev, 0xD8)));
+          _mm256_storeu_ps(o + j, _mm256_castpd_ps(_mm256_permute4x64_pd(od, 0xD8)));
+        }
+      }
+#endif
+      (void)W;
+    });
+  }
+  for (; j < n; ++j) {
+    e[j] = a[2 * j];
+    o[j] = a[2 * j + 1];
+  }
+}
+
+template <class T>
+void interleave(const T* e, const T* o, i64 n, T* a) {
+  i64 j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    with_float_simd<T>([&](auto v) {
+      using V = decltype(v);
+      constexpr int W = V::W;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<V, vm::Avx512F>) {
+        const __m512i i0 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i i1 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for (; j + W <= n; j += W) {
+          const __m512 x = _mm512_loadu_ps(e + j), y = _mm512_loadu_ps(o + j);
+          _mm512_storeu_ps(a + 2 * j, _mm512_permutex2var_ps(x, i0, y));
+          _mm512_storeu_ps(a + 2 * j + W, _mm512_permutex2var_ps(x, i1, y));
+        }
+      }
+#endif
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<V, vm::Avx2F>) {
+        for (; j + W <= n; j += W) {
+          const __m256 x = _mm256_loadu_ps(e + j), y = _mm256_loadu_ps(o + j);
+          const __m256 u = _mm256_unpacklo_ps(x, y), w = _mm256_unpackhi_ps(x, y);
+          _mm256_storeu_ps(a + 2 * j, _mm256_permute2f128_ps(u, w, 0x20));
+          _mm256_storeu_ps(a + 2 * j + W, _mm256_permute2f128_ps(u, w, 0x31));
+        }
+      }
+#endif
+      (void)W;
+    });
+  }
+  for (; j < n; ++j) {
+    a[2 * j] = e[j];
+    a[2 * j + 1] = o[j];
+  }
+}
+
+// d B for one input row (row ih of the plane xc, h x w; zeros outside it): tile tx's four column
+// combinations of the padded columns 2tx - pw .. + 3, ct[j * tw + tx]. pr: 2 tw + 2 scratch, eo:
+// 2 (tw + 1).
+template <class T>
+void winograd_cols(const T* xc, i64 h, i64 w, i64 ih, i64 pw, i64 tw, T* pr, T* eo, T* ct) {
+  if (ih < 0 || ih >= h) {
+    std::fill(ct, ct + 4 * tw, T(0));
+    return;
+  }
+  const i64 wp = 2 * tw + 2, c0 = std::min<i64>(pw, wp), c1 = std::min<i64>(wp, pw + w);
+  std::fill(pr, pr + c0, T(0));
+  std::memcpy(pr + c0, xc + ih * w + (c0 - pw), sizeof(T) * (c1 - c0));
+  std::fill(pr + c1, pr + wp, T(0));
+  T *e = eo, *o = eo + tw + 1;
+  deinterleave(pr, tw + 1, e, o);
+  T *v0 = ct, *v1 = ct + tw, *v2 = ct + 2 * tw, *v3 = ct + 3 * tw;
+#pragma omp simd
+  for (i64 tx = 0; tx < tw; ++tx) {
+    v0[tx] = e[tx] - e[tx + 1];
+    v1[tx] = o[tx] + e[tx + 1];
+    v2[tx] = e[tx + 1] - o[tx];
+    v3[tx] = o[tx] - o[tx + 1];
+  }
+}
+
+// Output rows 2ty, 2ty + 1 (those below oh) of one filter's plane o (oh x ow) from M's tile row
+// (m: the tile row's first entry of U[0]'s product, xs between consecutive xi), plus b. y: 6 tw.
+template <class T>
+void winograd_output_row(const T* m, i64 xs, i64 tw, T b, T* y, T* o, i64 ty, i64 oh, i64 ow) {
+  T *y00 = y, *y01 = y + tw, *y10 = y + 2 * tw, *y11 = y + 3 * tw, *r = y + 4 * tw;
+#pragma omp simd
+  for (i64 tx = 0; tx < tw; ++tx) {
+    T s[4], dd[4];
+    for (int j = 0; j < 4; ++j) {
+      const T m0 = m[j * xs + tx], m1 = m[(4 + j) * xs + tx], m2 = m[(8 + j) * xs + tx], m3 = m[(12 + j) * xs + tx];
+      s[j] = m0 + m1 + m2;
+      dd[j] = m1 - m2 - m3;
+    }
+    y00[tx] = s[0] + s[1] + s[2] + b;
+    y01[tx] = s[1] - s[2] - s[3] + b;
+    y10[tx] = dd[0] + dd[1] + dd[2] + b;
+    y11[tx] = dd[1] - dd[2] - dd[3] + b;
+  }
+  const bool whole = ow == 2 * tw;  // else the last tile's right column is dropped
+  T* o0 = o + 2 * ty * ow;
+  interleave(y00, y01, tw, whole ? o0 : r);
+  if (!whole) std::memcpy(o0, r, sizeof(T) * ow);
+  if (2 * ty + 1 < oh) {
+    interleave(y10, y11, tw, whole ? o0 + ow : r);
+    if (!whole) std::memcpy(o0 + ow, r, sizeof(T) * ow);
+  }
+}
+
+// Tiles per chunk: 128. Measured 64-256 (session 15, both levels, N32 C256 14x14, N32 C64 56x56,
+// N64 C32 32x32, N8 C512 28x28): within 5% of each other but for C512 (128 and 256 ahead by 10%).
+inline i64 winograd_chunk() { return kWinoTiles > 0 ? kWinoTiles : 128; }
+
+// The convolution of x (n, nc, h, w) with the filters u (winograd_weights), padding
+// (ph, pw), into out (n, nf, oh, ow) (oh = h + 2 ph - 2, ow likewise), plus bias (nf) when given.
+template <class T>
+void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 pw, const T* x, const T* u,
+                   const T* bias, T* out) {
+  const i64 oh = h + 2 * ph - 2, ow = w + 2 * pw - 2;
+  if (n == 0 || oh <= 0 || ow <= 0) return;
+  const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2, rows = n * th;  // tile rows across the images
+  const int nt = num_threads();
+  // chunks of whole tile rows, their count a multiple of the threads (an even split)
+  i64 nchunk = std::max<i64>(1, (rows * tw + winograd_chunk() - 1) / winograd_chunk());
+  nchunk = std::min<i64>(rows, (nchunk + nt - 1) / nt * nt);
+  const i64 rpc = (rows + nchunk - 1) / nchunk;
+  nchunk = (rows + rpc - 1) / rpc;
+  const i64 pmax = rpc * tw, wp = 2 * tw + 2;
+  const int outer = int(std::min<i64>(nt, nchunk)), inner = outer == 1 ? nt : 1;  // one chunk: the GEMMs thread
+  // (nchunk a multiple of outer but for a short tail: chunk ck goes to thread ck mod outer)
+  // per thread: V, M, four rows' column combinations (16 tw), a padded row (2 tw + 2), its even and
+  // odd columns (2 tw + 2), output rows (6 tw)
+  const i64 per = 16 * (nc + nf) * pmax + 16 * tw + wp + 2 * (tw + 1) + 6 * tw + 64;
+  T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * outer) * sizeof(T)));
+  auto body = [&](int tid) {
+    T* V = ws + per * tid;
+    T* M = V + 16 * nc * pmax;
+    T* ct = M + 16 * nf * pmax;
+    T* pr = ct + 16 * tw;
+    T* eo = pr + wp;
+    T* yr = eo + 2 * (tw + 1);
+    for (i64 ck = tid; ck < nchunk; ck += outer) {
+      const i64 r0 = ck * rpc, r1 = std::min(rows, r0 + rpc), pc = (r1 - r0) * tw;
+      // input transform, V[xi][ch][p] (p = (tile row - r0) * tw + tx): the column combinations
+      // of each input row (d B), kept in 4 slots (row ih in slot ih mod 4) while a channel's tile
+      // rows go down the image (each row serves two tile rows), then the row combinations B^T (d B)
+      for (i64 ch = 0; ch < nc; ++ch) {
+        i64 held[4] = {-1, -1, -1, -1};  // image * (h + 8) + ih + 4 of each slot, -1: none
+        for (i64 tr = r0; tr < r1; ++tr) {
+          const i64 img = tr / th, ty = tr % th;
+          const T* xc = x + (img * nc + ch) * h * w;
+          const T* c[4];
+          for (int i = 0; i < 4; ++i) {
+            const i64 ih = 2 * ty + i - ph, slot = (ih + 4) & 3, key = img * (h + 8) + ih + 4;
+            T* dst = ct + slot * 4 * tw;
+            if (held[slot] != key) {
+              winograd_cols(xc, h, w, ih, pw, tw, pr, eo, dst);
+              held[slot] = key;
+            }
+            c[i] = dst;
+          }
+          T* v = V + ch * pc + (tr - r0) * tw;
+          const i64 ldv = nc * pc;  // between consecutive xi
+          for (int j = 0; j < 4; ++j) {
+            const T *a0 = c[0] + j * tw, *a1 = c[1] + j * tw, *a2 = c[2] + j * tw, *a3 = c[3] + j * tw;
+            T *v0 = v + j * ldv, *v1 = v + (4 + j) * ldv, *v2 = v + (8 + j) * ldv, *v3 = v + (12 + j) * ldv;
+#pragma omp simd
+            for (i64 tx = 0; tx < tw; ++tx) {
+              v0[tx] = a0[tx] - a2[tx];
+              v1[tx] = a1[tx] + a2[tx];
+              v2[tx] = a2[tx] - a1[tx];
+              v3[tx] = a1[tx] - a3[tx];
+            }
+          }
+        }
+      }
+      // the 16 products M[xi] (nf x pc) = U[xi] (nf x nc) . V[xi] (nc x pc)
+      for (int xi = 0; xi < 16; ++xi)
+        gemm::gemm_rows_a<T>(level, nf, pc, nc, gemm::View<T>{u + xi * nf * nc, nc, 1},
+                             gemm::View<T>{V + xi * nc * pc, pc, 1}, M + xi * nf * pc, pc, {}, inner);
+      // output transform: Y = A^T M A, 2x2 per tile, plus the bias
+      for (i64 f = 0; f < nf; ++f) {
+        const T b = bias ? bias[f] : T(0);
+        for (i64 tr = r0; tr < r1; ++tr) {
+          const i64 img = tr / th, ty = tr % th;
+          winograd_output_row(M + f * pc + (tr - r0) * tw, nf * pc, tw, b, yr, out + (img * nf + f) * oh * ow, ty,
+                              oh, ow);
+        }
+      }
+    }
+  };
+  if (outer == 1) return body(0);  // outside a parallel region: the GEMMs' own threads can run
+#pragma omp parallel num_threads(outer)
+  body(omp_get_thread_num());
+}
+
+// The forward; dx (flip) as the transposed convolution: dy (n, K, OH, OW) with the filters
+// flipped and transposed, padding 2 - p (stride 1: no zeros inserted).
+template <class T>
+void winograd(const Geom& q, const T* in, const T* wt, const T* bias, T* out, bool flip) {
+  const Simd level = simd_level();
+  const i64 nf = flip ? q.c : q.k, nc = flip ? q.k : q.c;
+  std::unique_ptr<T[]> u(new T[static_cast<size_t>(16 * nf * nc)]);
+  winograd_weights(wt, nf, nc, flip, u.get());
+  if (!flip) winograd_conv(level, q.n, q.c, q.h, q.w, q.k, q.ph, q.pw, in, u.get(), bias, out);
+  else winograd_conv(level, q.n, q.k, q.oh, q.ow, q.c, 2 - q.ph, 2 - q.pw, in, u.get(), bias, out);
+}
+
 template <class T>
 void forward(const Geom& q, int path, const T* x, const T* wt, const T* bias, T* out) {
   if (q.n == 0) return;
   if (path == kDirect) return direct_forward(q, x, wt, bias, out);
   if (path == kSmallK) return smallk_forward(q, x, wt, bias, out);
+  if (path == kWinograd) return winograd(q, x, wt, bias, out, false);
   auto image = [&](i64 n, std::vector<T>& buf, int nt) {
     for (i64 g = 0; g < q.g; ++g)
       forward_group(q, path, x + (n * q.c + g * q.cg()) * q.h * q.w, wt + g * q.kg() * q.crs(),
@@ -1341,6 +1667,11 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
   // smallk: dW by its own tiles; dx by the smallk forward as a transposed convolution (stride 1),
   // else by the GEMM of the 1x1 or im2col path without their dW
   bool with_dw = dwt != nullptr;
+  if (path == kWinograd) {  // dx by the Winograd transposed convolution, dW by smallk's tiles
+    if (dwt) smallk_dw(q, dy, x, dwt);
+    if (dx) winograd(q, dy, wt, static_cast<const T*>(nullptr), dx, true);
+    return;
+  }
   if (path == kSmallK) {
     if (dwt) smallk_dw(q, dy, x, dwt);
     if (!dx || smallk_dx(q, dy, wt, dx)) return;
@@ -1556,6 +1887,12 @@ void bind_conv(py::module_& m) {
     return old;
   }, py::arg("vectors"), py::arg("depth") = 384, py::arg("dw_vectors") = 0, py::arg("dw_depth") = 256,
   "Sets the smallk forward's lane block (SIMD vectors of filters, 0 = automatic) and depth block (taps), and dW's lane block and depth block (pixels); returns the previous four (tuning hook).");
+  m.def("conv_set_winograd_tiles", [](long long tiles) {
+    PYDL_CHECK(tiles >= 0, "tiles: expected >= 1 (or 0: the default), got " << tiles);
+    const long long old = kWinoTiles;
+    kWinoTiles = tiles;
+    return old;
+  }, py::arg("tiles"), "Sets the Winograd path's chunk (2x2 output tiles a thread transforms and multiplies at a time; 0 = the default, 128); returns the previous one (tuning hook).");
   py::tuple names(kNumPaths);
   for (int i = 0; i < kNumPaths; ++i) names[i] = kPathNames[i];
   m.attr("CONV_PATHS") = names;

@@ -8,9 +8,12 @@ by the measured heuristic of ``choose_path`` in conv.cpp (dev/conv/README.md);
 the named variants force one: ``cpp:im2col``, ``cpp:implicit``, ``cpp:direct``,
 ``cpp:smallk`` (filters in the SIMD lanes, taps broadcast from the padded,
 width-phase-split image, tiles of consecutive pixels of an output row; its backward
-computes dW the same way and dx, at stride 1 with >= 32 channels per group, as a
-transposed convolution through the same forward, else by the im2col/1x1 GEMM) and
-``cpp:gemm1x1`` (im2col where the convolution is not 1x1/stride 1/pad 0).
+computes dW the same way and dx, at stride 1 with >= 16 channels per group, as a
+transposed convolution through the same forward, else by the im2col/1x1 GEMM),
+``cpp:winograd`` (Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, one group; 16 GEMMs
+per chunk of 2x2 output tiles, 2.25x fewer multiply-adds; dx the same way, dW by smallk;
+other geometries take the automatic path) and ``cpp:gemm1x1`` (im2col where the
+convolution is not 1x1/stride 1/pad 0).
 ``implicit`` has no backward of its own and uses the im2col tiles. The backward takes
 the registry's ``needs``: a gradient nobody wants (dx of a network's first layer) is not
 computed (the kernel gets None for it) and comes back as None.
@@ -19,7 +22,7 @@ from ... import _array, _cpp
 from ...registry import register
 from .._shared import SUFFIX, contiguous
 
-PATHS = tuple(_cpp.CONV_PATHS)   # ("auto", "gemm1x1", "im2col", "implicit", "direct", "smallk")
+PATHS = tuple(_cpp.CONV_PATHS)   # ("auto", "gemm1x1", "im2col", "implicit", "direct", "smallk", "winograd")
 #: the path the last conv2d / conv2d_backward call took (for tests and the benchmark notes)
 last_path = {"forward": None, "backward": None}
 
