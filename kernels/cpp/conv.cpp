@@ -52,6 +52,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -200,21 +201,26 @@ bool winograd_fits(const Geom& q) {
          q.pw <= 2;
 }
 
-// Whether Winograd beats the direct paths (measured, dev/conv/README.md session 15) on a convolution of
-// nc channels into nf filters with oh x ow outputs over n images: the transforms cost ~ nc + nf per
-// tile and the products ~ nc * nf, so the pair's harmonic mean must be large enough (AVX-512's
-// faster GEMM leaves the transforms a larger share: 32 channels in and out ran 0.91x smallk
-// there and 1.18x at AVX2, 16 and 16 lost at both); the 2x2 tiles must not waste much of an odd
-// plane (7x7: 64 computed for 49, 0.2-0.9x); the filters' transform (16 nf nc) must be amortized
-// over >= 64 tiles per thread (N1 C256 14x14, 49 tiles: 0.95x at AVX-512); and the transformed
-// filters (16 nf nc values, allocated per call) stay within 32 MB: 512 x 512 ran 1.27x (AVX-512)
-// and 1.7x (AVX2) at 14x14 N8.
+// Whether Winograd beats smallk (measured, dev/conv/README.md session 15: C = K from 32 to 512 on
+// 7x7 to 56x56 planes, both levels) on a convolution of nc channels into nf filters with oh x ow
+// outputs over n images. The products cost ~ nc nf per tile, the transforms ~ nc + nf, and
+// the transforms' vector loops run along a tile row (ow / 2 tiles): narrow planes leave lanes
+// idle, so the channels' harmonic mean nc nf / (nc + nf), times the share of computed outputs
+// kept (7x7 in 2x2 tiles: 49 of 64), must reach a bar that grows as the plane narrows: at
+// AVX-512 (whose GEMM runs twice as fast, leaving the transforms a larger share) 24 on 56-wide
+// planes (C64 won 1.12x, C32 lost), 48 at 28 (C128 1.16x, C64 0.86x), 96 at 14 and below (C256
+// 1.27x, C128 0.87-0.95x); at AVX2 half of that, up to 64 (56: C32 1.22x; 14: C128 1.36x, C64
+// 1.03x; 8: C128 1.35x, C64 0.89x; 7: C256 1.19x, C128 0.92x). The filters' transform (16 nf nc
+// values per call) must be amortized over >= 64 tiles per thread (N1 C256 14x14, 49 tiles,
+// 0.95x at AVX-512) and stay within 32 MB.
 bool winograd_pays(i64 n, i64 nc, i64 nf, i64 oh, i64 ow) {
   const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2;
-  const double hm = double(nc) * double(nf) / double(nc + nf);
-  const double need = simd_level() == Simd::avx512 ? 24.0 : 10.0;
-  return hm >= need && 100 * 4 * th * tw <= 115 * oh * ow && n * th * tw >= 64 * i64(num_threads()) &&
-         nc * nf <= 512 * 1024;
+  const double kept = double(oh * ow) / double(4 * th * tw);
+  const double hm = double(nc) * double(nf) / double(nc + nf) * kept;
+  const bool wide = simd_level() == Simd::avx512;
+  const double base = wide ? 24.0 : 12.0;
+  const double need = std::clamp(base * 56.0 / double(ow), base, wide ? 96.0 : 64.0);
+  return hm >= need && n * th * tw >= 64 * i64(num_threads()) && nc * nf <= 512 * 1024;
 }
 
 bool planes_fit(const Geom& q) {
@@ -1343,11 +1349,25 @@ void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 
   if (n == 0 || oh <= 0 || ow <= 0) return;
   const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2, rows = n * th;  // tile rows across the images
   const int nt = num_threads();
-  // chunks of whole tile rows, their count a multiple of the threads (an even split)
-  i64 nchunk = std::max<i64>(1, (rows * tw + winograd_chunk() - 1) / winograd_chunk());
-  nchunk = std::min<i64>(rows, (nchunk + nt - 1) / nt * nt);
-  const i64 rpc = (rows + nchunk - 1) / nchunk;
-  nchunk = (rows + rpc - 1) / rpc;
+  // chunks of whole tile rows, about winograd_chunk() tiles, as many rows as make the tiles a
+  // multiple of the GEMM's column tile (nr: 14x14 planes, 7 tiles a row, in 18 rows were 126
+  // tiles, 3.9 column tiles of 32 at AVX-512; in 32 rows 224, 7); few chunks: their count a
+  // multiple of the threads instead (an even split)
+  const i64 want = winograd_chunk();
+  i64 nr = 1;
+  with_level(level, [&](auto s) {
+    using K = gemm::detail::KT<T, decltype(s)::value>;
+    nr = K::W * K::NP;
+  });
+  const i64 step = nr / std::gcd(tw, nr);
+  i64 rpc = std::max<i64>(1, (want + tw - 1) / tw);
+  if (step * tw <= 2 * want) rpc = std::max<i64>(step, (rpc + step / 2) / step * step);
+  i64 nchunk = (rows + rpc - 1) / rpc;
+  if (nchunk < 4 * nt) {
+    nchunk = std::min<i64>(rows, (std::max<i64>(1, (rows * tw + want - 1) / want) + nt - 1) / nt * nt);
+    rpc = (rows + nchunk - 1) / nchunk;
+    nchunk = (rows + rpc - 1) / rpc;
+  }
   const i64 pmax = rpc * tw, wp = 2 * tw + 2;
   const int outer = int(std::min<i64>(nt, nchunk)), inner = outer == 1 ? nt : 1;  // one chunk: the GEMMs thread
   // (nchunk a multiple of outer but for a short tail: chunk ck goes to thread ck mod outer)
