@@ -187,7 +187,8 @@ def test_cpp_heuristic(level):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
 def test_cpp_winograd(dtype, level):
-    """Winograd F(2x2, 3x3) forward and dx (the transposed convolution; dW by smallk) forced:
+    """Winograd F(2x2, 3x3) forward, dx (the transposed convolution) and dW (its own products
+    below AVX-512, smallk's at AVX-512) forced:
     padding 0, 1, 2 and mixed, odd planes (the last tile row and column half outside), 1 x W and
     H x 1 planes, rows long enough for the vector even/odd splits (16 and 8 at a time) and their
     tails, channel and filter counts off the GEMM's tiles, one and two threads, chunks of a few

@@ -19,7 +19,8 @@
 //   smallk   - filters in the SIMD lanes, taps broadcast from padded, phase-split planes (below).
 //   winograd - 3x3, stride 1, one group: F(2x2, 3x3) tiles, 16 GEMMs of (filters x channels) x
 //              (channels x tiles) per chunk of tiles (winograd_conv); dx the same way as the
-//              transposed convolution, dW by smallk. Chosen where it measured faster (winograd_pays).
+//              transposed convolution, dW by Winograd's products (winograd_dw) below AVX-512 and
+//              by smallk at AVX-512. Chosen where it measured faster (winograd_pays).
 // Threads: over images (GEMM with nthreads = 1 inside our parallel region) when N >= threads,
 // else over the GEMM's own threads; direct: over (n, k) planes (dW: contiguous filter ranges,
 // images outer). Loops over images that write
@@ -1340,20 +1341,24 @@ void winograd_output_row(const T* m, i64 xs, i64 tw, T b, T* y, T* o, i64 ty, i6
 // N64 C32 32x32, N8 C512 28x28): within 5% of each other but for C512 (128 and 256 ahead by 10%).
 inline i64 winograd_chunk() { return kWinoTiles > 0 ? kWinoTiles : 128; }
 
-// The convolution of x (n, nc, h, w) with the filters u (winograd_weights), padding
-// (ph, pw), into out (n, nf, oh, ow) (oh = h + 2 ph - 2, ow likewise), plus bias (nf) when given.
+// How the tiles of n images with oh x ow outputs go in chunks of whole tile rows: about
+// winograd_chunk() tiles, as many rows as make the tiles a multiple of the GEMM's column tile (nr:
+// 14x14 planes, 7 tiles a row, in 18 rows were 126 tiles, 3.9 column tiles of 32 at AVX-512; in
+// 32 rows 224, 7); few chunks: their count a multiple of the threads instead (an even split).
+// Chunk ck goes to thread ck mod outer; one chunk only: outer 1 and the GEMMs take the threads.
+struct WinoChunks {
+  i64 th, tw, rows, rpc, nchunk, pmax, wp;
+  int outer, inner;
+};
+
 template <class T>
-void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 pw, const T* x, const T* u,
-                   const T* bias, T* out) {
-  const i64 oh = h + 2 * ph - 2, ow = w + 2 * pw - 2;
-  if (n == 0 || oh <= 0 || ow <= 0) return;
-  const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2, rows = n * th;  // tile rows across the images
+WinoChunks winograd_chunks(Simd level, i64 n, i64 oh, i64 ow) {
+  WinoChunks c;
+  c.th = (oh + 1) / 2;
+  c.tw = (ow + 1) / 2;
+  c.rows = n * c.th;  // tile rows across the images
   const int nt = num_threads();
-  // chunks of whole tile rows, about winograd_chunk() tiles, as many rows as make the tiles a
-  // multiple of the GEMM's column tile (nr: 14x14 planes, 7 tiles a row, in 18 rows were 126
-  // tiles, 3.9 column tiles of 32 at AVX-512; in 32 rows 224, 7); few chunks: their count a
-  // multiple of the threads instead (an even split)
-  const i64 want = winograd_chunk();
+  const i64 want = winograd_chunk(), tw = c.tw, rows = c.rows;
   i64 nr = 1;
   with_level(level, [&](auto s) {
     using K = gemm::detail::KT<T, decltype(s)::value>;
@@ -1368,59 +1373,91 @@ void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 
     rpc = (rows + nchunk - 1) / nchunk;
     nchunk = (rows + rpc - 1) / rpc;
   }
-  const i64 pmax = rpc * tw, wp = 2 * tw + 2;
-  const int outer = int(std::min<i64>(nt, nchunk)), inner = outer == 1 ? nt : 1;  // one chunk: the GEMMs thread
-  // (nchunk a multiple of outer but for a short tail: chunk ck goes to thread ck mod outer)
+  c.rpc = rpc;
+  c.nchunk = nchunk;
+  c.pmax = rpc * tw;
+  c.wp = 2 * tw + 2;
+  c.outer = int(std::min<i64>(nt, nchunk));
+  c.inner = c.outer == 1 ? nt : 1;
+  return c;
+}
+
+// Runs body(tid) for each of ck.outer threads (no parallel region for one).
+template <class F>
+void winograd_run(const WinoChunks& c, F&& body) {
+  if (c.outer == 1) return body(0);  // outside a parallel region: the GEMMs' own threads can run
+#pragma omp parallel num_threads(c.outer)
+  body(omp_get_thread_num());
+}
+
+// Input transform of the tile rows [r0, r1) of x (n, nc, h, w), padding (ph, pw), into V[xi][ch][p]
+// (p = (tile row - r0) * tw + tx, pc = (r1 - r0) * tw tiles): the column combinations of each
+// input row (d B), kept in 4 slots of ct (16 tw; row ih in slot ih mod 4) while a channel's tile
+// rows go down the image (each row serves two tile rows), then the row combinations B^T (d B).
+// pr, eo: 2 tw + 2 each.
+template <class T>
+void winograd_input(const T* x, i64 nc, i64 h, i64 w, i64 ph, i64 pw, i64 th, i64 tw, i64 r0, i64 r1, T* ct, T* pr,
+                    T* eo, T* V) {
+  const i64 pc = (r1 - r0) * tw;
+  for (i64 ch = 0; ch < nc; ++ch) {
+    i64 held[4] = {-1, -1, -1, -1};  // image * (h + 8) + ih + 4 of each slot, -1: none
+    for (i64 tr = r0; tr < r1; ++tr) {
+      const i64 img = tr / th, ty = tr % th;
+      const T* xc = x + (img * nc + ch) * h * w;
+      const T* c[4];
+      for (int i = 0; i < 4; ++i) {
+        const i64 ih = 2 * ty + i - ph, slot = (ih + 4) & 3, key = img * (h + 8) + ih + 4;
+        T* dst = ct + slot * 4 * tw;
+        if (held[slot] != key) {
+          winograd_cols(xc, h, w, ih, pw, tw, pr, eo, dst);
+          held[slot] = key;
+        }
+        c[i] = dst;
+      }
+      T* v = V + ch * pc + (tr - r0) * tw;
+      const i64 ldv = nc * pc;  // between consecutive xi
+      for (int j = 0; j < 4; ++j) {
+        const T *a0 = c[0] + j * tw, *a1 = c[1] + j * tw, *a2 = c[2] + j * tw, *a3 = c[3] + j * tw;
+        T *v0 = v + j * ldv, *v1 = v + (4 + j) * ldv, *v2 = v + (8 + j) * ldv, *v3 = v + (12 + j) * ldv;
+#pragma omp simd
+        for (i64 tx = 0; tx < tw; ++tx) {
+          v0[tx] = a0[tx] - a2[tx];
+          v1[tx] = a1[tx] + a2[tx];
+          v2[tx] = a2[tx] - a1[tx];
+          v3[tx] = a1[tx] - a3[tx];
+        }
+      }
+    }
+  }
+}
+
+// The convolution of x (n, nc, h, w) with the filters u (winograd_weights), padding
+// (ph, pw), into out (n, nf, oh, ow) (oh = h + 2 ph - 2, ow likewise), plus bias (nf) when given.
+template <class T>
+void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 pw, const T* x, const T* u,
+                   const T* bias, T* out) {
+  const i64 oh = h + 2 * ph - 2, ow = w + 2 * pw - 2;
+  if (n == 0 || oh <= 0 || ow <= 0) return;
+  const WinoChunks ck = winograd_chunks<T>(level, n, oh, ow);
+  const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, wp = ck.wp;
   // per thread: V, M, four rows' column combinations (16 tw), a padded row (2 tw + 2), its even and
   // odd columns (2 tw + 2), output rows (6 tw)
   const i64 per = 16 * (nc + nf) * pmax + 16 * tw + wp + 2 * (tw + 1) + 6 * tw + 64;
-  T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * outer) * sizeof(T)));
-  auto body = [&](int tid) {
+  T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * ck.outer) * sizeof(T)));
+  winograd_run(ck, [&](int tid) {
     T* V = ws + per * tid;
     T* M = V + 16 * nc * pmax;
     T* ct = M + 16 * nf * pmax;
     T* pr = ct + 16 * tw;
     T* eo = pr + wp;
     T* yr = eo + 2 * (tw + 1);
-    for (i64 ck = tid; ck < nchunk; ck += outer) {
-      const i64 r0 = ck * rpc, r1 = std::min(rows, r0 + rpc), pc = (r1 - r0) * tw;
-      // input transform, V[xi][ch][p] (p = (tile row - r0) * tw + tx): the column combinations
-      // of each input row (d B), kept in 4 slots (row ih in slot ih mod 4) while a channel's tile
-      // rows go down the image (each row serves two tile rows), then the row combinations B^T (d B)
-      for (i64 ch = 0; ch < nc; ++ch) {
-        i64 held[4] = {-1, -1, -1, -1};  // image * (h + 8) + ih + 4 of each slot, -1: none
-        for (i64 tr = r0; tr < r1; ++tr) {
-          const i64 img = tr / th, ty = tr % th;
-          const T* xc = x + (img * nc + ch) * h * w;
-          const T* c[4];
-          for (int i = 0; i < 4; ++i) {
-            const i64 ih = 2 * ty + i - ph, slot = (ih + 4) & 3, key = img * (h + 8) + ih + 4;
-            T* dst = ct + slot * 4 * tw;
-            if (held[slot] != key) {
-              winograd_cols(xc, h, w, ih, pw, tw, pr, eo, dst);
-              held[slot] = key;
-            }
-            c[i] = dst;
-          }
-          T* v = V + ch * pc + (tr - r0) * tw;
-          const i64 ldv = nc * pc;  // between consecutive xi
-          for (int j = 0; j < 4; ++j) {
-            const T *a0 = c[0] + j * tw, *a1 = c[1] + j * tw, *a2 = c[2] + j * tw, *a3 = c[3] + j * tw;
-            T *v0 = v + j * ldv, *v1 = v + (4 + j) * ldv, *v2 = v + (8 + j) * ldv, *v3 = v + (12 + j) * ldv;
-#pragma omp simd
-            for (i64 tx = 0; tx < tw; ++tx) {
-              v0[tx] = a0[tx] - a2[tx];
-              v1[tx] = a1[tx] + a2[tx];
-              v2[tx] = a2[tx] - a1[tx];
-              v3[tx] = a1[tx] - a3[tx];
-            }
-          }
-        }
-      }
+    for (i64 c = tid; c < ck.nchunk; c += ck.outer) {
+      const i64 r0 = c * ck.rpc, r1 = std::min(ck.rows, r0 + ck.rpc), pc = (r1 - r0) * tw;
+      winograd_input(x, nc, h, w, ph, pw, th, tw, r0, r1, ct, pr, eo, V);
       // the 16 products M[xi] (nf x pc) = U[xi] (nf x nc) . V[xi] (nc x pc)
       for (int xi = 0; xi < 16; ++xi)
         gemm::gemm_rows_a<T>(level, nf, pc, nc, gemm::View<T>{u + xi * nf * nc, nc, 1},
-                             gemm::View<T>{V + xi * nc * pc, pc, 1}, M + xi * nf * pc, pc, {}, inner);
+                             gemm::View<T>{V + xi * nc * pc, pc, 1}, M + xi * nf * pc, pc, {}, ck.inner);
       // output transform: Y = A^T M A, 2x2 per tile, plus the bias
       for (i64 f = 0; f < nf; ++f) {
         const T b = bias ? bias[f] : T(0);
@@ -1431,10 +1468,106 @@ void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 
         }
       }
     }
-  };
-  if (outer == 1) return body(0);  // outside a parallel region: the GEMMs' own threads can run
-#pragma omp parallel num_threads(outer)
-  body(omp_get_thread_num());
+  });
+}
+
+// dW by the same tiles: the forward is Y = A^T (U . V) A per tile, so dL/dU = sum over the tiles
+// (A dY A^T) . V, 16 GEMMs dU[xi] (K x C) += Z[xi] (K x tiles) . V[xi]^T (tiles x C) with Z the
+// transformed dy tiles, and dW = G^T dU G. Per-thread dU partials over a static chunk split,
+// summed at the end (the same bits from run to run).
+template <class T>
+void winograd_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
+  const Simd level = simd_level();
+  const i64 nc = q.c, nf = q.k, oh = q.oh, ow = q.ow, usize = 16 * nf * nc;
+  const WinoChunks ck = winograd_chunks<T>(level, q.n, oh, ow);
+  const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, wp = ck.wp;
+  // per thread: dU, V, Z, column combinations (16 tw), a padded row, even/odd columns, dy rows (6 tw)
+  const i64 per = usize + 16 * (nc + nf) * pmax + 16 * tw + wp + 2 * (tw + 1) + 6 * tw + 64;
+  T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * ck.outer) * sizeof(T)));
+  gemm::Epilogue<T> acc;
+  acc.accumulate = true;
+  winograd_run(ck, [&](int tid) {
+    T* dU = ws + per * tid;
+    T* V = dU + usize;
+    T* Z = V + 16 * nc * pmax;
+    T* ct = Z + 16 * nf * pmax;
+    T* pr = ct + 16 * tw;
+    T* eo = pr + wp;
+    T* yb = eo + 2 * (tw + 1);
+    std::fill(dU, dU + usize, T(0));
+    for (i64 c = tid; c < ck.nchunk; c += ck.outer) {
+      const i64 r0 = c * ck.rpc, r1 = std::min(ck.rows, r0 + ck.rpc), pc = (r1 - r0) * tw;
+      winograd_input(x, nc, q.h, q.w, q.ph, q.pw, th, tw, r0, r1, ct, pr, eo, V);
+      // dy tiles: rows 2ty, 2ty + 1, columns 2tx, 2tx + 1 (zeros past the plane), Z = A dY A^T
+      for (i64 f = 0; f < nf; ++f)
+        for (i64 tr = r0; tr < r1; ++tr) {
+          const i64 img = tr / th, ty = tr % th;
+          const T* d = dy + (img * nf + f) * oh * ow;
+          T *e0 = yb, *o0 = yb + tw, *e1 = yb + 2 * tw, *o1 = yb + 3 * tw, *row = yb + 4 * tw;
+          for (int i = 0; i < 2; ++i) {
+            T* e = i ? e1 : e0;
+            T* o = i ? o1 : o0;
+            if (2 * ty + i >= oh) {
+              std::fill(e, e + tw, T(0));
+              std::fill(o, o + tw, T(0));
+              continue;
+            }
+            std::memcpy(row, d + (2 * ty + i) * ow, sizeof(T) * ow);
+            if (ow < 2 * tw) row[ow] = T(0);
+            deinterleave(row, tw, e, o);
+          }
+          T* z = Z + f * pc + (tr - r0) * tw;
+          const i64 xs = nf * pc;  // between consecutive xi
+#pragma omp simd
+          for (i64 tx = 0; tx < tw; ++tx) {
+            const T a = e0[tx], b = o0[tx], cc = e1[tx], dd = o1[tx];
+            const T r1a = a + cc, r1b = b + dd, r2a = a - cc, r2b = b - dd;
+            z[0 * xs + tx] = a;
+            z[1 * xs + tx] = a + b;
+            z[2 * xs + tx] = a - b;
+            z[3 * xs + tx] = -b;
+            z[4 * xs + tx] = r1a;
+            z[5 * xs + tx] = r1a + r1b;
+            z[6 * xs + tx] = r1a - r1b;
+            z[7 * xs + tx] = -r1b;
+            z[8 * xs + tx] = r2a;
+            z[9 * xs + tx] = r2a + r2b;
+            z[10 * xs + tx] = r2a - r2b;
+            z[11 * xs + tx] = -r2b;
+            z[12 * xs + tx] = -cc;
+            z[13 * xs + tx] = -cc - dd;
+            z[14 * xs + tx] = dd - cc;
+            z[15 * xs + tx] = dd;
+          }
+        }
+      for (int xi = 0; xi < 16; ++xi)
+        gemm::gemm<T>(nf, nc, pc, gemm::View<T>{Z + xi * nf * pc, pc, 1}, gemm::View<T>{V + xi * nc * pc, 1, pc},
+                      dU + xi * nf * nc, nc, acc, ck.inner);
+    }
+  });
+  // the partials summed, then dW = G^T dU G per filter and channel
+  const i64 plane = nf * nc;
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (plane > 4096)
+  for (i64 fc = 0; fc < plane; ++fc) {
+    T u[16];
+    for (int xi = 0; xi < 16; ++xi) {
+      T sum = T(0);
+      for (int t = 0; t < ck.outer; ++t) sum += ws[per * t + xi * plane + fc];
+      u[xi] = sum;
+    }
+    T t[3][4];
+    for (int s = 0; s < 4; ++s) {
+      t[0][s] = u[s] + T(0.5) * (u[4 + s] + u[8 + s]);
+      t[1][s] = T(0.5) * (u[4 + s] - u[8 + s]);
+      t[2][s] = T(0.5) * (u[4 + s] + u[8 + s]) + u[12 + s];
+    }
+    T* g = dwt + fc * 9;
+    for (int r = 0; r < 3; ++r) {
+      g[3 * r + 0] = t[r][0] + T(0.5) * (t[r][1] + t[r][2]);
+      g[3 * r + 1] = T(0.5) * (t[r][1] - t[r][2]);
+      g[3 * r + 2] = T(0.5) * (t[r][1] + t[r][2]) + t[r][3];
+    }
+  }
 }
 
 // The forward; dx (flip) as the transposed convolution: dy (n, K, OH, OW) with the filters
@@ -1687,8 +1820,12 @@ void backward(const Geom& q, int path, const T* dy, const T* x, const T* wt, T* 
   // smallk: dW by its own tiles; dx by the smallk forward as a transposed convolution (stride 1),
   // else by the GEMM of the 1x1 or im2col path without their dW
   bool with_dw = dwt != nullptr;
-  if (path == kWinograd) {  // dx by the Winograd transposed convolution, dW by smallk's tiles
-    if (dwt) smallk_dw(q, dy, x, dwt);
+  if (path == kWinograd) {  // dx by the Winograd transposed convolution
+    // dW by Winograd's products below AVX-512 (backward 1.12-1.23x at AVX2: N32 C256 14x14, C64
+    // 56x56, C512 7x7, N8 C128 28x28, N4 C256 14x14), by smallk's tiles at AVX-512 (Winograd's
+    // 0.91-1.04x there: its GEMMs of depth = a chunk's tiles, B transposed, pack per chunk)
+    if (dwt && simd_level() == Simd::avx512) smallk_dw(q, dy, x, dwt);
+    else if (dwt) winograd_dw(q, dy, x, dwt);
     if (dx) winograd(q, dy, wt, static_cast<const T*>(nullptr), dx, true);
     return;
   }

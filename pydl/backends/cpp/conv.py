@@ -11,8 +11,8 @@ width-phase-split image, tiles of consecutive pixels of an output row; its backw
 computes dW the same way and dx, at stride 1 with >= 16 channels per group, as a
 transposed convolution through the same forward, else by the im2col/1x1 GEMM),
 ``cpp:winograd`` (Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, one group; 16 GEMMs
-per chunk of 2x2 output tiles, 2.25x fewer multiply-adds; dx the same way, dW by smallk;
-other geometries take the automatic path) and ``cpp:gemm1x1`` (im2col where the
+per chunk of 2x2 output tiles, 2.25x fewer multiply-adds; dx the same way, dW too below
+AVX-512 (by smallk at AVX-512); other geometries take the automatic path) and ``cpp:gemm1x1`` (im2col where the
 convolution is not 1x1/stride 1/pad 0).
 ``implicit`` has no backward of its own and uses the im2col tiles. The backward takes
 the registry's ``needs``: a gradient nobody wants (dx of a network's first layer) is not
