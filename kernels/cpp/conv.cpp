@@ -183,10 +183,13 @@ i64 tile_rows(const Geom& q) {
 }
 
 // The measured heuristic (dev/conv/README.md): depthwise (groups, one input channel per group,
-// <= 8 filters each) -> direct (a GEMM of depth R*S is all overhead); <= 256 filters per group ->
-// smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every such bench shape, 1x1
-// included, one thread; but the forward of a shallow product whose filters suit the GEMM's rows
-// better takes im2col, gemm_rows_win); 1x1/stride 1/pad 0 -> GEMM on x itself; else im2col tiles.
+// <= 8 filters each) -> direct (a GEMM of depth R*S is all overhead); 1x1/stride 1/pad 0 -> GEMM
+// on x itself; 3x3 stride 1 with enough channels -> Winograd (winograd_pays); <= 1024 filters per
+// group -> smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every bench shape of
+// <= 256 filters, one thread; 384-1024 filters (session 15, two threads): forward 1.2-1.55x
+// im2col at AVX-512 and 1.0-1.3x at AVX2 on 3x3 stride-2 and 5x5 layers, backward 0.93-1.1x;
+// but the forward of a shallow product whose filters suit the GEMM's rows better takes im2col,
+// gemm_rows_win); else im2col tiles.
 // Implicit GEMM (its per-element bounds checks while packing) lost to 4 MB im2col tiles on every
 // measured shape, so only its variant reaches it.
 //
@@ -241,7 +244,7 @@ int choose_path(const Geom& q, int forced, bool rows_win = false) {
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
   if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
   if (winograd_fits(q) && winograd_pays(q.n, q.c, q.k, q.oh, q.ow)) return kWinograd;
-  if (q.kg() <= 256) return rows_win ? kIm2col : kSmallK;
+  if (q.kg() <= 1024) return rows_win ? kIm2col : kSmallK;
   return kIm2col;
 }
 
