@@ -1106,7 +1106,11 @@ void forward_group(const Geom& q, int path, const T* xg, const T* wg, const T* b
   ep.bias = bg;
   ep.bias_per_row = true;
   if (path == kGemm1x1) {
-    gemm::gemm<T>(M, L, K, A, gemm::View<T>{xg, L, 1}, og, L, ep, nt);
+    // one image per thread on a small plane: the same W_g for every image, read in place instead
+    // of packed again per image (packing is ~1/L of the work): 1x1 C256 -> 64 at 14x14 1.04x
+    // (AVX2) / 1.09x (AVX-512), C1024 -> 256 1.04 / 1.05x; on 56x56 (L = 3136) in place lost 27%
+    if (nt == 1 && L <= 256) gemm::gemm_rows_a<T>(simd_level(), M, L, K, A, gemm::View<T>{xg, L, 1}, og, L, ep, 1);
+    else gemm::gemm<T>(M, L, K, A, gemm::View<T>{xg, L, 1}, og, L, ep, nt);
   } else if (path == kImplicit) {
     const int nr = gemm::panel_width<T>();
     auto pack = [&](i64 k0, i64 kc, i64 n0, i64 nc, T* dst) {

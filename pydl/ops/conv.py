@@ -308,8 +308,9 @@ def _conv_bad(rng):
     ]
 
 
-#: issue #4's benchmark shapes, a strided depthwise one and two on power-of-two planes (CIFAR's first
-#: layer, a ResNet stage at 8x8): id -> (N, C, H, W, K, R, stride, padding, groups)
+#: issue #4's benchmark shapes, a strided depthwise one, two on power-of-two planes (CIFAR's first
+#: layer, a ResNet stage at 8x8) and ResNet's last stage (512 filters: 7x7, and the stride-2 layer
+#: into it): id -> (N, C, H, W, K, R, stride, padding, groups)
 BENCH_SHAPES = {
     "lenet_c1": (64, 1, 28, 28, 6, 5, 1, 0, 1),
     "lenet_c2": (64, 6, 14, 14, 16, 5, 1, 0, 1),
@@ -322,6 +323,8 @@ BENCH_SHAPES = {
     "depthwise_c128_s2": (32, 128, 56, 56, 128, 3, 2, 1, 128),   # MobileNet's downsampling layers
     "cifar_3x3_c3_k64": (64, 3, 32, 32, 64, 3, 1, 1, 1),
     "resnet_3x3_c256_8x8": (32, 256, 8, 8, 256, 3, 1, 1, 1),
+    "resnet_3x3_c512_7x7": (32, 512, 7, 7, 512, 3, 1, 1, 1),
+    "resnet_3x3_c256_k512_s2": (32, 256, 14, 14, 512, 3, 2, 1, 1),
 }
 #: the ones ``pydl bench --quick`` runs, at this batch
 QUICK = {"lenet_c2": 8, "resnet_3x3_c64": 2, "resnet_1x1_c256_k64": 4, "depthwise_c128": 4}
