@@ -1292,12 +1292,12 @@ void interleave(const T* e, const T* o, i64 n, T* a) {
 }
 
 // d B for one input row (row ih of the plane xc, h x w; zeros outside it): tile tx's four column
-// combinations of the padded columns 2tx - pw .. + 3, ct[j * tw + tx]. pr: 2 tw + 2 scratch, eo:
+// combinations of the padded columns 2tx - pw .. + 3, ct[j * js + tx]. pr: 2 tw + 2 scratch, eo:
 // 2 (tw + 1).
 template <class T>
-void winograd_cols(const T* xc, i64 h, i64 w, i64 ih, i64 pw, i64 tw, T* pr, T* eo, T* ct) {
+void winograd_cols(const T* xc, i64 h, i64 w, i64 ih, i64 pw, i64 tw, T* pr, T* eo, T* ct, i64 js) {
   if (ih < 0 || ih >= h) {
-    std::fill(ct, ct + 4 * tw, T(0));
+    for (int j = 0; j < 4; ++j) std::fill(ct + j * js, ct + j * js + tw, T(0));
     return;
   }
   const i64 wp = 2 * tw + 2, c0 = std::min<i64>(pw, wp), c1 = std::min<i64>(wp, pw + w);
@@ -1306,7 +1306,7 @@ void winograd_cols(const T* xc, i64 h, i64 w, i64 ih, i64 pw, i64 tw, T* pr, T* 
   std::fill(pr + c1, pr + wp, T(0));
   T *e = eo, *o = eo + tw + 1;
   deinterleave(pr, tw + 1, e, o);
-  T *v0 = ct, *v1 = ct + tw, *v2 = ct + 2 * tw, *v3 = ct + 3 * tw;
+  T *v0 = ct, *v1 = ct + js, *v2 = ct + 2 * js, *v3 = ct + 3 * js;
 #pragma omp simd
   for (i64 tx = 0; tx < tw; ++tx) {
     v0[tx] = e[tx] - e[tx + 1];
@@ -1316,31 +1316,37 @@ void winograd_cols(const T* xc, i64 h, i64 w, i64 ih, i64 pw, i64 tw, T* pr, T* 
   }
 }
 
-// Output rows 2ty, 2ty + 1 (those below oh) of one filter's plane o (oh x ow) from M's tile row
-// (m: the tile row's first entry of U[0]'s product, xs between consecutive xi), plus b. y: 6 tw.
+// Output transform of one filter over the tile rows [ty0, ty0 + nty) of one image: Y = A^T M A,
+// 2x2 per tile, plus b, into the plane o (oh x ow; rows past oh and the column past ow of odd
+// planes dropped). m: the first tile's entry of U[0]'s product, xs between consecutive xi. The
+// sums as one loop over all nty * tw tiles (y: 4 nty tw + 2 tw), then each output row interleaved.
 template <class T>
-void winograd_output_row(const T* m, i64 xs, i64 tw, T b, T* y, T* o, i64 ty, i64 oh, i64 ow) {
-  T *y00 = y, *y01 = y + tw, *y10 = y + 2 * tw, *y11 = y + 3 * tw, *r = y + 4 * tw;
+void winograd_output(const T* m, i64 xs, i64 tw, i64 nty, T b, T* y, T* o, i64 ty0, i64 oh, i64 ow) {
+  const i64 q1 = nty * tw;
+  T *y00 = y, *y01 = y + q1, *y10 = y + 2 * q1, *y11 = y + 3 * q1, *r = y + 4 * q1;
 #pragma omp simd
-  for (i64 tx = 0; tx < tw; ++tx) {
+  for (i64 q = 0; q < q1; ++q) {
     T s[4], dd[4];
     for (int j = 0; j < 4; ++j) {
-      const T m0 = m[j * xs + tx], m1 = m[(4 + j) * xs + tx], m2 = m[(8 + j) * xs + tx], m3 = m[(12 + j) * xs + tx];
+      const T m0 = m[j * xs + q], m1 = m[(4 + j) * xs + q], m2 = m[(8 + j) * xs + q], m3 = m[(12 + j) * xs + q];
       s[j] = m0 + m1 + m2;
       dd[j] = m1 - m2 - m3;
     }
-    y00[tx] = s[0] + s[1] + s[2] + b;
-    y01[tx] = s[1] - s[2] - s[3] + b;
-    y10[tx] = dd[0] + dd[1] + dd[2] + b;
-    y11[tx] = dd[1] - dd[2] - dd[3] + b;
+    y00[q] = s[0] + s[1] + s[2] + b;
+    y01[q] = s[1] - s[2] - s[3] + b;
+    y10[q] = dd[0] + dd[1] + dd[2] + b;
+    y11[q] = dd[1] - dd[2] - dd[3] + b;
   }
   const bool whole = ow == 2 * tw;  // else the last tile's right column is dropped
-  T* o0 = o + 2 * ty * ow;
-  interleave(y00, y01, tw, whole ? o0 : r);
-  if (!whole) std::memcpy(o0, r, sizeof(T) * ow);
-  if (2 * ty + 1 < oh) {
-    interleave(y10, y11, tw, whole ? o0 + ow : r);
-    if (!whole) std::memcpy(o0 + ow, r, sizeof(T) * ow);
+  for (i64 k = 0; k < nty; ++k) {
+    const i64 ty = ty0 + k;
+    T* o0 = o + 2 * ty * ow;
+    interleave(y00 + k * tw, y01 + k * tw, tw, whole ? o0 : r);
+    if (!whole) std::memcpy(o0, r, sizeof(T) * ow);
+    if (2 * ty + 1 < oh) {
+      interleave(y10 + k * tw, y11 + k * tw, tw, whole ? o0 + ow : r);
+      if (!whole) std::memcpy(o0 + ow, r, sizeof(T) * ow);
+    }
   }
 }
 
@@ -1398,40 +1404,41 @@ void winograd_run(const WinoChunks& c, F&& body) {
 }
 
 // Input transform of the tile rows [r0, r1) of x (n, nc, h, w), padding (ph, pw), into V[xi][ch][p]
-// (p = (tile row - r0) * tw + tx, pc = (r1 - r0) * tw tiles): the column combinations of each
-// input row (d B), kept in 4 slots of ct (16 tw; row ih in slot ih mod 4) while a channel's tile
-// rows go down the image (each row serves two tile rows), then the row combinations B^T (d B).
-// pr, eo: 2 tw + 2 each.
+// (p = (tile row - r0) * tw + tx, pc = (r1 - r0) * tw tiles). Per channel and image: the column
+// combinations (d B) of each padded input row once (winograd_cols), the even rows' and the odd
+// rows' apart (ce, co: [j][k][tx], row k of each = padded row 2 (ty0 + k) or 2 (ty0 + k) + 1),
+// then the row combinations B^T (d B) as loops over all the image's tiles in the chunk at once
+// (tile row ty reads rows k = ty - ty0 and k + 1 of both: one offset of tw): on narrow planes (7
+// tiles a row) loops along one tile row left most vector lanes idle. ct: 8 (rpc + 1) tw; pr, eo:
+// 2 tw + 2 each.
 template <class T>
 void winograd_input(const T* x, i64 nc, i64 h, i64 w, i64 ph, i64 pw, i64 th, i64 tw, i64 r0, i64 r1, T* ct, T* pr,
                     T* eo, T* V) {
-  const i64 pc = (r1 - r0) * tw;
-  for (i64 ch = 0; ch < nc; ++ch) {
-    i64 held[4] = {-1, -1, -1, -1};  // image * (h + 8) + ih + 4 of each slot, -1: none
-    for (i64 tr = r0; tr < r1; ++tr) {
-      const i64 img = tr / th, ty = tr % th;
+  const i64 pc = (r1 - r0) * tw, ldv = nc * pc;  // ldv: between consecutive xi
+  for (i64 img = r0 / th; img * th < r1; ++img) {
+    const i64 ty0 = std::max(r0, img * th) - img * th, ty1 = std::min(r1, (img + 1) * th) - img * th;
+    const i64 nty = ty1 - ty0, js = (nty + 1) * tw;  // js: between the j planes of ce and co
+    T* ce = ct;
+    T* co = ct + 4 * js;
+    for (i64 ch = 0; ch < nc; ++ch) {
       const T* xc = x + (img * nc + ch) * h * w;
-      const T* c[4];
-      for (int i = 0; i < 4; ++i) {
-        const i64 ih = 2 * ty + i - ph, slot = (ih + 4) & 3, key = img * (h + 8) + ih + 4;
-        T* dst = ct + slot * 4 * tw;
-        if (held[slot] != key) {
-          winograd_cols(xc, h, w, ih, pw, tw, pr, eo, dst);
-          held[slot] = key;
+      for (i64 k = 0; k <= nty; ++k)
+        for (int odd = 0; odd < 2; ++odd) {
+          T* dst = (odd ? co : ce) + k * tw;
+          winograd_cols(xc, h, w, 2 * (ty0 + k) + odd - ph, pw, tw, pr, eo, dst, js);
         }
-        c[i] = dst;
-      }
-      T* v = V + ch * pc + (tr - r0) * tw;
-      const i64 ldv = nc * pc;  // between consecutive xi
+      T* v = V + ch * pc + (img * th + ty0 - r0) * tw;
+      const i64 q1 = nty * tw;
       for (int j = 0; j < 4; ++j) {
-        const T *a0 = c[0] + j * tw, *a1 = c[1] + j * tw, *a2 = c[2] + j * tw, *a3 = c[3] + j * tw;
+        const T *e = ce + j * js, *o = co + j * js;
         T *v0 = v + j * ldv, *v1 = v + (4 + j) * ldv, *v2 = v + (8 + j) * ldv, *v3 = v + (12 + j) * ldv;
 #pragma omp simd
-        for (i64 tx = 0; tx < tw; ++tx) {
-          v0[tx] = a0[tx] - a2[tx];
-          v1[tx] = a1[tx] + a2[tx];
-          v2[tx] = a2[tx] - a1[tx];
-          v3[tx] = a1[tx] - a3[tx];
+        for (i64 q = 0; q < q1; ++q) {
+          const T d0 = e[q], d1 = o[q], d2 = e[q + tw], d3 = o[q + tw];
+          v0[q] = d0 - d2;
+          v1[q] = d1 + d2;
+          v2[q] = d2 - d1;
+          v3[q] = d1 - d3;
         }
       }
     }
@@ -1447,15 +1454,16 @@ void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 
   if (n == 0 || oh <= 0 || ow <= 0) return;
   const WinoChunks ck = winograd_chunks<T>(level, n, oh, ow);
   const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, wp = ck.wp;
-  // per thread: V, M, four rows' column combinations (16 tw), a padded row (2 tw + 2), its even and
-  // odd columns (2 tw + 2), output rows (6 tw)
-  const i64 per = 16 * (nc + nf) * pmax + 16 * tw + wp + 2 * (tw + 1) + 6 * tw + 64;
+  // per thread: V, M, the input rows' column combinations (8 (rpc + 1) tw), a padded row (2 tw + 2),
+  // its even and odd columns (2 tw + 2), output sums and a row (4 rpc tw + 2 tw)
+  const i64 cts = 8 * (ck.rpc + 1) * tw;
+  const i64 per = 16 * (nc + nf) * pmax + cts + wp + 2 * (tw + 1) + 4 * pmax + 2 * tw + 64;
   T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * ck.outer) * sizeof(T)));
   winograd_run(ck, [&](int tid) {
     T* V = ws + per * tid;
     T* M = V + 16 * nc * pmax;
     T* ct = M + 16 * nf * pmax;
-    T* pr = ct + 16 * tw;
+    T* pr = ct + cts;
     T* eo = pr + wp;
     T* yr = eo + 2 * (tw + 1);
     for (i64 c = tid; c < ck.nchunk; c += ck.outer) {
@@ -1465,14 +1473,12 @@ void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 
       for (int xi = 0; xi < 16; ++xi)
         gemm::gemm_rows_a<T>(level, nf, pc, nc, gemm::View<T>{u + xi * nf * nc, nc, 1},
                              gemm::View<T>{V + xi * nc * pc, pc, 1}, M + xi * nf * pc, pc, {}, ck.inner);
-      // output transform: Y = A^T M A, 2x2 per tile, plus the bias
-      for (i64 f = 0; f < nf; ++f) {
-        const T b = bias ? bias[f] : T(0);
-        for (i64 tr = r0; tr < r1; ++tr) {
-          const i64 img = tr / th, ty = tr % th;
-          winograd_output_row(M + f * pc + (tr - r0) * tw, nf * pc, tw, b, yr, out + (img * nf + f) * oh * ow, ty,
-                              oh, ow);
-        }
+      // output transform: Y = A^T M A, 2x2 per tile, plus the bias, image by image
+      for (i64 img = r0 / th; img * th < r1; ++img) {
+        const i64 ty0 = std::max(r0, img * th) - img * th, ty1 = std::min(r1, (img + 1) * th) - img * th;
+        for (i64 f = 0; f < nf; ++f)
+          winograd_output(M + f * pc + (img * th + ty0 - r0) * tw, nf * pc, tw, ty1 - ty0, bias ? bias[f] : T(0), yr,
+                          out + (img * nf + f) * oh * ow, ty0, oh, ow);
       }
     }
   });
@@ -1488,8 +1494,10 @@ void winograd_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
   const i64 nc = q.c, nf = q.k, oh = q.oh, ow = q.ow, usize = 16 * nf * nc;
   const WinoChunks ck = winograd_chunks<T>(level, q.n, oh, ow);
   const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, wp = ck.wp;
-  // per thread: dU, V, Z, column combinations (16 tw), a padded row, even/odd columns, dy rows (6 tw)
-  const i64 per = usize + 16 * (nc + nf) * pmax + 16 * tw + wp + 2 * (tw + 1) + 6 * tw + 64;
+  // per thread: dU, V, Z, column combinations (8 (rpc + 1) tw), a padded row, even/odd columns, dy
+  // rows (6 tw)
+  const i64 cts = 8 * (ck.rpc + 1) * tw;
+  const i64 per = usize + 16 * (nc + nf) * pmax + cts + wp + 2 * (tw + 1) + 6 * tw + 64;
   T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * ck.outer) * sizeof(T)));
   gemm::Epilogue<T> acc;
   acc.accumulate = true;
@@ -1498,7 +1506,7 @@ void winograd_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
     T* V = dU + usize;
     T* Z = V + 16 * nc * pmax;
     T* ct = Z + 16 * nf * pmax;
-    T* pr = ct + 16 * tw;
+    T* pr = ct + cts;
     T* eo = pr + wp;
     T* yb = eo + 2 * (tw + 1);
     std::fill(dU, dU + usize, T(0));
