@@ -168,10 +168,10 @@ def test_cpp_heuristic(level):
                          ((2, 1, 12, 12, 6, 5, 5, 1, (1, 1), (0, 0), (1, 1)), (rows, "smallk")),
                          ((2, 3, 8, 8, 16, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
                          # Winograd: 3x3, stride 1, enough tiles (392 here) and channels for the plane's
-                         # width (28: a harmonic mean of C and K of 48 at AVX-512, 24 at AVX2); not
-                         # on narrow planes with few channels, nor with few tiles
+                         # width (a harmonic mean of C and K of 32 on 14x14 at AVX2, 64 at AVX-512);
+                         # not on narrow planes with few channels, nor with few tiles
                          ((2, 128, 28, 28, 128, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("winograd", "winograd")),
-                         ((2, 64, 28, 28, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
+                         ((4, 64, 14, 14, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)),
                           ("winograd", "winograd") if level == "avx2" else ("smallk", "smallk")),
                          ((16, 64, 7, 7, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),
                          ((1, 64, 8, 8, 64, 3, 3, 1, (1, 1), (1, 1), (1, 1)), ("smallk", "smallk")),

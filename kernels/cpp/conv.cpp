@@ -206,24 +206,23 @@ bool winograd_fits(const Geom& q) {
 }
 
 // Whether Winograd beats smallk (measured, dev/conv/README.md session 15: C = K from 32 to 512 on
-// 7x7 to 56x56 planes, both levels) on a convolution of nc channels into nf filters with oh x ow
-// outputs over n images. The products cost ~ nc nf per tile, the transforms ~ nc + nf, and
-// the transforms' vector loops run along a tile row (ow / 2 tiles): narrow planes leave lanes
-// idle, so the channels' harmonic mean nc nf / (nc + nf), times the share of computed outputs
-// kept (7x7 in 2x2 tiles: 49 of 64), must reach a bar that grows as the plane narrows: at
-// AVX-512 (whose GEMM runs twice as fast, leaving the transforms a larger share) 24 on 56-wide
-// planes (C64 won 1.12x, C32 lost), 48 at 28 (C128 1.16x, C64 0.86x), 96 at 14 and below (C256
-// 1.27x, C128 0.87-0.95x); at AVX2 half of that, up to 64 (56: C32 1.22x; 14: C128 1.36x, C64
-// 1.03x; 8: C128 1.35x, C64 0.89x; 7: C256 1.19x, C128 0.92x). The filters' transform (16 nf nc
-// values per call) must be amortized over >= 64 tiles per thread (N1 C256 14x14, 49 tiles,
-// 0.95x at AVX-512) and stay within 32 MB.
+// 7x7 to 56x56 planes, both levels, forward and backward) on a convolution of nc channels into nf
+// filters with oh x ow outputs over n images. The products cost ~ nc nf per tile, the transforms
+// ~ nc + nf, and narrow planes (their 2x2 tiles' sums in shorter loops, 7x7's 64 outputs computed
+// for 49 kept) give the transforms a larger share: the channels' harmonic mean nc nf / (nc + nf),
+// times the share of computed outputs kept, must reach a bar per level and plane width. AVX-512
+// (whose GEMM runs twice as fast): 32 from 16-wide planes (C64: 16x16 1.18x forward / 1.07x
+// backward, 56x56 1.29 / 1.14; C32 0.74-0.94 everywhere), 64 below (C64 14x14 0.97 / 1.01, 8x8
+// 0.99 / 1.01; C128 8x8 1.23 / 1.08). AVX2: 16 from 28-wide planes (C32 28x28 1.13 / 1.03, 16x16
+// 1.13 / 0.99, 14x14 1.06 / 0.91), 32 from 8 (C64 8x8 1.22 / 1.15), 48 below (7x7: C64 1.03 /
+// 0.86, C128 1.34 / 1.07). The filters' transform (16 nf nc values per call) must be amortized over
+// >= 64 tiles per thread (N1 C256 14x14, 49 tiles, ran 0.95x at AVX-512) and stay within 32 MB.
 bool winograd_pays(i64 n, i64 nc, i64 nf, i64 oh, i64 ow) {
   const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2;
   const double kept = double(oh * ow) / double(4 * th * tw);
   const double hm = double(nc) * double(nf) / double(nc + nf) * kept;
-  const bool wide = simd_level() == Simd::avx512;
-  const double base = wide ? 24.0 : 12.0;
-  const double need = std::clamp(base * 56.0 / double(ow), base, wide ? 96.0 : 64.0);
+  const double need = simd_level() == Simd::avx512 ? (ow >= 16 ? 32.0 : 64.0)
+                                                   : (ow >= 28 ? 16.0 : ow >= 8 ? 32.0 : 48.0);
   return hm >= need && n * th * tw >= 64 * i64(num_threads()) && nc * nf <= 512 * 1024;
 }
 
