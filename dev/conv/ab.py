@@ -22,6 +22,9 @@ import numpy as np
 
 import pydl
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _probe import case  # noqa: E402
+
 pydl.backends.load()
 other, lv = sys.argv[1], sys.argv[2]
 # the extension's PyInit_ name is its file's stem: load the other build under that name, from a copy
@@ -41,12 +44,9 @@ bwd = os.environ.get("BWD") == "1"
 reps = int(os.environ.get("REPS", "15"))
 rng = np.random.default_rng(0)
 for sh in sys.argv[3:]:
-    n, c, h, k, r, st, pd = map(int, sh.split())
-    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-    w = (rng.standard_normal((k, c, r, r)) / 10).astype(np.float32)
-    b = rng.standard_normal(k).astype(np.float32)
-    oh = (h + 2 * pd - r) // st + 1
-    dy = rng.standard_normal((n, k, oh, oh)).astype(np.float32)
+    a = case(sh, rng, tensors=False)
+    x, w, b, dy, st, pd, oh = a.x, a.w, a.b, a.dy, a.st, a.pd, a.oh
+    n, c, k, r = a.n, a.c, a.k, a.r
     outs = {"A": np.full((n, k, oh, oh), np.nan, np.float32), "B": np.full((n, k, oh, oh), np.nan, np.float32)}
 
     def run(m, o):

@@ -10,7 +10,6 @@ figures were taken with MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_
 """
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -18,43 +17,30 @@ import torch
 import pydl
 from pydl import ops
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _probe import best_of, case  # noqa: E402
+
 torch.set_num_threads(2)
 pydl.set_num_threads(2)
 rng = np.random.default_rng(0)
 R = int(os.environ.get("REPS", "10"))
 F = torch.nn.functional
 for sh in sys.argv[1:]:
-    n, c, h, k, r, st, pd = map(int, sh.split())
-    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-    w = (rng.standard_normal((k, c, r, r)) / 10).astype(np.float32)
-    b = rng.standard_normal(k).astype(np.float32)
-    oh = (h + 2 * pd - r) // st + 1
-    dy = rng.standard_normal((n, k, oh, oh)).astype(np.float32)
-    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
-    tdy = torch.from_numpy(dy)
+    a = case(sh, rng)
 
-    def pf():
-        ops.conv2d(x, w, b, stride=st, padding=pd, backend="cpp")
+    def pf(a=a):
+        ops.conv2d(a.x, a.w, a.b, stride=a.st, padding=a.pd, backend="cpp")
 
-    def pfb():
-        ops.conv2d(x, w, b, stride=st, padding=pd, backend="cpp")
-        ops.conv2d_backward(dy, x, w, b, stride=st, padding=pd, backend="cpp")
+    def pfb(a=a):
+        ops.conv2d(a.x, a.w, a.b, stride=a.st, padding=a.pd, backend="cpp")
+        ops.conv2d_backward(a.dy, a.x, a.w, a.b, stride=a.st, padding=a.pd, backend="cpp")
 
-    def tf():
+    def tf(a=a):
         with torch.no_grad():
-            F.conv2d(tx, tw, tb, st, pd)
+            F.conv2d(a.tx, a.tw, a.tb, a.st, a.pd)
 
-    def tfb():
-        torch.autograd.grad(F.conv2d(tx, tw, tb, st, pd), (tx, tw, tb), tdy)
-    fs = {"pf": pf, "tf": tf, "pfb": pfb, "tfb": tfb}
-    for f in fs.values():
-        f()
-    ts = {kk: [] for kk in fs}
-    for _ in range(R):
-        for kk, f in fs.items():
-            t = time.perf_counter()
-            f()
-            ts[kk].append(time.perf_counter() - t)
-    m = {kk: min(v) * 1e3 for kk, v in ts.items()}
+    def tfb(a=a):
+        torch.autograd.grad(F.conv2d(a.tx, a.tw, a.tb, a.st, a.pd), (a.tx, a.tw, a.tb), a.tdy)
+    m = best_of({"pf": pf, "tf": tf, "pfb": pfb, "tfb": tfb}, R)
     print(f"{sh:22s} fwd {m['pf']:7.3f} / torch {m['tf']:7.3f} = {m['tf'] / m['pf']:.2f}x   "
           f"fwd+bwd {m['pfb']:7.3f} / torch {m['tfb']:7.3f} = {m['tfb'] / m['pfb']:.2f}x", flush=True)

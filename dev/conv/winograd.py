@@ -12,13 +12,15 @@ NumPy and PyTorch": fresh outputs otherwise pay page faults beside PyTorch).
 """
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 import pydl
 from pydl import ops
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _probe import best_of, case  # noqa: E402
 
 torch.set_num_threads(2)
 pydl.set_num_threads(2)
@@ -28,35 +30,20 @@ bwd = os.environ.get("BWD") == "1"
 paths = os.environ.get("PATHS", "cpp cpp:smallk cpp:winograd").split()
 rng = np.random.default_rng(0)
 for sh in sys.argv[1:]:
-    n, c, h, k, r, st, pd = map(int, sh.split())
-    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-    w = (rng.standard_normal((k, c, r, r)) / 10).astype(np.float32)
-    b = rng.standard_normal(k).astype(np.float32)
-    oh = (h + 2 * pd - r) // st + 1
-    dy = rng.standard_normal((n, k, oh, oh)).astype(np.float32)
-    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
-    tdy = torch.from_numpy(dy)
+    a = case(sh, rng)
 
-    def mk(be):
+    def mk(be, a=a):
         if bwd:
-            return lambda: ops.conv2d_backward(dy, x, w, b, stride=st, padding=pd, backend=be)
-        return lambda: ops.conv2d(x, w, b, stride=st, padding=pd, backend=be)
+            return lambda: ops.conv2d_backward(a.dy, a.x, a.w, a.b, stride=a.st, padding=a.pd, backend=be)
+        return lambda: ops.conv2d(a.x, a.w, a.b, stride=a.st, padding=a.pd, backend=be)
 
-    def tf():
+    def tf(a=a):
         if bwd:
-            torch.autograd.grad(F.conv2d(tx, tw, tb, st, pd), (tx, tw, tb), tdy)
+            torch.autograd.grad(F.conv2d(a.tx, a.tw, a.tb, a.st, a.pd), (a.tx, a.tw, a.tb), a.tdy)
         else:
             with torch.no_grad():
-                F.conv2d(tx, tw, tb, st, pd)
+                F.conv2d(a.tx, a.tw, a.tb, a.st, a.pd)
     fs = {p: mk(p) for p in paths}
     fs["torch"] = tf
-    for f in fs.values():
-        f()
-    ts = {kk: [] for kk in fs}
-    for _ in range(R):
-        for kk, f in fs.items():
-            t = time.perf_counter()
-            f()
-            ts[kk].append(time.perf_counter() - t)
-    m = {kk: min(v) * 1e3 for kk, v in ts.items()}
+    m = best_of(fs, R)
     print(f"{sh:22s} " + "  ".join(f"{kk} {v:7.3f}" for kk, v in m.items()), flush=True)

@@ -211,9 +211,10 @@ bool winograd_fits(const Geom& q) {
 // ~ nc + nf, and narrow planes (their 2x2 tiles' sums in shorter loops, 7x7's 64 outputs computed
 // for 49 kept) give the transforms a larger share: the channels' harmonic mean nc nf / (nc + nf),
 // times the share of computed outputs kept, must reach a bar per level and plane width. AVX-512
-// (whose GEMM runs twice as fast): 32 from 16-wide planes (C64: 16x16 1.18x forward / 1.07x
-// backward, 56x56 1.29 / 1.14; C32 0.74-0.94 everywhere), 64 below (C64 14x14 0.97 / 1.01, 8x8
-// 0.99 / 1.01; C128 8x8 1.23 / 1.08). AVX2: 16 from 28-wide planes (C32 28x28 1.13 / 1.03, 16x16
+// (whose GEMM runs twice as fast): 32 on 56-wide planes (C64 1.29x forward / 1.14x backward; C32
+// 0.74-0.94 everywhere), 48 from 16 wide (C64 there ran 0.92-1.10x with the batch: N4 28x28 0.96 /
+// 0.97, N32 1.07; C128 1.35-1.42 / 1.15-1.17), 64 below (C64 14x14 0.97 / 1.01, 8x8 0.99 / 1.01;
+// C128 8x8 1.23 / 1.08). AVX2: 16 from 28-wide planes (C32 28x28 1.13 / 1.03, 16x16
 // 1.13 / 0.99, 14x14 1.06 / 0.91), 32 from 8 (C64 8x8 1.22 / 1.15), 48 below (7x7: C64 1.03 /
 // 0.86, C128 1.34 / 1.07). The filters' transform (16 nf nc values per call) must be amortized over
 // >= 64 tiles per thread (N1 C256 14x14, 49 tiles, ran 0.95x at AVX-512) and stay within 32 MB.
@@ -221,7 +222,7 @@ bool winograd_pays(i64 n, i64 nc, i64 nf, i64 oh, i64 ow) {
   const i64 th = (oh + 1) / 2, tw = (ow + 1) / 2;
   const double kept = double(oh * ow) / double(4 * th * tw);
   const double hm = double(nc) * double(nf) / double(nc + nf) * kept;
-  const double need = simd_level() == Simd::avx512 ? (ow >= 16 ? 32.0 : 64.0)
+  const double need = simd_level() == Simd::avx512 ? (ow >= 56 ? 32.0 : ow >= 16 ? 48.0 : 64.0)
                                                    : (ow >= 28 ? 16.0 : ow >= 8 ? 32.0 : 48.0);
   return hm >= need && n * th * tw >= 64 * i64(num_threads()) && nc * nf <= 512 * 1024;
 }
