@@ -17,6 +17,10 @@
 //   past nc. NR = panel_width<T>() for the SIMD level in use. This is how an
 //   implicit-GEMM convolution packs its column matrix without materializing it.
 //
+//   gemm_rows_a: B row-major, A read in place and never packed (the unpacked-B
+//   path's row pointers): for an A used by many small products (conv.cpp's
+//   Winograd filters, a 1x1 conv's weights image after image).
+//
 //   nthreads: 0 = pydl::num_threads(); 1 = run serially on the calling thread
 //   (safe inside a caller's own parallel region).
 //
