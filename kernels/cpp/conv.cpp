@@ -184,12 +184,13 @@ i64 tile_rows(const Geom& q) {
 
 // The measured heuristic (dev/conv/README.md): depthwise (groups, one input channel per group,
 // <= 8 filters each) -> direct (a GEMM of depth R*S is all overhead); 1x1/stride 1/pad 0 -> GEMM
-// on x itself; 3x3 stride 1 with enough channels -> Winograd (winograd_pays); <= 1024 filters per
+// on x itself; 3x3 stride 1 with enough channels -> Winograd (winograd_pays); <= 256 filters per
 // group -> smallk (forward 1.0-2.5x im2col/gemm1x1, backward 1.1-1.5x, on every bench shape of
-// <= 256 filters, one thread; 384-1024 filters (session 15, two threads): forward 1.2-1.55x
-// im2col at AVX-512 and 1.0-1.3x at AVX2 on 3x3 stride-2 and 5x5 layers, backward 0.93-1.1x;
-// but the forward of a shallow product whose filters suit the GEMM's rows better takes im2col,
-// gemm_rows_win); else im2col tiles.
+// <= 256 filters, one thread; but the forward of a shallow product whose filters suit the GEMM's
+// rows better takes im2col, gemm_rows_win); the forward of <= 1024 filters too (session 15, two
+// threads: 1.1-1.55x im2col at AVX-512 and 1.0-1.5x at AVX2 on 384-1024-filter 3x3 stride-2, 5x5
+// and small-batch 7x7 layers), not their backward (0.75-0.95x im2col with 1-4 images, 0.94-1.06x
+// with 32); else im2col tiles.
 // Implicit GEMM (its per-element bounds checks while packing) lost to 4 MB im2col tiles on every
 // measured shape, so only its variant reaches it.
 //
@@ -235,7 +236,7 @@ bool planes_fit(const Geom& q) {
 
 // `rows_win` (the forward only, gemm_rows_win): a shallow product whose filters fill the GEMM's
 // row tiles better than smallk's vector lanes goes to im2col.
-int choose_path(const Geom& q, int forced, bool rows_win = false) {
+int choose_path(const Geom& q, int forced, bool rows_win = false, bool backward = false) {
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   const bool fit = planes_fit(q);
   if (forced == kWinograd && !winograd_fits(q)) forced = kAuto;  // not applicable: the automatic choice
@@ -244,7 +245,7 @@ int choose_path(const Geom& q, int forced, bool rows_win = false) {
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
   if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
   if (winograd_fits(q) && winograd_pays(q.n, q.c, q.k, q.oh, q.ow)) return kWinograd;
-  if (q.kg() <= 1024) return rows_win ? kIm2col : kSmallK;
+  if (q.kg() <= 256 || (q.kg() <= 1024 && !backward)) return rows_win ? kIm2col : kSmallK;
   return kIm2col;
 }
 
@@ -2020,7 +2021,7 @@ void bind_dtype(py::module_& m, const std::string& sfx) {
           }
           PYDL_CHECK(path >= 0 && path < kNumPaths, "path: expected 0.." << kNumPaths - 1 << ", got " << path);
           // implicit has no backward of its own: the im2col tiles serve it
-          int chosen = choose_path(q, path);
+          int chosen = choose_path(q, path, false, true);
           if (chosen == kImplicit) chosen = kIm2col;
           py::gil_scoped_release nogil;
           backward(q, chosen, gp, xp, wp, dxp, dwp, dbp);
