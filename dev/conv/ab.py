@@ -10,34 +10,23 @@ both alike), best of REPS (default 15); outputs of the forward compared.
 B/A speed > 1: the other build is faster. A control run with OTHER.so a copy of this checkout's
 module reads 1.00 (session 14).
 """
-import importlib
-import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import pydl
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [here, os.path.join(here, "..", "build")]
 from _probe import case  # noqa: E402
+from two_builds import pair  # noqa: E402
 
 pydl.backends.load()
 other, lv = sys.argv[1], sys.argv[2]
-# the extension's PyInit_ name is its file's stem: load the other build under that name, from a copy
-d = tempfile.mkdtemp()
-path = os.path.join(d, f"_cpp_{lv}.so")
-shutil.copy(other, path)
-spec = importlib.util.spec_from_file_location(f"_cpp_{lv}", path)
-B = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(B)
-A = importlib.import_module(f"pydl._cpp_{lv}")
+A, B = pair(other, lv, int(os.environ.get("TH", "2")))
 for m in (A, B):
-    m.set_simd_level(lv)
-    m.set_num_threads(int(os.environ.get("TH", "2")))
     m.set_cache_sizes(48 * 1024, 1 << 20, 16 << 20)  # the same blocks for both
 path_id = int(os.environ.get("PATH_ID", "5"))
 bwd = os.environ.get("BWD") == "1"

@@ -7,29 +7,19 @@ REPS (default 200), 1M float32 (warm), two threads.
 B/A speed > 1: the other build is faster (session 14: gelu's one-fit normal CDF, 1.29x AVX-512,
 1.34x AVX2; relu, elu, sigmoid 0.95-1.02x).
 """
-import importlib
-import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import pydl  # noqa: F401  (loads the package the A module belongs to)
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build"))
+from two_builds import pair  # noqa: E402
+
 other, lv = sys.argv[1], sys.argv[2]
-d = tempfile.mkdtemp()
-path = os.path.join(d, f"_cpp_{lv}.so")
-shutil.copy(other, path)
-spec = importlib.util.spec_from_file_location(f"_cpp_{lv}", path)
-B = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(B)
-A = importlib.import_module(f"pydl._cpp_{lv}")
-for m in (A, B):
-    m.set_simd_level(lv)
-    m.set_num_threads(2)
+A, B = pair(other, lv)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((1024, 1024)).astype(np.float32)
 g = rng.standard_normal(x.shape).astype(np.float32)

@@ -240,7 +240,7 @@ int choose_path(const Geom& q, int forced, bool rows_win = false, bool backward 
   if (forced == kGemm1x1) return q.is1x1() ? kGemm1x1 : kIm2col;  // not applicable: im2col
   const bool fit = planes_fit(q);
   if (forced == kWinograd && !winograd_fits(q)) forced = kAuto;  // not applicable: the automatic choice
-  if (forced != kAuto) return (!fit && (forced == kDirect || forced == kSmallK || forced == kWinograd)) ? kIm2col : forced;
+  if (forced != kAuto) return (!fit && (forced == kDirect || forced == kSmallK)) ? kIm2col : forced;
   if (!fit) return q.is1x1() ? kGemm1x1 : kIm2col;
   if (q.g > 1 && q.cg() == 1 && q.kg() <= 8) return kDirect;
   if (q.is1x1()) return kGemm1x1;  // with the unpacked-B GEMM: 1x1 c256->k64 fwd 0.84 vs smallk 1.31 ms
@@ -1180,9 +1180,9 @@ inline gemm::detail::Scratch& wino_scratch() {
 // U[xi][f][ch] (xi at u + xi*nf*nc) for the nf x nc filters of the convolution computed: g =
 // wt[f][ch] (wt (nf, nc, 3, 3)), or with `flip` (dx: the transposed convolution) wt[ch][f] rotated
 // by 180 degrees (wt (nc, nf, 3, 3)). Vectorized over the channels (strided loads of the taps).
-template <class T, bool Flip>
 // noipa: the stride stays a run-time value, which GCC 12 vectorizes (gathers); with the constant 9
 // propagated into the clone it left the loop scalar (a third of an N4 C256 14x14 forward).
+template <class T, bool Flip>
 __attribute__((noipa)) void winograd_weights_row(const T* __restrict g0, i64 cs, i64 nc, i64 plane, T* __restrict d) {
 #pragma omp simd
   for (i64 ch = 0; ch < nc; ++ch) {
@@ -1301,10 +1301,7 @@ void winograd_cols(const T* xc, i64 h, i64 w, i64 ih, i64 pw, i64 tw, T* pr, T* 
     for (int j = 0; j < 4; ++j) std::fill(ct + j * js, ct + j * js + tw, T(0));
     return;
   }
-  const i64 wp = 2 * tw + 2, c0 = std::min<i64>(pw, wp), c1 = std::min<i64>(wp, pw + w);
-  std::fill(pr, pr + c0, T(0));
-  std::memcpy(pr + c0, xc + ih * w + (c0 - pw), sizeof(T) * (c1 - c0));
-  std::fill(pr + c1, pr + wp, T(0));
+  pad_into(xc + ih * w, 1, w, 0, pw, 1, 2 * tw + 2, pr);  // 2 tw + 2 >= ow + 2 = w + 2 pw
   T *e = eo, *o = eo + tw + 1;
   deinterleave(pr, tw + 1, e, o);
   T *v0 = ct, *v1 = ct + js, *v2 = ct + 2 * js, *v3 = ct + 3 * js;
@@ -1410,12 +1407,17 @@ void winograd_run(const WinoChunks& c, F&& body) {
 // rows' apart (ce, co: [j][k][tx], row k of each = padded row 2 (ty0 + k) or 2 (ty0 + k) + 1),
 // then the row combinations B^T (d B) as loops over all the image's tiles in the chunk at once
 // (tile row ty reads rows k = ty - ty0 and k + 1 of both: one offset of tw): on narrow planes (7
-// tiles a row) loops along one tile row left most vector lanes idle. ct: 8 (rpc + 1) tw; pr, eo:
-// 2 tw + 2 each.
+// tiles a row) loops along one tile row left most vector lanes idle. tmp: winograd_input_scratch
+// elements (ce and co, then a padded row and its even and odd columns).
+inline i64 winograd_input_scratch(const WinoChunks& c) { return 8 * (c.rpc + 1) * c.tw + 2 * c.wp; }
+
 template <class T>
-void winograd_input(const T* x, i64 nc, i64 h, i64 w, i64 ph, i64 pw, i64 th, i64 tw, i64 r0, i64 r1, T* ct, T* pr,
-                    T* eo, T* V) {
-  const i64 pc = (r1 - r0) * tw, ldv = nc * pc;  // ldv: between consecutive xi
+void winograd_input(const T* x, i64 nc, i64 h, i64 w, i64 ph, i64 pw, const WinoChunks& ck, i64 r0, i64 r1, T* tmp,
+                    T* V) {
+  const i64 th = ck.th, tw = ck.tw, pc = (r1 - r0) * tw, ldv = nc * pc;  // ldv: between consecutive xi
+  T* ct = tmp;
+  T* pr = ct + 8 * (ck.rpc + 1) * tw;
+  T* eo = pr + ck.wp;
   for (i64 img = r0 / th; img * th < r1; ++img) {
     const i64 ty0 = std::max(r0, img * th) - img * th, ty1 = std::min(r1, (img + 1) * th) - img * th;
     const i64 nty = ty1 - ty0, js = (nty + 1) * tw;  // js: between the j planes of ce and co
@@ -1454,22 +1456,18 @@ void winograd_conv(Simd level, i64 n, i64 nc, i64 h, i64 w, i64 nf, i64 ph, i64 
   const i64 oh = h + 2 * ph - 2, ow = w + 2 * pw - 2;
   if (n == 0 || oh <= 0 || ow <= 0) return;
   const WinoChunks ck = winograd_chunks<T>(level, n, oh, ow);
-  const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, wp = ck.wp;
-  // per thread: V, M, the input rows' column combinations (8 (rpc + 1) tw), a padded row (2 tw + 2),
-  // its even and odd columns (2 tw + 2), output sums and a row (4 rpc tw + 2 tw)
-  const i64 cts = 8 * (ck.rpc + 1) * tw;
-  const i64 per = 16 * (nc + nf) * pmax + cts + wp + 2 * (tw + 1) + 4 * pmax + 2 * tw + 64;
+  const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, tmps = winograd_input_scratch(ck);
+  // per thread: V, M, the input transform's scratch, output sums and a row (4 rpc tw + 2 tw)
+  const i64 per = 16 * (nc + nf) * pmax + tmps + 4 * pmax + 2 * tw + 64;
   T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * ck.outer) * sizeof(T)));
   winograd_run(ck, [&](int tid) {
     T* V = ws + per * tid;
     T* M = V + 16 * nc * pmax;
-    T* ct = M + 16 * nf * pmax;
-    T* pr = ct + cts;
-    T* eo = pr + wp;
-    T* yr = eo + 2 * (tw + 1);
+    T* tmp = M + 16 * nf * pmax;
+    T* yr = tmp + tmps;
     for (i64 c = tid; c < ck.nchunk; c += ck.outer) {
       const i64 r0 = c * ck.rpc, r1 = std::min(ck.rows, r0 + ck.rpc), pc = (r1 - r0) * tw;
-      winograd_input(x, nc, h, w, ph, pw, th, tw, r0, r1, ct, pr, eo, V);
+      winograd_input(x, nc, h, w, ph, pw, ck, r0, r1, tmp, V);
       // the 16 products M[xi] (nf x pc) = U[xi] (nf x nc) . V[xi] (nc x pc)
       for (int xi = 0; xi < 16; ++xi)
         gemm::gemm_rows_a<T>(level, nf, pc, nc, gemm::View<T>{u + xi * nf * nc, nc, 1},
@@ -1494,11 +1492,9 @@ void winograd_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
   const Simd level = simd_level();
   const i64 nc = q.c, nf = q.k, oh = q.oh, ow = q.ow, usize = 16 * nf * nc;
   const WinoChunks ck = winograd_chunks<T>(level, q.n, oh, ow);
-  const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, wp = ck.wp;
-  // per thread: dU, V, Z, column combinations (8 (rpc + 1) tw), a padded row, even/odd columns, dy
-  // rows (6 tw)
-  const i64 cts = 8 * (ck.rpc + 1) * tw;
-  const i64 per = usize + 16 * (nc + nf) * pmax + cts + wp + 2 * (tw + 1) + 6 * tw + 64;
+  const i64 th = ck.th, tw = ck.tw, pmax = ck.pmax, tmps = winograd_input_scratch(ck);
+  // per thread: dU, V, Z, the input transform's scratch, dy rows (6 tw)
+  const i64 per = usize + 16 * (nc + nf) * pmax + tmps + 6 * tw + 64;
   T* ws = static_cast<T*>(wino_scratch().get(static_cast<size_t>(per * ck.outer) * sizeof(T)));
   gemm::Epilogue<T> acc;
   acc.accumulate = true;
@@ -1506,14 +1502,12 @@ void winograd_dw(const Geom& q, const T* dy, const T* x, T* dwt) {
     T* dU = ws + per * tid;
     T* V = dU + usize;
     T* Z = V + 16 * nc * pmax;
-    T* ct = Z + 16 * nf * pmax;
-    T* pr = ct + cts;
-    T* eo = pr + wp;
-    T* yb = eo + 2 * (tw + 1);
+    T* tmp = Z + 16 * nf * pmax;
+    T* yb = tmp + tmps;
     std::fill(dU, dU + usize, T(0));
     for (i64 c = tid; c < ck.nchunk; c += ck.outer) {
       const i64 r0 = c * ck.rpc, r1 = std::min(ck.rows, r0 + ck.rpc), pc = (r1 - r0) * tw;
-      winograd_input(x, nc, q.h, q.w, q.ph, q.pw, th, tw, r0, r1, ct, pr, eo, V);
+      winograd_input(x, nc, q.h, q.w, q.ph, q.pw, ck, r0, r1, tmp, V);
       // dy tiles: rows 2ty, 2ty + 1, columns 2tx, 2tx + 1 (zeros past the plane), Z = A dY A^T
       for (i64 f = 0; f < nf; ++f)
         for (i64 tr = r0; tr < r1; ++tr) {
