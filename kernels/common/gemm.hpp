@@ -504,41 +504,10 @@ inline void tile_rows(int64_t kc, const AOp& a, const T* b, int64_t ldb, T* c, i
     micro_tile_rows<T, S, 1, false>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
 }
 
-// Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A into MR-row micro-panels
-// (panel r at dst + r*MR*kc, element (i, k) at + k*MR + i), zero rows past mc.
-template <class T, int MR>
-inline void pack_a(View<T> A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* dst) {
-  for (int64_t r = 0; r < mc; r += MR) {
-    T* d = dst + r * kc;
-    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - r));
-    const T* src = A.p + (i0 + r) * A.rs + k0 * A.cs;
-    if (A.rs == 1 && mr == MR) {  // A^T: the MR values of a column are contiguous
-      for (int64_t k = 0; k < kc; ++k) {
-        const T* s = src + k * A.cs;
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; ++i) d[k * MR + i] = s[i];
-      }
-    } else {
-      for (int i = 0; i < mr; ++i) {
-        const T* s = src + i * A.rs;
-        if (A.cs == 1)
-          for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = s[k];
-        else
-          for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = s[k * A.cs];
-      }
-      for (int i = mr; i < MR; ++i)
-        for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = T(0);
-    }
-  }
-}
-
 #if defined(__AVX512F__)
-// dst[c*16 + j] = src[j*ld + c] for a 16x16 float block: 16 row loads, three
-// rounds of shuffles (ps pairs, pd pairs, then 128-bit lanes twice), 16 row
-// stores, instead of 256 scalar moves with a 64-byte store stride.
-inline void transpose16x16(const float* src, int64_t ld, float* dst) {
-  __m512 r[16], t[16], u[16], v[16];
-  for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * ld);
+// o[c] lane j = r[j] lane c (in registers; transpose16x16 below and pack_a's rows use it).
+inline void transpose16x16_regs(const __m512 (&r)[16], __m512 (&o)[16]) {
+  __m512 t[16], u[16], v[16];
   for (int j = 0; j < 16; j += 2) {  // per 128-bit lane: (r_j[c], r_j+1[c]) pairs
     t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
     t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
@@ -558,21 +527,28 @@ inline void transpose16x16(const float* src, int64_t ld, float* dst) {
     v[12 + q] = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xdd);
   }
   for (int q = 0; q < 4; ++q) {  // column c of all 16 rows
-    _mm512_storeu_ps(dst + (q) * 16, _mm512_shuffle_f32x4(v[q], v[8 + q], 0x88));
-    _mm512_storeu_ps(dst + (8 + q) * 16, _mm512_shuffle_f32x4(v[q], v[8 + q], 0xdd));
-    _mm512_storeu_ps(dst + (4 + q) * 16, _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0x88));
-    _mm512_storeu_ps(dst + (12 + q) * 16, _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0xdd));
+    o[q] = _mm512_shuffle_f32x4(v[q], v[8 + q], 0x88);
+    o[8 + q] = _mm512_shuffle_f32x4(v[q], v[8 + q], 0xdd);
+    o[4 + q] = _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0x88);
+    o[12 + q] = _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0xdd);
   }
+}
+
+// dst[c*16 + j] = src[j*ld + c] for a 16x16 float block: 16 row loads, three
+// rounds of shuffles (ps pairs, pd pairs, then 128-bit lanes twice), 16 row
+// stores, instead of 256 scalar moves with a 64-byte store stride.
+inline void transpose16x16(const float* src, int64_t ld, float* dst) {
+  __m512 r[16], o[16];
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * ld);
+  transpose16x16_regs(r, o);
+  for (int c = 0; c < 16; ++c) _mm512_storeu_ps(dst + c * 16, o[c]);
 }
 #endif
 
 #if defined(__AVX2__)
-// dst[c*ldd + j] = src[j*ld + c] (+ add[c] when given) for an 8x8 float block (AVX2's panel
-// width; conv's smallk emit with ldd = the output plane and add = the bias): 8 row loads, unpack
-// pairs, shuffle quads, swap 128-bit halves, 8 row stores.
-inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd = 8, const float* add = nullptr) {
-  __m256 r[8], t[8], u[8];
-  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ld);
+// o[c] lane j = r[j] lane c (in registers; transpose8x8 below and pack_a's rows use it).
+inline void transpose8x8_regs(const __m256 (&r)[8], __m256 (&o)[8]) {
+  __m256 t[8], u[8];
   for (int j = 0; j < 8; j += 2) {  // per 128-bit half: (r_j[c], r_j+1[c]) pairs
     t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
     t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
@@ -584,16 +560,86 @@ inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd =
     u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xee);
   }
   for (int q = 0; q < 4; ++q) {  // column q: rows 0-3 then 4-7; column 4+q from the high halves
-    __m256 lo = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20), hi = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
-    if (add) {
-      lo = _mm256_add_ps(lo, _mm256_set1_ps(add[q]));
-      hi = _mm256_add_ps(hi, _mm256_set1_ps(add[4 + q]));
-    }
-    _mm256_storeu_ps(dst + q * ldd, lo);
-    _mm256_storeu_ps(dst + (4 + q) * ldd, hi);
+    o[q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20);
+    o[4 + q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
   }
 }
+
+// dst[c*ldd + j] = src[j*ld + c] (+ add[c] when given) for an 8x8 float block (AVX2's panel
+// width; conv's smallk emit with ldd = the output plane and add = the bias): 8 row loads, unpack
+// pairs, shuffle quads, swap 128-bit halves, 8 row stores.
+inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd = 8, const float* add = nullptr) {
+  __m256 r[8], o[8];
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ld);
+  transpose8x8_regs(r, o);
+  for (int c = 0; c < 8; ++c)
+    _mm256_storeu_ps(dst + c * ldd, add ? _mm256_add_ps(o[c], _mm256_set1_ps(add[c])) : o[c]);
+}
+
+// pack_a's full row-major panels of float: MR rows, W columns at a time through a register
+// transpose (the missing rows zero), column c's MR values stored at d + c*MR. Returns the
+// columns done (a multiple of W; pack_a does the rest). AVX2 (MR 6): full-width stores in
+// column order, each overwriting the 2 spill lanes of the one before, the last one masked.
+template <int MR>
+inline int64_t pack_a_rows_simd(const float* src, int64_t lda, int64_t kc, float* d) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  if constexpr (MR > 8 && MR <= 16) {
+    const __mmask16 m = static_cast<__mmask16>((1u << MR) - 1);
+    for (; k + 16 <= kc; k += 16) {
+      __m512 r[16], o[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < MR ? _mm512_loadu_ps(src + i * lda + k) : _mm512_setzero_ps();
+      transpose16x16_regs(r, o);
+      for (int c = 0; c < 16; ++c) _mm512_mask_storeu_ps(d + (k + c) * MR, m, o[c]);
+    }
+  }
 #endif
+  if constexpr (MR <= 8) {
+    const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(MR), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8], o[8];
+      for (int i = 0; i < 8; ++i) r[i] = i < MR ? _mm256_loadu_ps(src + i * lda + k) : _mm256_setzero_ps();
+      transpose8x8_regs(r, o);
+      for (int c = 0; c < 7; ++c) _mm256_storeu_ps(d + (k + c) * MR, o[c]);
+      _mm256_maskstore_ps(d + (k + 7) * MR, last, o[7]);
+    }
+  }
+  return k;
+}
+#endif
+
+// Packs rows [i0, i0+mc) x cols [k0, k0+kc) of A into MR-row micro-panels
+// (panel r at dst + r*MR*kc, element (i, k) at + k*MR + i), zero rows past mc.
+template <class T, int MR>
+inline void pack_a(View<T> A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* dst) {
+  for (int64_t r = 0; r < mc; r += MR) {
+    T* d = dst + r * kc;
+    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - r));
+    const T* src = A.p + (i0 + r) * A.rs + k0 * A.cs;
+    if (A.rs == 1 && mr == MR) {  // A^T: the MR values of a column are contiguous
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* s = src + k * A.cs;
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = s[i];
+      }
+    } else {
+      int64_t k0 = 0;  // row-major full panels of float: register transposes (AVX2 up)
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<T, float>)
+        if (A.cs == 1 && mr == MR) k0 = pack_a_rows_simd<MR>(src, A.rs, kc, d);
+#endif
+      for (int i = 0; i < mr; ++i) {
+        const T* s = src + i * A.rs;
+        if (A.cs == 1)
+          for (int64_t k = k0; k < kc; ++k) d[k * MR + i] = s[k];
+        else
+          for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = s[k * A.cs];
+      }
+      for (int i = mr; i < MR; ++i)
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + i] = T(0);
+    }
+  }
+}
 
 // Packs B[k0:k0+kc, n0:n0+nc] of a strided view into panels of width nr.
 template <class T>
