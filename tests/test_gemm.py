@@ -185,3 +185,29 @@ def test_linear_epilogue(level, activation):
                         assert saved["preact"] is None
                     else:
                         assert np.shares_memory(saved["preact"], out) and saved["preact"].shape == out.shape
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_edge_row_tiles(level, dtype):
+    # every row count up to two micro-tiles and a bit (AVX2 6 rows, AVX-512 14): the edge tile takes
+    # the shortest register shape that covers it (2/4 of 6, 4/8 of 14) on the packed path, the
+    # unpacked one (B in place, copied slices with a 4.4 KB row stride, A in place) and linear's
+    # transposed B with its epilogue; K crosses the KC block, N ends in a partial column tile
+    rng = np.random.default_rng(12)
+    k, n = 300, 40
+    with simd(level), _array.poisoned():
+        for m in range(1, 31):
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            wide = rng.standard_normal((k, 1100)).astype(dtype)[:, 3:3 + n]
+            for variant, bb in (("packed", b), ("unpacked", b), ("unpacked", wide)):
+                close(ops.matmul(a, bb, backend=f"cpp:{variant}"), a, bb, k)
+            a3, b3 = a[:, :3], b[:3, :20]  # A read in place (two column tiles or fewer)
+            close(ops.matmul(a3, b3, backend="cpp:unpacked"), a3, b3, 3)
+            w = rng.standard_normal((n, k)).astype(dtype)
+            bias = rng.standard_normal(n).astype(dtype)
+            out = ops.linear(a, w, bias, "relu", backend="cpp")
+            ref = np.maximum(a.astype(np.float64) @ w.T.astype(np.float64) + bias, 0)
+            tol = 1e-4 if dtype == np.float32 else 1e-11
+            np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())

@@ -376,15 +376,15 @@ struct TileEp {
 
 // Writes a micro-tile's accumulators to C[0:m, 0:n]: adds the C there (load_c),
 // then on the last K block the epilogue (bias, pre-activation store, activation).
-template <class T, Simd S, int NP>
-__attribute__((always_inline)) inline void store_tile(typename KT<T, S>::R (&acc)[KT<T, S>::MR][NP], T* c,
+template <class T, Simd S, int NP, int ROWS>
+__attribute__((always_inline)) inline void store_tile(typename KT<T, S>::R (&acc)[ROWS][NP], T* c,
                                                        int64_t ldc, int m, int n, bool load_c,
                                                        const Epilogue<T>* last, int64_t row0, int64_t col0) {
   using K = KT<T, S>;
   using R = typename K::R;
-  constexpr int MR = K::MR, W = K::W;
+  constexpr int W = K::W;
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < ROWS; ++i) {
     if (i >= m) break;
     T* ci = c + i * ldc;
 #pragma GCC unroll 2
@@ -410,16 +410,17 @@ __attribute__((always_inline)) inline void store_tile(typename KT<T, S>::R (&acc
 // a: packed A, a[k*MR + i]; b: NP consecutive B panels (panel q at b + q*kc*W).
 // load_c: add the C already there (a later KC block, or accumulate).
 // last: apply the epilogue (bias, preact, activation) after the sum.
-template <class T, Simd S, int NP>
+// ROWS: the panel's first ROWS rows only (m <= ROWS; an edge tile, see with_rows).
+template <class T, Simd S, int NP, int ROWS = KT<T, S>::MR>
 inline void micro_tile(int64_t kc, const T* __restrict a, const T* __restrict b, T* c, int64_t ldc,
                        int m, int n, bool load_c, const Epilogue<T>* last, int64_t row0,
                        int64_t col0) {
   using K = KT<T, S>;
   using R = typename K::R;
   constexpr int MR = K::MR, W = K::W;
-  R acc[MR][NP];
+  R acc[ROWS][NP];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 2
     for (int q = 0; q < NP; ++q) acc[i][q] = K::zero();
   const T* b1 = b + (NP > 1 ? kc * W : 0);
@@ -434,13 +435,13 @@ inline void micro_tile(int64_t kc, const T* __restrict a, const T* __restrict b,
     const R b1v = NP > 1 ? K::load(b1 + k * W) : b0v;
     const T* ak = a + k * MR;
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       const R ai = K::bcast(ak + i);
       acc[i][0] = K::fma(ai, b0v, acc[i][0]);
       if constexpr (NP > 1) acc[i][1] = K::fma(ai, b1v, acc[i][1]);
     }
   }
-  store_tile<T, S, NP>(acc, c, ldc, m, n, load_c, last, row0, col0);
+  store_tile<T, S, NP, ROWS>(acc, c, ldc, m, n, load_c, last, row0, col0);
 }
 
 // Where the micro-tile of the unpacked-B path reads A: packed MR-row panels
@@ -461,16 +462,16 @@ struct RowsA {
 // The micro-tile with B read in place: row k of the tile at b + k*ldb, columns
 // contiguous (a row-major B, never packed). FULL: all NP*W columns exist
 // (plain loads); else the first n are loaded under a mask.
-template <class T, Simd S, int NP, bool FULL, class AOp>
+template <class T, Simd S, int NP, bool FULL, int ROWS, class AOp>
 inline void micro_tile_rows(int64_t kc, const AOp& a, const T* __restrict b, int64_t ldb, T* c,
                             int64_t ldc, int m, int n, bool load_c, const Epilogue<T>* last,
                             int64_t row0, int64_t col0) {
   using K = KT<T, S>;
   using R = typename K::R;
-  constexpr int MR = K::MR, W = K::W;
-  R acc[MR][NP];
+  constexpr int W = K::W;
+  R acc[ROWS][NP];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 2
     for (int q = 0; q < NP; ++q) acc[i][q] = K::zero();
   const int n0 = FULL ? W : std::min(n, W), n1 = FULL ? W : n - W;
@@ -482,26 +483,88 @@ inline void micro_tile_rows(int64_t kc, const AOp& a, const T* __restrict b, int
     R b1v = b0v;
     if constexpr (NP > 1) b1v = FULL ? K::load(bk + W) : K::load_n(bk + W, n1);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       const R ai = K::bcast(a.at(k, i));
       acc[i][0] = K::fma(ai, b0v, acc[i][0]);
       if constexpr (NP > 1) acc[i][1] = K::fma(ai, b1v, acc[i][1]);
     }
   }
-  store_tile<T, S, NP>(acc, c, ldc, m, n, load_c, last, row0, col0);
+  store_tile<T, S, NP, ROWS>(acc, c, ldc, m, n, load_c, last, row0, col0);
 }
 
-// C tile at (row, col) of the unpacked-B path, with the register shape its width needs.
+// f(std::integral_constant<int, ROWS>) for the micro-tile rows an edge tile of m rows computes:
+// the fewest of MR and two shorter shapes (AVX2's 6 rows: 2, 4; AVX-512's 14: 4, 8) that cover m.
+// The batch sizes of training (32, 64, 128, 256) all leave an edge tile (2 or 4 rows of 6; 4, 8
+// or 2 of 14), whose padded rows were FMAs thrown away: 32 rows cost 36 at AVX2 and 42 at AVX-512.
+template <int MR, class F>
+__attribute__((always_inline)) inline void with_rows(int m, F&& f) {
+  constexpr int R1 = MR >= 12 ? 4 : 2, R2 = MR >= 12 ? 8 : 4;
+  if constexpr (R2 < MR) {
+    if (m <= R1) return f(std::integral_constant<int, R1>{});
+    if (m <= R2) return f(std::integral_constant<int, R2>{});
+  }
+  f(std::integral_constant<int, MR>{});
+}
+
+// The edge tiles' shorter shapes, compiled on their own: inlined into the drivers' loops beside
+// the full shape, GCC 12 spilled two of AVX2's 12 accumulators of the full one (1024^3 at half
+// speed), and the full shape as a call of its own cost 3-5% on short K blocks (linear 64x784).
+template <class T, Simd S, int NP, bool FULL, int ROWS, class AOp>
+__attribute__((noinline)) void micro_tile_rows_edge(int64_t kc, const AOp& a, const T* b, int64_t ldb, T* c,
+                                                    int64_t ldc, int m, int n, bool load_c,
+                                                    const Epilogue<T>* last, int64_t row0, int64_t col0) {
+  micro_tile_rows<T, S, NP, FULL, ROWS>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row0, col0);
+}
+template <class T, Simd S, int NP, int ROWS>
+__attribute__((noinline)) void micro_tile_edge(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int m, int n,
+                                               bool load_c, const Epilogue<T>* last, int64_t row0, int64_t col0) {
+  micro_tile<T, S, NP, ROWS>(kc, a, b, c, ldc, m, n, load_c, last, row0, col0);
+}
+
+// C tile at (row, col) of the unpacked-B path, with the register shape its size needs.
 template <class T, Simd S, class AOp>
 inline void tile_rows(int64_t kc, const AOp& a, const T* b, int64_t ldb, T* c, int64_t ldc, int m,
                       int n, bool load_c, const Epilogue<T>* last, int64_t row, int64_t col) {
-  constexpr int W = KT<T, S>::W, NR = W * KT<T, S>::NP;
-  if (n == NR)
-    micro_tile_rows<T, S, KT<T, S>::NP, true>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
-  else if (n > W)
-    micro_tile_rows<T, S, KT<T, S>::NP, false>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
-  else
-    micro_tile_rows<T, S, 1, false>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+  constexpr int W = KT<T, S>::W, NP = KT<T, S>::NP, NR = W * NP, MR = KT<T, S>::MR;
+  if (m == MR) {
+    if (n == NR)
+      micro_tile_rows<T, S, NP, true, MR>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+    else if (n > W)
+      micro_tile_rows<T, S, NP, false, MR>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+    else
+      micro_tile_rows<T, S, 1, false, MR>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+    return;
+  }
+  with_rows<MR>(m, [&](auto rows) {
+    constexpr int RW = decltype(rows)::value;
+    if (n == NR)
+      micro_tile_rows_edge<T, S, NP, true, RW>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+    else if (n > W)
+      micro_tile_rows_edge<T, S, NP, false, RW>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+    else
+      micro_tile_rows_edge<T, S, 1, false, RW>(kc, a, b, ldb, c, ldc, m, n, load_c, last, row, col);
+  });
+}
+
+// The packed micro-tile at (row, col) with the register shape its size needs.
+template <class T, Simd S>
+inline void tile_packed(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int m, int n, bool load_c,
+                        const Epilogue<T>* last, int64_t row, int64_t col) {
+  constexpr int W = KT<T, S>::W, NP = KT<T, S>::NP, MR = KT<T, S>::MR;
+  if (m == MR) {
+    if (n > W)
+      micro_tile<T, S, NP>(kc, a, b, c, ldc, m, n, load_c, last, row, col);
+    else
+      micro_tile<T, S, 1>(kc, a, b, c, ldc, m, n, load_c, last, row, col);
+    return;
+  }
+  with_rows<MR>(m, [&](auto rows) {
+    constexpr int RW = decltype(rows)::value;
+    if (n > W)
+      micro_tile_edge<T, S, NP, RW>(kc, a, b, c, ldc, m, n, load_c, last, row, col);
+    else
+      micro_tile_edge<T, S, 1, RW>(kc, a, b, c, ldc, m, n, load_c, last, row, col);
+  });
 }
 
 #if defined(__AVX512F__)
@@ -835,10 +898,7 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
               T* c = C + row * ldc + col;
               const bool load_c = !first || ep.accumulate;
               const Epilogue<T>* l = last ? &ep : nullptr;
-              if (n > W)
-                micro_tile<T, S, NP>(kc, abuf + ir * kc, bp, c, ldc, m, n, load_c, l, row, col);
-              else
-                micro_tile<T, S, 1>(kc, abuf + ir * kc, bp, c, ldc, m, n, load_c, l, row, col);
+              tile_packed<T, S>(kc, abuf + ir * kc, bp, c, ldc, m, n, load_c, l, row, col);
             }
           }
         }
@@ -937,10 +997,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
           T* c = C + row * ldc + col;
           if (trans) {
             const T* ap = abuf + r * MR * K + pc * MR;
-            if (n > W)
-              micro_tile<T, S, Kt::NP>(kc, ap, sbuf, c, ldc, m, n, load_c, l, row, col);
-            else
-              micro_tile<T, S, 1>(kc, ap, sbuf, c, ldc, m, n, load_c, l, row, col);
+            tile_packed<T, S>(kc, ap, sbuf, c, ldc, m, n, load_c, l, row, col);
           } else if (pack) {
             const PanelA<T, MR> a{abuf + r * MR * K + pc * MR};
             tile_rows<T, S>(kc, a, b, ldb, c, ldc, m, n, load_c, l, row, col);
