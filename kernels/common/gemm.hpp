@@ -21,6 +21,12 @@
 //   path's row pointers): for an A used by many small products (conv.cpp's
 //   Winograd filters, a 1x1 conv's weights image after image).
 //
+//   pack_b_once + gemm_prepacked: B packed once into the panels of the SIMD level in use
+//   and read by many products (rnn.cpp: a recurrence's weights, read by every step):
+//   a B read in place with a power-of-two row stride sets all its rows in a few L1
+//   sets and is fetched again for every row tile (an LSTM's 32 x 1024 x 256 step ran
+//   at half the speed of the same step with 248 hidden units).
+//
 //   nthreads: 0 = pydl::num_threads(); 1 = run serially on the calling thread
 //   (safe inside a caller's own parallel region).
 //
@@ -76,6 +82,17 @@ struct Epilogue {
   Act act = Act::none;
   T* preact = nullptr;        // if set, also store A@B + bias here (row stride ldc)
   bool accumulate = false;    // C += result (bias/act/preact must be unset)
+};
+
+// B (K x N) packed once by pack_b_once in the panels of the level it was packed at: K in
+// blocks of kc rows (the level's KC, equal_blocks), the block of rows pc.. at p + pc * np
+// (np = N rounded up to the panel width W), its panel q (columns q*W..) at + q * kcb * W
+// (kcb: that block's rows), row k of a panel at + k * W, lanes past N zero.
+template <class T>
+struct PackedB {
+  const T* p = nullptr;
+  int64_t K = 0, N = 0, kc = 0;
+  Simd level = Simd::scalar;
 };
 
 template <class T>
@@ -929,15 +946,16 @@ void packed(int64_t M, int64_t N, int64_t K, View<T> A, PackB& pack_b, T* C, int
 // a_in_place: A never packed (row-major B; gemm_rows_a).
 template <class T, Simd S>
 void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64_t ldc,
-              const Epilogue<T>& ep, int nt, bool a_in_place = false) {
+              const Epilogue<T>& ep, int nt, bool a_in_place = false, const PackedB<T>* pre = nullptr) {
   using Kt = KT<T, S>;
   constexpr int MR = Kt::MR, W = Kt::W, NR = W * Kt::NP;
-  const int64_t KC = equal_blocks(K, blocks<T, S>().kc);
+  const int64_t KC = pre ? pre->kc : equal_blocks(K, blocks<T, S>().kc);
   const int64_t tiles_m = ceil_div(M, MR), tiles_n = ceil_div(N, NR);
   // a transposed B (columns contiguous: linear's weight) is always copied, into the packed
   // kernel's panels (register transposes), and then A must be packed too
-  const bool trans = B.cs != 1;
-  const bool pack = (tiles_n > 2 || trans) && !a_in_place;
+  // (pre: B packed once already, gemm_prepacked; A is packed and the tiles read B's panels)
+  const bool trans = !pre && B.cs != 1;
+  const bool pack = (tiles_n > 2 || trans || pre) && !a_in_place;
   // A row-major slice is copied below AVX-512 when its rows conflict in the caches: rows
   // >= 4 KiB apart (all in one L1 set, and few L2 sets) at any M, >= 2 KiB apart from 16 row
   // tiles on. The copy waits for B to arrive (the first row tile reading in place overlaps
@@ -946,7 +964,7 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
   // 128x784x512 151 -> 167). AVX-512 reads in place: its 28 FMAs per row of B hide the L2
   // fetch (copying measured 0.9-1.1x there, within the noise); AVX2's 12 do not.
   const int64_t ldb_bytes = B.rs * static_cast<int64_t>(sizeof(T));
-  const bool copy_b = trans || (S != Simd::avx512 && tiles_m > 1 &&
+  const bool copy_b = trans || (!pre && S != Simd::avx512 && tiles_m > 1 &&
                                 (ldb_bytes >= 4096 || (ldb_bytes >= 2048 && tiles_m >= 16)));
   if (nt > tiles_m * tiles_n) nt = static_cast<int>(std::max<int64_t>(tiles_m * tiles_n, 1));
   // one allocation before the parallel region (nothing may throw inside it): packed A, then
@@ -975,7 +993,9 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
         const int n = static_cast<int>(std::min<int64_t>(NR, N - col));
         const T* b = B.p + pc * B.rs + col;  // (row-major B; a transposed one goes to sbuf)
         int64_t ldb = B.rs;
-        if (trans) {
+        if (pre) {
+          b = pre->p + pc * round_up(N, W) + (col / W) * kc * W;
+        } else if (trans) {
           pack_b_at(W, B, pc, kc, col, n, sbuf);
         } else if (copy_b) {
           if (n == NR) {
@@ -995,9 +1015,9 @@ void unpacked(int64_t M, int64_t N, int64_t K, View<T> A, View<T> B, T* C, int64
           const int64_t row = r * MR;
           const int m = static_cast<int>(std::min<int64_t>(MR, M - row));
           T* c = C + row * ldc + col;
-          if (trans) {
+          if (trans || pre) {
             const T* ap = abuf + r * MR * K + pc * MR;
-            tile_packed<T, S>(kc, ap, sbuf, c, ldc, m, n, load_c, l, row, col);
+            tile_packed<T, S>(kc, ap, pre ? b : sbuf, c, ldc, m, n, load_c, l, row, col);
           } else if (pack) {
             const PanelA<T, MR> a{abuf + r * MR * K + pc * MR};
             tile_rows<T, S>(kc, a, b, ldb, c, ldc, m, n, load_c, l, row, col);
@@ -1242,6 +1262,54 @@ void gemm_rows_a(Simd level, int64_t M, int64_t N, int64_t K, View<T> A, View<T>
   const int nt = detail::resolve_threads<T>(nthreads, M, N, K);
   with_level(level, [&](auto s) {
     detail::unpacked<T, decltype(s)::value>(M, N, K, A, B, C, ldc, ep, nt, true);
+  });
+}
+
+// Elements pack_b_once writes for a K x N matrix at the SIMD level in use.
+template <class T>
+int64_t packed_b_elems(int64_t K, int64_t N) {
+  return std::max<int64_t>(K, 0) * detail::round_up(std::max<int64_t>(N, 0), panel_width<T>());
+}
+
+// Packs a K x N matrix into dst (packed_b_elems(K, N) elements) for gemm_prepacked at the SIMD
+// level in use, serially (a caller's threads pack their own column ranges): pack_b is
+// gemm_packed_b's functor (it writes B[k0:k0+kc, n0:n0+nc] as panels of the level's width).
+template <class T, class PackB>
+PackedB<T> pack_b_once(int64_t K, int64_t N, T* dst, PackB&& pack_b) {
+  PackedB<T> pb;
+  pb.p = dst;
+  pb.K = K;
+  pb.N = N;
+  pb.level = simd_level();
+  with_level(pb.level, [&](auto s) {
+    pb.kc = detail::equal_blocks(std::max<int64_t>(K, 1), detail::blocks<T, decltype(s)::value>().kc);
+  });
+  const int64_t np = detail::round_up(N, panel_width_at<T>(pb.level));
+  if (N > 0)
+    for (int64_t pc = 0; pc < K; pc += pb.kc) pack_b(pc, std::min(pb.kc, K - pc), int64_t(0), N, dst + pc * np);
+  return pb;
+}
+
+// ... of a strided view B (K x N).
+template <class T>
+PackedB<T> pack_b_once(View<T> B, int64_t K, int64_t N, T* dst) {
+  const int W = panel_width<T>();
+  return pack_b_once<T>(K, N, dst, [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* d) {
+    detail::pack_b_at(W, B, k0, kc, n0, nc, d);
+  });
+}
+
+// C (M x B.N) = epilogue(A @ B) with B packed by pack_b_once, at the SIMD level B was packed at
+// (callable inside a caller's parallel region with nthreads = 1: throws only on a bad epilogue).
+template <class T>
+void gemm_prepacked(int64_t M, View<T> A, const PackedB<T>& B, T* C, int64_t ldc, const Epilogue<T>& ep = {},
+                    int nthreads = 0) {
+  detail::check_epilogue(ep);
+  if (M <= 0 || B.N <= 0) return;
+  if (B.K <= 0) return detail::empty_k(M, B.N, C, ldc, ep, B.level);
+  const int nt = detail::resolve_threads<T>(nthreads, M, B.N, B.K);
+  with_level(B.level, [&](auto s) {
+    detail::unpacked<T, decltype(s)::value>(M, B.N, B.K, A, View<T>{B.p, 0, 1}, C, ldc, ep, nt, false, &B);
   });
 }
 

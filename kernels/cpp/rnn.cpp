@@ -17,18 +17,19 @@
 // Forward algorithm:
 //   1. xw = x @ w_ih^T + bias, one GEMM over all S*B rows (bias = b_ih + b_hh for the
 //      RNN and LSTM; b_ih for the GRU, whose b_hn must stay inside r * (W_hn h + b_hn)).
-//   2. w_hh^T is copied once per call into Wp (H, G*H) with its columns regrouped per
-//      thread: thread p owns hidden units [u0, u1) and its G*(u1-u0) columns
-//      [G*u0, G*u1) hold gate 0's units, then gate 1's, ... ("packed once per call":
-//      each step's GEMM then reads a row-major B in place, the GEMM's unpacked path).
+//   2. Thread p owns hidden units [u0, u1); the B of its step GEMMs (H, G*(u1-u0)) is
+//      w_hh^T's columns of those units, gate 0's, then gate 1's, ..., packed once per call
+//      by the thread into the GEMM's panels (pack_recurrent, gemm::pack_b_once): every
+//      step's GEMM then streams contiguous panels (gemm::gemm_prepacked).
 //   3. One parallel region for the whole sequence. Per step, each thread runs one
-//      GEMM gh[:, own columns] = h_prev @ Wp[:, own columns] (nthreads = 1), then one
+//      GEMM gh[:, G*u0 : G*u1] = h_prev @ its B (nthreads = 1), then one
 //      fused vectorized pass over its units (gates, cell, output, saved activations),
 //      then a barrier (the next step's GEMM reads every unit of h). One barrier a step,
 //      no fork/join.
 // Backward (one parallel region again, units owned as in the forward):
 //   pointwise(t) on own units -> d[t] (S, B, G*H) in the standard gate order;
-//   barrier; dh[:, own units] = d_hh[t] @ w_hh[:, own units] (w_hh as it lies, K = G*H);
+//   barrier; dh[:, own units] = d_hh[t] @ w_hh[:, own units] (K = G*H; the thread's
+//   columns of w_hh packed once per call, as in the forward);
 //   the next pointwise reads only its own units of dh, so again one barrier a step.
 //   After the loop, with every thread on each GEMM: dx = d_ih @ w_ih,
 //   dw_ih = d_ih^T @ x, dw_hh = d_hh^T @ hs[0:S] (one GEMM over S*B rows each),
@@ -189,6 +190,31 @@ void step_forward(const Fwd<T>& a, int64_t t, int64_t u0, int64_t u1, const T* x
   }
 }
 
+// Thread p's recurrent weights as the B of its step GEMMs (H x G*nu), for gemm::pack_b_once:
+// column c = g*nu + j is w_hh's row g*H + u0 + j, read along k. A panel within one gate is a
+// strided view of w_hh^T (gemm's packing, register transposes); one across a gate boundary (nu
+// not a multiple of the panel width) goes lane by lane. Read in place instead, as a row-major
+// regrouped copy, the step GEMMs found B's rows G*H apart (4 KiB for an LSTM of 256 units: all
+// in a few L1 sets) and fetched them again for every row tile of every step.
+template <class T>
+void pack_recurrent(const T* w_hh, int64_t H, int64_t u0, int64_t nu, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                    T* dst) {
+  const int W = gemm::panel_width<T>();
+  for (int64_t q = 0; q < nc; q += W) {
+    const int64_t c = n0 + q, w = std::min<int64_t>(W, nc - q), g = c / nu, j = c % nu;
+    T* d = dst + q * kc;  // panel q / W
+    if (j + w <= nu) {
+      gemm::pack_b_view<T>({w_hh + (g * H + u0) * H, 1, H}, k0, kc, j, w, d);
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int l = 0; l < W; ++l) {
+          const int64_t cl = c + l;
+          d[k * W + l] = l < w ? w_hh[((cl / nu) * H + u0 + cl % nu) * H + k0 + k] : T(0);
+        }
+    }
+  }
+}
+
 template <class T>
 void forward(const Fwd<T>& a) {
   const int G = gates_of(a.kind);
@@ -233,27 +259,21 @@ void forward(const Fwd<T>& a) {
     });
     return;
   }
-  // 2. w_hh^T regrouped per thread (and b_hh for the GRU)
-  std::vector<T> wp(static_cast<std::size_t>(H * GH)), bp;
-  auto col = [&](int g, int64_t u) {
-    const int p = static_cast<int>(u / sp.chunk);
-    const int64_t u0 = sp.u0(p), nu = sp.u1(p) - u0;
-    return G * u0 + g * nu + (u - u0);
-  };
-  for (int g = 0; g < G; ++g)
-    for (int64_t u0 = 0; u0 < H; u0 += 32)
-      for (int64_t k0 = 0; k0 < H; k0 += 32)
-        for (int64_t u = u0; u < std::min(H, u0 + 32); ++u) {
-          const T* src = a.w_hh + (g * H + u) * H;
-          const int64_t c = col(g, u);
-          for (int64_t k = k0; k < std::min(H, k0 + 32); ++k) wp[k * GH + c] = src[k];
-        }
+  // 2. b_hh regrouped per thread for the GRU (thread p's columns: gate 0's units, gate 1's, ...)
+  std::vector<T> bp;
   if (a.kind == GRU && a.b_hh) {
     bp.resize(GH);
-    for (int g = 0; g < G; ++g)
-      for (int64_t u = 0; u < H; ++u) bp[col(g, u)] = a.b_hh[g * H + u];
+    for (int p = 0; p < sp.nt; ++p) {
+      const int64_t u0 = sp.u0(p), nu = sp.u1(p) - u0;
+      for (int g = 0; g < G; ++g)
+        for (int64_t j = 0; j < nu; ++j) bp[G * u0 + g * nu + j] = a.b_hh[g * H + u0 + j];
+    }
   }
   std::vector<T> gh(static_cast<std::size_t>(B * GH));
+  // each thread's recurrent weights, packed by the thread into the GEMM's panels (pack_recurrent)
+  std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
+  for (int p = 0; p < sp.nt; ++p) poff[p + 1] = poff[p] + gemm::packed_b_elems<T>(H, G * (sp.u1(p) - sp.u0(p)));
+  std::vector<T> wpk(static_cast<std::size_t>(poff[sp.nt]));
   // 3. the recurrence
   vm::with_vec<T>([&](auto v) {
     using V = decltype(v);
@@ -263,9 +283,13 @@ void forward(const Fwd<T>& a) {
       const int64_t u0 = sp.u0(p), u1 = sp.u1(p), c0 = G * u0, nc = G * (u1 - u0);
       gemm::Epilogue<T> e;
       if (!bp.empty()) e.bias = bp.data() + c0;
+      const int64_t nu = u1 - u0;
+      const gemm::PackedB<T> w = gemm::pack_b_once<T>(H, nc, wpk.data() + poff[p], [&](int64_t k0, int64_t kc, int64_t n0, int64_t n, T* d) {
+        pack_recurrent(a.w_hh, H, u0, nu, k0, kc, n0, n, d);
+      });
       for (int64_t t = 0; t < S; ++t) {
         if (nc > 0) {
-          gemm::gemm<T>(B, nc, H, {a.hs + t * B * H, H, 1}, {wp.data() + c0, GH, 1}, gh.data() + c0, GH, e, 1);
+          gemm::gemm_prepacked<T>(B, {a.hs + t * B * H, H, 1}, w, gh.data() + c0, GH, e, 1);
           step_forward<V, T>(a, t, u0, u1, xw.data() + t * B * GH, gh.data(), c0, u1 - u0);
         }
         if (sp.nt > 1) {
@@ -370,6 +394,12 @@ void backward(const Bwd<T>& a) {
   T* d_hh = a.kind == GRU ? d_hh_own.data() : d_ih.data();
   if (B > 0 && H > 0 && (want_w || a.dh0 || a.dc0)) {
     const Split sp = split_units(B, H, G);
+    // each thread's columns of w_hh (rows G*H, H apart) packed once for its dh GEMMs, as in the forward
+    const bool dh_gemms = S > 1 || a.dh0;
+    std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
+    for (int p = 0; p < sp.nt; ++p)
+      poff[p + 1] = poff[p] + (dh_gemms ? gemm::packed_b_elems<T>(GH, sp.u1(p) - sp.u0(p)) : 0);
+    std::vector<T> wpk(static_cast<std::size_t>(poff[sp.nt]));
     vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel num_threads(sp.nt) if (sp.nt > 1)
@@ -378,13 +408,15 @@ void backward(const Bwd<T>& a) {
         const int64_t u0 = sp.u0(p), u1 = sp.u1(p);
         gemm::Epilogue<T> e;
         e.accumulate = a.kind == GRU;  // dh = z * dh (direct) + d_hh @ w_hh
+        gemm::PackedB<T> w;
+        if (dh_gemms && u1 > u0) w = gemm::pack_b_once<T>({a.w_hh + u0, H, 1}, GH, u1 - u0, wpk.data() + poff[p]);
         for (int64_t t = S - 1; t >= 0; --t) {
           if (u1 > u0) step_backward<V, T>(a, t, u0, u1, d_ih.data(), d_hh, dh.data(), dc.data());
           if (sp.nt > 1) {
 #pragma omp barrier
           }
           if (u1 > u0 && (t > 0 || a.dh0))
-            gemm::gemm<T>(B, u1 - u0, GH, {d_hh + t * B * GH, GH, 1}, {a.w_hh + u0, H, 1}, dh.data() + u0, H, e, 1);
+            gemm::gemm_prepacked<T>(B, {d_hh + t * B * GH, GH, 1}, w, dh.data() + u0, H, e, 1);
         }
       }
     });
