@@ -77,6 +77,7 @@ void bind_rnn(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_loss(py::module_& m);
+void bind_sparse(py::module_& m);
 void bind_peak(py::module_& m);
 
 }  // namespace pydl
@@ -118,5 +119,6 @@ PYBIND11_MODULE(PYDL_MODULE, m) {
   bind_attention(m);
   bind_norm(m);
   bind_loss(m);
+  bind_sparse(m);
   bind_peak(m);
 }

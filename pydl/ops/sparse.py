@@ -80,10 +80,17 @@ def _embedding_bench(rng, dtype, quick=False):
     return [c(50000, 512, (64, 128), ("quick",))] + ([] if quick else [c(10000, 650, (20, 35))])
 
 
+def _embedding_tol_scale(a):
+    """The weight gradient's longest sum over 4 (TOL holds for the few rows per index of the
+    conformance cases): a float32 sum of k rows errs in proportion to k, whoever adds them."""
+    idx = a["input"]
+    return np.bincount(idx.reshape(-1).astype(np.intp)).max() / 4 if idx.size else 1.0
+
+
 # fd_skip: the padding row's gradient is 0 by definition, not by finite differences (the cases
 # without padding_idx get their finite-difference check in tests/test_op_frictions.py)
 @defop(family="sparse", differentiable=("weight",), out_shape=_embedding_shape, flops=lambda a: 0,
-       bytes=_embedding_bytes, tol=TOL, cases=_embedding_cases, bad_cases=_embedding_bad, fd_skip=("weight",),
+       bytes=_embedding_bytes, tol=TOL, tol_scale=_embedding_tol_scale, cases=_embedding_cases, bad_cases=_embedding_bad, fd_skip=("weight",),
        torch=lambda torch, F, a: F.embedding(a["input"].long(), a["weight"], padding_idx=a["padding_idx"]),
        bench=_embedding_bench)
 def embedding(input, weight, padding_idx=None):

@@ -8,4 +8,4 @@ from pydl.backends import register_thread_hook
 
 register_thread_hook("cpp", _cpp.set_num_threads)
 
-from . import attention, conv, elementwise, gemm, loss, norm, pool, rnn  # noqa: E402,F401  (each registers its family's ops)
+from . import attention, conv, elementwise, gemm, loss, norm, pool, rnn, sparse  # noqa: E402,F401  (each registers its family's ops)
