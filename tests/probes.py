@@ -363,6 +363,21 @@ def hostile() -> list[Probe]:
         P("mask wrong shape", "dropout", lambda: dict(x=xd, p=0.5, mask=np.ones((4, 6), bool)), ValueError, "mask"),
         P("x beyond memory", "dropout", lambda: dict(x=_wide((2 ** 40, 5)), p=0.5, seed=1), MemoryError, "x"),
     ]
+    # embedding: indices outside the table (however wide their dtype), tables beyond memory
+    we, ie = _f(6, 4), np.array([[0, 5], [3, 1]])
+    probes += [
+        P("index 2**40", "embedding", lambda: dict(input=np.array([0, BIG]), weight=we), ValueError, "input"),
+        P("index 2**63 uint64", "embedding", lambda: dict(input=np.array([1, 2 ** 63], np.uint64), weight=we),
+          ValueError, "input"),
+        P("index -128 int8", "embedding", lambda: dict(input=np.array([-128, 0], np.int8), weight=we), ValueError,
+          "input"),
+        P("index = num_embeddings", "embedding", lambda: dict(input=ie + 1, weight=we), ValueError, "input"),
+        P("indices float64", "embedding", lambda: dict(input=ie.astype(np.float64), weight=we), TypeError, "input"),
+        P("padding_idx 2**70", "embedding", lambda: dict(input=ie, weight=we, padding_idx=2 ** 70), ValueError,
+          "padding_idx"),
+        P("weight beyond memory", "embedding", lambda: dict(input=ie, weight=_wide((2 ** 40, 4))), MemoryError,
+          "weight"),
+    ]
     return probes
 
 
