@@ -134,19 +134,27 @@ struct Fwd {
   T *hs, *cs, *gates;
 };
 
+// Row stride for a buffer of rows of n elements that the GEMMs read or write a row tile at a
+// time: n, or one cache line more when n's rows would lie a multiple of 2 KiB apart (an LSTM of
+// 256 units: 4 KiB), which puts a tile's rows in a few L1 sets (see pack_recurrent).
+template <class T>
+int64_t padded_ld(int64_t n) {
+  return (n * static_cast<int64_t>(sizeof(T))) % 2048 == 0 && n > 0 ? n + 64 / static_cast<int64_t>(sizeof(T)) : n;
+}
+
 // The fused pointwise pass of one step for units [u0, u1) of every row.
-// xw: the step's input projection (B, G*H), standard gate order, biases in;
-// gh: the recurrent GEMM's result, row stride G*H, gate k of unit u0 + j at [off + k*gs + j]
+// xw: the step's input projection (B rows, ldx apart, of G*H), standard gate order, biases in;
+// gh: the recurrent GEMM's result, rows ldg apart, gate k of unit u0 + j at [off + k*gs + j]
 // (off = G*u0, gs = u1 - u0 in the per-thread regrouped layout; off = u0, gs = H in the standard one).
 template <class V, class T>
-void step_forward(const Fwd<T>& a, int64_t t, int64_t u0, int64_t u1, const T* xw, const T* gh, int64_t off,
-                  int64_t gs) {
+void step_forward(const Fwd<T>& a, int64_t t, int64_t u0, int64_t u1, const T* xw, int64_t ldx, const T* gh,
+                  int64_t ldg, int64_t off, int64_t gs) {
   using R = typename V::R;
-  const int64_t B = a.B, H = a.H, G = gates_of(a.kind), GH = G * H, nu = u1 - u0;
+  const int64_t B = a.B, H = a.H, nu = u1 - u0;
   const R zero = V::set1(T(0));
   for (int64_t b = 0; b < B; ++b) {
-    const T* xr = xw + b * GH;
-    const T* gr = gh + b * GH + off;
+    const T* xr = xw + b * ldx;
+    const T* gr = gh + b * ldg + off;
     const T* hp = a.hs + (t * B + b) * H;
     T* hn = a.hs + ((t + 1) * B + b) * H;
     T* sv = a.gates ? a.gates + (t * B + b) * 4 * H : nullptr;
@@ -237,26 +245,27 @@ void forward(const Fwd<T>& a) {
   } else {
     bias_p = a.b_ih ? a.b_ih : a.b_hh;
   }
-  std::vector<T> xw(static_cast<std::size_t>(S * B * GH));
+  const int64_t ld = padded_ld<T>(GH);  // rows of xw and gh
+  std::vector<T> xw(static_cast<std::size_t>(S * B * ld));
   gemm::Epilogue<T> ep;
   ep.bias = bias_p;
-  gemm::gemm<T>(S * B, GH, I, {a.x, I, 1}, {a.w_ih, 1, I}, xw.data(), GH, ep, 0);
+  gemm::gemm<T>(S * B, GH, I, {a.x, I, 1}, {a.w_ih, 1, I}, xw.data(), ld, ep, 0);
   const Split sp = split_units(B, H, G);
   if (S == 1) {
     // One step (the cells): regrouping w_hh would cost as much as the step's GEMM itself;
     // gh = h @ w_hh^T (+ b_hh for the GRU) on every thread, then the pointwise pass by units.
-    std::vector<T> gh1(static_cast<std::size_t>(B * GH));
+    std::vector<T> gh1(static_cast<std::size_t>(B * ld));
     gemm::Epilogue<T> e1;
     if (a.kind == GRU) e1.bias = a.b_hh;
     // with a zero state too: 0 * a non-finite weight is NaN, as in the reference and torch
     std::vector<T> hz;
     if (!a.h0) hz.assign(static_cast<std::size_t>(B * H), T(0));
-    gemm::gemm<T>(B, GH, H, {a.h0 ? a.h0 : hz.data(), H, 1}, {a.w_hh, 1, H}, gh1.data(), GH, e1, 0);
+    gemm::gemm<T>(B, GH, H, {a.h0 ? a.h0 : hz.data(), H, 1}, {a.w_hh, 1, H}, gh1.data(), ld, e1, 0);
     vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel for num_threads(sp.nt) if (sp.nt > 1) schedule(static)
       for (int p = 0; p < sp.nt; ++p)
-        step_forward<V, T>(a, 0, sp.u0(p), sp.u1(p), xw.data(), gh1.data(), sp.u0(p), H);
+        step_forward<V, T>(a, 0, sp.u0(p), sp.u1(p), xw.data(), ld, gh1.data(), ld, sp.u0(p), H);
     });
     return;
   }
@@ -270,7 +279,7 @@ void forward(const Fwd<T>& a) {
         for (int64_t j = 0; j < nu; ++j) bp[G * u0 + g * nu + j] = a.b_hh[g * H + u0 + j];
     }
   }
-  std::vector<T> gh(static_cast<std::size_t>(B * GH));
+  std::vector<T> gh(static_cast<std::size_t>(B * ld));
   // each thread's recurrent weights, packed by the thread into the GEMM's panels (pack_recurrent)
   std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
   for (int p = 0; p < sp.nt; ++p) poff[p + 1] = poff[p] + gemm::packed_b_elems<T>(H, G * (sp.u1(p) - sp.u0(p)));
@@ -290,8 +299,8 @@ void forward(const Fwd<T>& a) {
       });
       for (int64_t t = 0; t < S; ++t) {
         if (nc > 0) {
-          gemm::gemm_prepacked<T>(B, {a.hs + t * B * H, H, 1}, w, gh.data() + c0, GH, e, 1);
-          step_forward<V, T>(a, t, u0, u1, xw.data() + t * B * GH, gh.data(), c0, u1 - u0);
+          gemm::gemm_prepacked<T>(B, {a.hs + t * B * H, H, 1}, w, gh.data() + c0, ld, e, 1);
+          step_forward<V, T>(a, t, u0, u1, xw.data() + t * B * ld, ld, gh.data(), ld, c0, u1 - u0);
         }
         if (sp.nt > 1) {
 #pragma omp barrier
@@ -314,14 +323,14 @@ struct Bwd {
 // standard gate order, rows of G*H; dh (B, H) holds the gradient reaching h_{t+1} from
 // step t+1 and leaves (GRU) the direct part z * dh; dc (B, H) is carried likewise.
 template <class V, class T>
-void step_backward(const Bwd<T>& a, int64_t t, int64_t u0, int64_t u1, T* d_ih, T* d_hh, T* dh, T* dc) {
+void step_backward(const Bwd<T>& a, int64_t t, int64_t u0, int64_t u1, T* d_ih, T* d_hh, int64_t ld, T* dh, T* dc) {
   using R = typename V::R;
-  const int64_t B = a.B, H = a.H, G = gates_of(a.kind), GH = G * H, nu = u1 - u0;
+  const int64_t B = a.B, H = a.H, nu = u1 - u0;
   const R one = V::set1(T(1)), zero = V::set1(T(0));
   for (int64_t b = 0; b < B; ++b) {
     const int64_t row = t * B + b;
-    T* di = d_ih + row * GH;
-    T* dhh = d_hh + row * GH;
+    T* di = d_ih + row * ld;
+    T* dhh = d_hh + row * ld;
     const T* go = a.g_out ? a.g_out + row * H : nullptr;
     const T* sv = a.gates ? a.gates + row * 4 * H : nullptr;
     for (int64_t j = 0; j < nu; j += V::W) {
@@ -375,7 +384,8 @@ void backward(const Bwd<T>& a) {
   if (a.kind == LSTM)
     for (int64_t e = 0; e < B * H; ++e) dc[e] = a.g_cn ? a.g_cn[e] : T(0);
   const bool want_w = a.dx || a.dw_ih || a.dw_hh || a.db_ih || a.db_hh;
-  std::vector<T> d_ih(static_cast<std::size_t>(SB * GH)), d_hh_own(a.kind == GRU ? SB * GH : 0);
+  const int64_t ld = padded_ld<T>(GH);  // rows of d
+  std::vector<T> d_ih(static_cast<std::size_t>(SB * ld)), d_hh_own(a.kind == GRU ? SB * ld : 0);
   T* d_hh = a.kind == GRU ? d_hh_own.data() : d_ih.data();
   if (B > 0 && H > 0 && (want_w || a.dh0 || a.dc0)) {
     const Split sp = split_units(B, H, G);
@@ -408,21 +418,21 @@ void backward(const Bwd<T>& a) {
           for (int64_t b = 0; b < B; ++b)
             for (int g = 0; g < G; ++g) {
               T* o = db + g * H;
-              const T* r = d + b * GH + g * H;
+              const T* r = d + b * ld + g * H;
               for (int64_t u = u0; u < u1; ++u) o[u] += r[u];
             }
         };
         for (int64_t t = S - 1; t >= 0; --t) {
           if (u1 > u0) {
-            step_backward<V, T>(a, t, u0, u1, d_ih.data(), d_hh, dh.data(), dc.data());
-            if (a.db_ih) add_rows(a.db_ih, d_ih.data() + t * B * GH);
-            if (a.db_hh) add_rows(a.db_hh, d_hh + t * B * GH);
+            step_backward<V, T>(a, t, u0, u1, d_ih.data(), d_hh, ld, dh.data(), dc.data());
+            if (a.db_ih) add_rows(a.db_ih, d_ih.data() + t * B * ld);
+            if (a.db_hh) add_rows(a.db_hh, d_hh + t * B * ld);
           }
           if (sp.nt > 1) {
 #pragma omp barrier
           }
           if (u1 > u0 && (t > 0 || a.dh0)) {
-            const gemm::View<T> d{d_hh + t * B * GH, GH, 1};
+            const gemm::View<T> d{d_hh + t * B * ld, ld, 1};
             if (packed_w)
               gemm::gemm_prepacked<T>(B, d, w, dh.data() + u0, H, e, 1);
             else
@@ -439,9 +449,9 @@ void backward(const Bwd<T>& a) {
   }
   if (a.dh0) std::copy(dh.begin(), dh.end(), a.dh0);
   if (a.dc0) std::copy(dc.begin(), dc.end(), a.dc0);
-  if (a.dx) gemm::gemm<T>(SB, I, GH, {d_ih.data(), GH, 1}, {a.w_ih, I, 1}, a.dx, I, {}, 0);
-  if (a.dw_ih) gemm::gemm<T>(GH, I, SB, {d_ih.data(), 1, GH}, {a.x, I, 1}, a.dw_ih, I, {}, 0);
-  if (a.dw_hh) gemm::gemm<T>(GH, H, SB, {d_hh, 1, GH}, {a.hs, H, 1}, a.dw_hh, H, {}, 0);
+  if (a.dx) gemm::gemm<T>(SB, I, GH, {d_ih.data(), ld, 1}, {a.w_ih, I, 1}, a.dx, I, {}, 0);
+  if (a.dw_ih) gemm::gemm<T>(GH, I, SB, {d_ih.data(), 1, ld}, {a.x, I, 1}, a.dw_ih, I, {}, 0);
+  if (a.dw_hh) gemm::gemm<T>(GH, H, SB, {d_hh, 1, ld}, {a.hs, H, 1}, a.dw_hh, H, {}, 0);
 }
 
 void check_kind(int kind) {
