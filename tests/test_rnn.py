@@ -76,8 +76,8 @@ def _check(op, backend, args, dtype, needs=None, seed=0):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", (np.float32, np.float64))
-@pytest.mark.parametrize("shape", [(60, 3, 7, 37), (9, 1, 33, 70), (4, 17, 5, 131), (3, 6, 4, 300)],
-                         ids=["long_T", "B1", "H131_threaded", "H300_k_blocks"])
+@pytest.mark.parametrize("shape", [(60, 3, 7, 37), (9, 1, 33, 70), (4, 17, 5, 131), (3, 6, 4, 300), (5, 3, 4, 128)],
+                         ids=["long_T", "B1", "H131_threaded", "H300_k_blocks", "H128_padded_rows"])
 def test_sequences(backend, op, dtype, shape):
     T, B, I, H = shape
     _check(op, backend, _args(op, T, B, I, H, dtype, seed=sum(shape)), dtype)
