@@ -320,7 +320,7 @@ struct Bwd {
 };
 
 // Gradients of the pre-activations of step t for units [u0, u1): d_ih (and d_hh, GRU),
-// standard gate order, rows of G*H; dh (B, H) holds the gradient reaching h_{t+1} from
+// standard gate order, rows of G*H, ld apart; dh (B, H) holds the gradient reaching h_{t+1} from
 // step t+1 and leaves (GRU) the direct part z * dh; dc (B, H) is carried likewise.
 template <class V, class T>
 void step_backward(const Bwd<T>& a, int64_t t, int64_t u0, int64_t u1, T* d_ih, T* d_hh, int64_t ld, T* dh, T* dc) {
