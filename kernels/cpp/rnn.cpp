@@ -41,6 +41,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <initializer_list>
+#include <new>
 #include <cstring>
 #include <optional>
 #include <sstream>
@@ -132,6 +135,64 @@ struct Fwd {
   int64_t S, B, I, H;
   const T *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
   T *hs, *cs, *gates;
+};
+
+// The big buffers of a call (the input projection, the gate gradients, the packed recurrent
+// weights) are carved from a workspace the calling thread keeps between calls, up to kKeepBytes:
+// allocated afresh, their pages were faulted in and zeroed by the kernel on every call (LSTM
+// T100 B64 I512 H512, one thread: 10-15% of the forward in the page-fault handler). They are not
+// zeroed: the kernels write every element they read. A bigger workspace is freed after the call.
+constexpr std::size_t kKeepBytes = std::size_t(256) << 20;
+
+struct Workspace {
+  void* p = nullptr;
+  std::size_t cap = 0;
+  ~Workspace() { std::free(p); }
+};
+
+inline Workspace& workspace() {
+  static thread_local Workspace w;
+  return w;
+}
+
+template <class T>
+class Buffers {
+ public:
+  // one buffer of n elements per entry, each 64-byte aligned
+  explicit Buffers(std::initializer_list<int64_t> sizes) {
+    std::size_t total = 0;
+    for (int64_t n : sizes) total += bytes(n);
+    Workspace& w = workspace();
+    if (total > w.cap) {
+      std::free(w.p);
+      w.p = nullptr;
+      w.cap = 0;
+      const std::size_t sz = (total + 4095) / 4096 * 4096;
+      w.p = std::aligned_alloc(4096, sz);
+      if (!w.p) throw std::bad_alloc();
+      w.cap = sz;
+    }
+    char* q = static_cast<char*>(w.p);
+    for (int64_t n : sizes) {
+      ptrs_.push_back(reinterpret_cast<T*>(q));
+      q += bytes(n);
+    }
+  }
+  ~Buffers() {
+    Workspace& w = workspace();
+    if (w.cap > kKeepBytes) {
+      std::free(w.p);
+      w.p = nullptr;
+      w.cap = 0;
+    }
+  }
+  Buffers(const Buffers&) = delete;
+  Buffers& operator=(const Buffers&) = delete;
+  T* operator[](std::size_t i) const { return ptrs_[i]; }
+
+ private:
+  static std::size_t bytes(int64_t n) { return (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64; }
+  std::vector<T*> ptrs_;
 };
 
 // Row stride for a buffer of rows of n elements that the GEMMs read or write a row tile at a
@@ -246,26 +307,32 @@ void forward(const Fwd<T>& a) {
     bias_p = a.b_ih ? a.b_ih : a.b_hh;
   }
   const int64_t ld = padded_ld<T>(GH);  // rows of xw and gh
-  std::vector<T> xw(static_cast<std::size_t>(S * B * ld));
+  const Split sp = split_units(B, H, G);
+  // each thread's recurrent weights, packed by the thread into the GEMM's panels (pack_recurrent)
+  std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
+  for (int p = 0; p < sp.nt; ++p)
+    poff[p + 1] = poff[p] + (S > 1 ? gemm::packed_b_elems<T>(H, G * (sp.u1(p) - sp.u0(p))) : 0);
+  const Buffers<T> buf({S * B * ld, B * ld, poff[sp.nt]});
+  T* const xw = buf[0];  // (S*B, GH), rows ld apart
+  T* const gh = buf[1];  // (B, GH), rows ld apart
+  T* const wpk = buf[2];
   gemm::Epilogue<T> ep;
   ep.bias = bias_p;
-  gemm::gemm<T>(S * B, GH, I, {a.x, I, 1}, {a.w_ih, 1, I}, xw.data(), ld, ep, 0);
-  const Split sp = split_units(B, H, G);
+  gemm::gemm<T>(S * B, GH, I, {a.x, I, 1}, {a.w_ih, 1, I}, xw, ld, ep, 0);
   if (S == 1) {
     // One step (the cells): regrouping w_hh would cost as much as the step's GEMM itself;
     // gh = h @ w_hh^T (+ b_hh for the GRU) on every thread, then the pointwise pass by units.
-    std::vector<T> gh1(static_cast<std::size_t>(B * ld));
     gemm::Epilogue<T> e1;
     if (a.kind == GRU) e1.bias = a.b_hh;
     // with a zero state too: 0 * a non-finite weight is NaN, as in the reference and torch
     std::vector<T> hz;
     if (!a.h0) hz.assign(static_cast<std::size_t>(B * H), T(0));
-    gemm::gemm<T>(B, GH, H, {a.h0 ? a.h0 : hz.data(), H, 1}, {a.w_hh, 1, H}, gh1.data(), ld, e1, 0);
+    gemm::gemm<T>(B, GH, H, {a.h0 ? a.h0 : hz.data(), H, 1}, {a.w_hh, 1, H}, gh, ld, e1, 0);
     vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel for num_threads(sp.nt) if (sp.nt > 1) schedule(static)
       for (int p = 0; p < sp.nt; ++p)
-        step_forward<V, T>(a, 0, sp.u0(p), sp.u1(p), xw.data(), ld, gh1.data(), ld, sp.u0(p), H);
+        step_forward<V, T>(a, 0, sp.u0(p), sp.u1(p), xw, ld, gh, ld, sp.u0(p), H);
     });
     return;
   }
@@ -279,11 +346,6 @@ void forward(const Fwd<T>& a) {
         for (int64_t j = 0; j < nu; ++j) bp[G * u0 + g * nu + j] = a.b_hh[g * H + u0 + j];
     }
   }
-  std::vector<T> gh(static_cast<std::size_t>(B * ld));
-  // each thread's recurrent weights, packed by the thread into the GEMM's panels (pack_recurrent)
-  std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
-  for (int p = 0; p < sp.nt; ++p) poff[p + 1] = poff[p] + gemm::packed_b_elems<T>(H, G * (sp.u1(p) - sp.u0(p)));
-  std::vector<T> wpk(static_cast<std::size_t>(poff[sp.nt]));
   // 3. the recurrence
   vm::with_vec<T>([&](auto v) {
     using V = decltype(v);
@@ -294,13 +356,13 @@ void forward(const Fwd<T>& a) {
       gemm::Epilogue<T> e;
       if (!bp.empty()) e.bias = bp.data() + c0;
       const int64_t nu = u1 - u0;
-      const gemm::PackedB<T> w = gemm::pack_b_once<T>(H, nc, wpk.data() + poff[p], [&](int64_t k0, int64_t kc, int64_t n0, int64_t n, T* d) {
+      const gemm::PackedB<T> w = gemm::pack_b_once<T>(H, nc, wpk + poff[p], [&](int64_t k0, int64_t kc, int64_t n0, int64_t n, T* d) {
         pack_recurrent(a.w_hh, H, u0, nu, k0, kc, n0, n, d);
       });
       for (int64_t t = 0; t < S; ++t) {
         if (nc > 0) {
-          gemm::gemm_prepacked<T>(B, {a.hs + t * B * H, H, 1}, w, gh.data() + c0, ld, e, 1);
-          step_forward<V, T>(a, t, u0, u1, xw.data() + t * B * ld, ld, gh.data(), ld, c0, u1 - u0);
+          gemm::gemm_prepacked<T>(B, {a.hs + t * B * H, H, 1}, w, gh + c0, ld, e, 1);
+          step_forward<V, T>(a, t, u0, u1, xw + t * B * ld, ld, gh, ld, c0, u1 - u0);
         }
         if (sp.nt > 1) {
 #pragma omp barrier
@@ -385,19 +447,21 @@ void backward(const Bwd<T>& a) {
     for (int64_t e = 0; e < B * H; ++e) dc[e] = a.g_cn ? a.g_cn[e] : T(0);
   const bool want_w = a.dx || a.dw_ih || a.dw_hh || a.db_ih || a.db_hh;
   const int64_t ld = padded_ld<T>(GH);  // rows of d
-  std::vector<T> d_ih(static_cast<std::size_t>(SB * ld)), d_hh_own(a.kind == GRU ? SB * ld : 0);
-  T* d_hh = a.kind == GRU ? d_hh_own.data() : d_ih.data();
-  if (B > 0 && H > 0 && (want_w || a.dh0 || a.dc0)) {
-    const Split sp = split_units(B, H, G);
-    // each thread's columns of w_hh (rows G*H, H apart) packed once for its dh GEMMs, as in the
-    // forward; but for one row (B = 1, a GEMV) the direct path reading w_hh in place is faster
-    // (LSTM T50 H256/H512: 0.79-0.89x packed; the packed path's narrowest tile computes 4 rows
-    // and its A panel is zero-filled to 14; B = 2 already gains 1.06-1.07x packed)
-    const bool packed_w = (S > 1 || a.dh0) && B > 1;
-    std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
-    for (int p = 0; p < sp.nt; ++p)
-      poff[p + 1] = poff[p] + (packed_w ? gemm::packed_b_elems<T>(GH, sp.u1(p) - sp.u0(p)) : 0);
-    std::vector<T> wpk(static_cast<std::size_t>(poff[sp.nt]));
+  const bool run = B > 0 && H > 0 && (want_w || a.dh0 || a.dc0);
+  const Split sp = split_units(B, H, G);
+  // each thread's columns of w_hh (rows G*H, H apart) packed once for its dh GEMMs, as in the
+  // forward; but for one row (B = 1, a GEMV) the direct path reading w_hh in place is faster
+  // (LSTM T50 H256/H512: 0.79-0.89x packed; the packed path's narrowest tile computes 4 rows
+  // and its A panel is zero-filled to 14; B = 2 already gains 1.06-1.07x packed)
+  const bool packed_w = run && (S > 1 || a.dh0) && B > 1;
+  std::vector<int64_t> poff(static_cast<std::size_t>(sp.nt) + 1, 0);
+  for (int p = 0; p < sp.nt; ++p)
+    poff[p + 1] = poff[p] + (packed_w ? gemm::packed_b_elems<T>(GH, sp.u1(p) - sp.u0(p)) : 0);
+  const Buffers<T> buf({SB * ld, a.kind == GRU ? SB * ld : 0, poff[sp.nt]});
+  T* const d_ih = buf[0];  // (S*B, G*H), rows ld apart
+  T* const d_hh = a.kind == GRU ? buf[1] : d_ih;
+  T* const wpk = buf[2];
+  if (run) {
     vm::with_vec<T>([&](auto v) {
       using V = decltype(v);
 #pragma omp parallel num_threads(sp.nt) if (sp.nt > 1)
@@ -407,7 +471,7 @@ void backward(const Bwd<T>& a) {
         gemm::Epilogue<T> e;
         e.accumulate = a.kind == GRU;  // dh = z * dh (direct) + d_hh @ w_hh
         gemm::PackedB<T> w;
-        if (packed_w && u1 > u0) w = gemm::pack_b_once<T>({a.w_hh + u0, H, 1}, GH, u1 - u0, wpk.data() + poff[p]);
+        if (packed_w && u1 > u0) w = gemm::pack_b_once<T>({a.w_hh + u0, H, 1}, GH, u1 - u0, wpk + poff[p]);
         // the bias gradients (column sums of d over every step) summed by the thread that owns
         // the columns, from the rows it has just written (a pass over d after the loop cost
         // 0.4 ms of the LSTM LM's 9 ms backward)
@@ -424,8 +488,8 @@ void backward(const Bwd<T>& a) {
         };
         for (int64_t t = S - 1; t >= 0; --t) {
           if (u1 > u0) {
-            step_backward<V, T>(a, t, u0, u1, d_ih.data(), d_hh, ld, dh.data(), dc.data());
-            if (a.db_ih) add_rows(a.db_ih, d_ih.data() + t * B * ld);
+            step_backward<V, T>(a, t, u0, u1, d_ih, d_hh, ld, dh.data(), dc.data());
+            if (a.db_ih) add_rows(a.db_ih, d_ih + t * B * ld);
             if (a.db_hh) add_rows(a.db_hh, d_hh + t * B * ld);
           }
           if (sp.nt > 1) {
@@ -442,15 +506,15 @@ void backward(const Bwd<T>& a) {
       }
     });
   } else {
-    std::fill(d_ih.begin(), d_ih.end(), T(0));
-    std::fill(d_hh_own.begin(), d_hh_own.end(), T(0));
+    std::fill(d_ih, d_ih + SB * ld, T(0));
+    if (d_hh != d_ih) std::fill(d_hh, d_hh + SB * ld, T(0));
     for (T* db : {a.db_ih, a.db_hh})
       if (db) std::fill(db, db + GH, T(0));
   }
   if (a.dh0) std::copy(dh.begin(), dh.end(), a.dh0);
   if (a.dc0) std::copy(dc.begin(), dc.end(), a.dc0);
-  if (a.dx) gemm::gemm<T>(SB, I, GH, {d_ih.data(), ld, 1}, {a.w_ih, I, 1}, a.dx, I, {}, 0);
-  if (a.dw_ih) gemm::gemm<T>(GH, I, SB, {d_ih.data(), 1, ld}, {a.x, I, 1}, a.dw_ih, I, {}, 0);
+  if (a.dx) gemm::gemm<T>(SB, I, GH, {d_ih, ld, 1}, {a.w_ih, I, 1}, a.dx, I, {}, 0);
+  if (a.dw_ih) gemm::gemm<T>(GH, I, SB, {d_ih, 1, ld}, {a.x, I, 1}, a.dw_ih, I, {}, 0);
   if (a.dw_hh) gemm::gemm<T>(GH, H, SB, {d_hh, 1, ld}, {a.hs, H, 1}, a.dw_hh, H, {}, 0);
 }
 
