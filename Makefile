@@ -73,7 +73,7 @@ wheel-check: $(STAMP)
 # families' tests run under them with the sanitizer runtimes preloaded into Python. Any finding
 # stops the run with its report. SAN_TESTS picks the tests (.ci/run runs a subset).
 SAN_DIR   := build/sanitize
-SAN_TESTS ?= tests/test_conformance.py tests/test_gemm.py tests/test_conv.py tests/test_pool.py tests/test_cpp_simd_levels.py tests/test_sanitize.py
+SAN_TESTS ?= tests/test_conformance.py tests/test_gemm.py tests/test_conv.py tests/test_pool.py tests/test_rnn.py tests/test_sparse.py tests/test_cpp_simd_levels.py tests/test_sanitize.py
 SAN_PY     = $(abspath $(BIN))/python
 sanitize: $(STAMP)
 	rm -rf $(SAN_DIR) && mkdir -p $(SAN_DIR)

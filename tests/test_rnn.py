@@ -146,6 +146,35 @@ def test_threads(backend, threads):
 
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="cpp backend not built")
+def test_cpp_workspace_kept_between_calls():
+    """The cpp kernels carve their big buffers from a per-thread workspace kept between calls and
+    never zero-filled: a small call after a big one runs on the big one's leftovers (and a
+    padded layout after an unpadded one), a big one after it grows the workspace again, and two
+    Python threads (the kernels release the GIL) each get their own."""
+    import threading
+
+    shapes = [(9, 12, 40, 128), (3, 2, 5, 7), (6, 5, 16, 96), (2, 3, 4, 128)]
+    for i, shape in enumerate(shapes):
+        _check("lstm", "cpp", _args("lstm", *shape, np.float32, seed=40 + i), np.float32)
+        _check("gru", "cpp", _args("gru", *shape, np.float32, seed=50 + i), np.float32)
+    errors = []
+
+    def worker(seed):
+        try:
+            for i, shape in enumerate(shapes[::-1]):
+                _check("lstm", "cpp", _args("lstm", *shape, np.float32, seed=seed + i), np.float32)
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(60 + 10 * k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="cpp backend not built")
 def test_cpp_entry_points_throw():
     """The native checks raise ValueError (never abort) on shapes the adapter would not pass."""
     from pydl import _cpp
