@@ -227,7 +227,11 @@ def test_seq2seq_learns_to_reverse():
 
     before = _eval_loss(model, lambda: loss(se, te))
     rng = np.random.default_rng(0)
-    _train(model, lambda b: loss(*b), (models.toy_sequences("reverse", 64, L, V, rng) for _ in range(100)), 1e-2)
+    # 150 Adam steps at 5e-3 end at 0.001-0.05 of the first loss on six initial seeds, with the
+    # cpp kernels and with the NumPy reference. (100 steps at 1e-2 were chaotic: changing the rate
+    # by 1e-5 moved this seed's ratio from 0.23 to 0.05, and so did float32 rounding that differs
+    # between backends or builds of them.)
+    _train(model, lambda b: loss(*b), (models.toy_sequences("reverse", 64, L, V, rng) for _ in range(150)), 5e-3)
     after = _eval_loss(model, lambda: loss(se, te))
     assert before > 1.8 and after < 0.2 * before, (before, after)
     pred, attn = model.greedy(se, L)
