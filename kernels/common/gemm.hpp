@@ -770,11 +770,14 @@ struct Scratch {
   void* p = nullptr;
   std::size_t cap = 0;
   ~Scratch() { std::free(p); }
+  void release() {
+    std::free(p);
+    p = nullptr;
+    cap = 0;
+  }
   void* get(std::size_t bytes) {
     if (bytes > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
+      release();
       const std::size_t sz = (bytes + 4095) / 4096 * 4096;
       p = std::aligned_alloc(4096, sz);
       if (!p) throw std::bad_alloc();
@@ -1293,9 +1296,8 @@ PackedB<T> pack_b_once(int64_t K, int64_t N, T* dst, PackB&& pack_b) {
 // ... of a strided view B (K x N).
 template <class T>
 PackedB<T> pack_b_once(View<T> B, int64_t K, int64_t N, T* dst) {
-  const int W = panel_width<T>();
   return pack_b_once<T>(K, N, dst, [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* d) {
-    detail::pack_b_at(W, B, k0, kc, n0, nc, d);
+    pack_b_view<T>(B, k0, kc, n0, nc, d);
   });
 }
 

@@ -144,14 +144,8 @@ struct Fwd {
 // zeroed: the kernels write every element they read. A bigger workspace is freed after the call.
 constexpr std::size_t kKeepBytes = std::size_t(256) << 20;
 
-struct Workspace {
-  void* p = nullptr;
-  std::size_t cap = 0;
-  ~Workspace() { std::free(p); }
-};
-
-inline Workspace& workspace() {
-  static thread_local Workspace w;
+inline gemm::detail::Scratch& workspace() {  // (the GEMM's own scratch is another one)
+  static thread_local gemm::detail::Scratch w;
   return w;
 }
 
@@ -162,29 +156,14 @@ class Buffers {
   explicit Buffers(std::initializer_list<int64_t> sizes) {
     std::size_t total = 0;
     for (int64_t n : sizes) total += bytes(n);
-    Workspace& w = workspace();
-    if (total > w.cap) {
-      std::free(w.p);
-      w.p = nullptr;
-      w.cap = 0;
-      const std::size_t sz = (total + 4095) / 4096 * 4096;
-      w.p = std::aligned_alloc(4096, sz);
-      if (!w.p) throw std::bad_alloc();
-      w.cap = sz;
-    }
-    char* q = static_cast<char*>(w.p);
+    char* q = static_cast<char*>(workspace().get(total));
     for (int64_t n : sizes) {
       ptrs_.push_back(reinterpret_cast<T*>(q));
       q += bytes(n);
     }
   }
   ~Buffers() {
-    Workspace& w = workspace();
-    if (w.cap > kKeepBytes) {
-      std::free(w.p);
-      w.p = nullptr;
-      w.cap = 0;
-    }
+    if (workspace().cap > kKeepBytes) workspace().release();
   }
   Buffers(const Buffers&) = delete;
   Buffers& operator=(const Buffers&) = delete;
